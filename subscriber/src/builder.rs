@@ -1,0 +1,234 @@
+//! Building and starting a subscriber.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::SelectAll;
+use herald_shared::{NatsConfig, Subjects, round_trip, validate};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorKind};
+use crate::ingest::Ingest;
+use crate::stats::Counters;
+use crate::store::Store;
+use crate::subscriber::{Shared, Subscriber};
+use crate::view::{Clock, Views};
+
+/// Where the subscriber gets its NATS connection.
+#[derive(Debug)]
+enum Nats {
+    Config(NatsConfig),
+    Client(async_nats::Client),
+}
+
+/// Settings of a [`Subscriber`]; `start()` checks them, subscribes, and returns it.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), herald_subscriber::Error> {
+/// use herald_shared::NatsConfig;
+/// use herald_subscriber::{Strategy, Subscriber};
+///
+/// let subscriber = Subscriber::builder()
+///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+///     .service("billing")
+///     .zone("eu-1")
+///     .start()
+///     .await?;
+/// let billing = subscriber.pick("billing", Strategy::PowerOfTwoChoices);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `start()` is awaited"]
+pub struct SubscriberBuilder {
+    nats: Option<Nats>,
+    prefix: String,
+    services: Vec<String>,
+    zone: Option<String>,
+    event_capacity: usize,
+    sweep_interval: Duration,
+    confirm_timeout: Duration,
+    ingest_delay: Option<Duration>,
+}
+
+impl Default for SubscriberBuilder {
+    fn default() -> Self {
+        SubscriberBuilder {
+            nats: None,
+            prefix: herald_shared::subject::DEFAULT_PREFIX.to_owned(),
+            services: Vec::new(),
+            zone: None,
+            event_capacity: 4096,
+            sweep_interval: Duration::from_millis(20),
+            confirm_timeout: Duration::from_secs(5),
+            ingest_delay: None,
+        }
+    }
+}
+
+impl SubscriberBuilder {
+    /// Connect with these NATS settings (the subscriber owns the connection).
+    pub fn nats(mut self, config: NatsConfig) -> Self {
+        self.nats = Some(Nats::Config(config));
+        self
+    }
+
+    /// Use an existing NATS client (shared with the application). Slow-consumer reports
+    /// reach the subscriber only on connections it made itself; on a shared client, loss is
+    /// still counted from `seq` gaps.
+    pub fn client(mut self, client: async_nats::Client) -> Self {
+        self.nats = Some(Nats::Client(client));
+        self
+    }
+
+    /// Subject and key prefix (default `herald`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Follow this service only (repeat for several). Without any, every service is followed.
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.services.push(service.into());
+        self
+    }
+
+    /// Prefer instances of this zone in picks, falling back to others when it has none.
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Events buffered per `events()` stream before a slow reader is told it lagged
+    /// (default 4096).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// How often expired instances are swept (default 20 ms, at most 100 ms): the bound on
+    /// how late after its deadline an instance is removed.
+    pub fn sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = every;
+        self
+    }
+
+    /// Slows ingest down by `delay` per token, to exercise overload in tests.
+    #[doc(hidden)]
+    pub fn ingest_delay_for_tests(mut self, delay: Duration) -> Self {
+        self.ingest_delay = Some(delay);
+        self
+    }
+
+    fn validate(&self) -> Result<Subjects, Error> {
+        let invalid = |field: &'static str, bound: &'static str| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                herald_shared::ConfigError::field(field, bound),
+            )
+        };
+        let subjects = Subjects::new(&self.prefix)
+            .map_err(|_| invalid("prefix", "must match [A-Za-z0-9_-]{1,64}"))?;
+        for s in &self.services {
+            validate::service_name(s)
+                .map_err(|_| invalid("service", "must match [A-Za-z0-9_-]{1,64}"))?;
+        }
+        if let Some(z) = &self.zone {
+            validate::zone(z).map_err(|_| invalid("zone", "must match [A-Za-z0-9_.-]{1,64}"))?;
+        }
+        if self.event_capacity == 0 {
+            return Err(invalid("event_capacity", "must be > 0"));
+        }
+        if self.sweep_interval.is_zero() || self.sweep_interval > Duration::from_millis(100) {
+            return Err(invalid("sweep_interval", "must be within (0, 100 ms]"));
+        }
+        match &self.nats {
+            None => Err(invalid("nats", "a NATS config or client is required")),
+            Some(Nats::Config(c)) => c.validate().map(|()| subjects).map_err(Error::from),
+            Some(Nats::Client(_)) => Ok(subjects),
+        }
+    }
+
+    /// Subscribes (and confirms the subscriptions with a round trip), starts ingest, and
+    /// sends a probe, so that every live announcer answers within one round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] naming the field, before any connection is made;
+    /// [`ErrorKind::Connect`] or [`ErrorKind::Subscribe`] when NATS fails.
+    pub async fn start(self) -> Result<Subscriber, Error> {
+        let subjects = self.validate()?;
+        let (client, nats_events) = match self.nats {
+            Some(Nats::Config(c)) => {
+                let (client, events) = c.connect().await?;
+                (client, Some(events.subscribe()))
+            }
+            Some(Nats::Client(c)) => (c, None),
+            None => unreachable!("validated above"),
+        };
+        let mut subs = SelectAll::new();
+        let announce: Vec<String> = if self.services.is_empty() {
+            vec![subjects.announce_all()]
+        } else {
+            self.services.iter().map(|s| subjects.announce(s)).collect()
+        };
+        for subject in announce {
+            let sub = client
+                .subscribe(subject)
+                .await
+                .map_err(|e| Error::new(ErrorKind::Subscribe, e))?;
+            subs.push(sub);
+        }
+        round_trip::confirm_subscriptions(&client, self.confirm_timeout)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Subscribe, e))?;
+
+        let clock = Arc::new(Clock::new());
+        let views = Arc::new(Views::new(clock));
+        let counters = Arc::new(Counters::default());
+        let (events, _) = broadcast::channel(self.event_capacity);
+        let probe_subjects = if self.services.is_empty() {
+            vec![subjects.probe_all()]
+        } else {
+            self.services.iter().map(|s| subjects.probe(s)).collect()
+        };
+        let mut ingest = Ingest {
+            store: Store::new(views.clone(), counters.clone(), events.clone()),
+            subs,
+            client: client.clone(),
+            nats_events,
+            subjects,
+            probe_subjects,
+            counters: counters.clone(),
+            sweep_every: self.sweep_interval,
+            ingest_delay: self.ingest_delay,
+            last_probe: Instant::now(),
+            probe_wanted: false,
+            connects: client
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed),
+        };
+        ingest.probe().await;
+        let _ = client.flush().await;
+
+        let cancel = CancellationToken::new();
+        let span = tracing::debug_span!("subscriber", services = ?self.services);
+        let task = tokio::spawn(ingest.run(cancel.clone()).instrument(span));
+        tracing::info!(services = ?self.services, "subscriber started");
+        Ok(Subscriber::new(
+            Shared {
+                views,
+                counters,
+                events,
+                zone: self.zone,
+                client,
+            },
+            cancel,
+            task,
+        ))
+    }
+}

@@ -1,0 +1,79 @@
+//! The subscriber's error type: a kind to match on, a cause to read.
+
+use std::fmt;
+
+/// What went wrong, in a form to match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The builder's settings are invalid; the message names the field.
+    InvalidConfig,
+    /// NATS could not be reached.
+    Connect,
+    /// Subscribing or confirming the subscriptions failed.
+    Subscribe,
+    /// The wait ended before the condition held.
+    TimedOut,
+}
+
+/// A subscriber error.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    pub(crate) fn new(
+        kind: ErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    pub(crate) fn timed_out() -> Self {
+        Error {
+            kind: ErrorKind::TimedOut,
+            source: None,
+        }
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ErrorKind::InvalidConfig => "invalid subscriber configuration",
+            ErrorKind::Connect => "cannot connect to nats",
+            ErrorKind::Subscribe => "cannot subscribe",
+            ErrorKind::TimedOut => "timed out",
+        };
+        match &self.source {
+            Some(s) => write!(f, "{what}: {s}"),
+            None => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+impl From<herald_shared::ConfigError> for Error {
+    fn from(e: herald_shared::ConfigError) -> Self {
+        let kind = match e {
+            herald_shared::ConfigError::Connect(_) => ErrorKind::Connect,
+            _ => ErrorKind::InvalidConfig,
+        };
+        Error::new(kind, e)
+    }
+}

@@ -1,0 +1,183 @@
+//! The ingest task: the one owner of the store.
+//!
+//! It reads tokens from the NATS subscriptions in batches, sweeps expired instances on a
+//! short timer, watches its own connection (self-preservation while it is down, a fresh TTL
+//! and a probe once it is back), and reacts to slow-consumer reports. Sweeping comes before
+//! tokens in its `select!`, so a flood of tokens cannot delay expiry.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt, stream::SelectAll};
+use herald_shared::{NatsEvent, Subjects};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::Counters;
+use crate::store::Store;
+
+/// Tokens applied before the task publishes snapshots and events and yields.
+const BATCH: usize = 256;
+
+/// Least time between two probes: one answer serves every subscriber, so a burst of
+/// reasons to probe needs only one.
+pub(crate) const PROBE_GAP: Duration = Duration::from_millis(100);
+
+pub(crate) struct Ingest {
+    pub(crate) store: Store,
+    pub(crate) subs: SelectAll<async_nats::Subscriber>,
+    pub(crate) client: async_nats::Client,
+    pub(crate) nats_events: Option<broadcast::Receiver<NatsEvent>>,
+    pub(crate) subjects: Subjects,
+    pub(crate) probe_subjects: Vec<String>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) sweep_every: Duration,
+    pub(crate) ingest_delay: Option<Duration>,
+    pub(crate) last_probe: Instant,
+    pub(crate) probe_wanted: bool,
+    pub(crate) connects: u64,
+}
+
+impl Ingest {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.sweep_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => self.on_tick().await,
+                event = recv_event(&mut self.nats_events) => self.on_nats_event(event),
+                msg = self.subs.next() => match msg {
+                    Some(msg) => self.on_messages(msg).await,
+                    None => {
+                        tracing::warn!("announce subscriptions closed; ingest stops");
+                        break;
+                    }
+                },
+            }
+        }
+        tracing::debug!("ingest task stopped");
+    }
+
+    async fn on_messages(&mut self, first: async_nats::Message) {
+        self.ingest_one(&first).await;
+        for _ in 1..BATCH {
+            match self.subs.next().now_or_never() {
+                Some(Some(msg)) => self.ingest_one(&msg).await,
+                _ => break,
+            }
+        }
+        self.store.flush();
+        self.publish_len();
+    }
+
+    async fn ingest_one(&mut self, msg: &async_nats::Message) {
+        if let Some(delay) = self.ingest_delay {
+            tokio::time::sleep(delay).await;
+        }
+        match self.subjects.service_of_announce(msg.subject.as_str()) {
+            Some(service) => self.store.ingest(service, &msg.payload),
+            None => {
+                self.counters.received.fetch_add(1, Relaxed);
+                self.counters.reject(herald_shared::Reject::SubjectMismatch);
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        self.watch_connection();
+        self.store.sweep();
+        self.store.flush();
+        self.publish_len();
+        if self.probe_wanted && self.last_probe.elapsed() >= PROBE_GAP {
+            self.probe().await;
+        }
+    }
+
+    fn publish_len(&self) {
+        self.counters
+            .instances
+            .store(self.store.len() as u64, Relaxed);
+    }
+
+    /// Self-preservation: while our own link is down nothing expires; once it is back every
+    /// instance gets one fresh TTL and a probe asks everyone to answer now.
+    fn watch_connection(&mut self) {
+        let clock = &self.store_clock();
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        let connects = self.client.statistics().connects.load(Relaxed);
+        let preserving = clock.preserving.load(Relaxed);
+        if !connected {
+            if !preserving {
+                clock.preserving.store(true, Relaxed);
+                tracing::warn!("nats connection lost: holding every instance until it is back");
+            }
+            return;
+        }
+        if preserving || connects != self.connects {
+            // Fresh deadlines first, then lift preservation, so no reader sees a gap.
+            self.store.refresh_all_deadlines();
+            clock.preserving.store(false, Relaxed);
+            self.counters
+                .reconnects
+                .fetch_add(connects.saturating_sub(self.connects).max(1), Relaxed);
+            self.connects = connects;
+            self.probe_wanted = true;
+            tracing::info!("nats connection back: fresh TTL for every instance, probing");
+        }
+    }
+
+    fn store_clock(&self) -> Arc<crate::view::Clock> {
+        self.store.clock()
+    }
+
+    fn on_nats_event(&mut self, event: Option<NatsEvent>) {
+        match event {
+            Some(NatsEvent::SlowConsumer(sid)) => {
+                self.counters.slow_consumer_events.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    sid,
+                    "tokens dropped: subscription buffer full (slow consumer); probing to recover"
+                );
+                self.probe_wanted = true;
+            }
+            Some(NatsEvent::Disconnected | NatsEvent::Connected) => {
+                // The tick's connection watch handles both, whoever built the client.
+            }
+            None => self.nats_events = None,
+        }
+    }
+
+    pub(crate) async fn probe(&mut self) {
+        self.probe_wanted = false;
+        self.last_probe = Instant::now();
+        for subject in &self.probe_subjects {
+            if let Err(e) = self
+                .client
+                .publish(subject.clone(), bytes::Bytes::new())
+                .await
+            {
+                tracing::warn!(error = %e, subject, "probe not sent");
+                self.probe_wanted = true;
+                return;
+            }
+            self.counters.probes_sent.fetch_add(1, Relaxed);
+        }
+        tracing::debug!("probe sent");
+    }
+}
+
+async fn recv_event(rx: &mut Option<broadcast::Receiver<NatsEvent>>) -> Option<NatsEvent> {
+    match rx {
+        Some(rx) => loop {
+            match rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        },
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,230 @@
+//! One live instance as the subscriber knows it.
+//!
+//! The fields a token can change without changing the instance's identity (load, state,
+//! seq, deadline) are atomics, so that a token which only refreshes an instance updates it in
+//! place: no allocation, no cache write, no snapshot rebuild. Everything else is immutable; a
+//! token that changes it (address, zone, weight, metadata, epoch) replaces the entry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use herald_shared::{State, Token, TokenRef};
+
+/// The shared record behind an [`Instance`] handle.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) service: Arc<str>,
+    pub(crate) id: Arc<str>,
+    /// Hash of `id`, for rendezvous (affinity) picks.
+    pub(crate) id_hash: u64,
+    pub(crate) addr: Box<str>,
+    pub(crate) socket_addr: Option<SocketAddr>,
+    pub(crate) zone: Option<Arc<str>>,
+    pub(crate) weight: u32,
+    pub(crate) meta: Box<[(Box<str>, Box<str>)]>,
+    pub(crate) epoch: u64,
+    load: AtomicU32,
+    state: AtomicU8,
+    pub(crate) seq: AtomicU64,
+    pub(crate) ttl_ms: AtomicU32,
+    /// Milliseconds since the store's clock origin after which the entry is expired.
+    pub(crate) deadline: AtomicU64,
+}
+
+fn state_to_u8(s: State) -> u8 {
+    match s {
+        State::Up => 0,
+        State::Draining => 1,
+        State::Leaving => 2,
+    }
+}
+
+fn state_from_u8(v: u8) -> State {
+    match v {
+        0 => State::Up,
+        1 => State::Draining,
+        _ => State::Leaving,
+    }
+}
+
+impl Entry {
+    pub(crate) fn new(
+        service: Arc<str>,
+        zone: Option<Arc<str>>,
+        t: &TokenRef<'_>,
+        deadline: u64,
+    ) -> Entry {
+        Entry {
+            service,
+            id: Arc::from(t.instance),
+            id_hash: crate::pick::hash_str(t.instance),
+            addr: Box::from(t.addr),
+            socket_addr: t.addr.parse().ok(),
+            zone,
+            weight: t.weight,
+            meta: t
+                .meta
+                .iter()
+                .map(|(k, v)| (Box::from(k), Box::from(v)))
+                .collect(),
+            epoch: t.epoch,
+            load: AtomicU32::new(t.load.to_bits()),
+            state: AtomicU8::new(state_to_u8(t.state)),
+            seq: AtomicU64::new(t.seq),
+            ttl_ms: AtomicU32::new(t.ttl_ms),
+            deadline: AtomicU64::new(deadline),
+        }
+    }
+
+    /// Whether the token describes the same identity fields (so it can update in place).
+    pub(crate) fn same_identity(&self, t: &TokenRef<'_>) -> bool {
+        self.epoch == t.epoch
+            && self.weight == t.weight
+            && *self.addr == *t.addr
+            && self.zone.as_deref() == t.zone
+            && self.meta.len() == t.meta.len()
+            && self
+                .meta
+                .iter()
+                .zip(t.meta.iter())
+                .all(|((k, v), (tk, tv))| **k == *tk && **v == *tv)
+    }
+
+    pub(crate) fn load(&self) -> f32 {
+        f32::from_bits(self.load.load(Relaxed))
+    }
+
+    pub(crate) fn set_load(&self, load: f32) {
+        self.load.store(load.to_bits(), Relaxed);
+    }
+
+    pub(crate) fn state(&self) -> State {
+        state_from_u8(self.state.load(Relaxed))
+    }
+
+    pub(crate) fn set_state(&self, s: State) {
+        self.state.store(state_to_u8(s), Relaxed);
+    }
+}
+
+/// A live instance: a cheap, clonable handle.
+///
+/// Identity fields are fixed for the life of the handle. [`Instance::load`] and
+/// [`Instance::state`] read the latest values the subscriber accepted, so a handle kept from
+/// an earlier snapshot still sees current load.
+#[derive(Clone)]
+pub struct Instance(pub(crate) Arc<Entry>);
+
+impl Instance {
+    /// Builds an instance from a token, outside any subscriber: for testing pick strategies
+    /// and for tools that decode tokens themselves.
+    ///
+    /// ```
+    /// use herald_shared::Token;
+    /// use herald_subscriber::Instance;
+    ///
+    /// let mut token = Token::new("billing", "b-1", "10.0.0.7:8080");
+    /// token.load = 0.5;
+    /// let instance = Instance::from_token(&token);
+    /// assert_eq!(instance.load(), 0.5);
+    /// ```
+    pub fn from_token(token: &Token) -> Instance {
+        let t = token.as_ref();
+        Instance(Arc::new(Entry::new(
+            Arc::from(t.service),
+            t.zone.map(Arc::from),
+            &t,
+            u64::MAX,
+        )))
+    }
+
+    /// Service name.
+    pub fn service(&self) -> &str {
+        &self.0.service
+    }
+
+    /// Instance id.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// Address as announced (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.0.addr
+    }
+
+    /// The address as a socket address, when the host is an IP literal.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.0.socket_addr
+    }
+
+    /// Zone, when announced.
+    pub fn zone(&self) -> Option<&str> {
+        self.0.zone.as_deref()
+    }
+
+    /// Relative weight.
+    pub fn weight(&self) -> u32 {
+        self.0.weight
+    }
+
+    /// Metadata entries in wire order.
+    pub fn meta(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.0.meta.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// One metadata value.
+    pub fn meta_get(&self, key: &str) -> Option<&str> {
+        self.0
+            .meta
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    /// etcd epoch of the registration (0 when not registered).
+    pub fn epoch(&self) -> u64 {
+        self.0.epoch
+    }
+
+    /// Latest accepted load.
+    pub fn load(&self) -> f32 {
+        self.0.load()
+    }
+
+    /// Latest accepted state.
+    pub fn state(&self) -> State {
+        self.0.state()
+    }
+
+    /// Whether picks may choose this instance (it is `up`).
+    pub fn is_available(&self) -> bool {
+        self.0.state() == State::Up
+    }
+
+    /// Latest accepted `seq`.
+    pub fn seq(&self) -> u64 {
+        self.0.seq.load(Relaxed)
+    }
+
+    /// Whether two handles denote the same record (same incarnation and identity fields).
+    pub fn same_record(&self, other: &Instance) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("service", &self.service())
+            .field("id", &self.id())
+            .field("addr", &self.addr())
+            .field("load", &self.load())
+            .field("state", &self.state())
+            .field("zone", &self.zone())
+            .field("weight", &self.weight())
+            .field("epoch", &self.epoch())
+            .finish()
+    }
+}

@@ -1,0 +1,65 @@
+//! Herald's subscriber: a live, TTL-expiring view of announced instances, with client-side
+//! load balancing.
+//!
+//! It listens to announcers' tokens on NATS, keeps each instance until its TTL passes
+//! without a newer token (a crash) or it says goodbye (a graceful stop), and lets consumers
+//! pick an instance by announced load without a registry read on the hot path.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use herald_shared::NatsConfig;
+//! use herald_subscriber::{Event, Strategy, Subscriber};
+//!
+//! let subscriber = Subscriber::builder()
+//!     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+//!     .start()
+//!     .await?;
+//! let instance = subscriber
+//!     .pick_wait("billing", Strategy::PowerOfTwoChoices, Duration::from_secs(2))
+//!     .await?;
+//! println!("call {}", instance.addr());
+//!
+//! let mut events = subscriber.events();
+//! while let Some(event) = events.next().await {
+//!     if let Event::Removed { instance, cause } = event {
+//!         println!("{} left: {}", instance.id(), cause.as_str());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`builder`](SubscriberBuilder): settings, validation, and `start()`;
+//! - `ingest`: the task that owns the store: batches tokens, sweeps, watches the connection;
+//! - `merge`: the merge rules of the design, as one pure function;
+//! - `store`: live entries, expiry schedule (deadline heap + moka), snapshot publishing;
+//! - `view`: per-service snapshots readers share, lock-free;
+//! - `pick`: pick strategies, pure functions over a snapshot;
+//! - `event`: the change stream and removal causes;
+//! - `stats`: counters and the announce-to-visible latency histogram;
+//! - `instance`: the instance handle.
+#![deny(missing_docs)]
+
+mod builder;
+mod error;
+mod event;
+mod ingest;
+mod instance;
+mod merge;
+mod pick;
+mod stats;
+mod store;
+mod subscriber;
+mod view;
+
+pub use builder::SubscriberBuilder;
+pub use error::{Error, ErrorKind};
+pub use event::{Event, EventStream, RemovalCause};
+pub use instance::Instance;
+pub use merge::DropReason;
+pub use pick::Strategy;
+pub use stats::{LATENCY_BUCKETS_MS, LatencyHistogram, Stats};
+pub use subscriber::Subscriber;
+pub use view::ServiceSnapshot;

@@ -1,0 +1,230 @@
+//! Counters a user can read: what was accepted, what was dropped and why, what left the view
+//! and why, how many tokens were lost, and how long announcements took to become visible.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use herald_shared::Reject;
+
+use crate::event::RemovalCause;
+use crate::merge::DropReason;
+
+/// Upper bounds (inclusive, milliseconds) of the announce-to-visible latency buckets; a last
+/// bucket takes everything slower.
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000];
+
+/// Live counters, updated with relaxed atomics on the ingest path.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) instances: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) rejected: [AtomicU64; Reject::COUNT],
+    pub(crate) stale_epoch: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) goodbye_unknown: AtomicU64,
+    pub(crate) added: AtomicU64,
+    pub(crate) updated: AtomicU64,
+    pub(crate) removed: [AtomicU64; 4],
+    pub(crate) tokens_lost: AtomicU64,
+    pub(crate) slow_consumer_events: AtomicU64,
+    pub(crate) probes_sent: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    pub(crate) negative_latency: AtomicU64,
+}
+
+fn cause_index(c: RemovalCause) -> usize {
+    match c {
+        RemovalCause::Expired => 0,
+        RemovalCause::Goodbye => 1,
+        RemovalCause::Deregistered => 2,
+        RemovalCause::Fenced => 3,
+    }
+}
+
+impl Counters {
+    pub(crate) fn reject(&self, r: Reject) {
+        self.rejected[r.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, r: DropReason) {
+        match r {
+            DropReason::StaleEpoch => &self.stale_epoch,
+            DropReason::Duplicate => &self.duplicates,
+            DropReason::GoodbyeUnknown => &self.goodbye_unknown,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn removed(&self, c: RemovalCause) {
+        self.removed[cause_index(c)].fetch_add(1, Relaxed);
+    }
+
+    /// Records announce-to-visible latency from the sender's `sent_at_ms` (clock skew
+    /// included: this is informational and never used for expiry).
+    pub(crate) fn latency(&self, sent_at_ms: u64, now_ms: u64) {
+        if sent_at_ms == 0 {
+            return;
+        }
+        let Some(ms) = now_ms.checked_sub(sent_at_ms) else {
+            self.negative_latency.fetch_add(1, Relaxed);
+            return;
+        };
+        let i = LATENCY_BUCKETS_MS.partition_point(|b| *b < ms);
+        self.latency[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |a: &AtomicU64| a.load(Relaxed);
+        Stats {
+            instances: get(&self.instances),
+            received: get(&self.received),
+            accepted: get(&self.accepted),
+            rejected: Reject::all()
+                .map(|r| (r, get(&self.rejected[r.index()])))
+                .collect(),
+            stale_epoch_drops: get(&self.stale_epoch),
+            duplicate_drops: get(&self.duplicates),
+            goodbye_unknown_drops: get(&self.goodbye_unknown),
+            added: get(&self.added),
+            updated: get(&self.updated),
+            expirations: get(&self.removed[0]),
+            goodbyes: get(&self.removed[1]),
+            deregistrations: get(&self.removed[2]),
+            fenced: get(&self.removed[3]),
+            tokens_lost: get(&self.tokens_lost),
+            slow_consumer_events: get(&self.slow_consumer_events),
+            probes_sent: get(&self.probes_sent),
+            reconnects: get(&self.reconnects),
+            latency: LatencyHistogram {
+                counts: self.latency.iter().map(get).collect(),
+                negative: get(&self.negative_latency),
+            },
+        }
+    }
+}
+
+/// A copy of the subscriber's counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Instances currently listed.
+    pub instances: u64,
+    /// Messages received on announce subjects.
+    pub received: u64,
+    /// Tokens accepted (added, refreshed, updated, or goodbyes carried out).
+    pub accepted: u64,
+    /// Payloads rejected, per reason.
+    pub rejected: Vec<(Reject, u64)>,
+    /// Tokens of an older incarnation (lower epoch), dropped.
+    pub stale_epoch_drops: u64,
+    /// Duplicate or reordered tokens (same epoch, `seq` not newer), dropped.
+    pub duplicate_drops: u64,
+    /// Goodbyes for instances not listed, dropped.
+    pub goodbye_unknown_drops: u64,
+    /// Instances added.
+    pub added: u64,
+    /// Instances updated (load, state, or record).
+    pub updated: u64,
+    /// Instances removed because their TTL passed.
+    pub expirations: u64,
+    /// Instances removed by a goodbye.
+    pub goodbyes: u64,
+    /// Instances removed because their registration was deleted.
+    pub deregistrations: u64,
+    /// Instances removed because a newer incarnation took over.
+    pub fenced: u64,
+    /// Tokens lost in transit, counted from `seq` gaps within a run.
+    pub tokens_lost: u64,
+    /// Times async-nats dropped messages for a full subscription buffer.
+    pub slow_consumer_events: u64,
+    /// Probes sent.
+    pub probes_sent: u64,
+    /// Reconnects to NATS seen.
+    pub reconnects: u64,
+    /// Announce-to-visible latency (from the sender's clock).
+    pub latency: LatencyHistogram,
+}
+
+impl Stats {
+    /// Payloads rejected for `reason`.
+    pub fn rejected(&self, reason: Reject) -> u64 {
+        self.rejected
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Payloads rejected for any reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Counts of announce-to-visible latency per bucket of [`LATENCY_BUCKETS_MS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// One count per bucket, plus a last one for slower tokens.
+    pub counts: Vec<u64>,
+    /// Tokens that seemed to arrive before they were sent (the sender's clock is ahead).
+    pub negative: u64,
+}
+
+impl LatencyHistogram {
+    /// Number of samples.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Upper bound in milliseconds of the bucket holding quantile `q` (0..=1), `None` when
+    /// empty or beyond the last bound.
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return LATENCY_BUCKETS_MS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_its_bucket() {
+        let c = Counters::default();
+        c.latency(1_000, 1_000);
+        c.latency(1_000, 1_003);
+        c.latency(1_000, 1_003);
+        c.latency(1_000, 999);
+        c.latency(1_000, 100_000);
+        let s = c.snapshot();
+        assert_eq!(s.latency.counts[0], 1, "0 ms goes to the first bucket");
+        assert_eq!(s.latency.counts[3], 2, "3 ms goes to the <=5 ms bucket");
+        assert_eq!(*s.latency.counts.last().unwrap(), 1);
+        assert_eq!(s.latency.negative, 1);
+        assert_eq!(s.latency.quantile_ms(0.5), Some(5));
+        assert_eq!(s.latency.quantile_ms(0.01), Some(0));
+    }
+
+    #[test]
+    fn reject_counts_are_kept_per_reason() {
+        let c = Counters::default();
+        c.reject(Reject::Oversized);
+        c.reject(Reject::Oversized);
+        c.reject(Reject::Malformed);
+        let s = c.snapshot();
+        assert_eq!(s.rejected(Reject::Oversized), 2);
+        assert_eq!(s.rejected(Reject::Malformed), 1);
+        assert_eq!(s.rejected_total(), 3);
+    }
+}

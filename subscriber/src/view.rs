@@ -1,0 +1,216 @@
+//! What readers see: one immutable snapshot per service, swapped atomically.
+//!
+//! The store (one task) rebuilds a service's snapshot only when its membership or an
+//! instance's state changes, then publishes it through an `ArcSwap` (for `instances` and
+//! `pick`: lock-free, no walk of other services) and a `watch` channel (for `watch` and
+//! `pick_wait`). The registry of services is itself an `ArcSwap`'d map that changes only when
+//! a service is seen for the first time.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::Instance;
+use crate::instance::Entry;
+
+/// The subscriber's clock: deadlines are milliseconds since `origin`. While `preserving`
+/// (our own NATS link is down) nothing counts as expired.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    origin: Instant,
+    pub(crate) preserving: AtomicBool,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            origin: Instant::now(),
+            preserving: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn is_live(&self, e: &Entry, now_ms: u64) -> bool {
+        self.preserving.load(Relaxed) || e.deadline.load(Relaxed) > now_ms
+    }
+}
+
+/// The live instances of one service at one moment.
+///
+/// Cheap to clone. Iteration skips instances whose TTL has passed but that the store has not
+/// swept yet, so a snapshot never lists an expired instance.
+#[derive(Clone)]
+pub struct ServiceSnapshot(pub(crate) Arc<Snapshot>);
+
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) instances: Box<[Instance]>,
+    /// Contiguous ranges of `instances` per zone (`instances` is sorted by zone, then id).
+    pub(crate) zones: Box<[(Option<Arc<str>>, Range<usize>)]>,
+    /// `cum_weight[i]` is the sum of the weights of `instances[..i]`.
+    pub(crate) cum_weight: Box<[u64]>,
+    pub(crate) clock: Arc<Clock>,
+}
+
+impl Snapshot {
+    pub(crate) fn build(mut instances: Vec<Instance>, clock: Arc<Clock>) -> Snapshot {
+        instances.sort_by(|a, b| (a.zone(), a.id()).cmp(&(b.zone(), b.id())));
+        let mut zones: Vec<(Option<Arc<str>>, Range<usize>)> = Vec::new();
+        for (i, inst) in instances.iter().enumerate() {
+            match zones.last_mut() {
+                Some((z, r)) if z.as_deref() == inst.zone() => r.end = i + 1,
+                _ => zones.push((inst.0.zone.clone(), i..i + 1)),
+            }
+        }
+        let mut cum_weight = Vec::with_capacity(instances.len() + 1);
+        let mut sum = 0u64;
+        cum_weight.push(0);
+        for inst in &instances {
+            sum += u64::from(inst.weight());
+            cum_weight.push(sum);
+        }
+        Snapshot {
+            instances: instances.into_boxed_slice(),
+            zones: zones.into_boxed_slice(),
+            cum_weight: cum_weight.into_boxed_slice(),
+            clock,
+        }
+    }
+
+    pub(crate) fn zone_range(&self, zone: &str) -> Option<Range<usize>> {
+        self.zones
+            .iter()
+            .find(|(z, _)| z.as_deref() == Some(zone))
+            .map(|(_, r)| r.clone())
+    }
+}
+
+impl ServiceSnapshot {
+    /// The live instances, sorted by zone and id.
+    pub fn iter(&self) -> impl Iterator<Item = &Instance> {
+        let now = self.0.clock.now_ms();
+        self.0
+            .instances
+            .iter()
+            .filter(move |i| self.0.clock.is_live(&i.0, now))
+    }
+
+    /// Number of live instances.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether no instance is live.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The live instance with this id.
+    pub fn get(&self, id: &str) -> Option<&Instance> {
+        self.iter().find(|i| i.id() == id)
+    }
+
+    /// The live instances as a vector.
+    pub fn to_vec(&self) -> Vec<Instance> {
+        self.iter().cloned().collect()
+    }
+
+    /// Ids of the live instances.
+    pub fn ids(&self) -> Vec<String> {
+        self.iter().map(|i| i.id().to_owned()).collect()
+    }
+}
+
+impl std::fmt::Debug for ServiceSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Everything readers share about one service.
+#[derive(Debug)]
+pub(crate) struct ServiceView {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) tx: watch::Sender<ServiceSnapshot>,
+    pub(crate) round_robin: AtomicUsize,
+}
+
+impl ServiceView {
+    fn new(clock: Arc<Clock>) -> Self {
+        let empty = Arc::new(Snapshot::build(Vec::new(), clock));
+        ServiceView {
+            snapshot: ArcSwap::new(empty.clone()),
+            tx: watch::Sender::new(ServiceSnapshot(empty)),
+            round_robin: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(snapshot.clone());
+        self.tx.send_replace(ServiceSnapshot(snapshot));
+    }
+}
+
+/// The registry of per-service views.
+#[derive(Debug)]
+pub(crate) struct Views {
+    services: ArcSwap<HashMap<Arc<str>, Arc<ServiceView>>>,
+    pub(crate) clock: Arc<Clock>,
+}
+
+impl Views {
+    pub(crate) fn new(clock: Arc<Clock>) -> Self {
+        Views {
+            services: ArcSwap::from_pointee(HashMap::new()),
+            clock,
+        }
+    }
+
+    /// The view of `service`, if it was ever seen or asked for. Lock-free.
+    pub(crate) fn get(&self, service: &str) -> Option<Arc<ServiceView>> {
+        self.services.load().get(service).cloned()
+    }
+
+    /// Reads `service`'s current snapshot without cloning the view. Lock-free.
+    pub(crate) fn with_snapshot<R>(
+        &self,
+        service: &str,
+        f: impl FnOnce(&Snapshot, &ServiceView) -> R,
+    ) -> Option<R> {
+        let services = self.services.load();
+        let view = services.get(service)?;
+        let snap = view.snapshot.load();
+        Some(f(&snap, view))
+    }
+
+    /// The view of `service`, created when missing. Rare: copies the registry.
+    pub(crate) fn get_or_create(&self, service: &str) -> Arc<ServiceView> {
+        if let Some(v) = self.get(service) {
+            return v;
+        }
+        let mut created = None;
+        self.services.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            let view = next
+                .entry(Arc::from(service))
+                .or_insert_with(|| Arc::new(ServiceView::new(self.clock.clone())))
+                .clone();
+            created = Some(view);
+            next
+        });
+        created.expect("rcu ran at least once")
+    }
+
+    /// Names of the services seen so far.
+    pub(crate) fn names(&self) -> Vec<Arc<str>> {
+        self.services.load().keys().cloned().collect()
+    }
+}
