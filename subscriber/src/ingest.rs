@@ -62,10 +62,10 @@ impl Ingest {
     }
 
     async fn on_messages(&mut self, first: async_nats::Message) {
-        self.ingest_one(&first).await;
+        self.ingest_one(&first);
         for _ in 1..BATCH {
             match self.subs.next().now_or_never() {
-                Some(Some(msg)) => self.ingest_one(&msg).await,
+                Some(Some(msg)) => self.ingest_one(&msg),
                 _ => break,
             }
         }
@@ -73,9 +73,11 @@ impl Ingest {
         self.publish_len();
     }
 
-    async fn ingest_one(&mut self, msg: &async_nats::Message) {
+    fn ingest_one(&mut self, msg: &async_nats::Message) {
         if let Some(delay) = self.ingest_delay {
-            tokio::time::sleep(delay).await;
+            // Blocking on purpose: a test hook that must hold sub-millisecond delays, which
+            // the timer wheel rounds up to a millisecond.
+            std::thread::sleep(delay);
         }
         match self.subjects.service_of_announce(msg.subject.as_str()) {
             Some(service) => self.store.ingest(service, &msg.payload),

@@ -1,0 +1,136 @@
+//! Shared pieces of Herald's end-to-end tests: a raw token publisher (a stand-in for a
+//! misbehaving or hostile sender), event waits with deadlines, and the child-process
+//! announcer used by crash tests.
+#![deny(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use herald_shared::{NatsConfig, Subjects, Token, codec};
+use herald_subscriber::{Event, EventStream, RemovalCause, Subscriber};
+
+/// Installs a test log subscriber once (`RUST_LOG` filters it).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A unique subject prefix per test, so that tests never see each other's tokens.
+pub fn prefix(test: &str) -> String {
+    format!(
+        "t{}_{}",
+        test.replace(|c: char| !c.is_ascii_alphanumeric(), ""),
+        fastrand::u32(..)
+    )
+}
+
+/// Publishes hand-made tokens and raw bytes, as any NATS client could.
+#[derive(Debug, Clone)]
+pub struct RawPublisher {
+    /// The connection.
+    pub client: async_nats::Client,
+    /// Subject names under the test's prefix.
+    pub subjects: Subjects,
+}
+
+impl RawPublisher {
+    /// Connects to `url`.
+    pub async fn connect(url: &str, prefix: &str) -> RawPublisher {
+        let client = async_nats::connect(url)
+            .await
+            .expect("raw publisher connects");
+        RawPublisher {
+            client,
+            subjects: Subjects::new(prefix).expect("valid prefix"),
+        }
+    }
+
+    /// Publishes an encoded token on its service's announce subject.
+    pub async fn token(&self, token: &Token) {
+        let bytes = codec::encode(token).expect("test token is valid");
+        self.bytes(&token.service, bytes).await;
+    }
+
+    /// Publishes arbitrary bytes on `service`'s announce subject.
+    pub async fn bytes(&self, service: &str, bytes: impl Into<bytes::Bytes>) {
+        self.client
+            .publish(self.subjects.announce(service), bytes.into())
+            .await
+            .expect("publish");
+    }
+
+    /// Waits until everything published so far reached the server.
+    pub async fn flush(&self) {
+        self.client.flush().await.expect("flush");
+    }
+}
+
+/// A token for `service`/`id` at `addr` with this seq and TTL.
+pub fn token(service: &str, id: &str, seq: u64, ttl: Duration) -> Token {
+    let mut t = Token::new(service, id, "127.0.0.1:9000");
+    t.seq = seq;
+    t.ttl_ms = ttl.as_millis() as u32;
+    t.sent_at_ms = herald_shared::unix_millis();
+    t
+}
+
+/// NATS settings for a test server.
+pub fn nats(url: &str) -> NatsConfig {
+    NatsConfig::new([url.to_owned()])
+}
+
+/// A subscriber of every service under `prefix`.
+pub async fn subscriber(url: &str, prefix: &str) -> Subscriber {
+    Subscriber::builder()
+        .nats(nats(url))
+        .prefix(prefix)
+        .start()
+        .await
+        .expect("subscriber starts")
+}
+
+/// The next event matching `pred`, or a panic naming `what` after `timeout`.
+pub async fn wait_event(
+    events: &mut EventStream,
+    timeout: Duration,
+    what: &str,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Event {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.next()).await {
+            Ok(Some(e)) if pred(&e) => return e,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event stream ended while waiting for {what}"),
+            Err(_) => panic!("no {what} within {timeout:?}"),
+        }
+    }
+}
+
+/// Whether `e` is `Added` for instance `id`.
+pub fn is_added(e: &Event, id: &str) -> bool {
+    matches!(e, Event::Added(i) if i.id() == id)
+}
+
+/// Whether `e` is `Removed` for instance `id` with `cause`.
+pub fn is_removed(e: &Event, id: &str, cause: RemovalCause) -> bool {
+    matches!(e, Event::Removed { instance, cause: c } if instance.id() == id && *c == cause)
+}
+
+/// Polls `cond` every 5 ms until it holds, or panics naming `what` after `timeout`. For
+/// conditions that have no event of their own (counters).
+pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not hold within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

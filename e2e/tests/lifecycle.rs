@@ -1,0 +1,268 @@
+//! An announcer's life as its subscribers see it: join, load changes, graceful stop, and
+//! crashes (an aborted task, and a process killed with SIGKILL).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use herald_announcer::Announcer;
+use herald_e2e::{init_tracing, is_added, is_removed, nats, prefix, subscriber, wait_event};
+use herald_subscriber::{Event, RemovalCause, Strategy};
+use herald_testkit::{NatsServer, spawn_guarded};
+
+const INTERVAL: Duration = Duration::from_millis(200);
+const TTL: Duration = Duration::from_millis(600);
+/// Expiry must happen within TTL + this after the last token.
+const LATE_BOUND: Duration = Duration::from_millis(500);
+
+fn announcer(url: &str, prefix: &str, id: &str) -> herald_announcer::AnnouncerBuilder {
+    Announcer::builder("svc", "127.0.0.1:7000")
+        .nats(nats(url))
+        .prefix(prefix)
+        .instance(id)
+        .interval(INTERVAL)
+        .ttl(TTL)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_is_seen_at_once_and_listed() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("join");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let mut events = sub.events();
+    let started = Instant::now();
+    let _a = announcer(&server.url(), &prefix, "a")
+        .meta("version", "1.2")
+        .zone("z1")
+        .start()
+        .await
+        .unwrap();
+    let e = wait_event(&mut events, Duration::from_secs(2), "Added(a)", |e| {
+        is_added(e, "a")
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "join took {:?}",
+        started.elapsed()
+    );
+    let Event::Added(i) = e else { unreachable!() };
+    assert_eq!(
+        (i.addr(), i.zone(), i.meta_get("version")),
+        ("127.0.0.1:7000", Some("z1"), Some("1.2"))
+    );
+    assert_eq!(sub.instances("svc").ids(), vec!["a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_removes_at_once() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("goodbye");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let mut events = sub.events();
+    let a = announcer(&server.url(), &prefix, "a")
+        .ttl(Duration::from_secs(10))
+        .start()
+        .await
+        .unwrap();
+    wait_event(&mut events, Duration::from_secs(2), "Added(a)", |e| {
+        is_added(e, "a")
+    })
+    .await;
+    let stopping = Instant::now();
+    a.shutdown().await.unwrap();
+    wait_event(
+        &mut events,
+        Duration::from_secs(2),
+        "Removed(a, goodbye)",
+        |e| is_removed(e, "a", RemovalCause::Goodbye),
+    )
+    .await;
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "goodbye took {took:?}, the TTL was 10 s"
+    );
+    assert!(sub.instances("svc").is_empty());
+}
+
+/// Waits for the expiry of `id` and checks it against the last token's arrival, observed on
+/// a raw subscription of the same subject.
+async fn assert_expires_on_time(
+    url: &str,
+    prefix: &str,
+    id: &str,
+    sub: &herald_subscriber::Subscriber,
+    crash: impl AsyncFnOnce(),
+) {
+    let observer = async_nats::connect(url).await.unwrap();
+    let mut raw = observer
+        .subscribe(format!("{prefix}.announce.svc"))
+        .await
+        .unwrap();
+    herald_shared::round_trip::confirm_subscriptions(&observer, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut events = sub.events();
+    // Let a few tokens flow so the observer has a recent one.
+    raw.next().await.unwrap();
+    crash().await;
+    // Drain what was in flight: the last token is the one before silence.
+    let mut last = Instant::now();
+    while let Ok(Some(_)) = tokio::time::timeout(INTERVAL * 2, raw.next()).await {
+        last = Instant::now();
+    }
+    let e = wait_event(
+        &mut events,
+        TTL + LATE_BOUND + Duration::from_secs(1),
+        "Removed(expired)",
+        |e| is_removed(e, id, RemovalCause::Expired),
+    )
+    .await;
+    let removed = Instant::now();
+    let after = removed - last;
+    drop(e);
+    assert!(
+        after + Duration::from_millis(20) >= TTL,
+        "removed {after:?} after the last token, before the {TTL:?} TTL"
+    );
+    assert!(
+        after <= TTL + LATE_BOUND,
+        "removed {after:?} after the last token, later than TTL + {LATE_BOUND:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_announcer_task_expires_after_its_ttl() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("abort");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let mut events = sub.events();
+    let (url, p) = (server.url(), prefix.clone());
+    let owner = tokio::spawn(async move {
+        let _a = announcer(&url, &p, "a").start().await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    wait_event(&mut events, Duration::from_secs(2), "Added(a)", |e| {
+        is_added(e, "a")
+    })
+    .await;
+    assert_expires_on_time(&server.url(), &prefix, "a", &sub, async || owner.abort()).await;
+    assert_eq!(sub.stats().goodbyes, 0, "a crash sends no goodbye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_announcer_process_expires_after_its_ttl() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("sigkill");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let mut events = sub.events();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_announce_child"));
+    cmd.args([
+        server.url(),
+        prefix.clone(),
+        "svc".into(),
+        "child".into(),
+        INTERVAL.as_millis().to_string(),
+        TTL.as_millis().to_string(),
+    ])
+    .stdout(Stdio::piped());
+    let mut child = spawn_guarded(cmd);
+    let stdout = child.child_mut().stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    wait_event(&mut events, Duration::from_secs(2), "Added(child)", |e| {
+        is_added(e, "child")
+    })
+    .await;
+    assert_expires_on_time(&server.url(), &prefix, "child", &sub, async || {
+        child.kill();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_changes_reach_subscribers_within_one_interval() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("load");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let mut events = sub.events();
+    let a = announcer(&server.url(), &prefix, "a")
+        .interval(Duration::from_secs(1))
+        .ttl(Duration::from_secs(3))
+        .load(0.1)
+        .start()
+        .await
+        .unwrap();
+    wait_event(&mut events, Duration::from_secs(2), "Added(a)", |e| {
+        is_added(e, "a")
+    })
+    .await;
+    let changed = Instant::now();
+    a.set_load(0.8).unwrap();
+    wait_event(
+        &mut events,
+        Duration::from_secs(1),
+        "Updated(a, load 0.8)",
+        |e| matches!(e, Event::Updated(i) if i.id() == "a" && i.load() == 0.8),
+    )
+    .await;
+    assert!(
+        changed.elapsed() < Duration::from_secs(1),
+        "load took {:?}",
+        changed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_of_two_choices_prefers_the_less_loaded() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("p2c");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let _busy = announcer(&server.url(), &prefix, "busy")
+        .load(0.9)
+        .start()
+        .await
+        .unwrap();
+    let _idle = announcer(&server.url(), &prefix, "idle")
+        .load(0.1)
+        .start()
+        .await
+        .unwrap();
+    sub.pick_wait("svc", Strategy::Random, Duration::from_secs(2))
+        .await
+        .unwrap();
+    herald_e2e::eventually(Duration::from_secs(2), "both listed", || {
+        sub.instances("svc").len() == 2
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(2026);
+    let picks = 20_000;
+    let idle = (0..picks)
+        .filter(|_| {
+            sub.pick_with_rng("svc", Strategy::PowerOfTwoChoices, &mut rng)
+                .unwrap()
+                .id()
+                == "idle"
+        })
+        .count();
+    let share = idle as f64 / picks as f64;
+    // Two independent draws pick `busy` only when both land on it: 1/4.
+    assert!(
+        (0.73..0.77).contains(&share),
+        "idle share {share}, expected about 0.75"
+    );
+}

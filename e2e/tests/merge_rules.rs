@@ -1,0 +1,101 @@
+//! Stale epochs, duplicates and reordered tokens injected by a raw publisher are dropped and
+//! counted; goodbyes remove at once and cannot be undone by late tokens.
+
+use std::time::{Duration, Instant};
+
+use herald_e2e::{
+    RawPublisher, init_tracing, is_added, is_removed, prefix, subscriber, token, wait_event,
+};
+use herald_shared::State;
+use herald_subscriber::RemovalCause;
+use herald_testkit::NatsServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_duplicate_tokens_are_dropped_and_counted() {
+    init_tracing();
+    let nats = NatsServer::start().await;
+    let prefix = prefix("merge");
+    let sub = subscriber(&nats.url(), &prefix).await;
+    let publisher = RawPublisher::connect(&nats.url(), &prefix).await;
+    let mut events = sub.events();
+    let ttl = Duration::from_secs(30);
+
+    let mut t = token("svc", "a", 100, ttl);
+    t.epoch = 5;
+    t.load = 0.5;
+    publisher.token(&t).await;
+    wait_event(&mut events, Duration::from_secs(5), "Added(a)", |e| {
+        is_added(e, "a")
+    })
+    .await;
+
+    let mut stale = t.clone();
+    stale.epoch = 4;
+    stale.seq = 500;
+    stale.load = 0.9;
+    publisher.token(&stale).await; // older incarnation
+    let mut stale_bye = stale.clone();
+    stale_bye.state = State::Leaving;
+    stale_bye.seq = 501;
+    publisher.token(&stale_bye).await; // an old incarnation's goodbye
+    publisher.token(&t).await; // exact duplicate
+    let mut reordered = t.clone();
+    reordered.seq = 99;
+    reordered.load = 0.9;
+    publisher.token(&reordered).await; // older seq, same epoch
+    let mut newer = t.clone();
+    newer.seq = 103; // 101 and 102 lost
+    newer.load = 0.7;
+    publisher.token(&newer).await;
+    publisher.token(&token("svc", "marker", 1, ttl)).await;
+    wait_event(&mut events, Duration::from_secs(5), "Added(marker)", |e| {
+        is_added(e, "marker")
+    })
+    .await;
+
+    let stats = sub.stats();
+    assert_eq!(
+        stats.stale_epoch_drops, 2,
+        "both tokens of epoch 4 are stale"
+    );
+    assert_eq!(
+        stats.duplicate_drops, 2,
+        "the duplicate and the reordered token"
+    );
+    assert_eq!(stats.tokens_lost, 2, "seq 101 and 102 never arrived");
+    let a = sub
+        .get("svc", "a")
+        .expect("a survives the old incarnation's goodbye");
+    assert_eq!((a.load(), a.seq(), a.epoch()), (0.7, 103, 5));
+
+    // A goodbye removes at once; a token sent before it, arriving late, cannot resurrect.
+    let mut bye = newer.clone();
+    bye.seq = 104;
+    bye.state = State::Leaving;
+    let sent = Instant::now();
+    publisher.token(&bye).await;
+    wait_event(
+        &mut events,
+        Duration::from_secs(5),
+        "Removed(a, goodbye)",
+        |e| is_removed(e, "a", RemovalCause::Goodbye),
+    )
+    .await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "goodbye must act at once, not after the TTL"
+    );
+    let mut late = newer.clone();
+    late.seq = 103;
+    publisher.token(&late).await;
+    publisher.token(&token("svc", "marker2", 1, ttl)).await;
+    wait_event(&mut events, Duration::from_secs(5), "Added(marker2)", |e| {
+        is_added(e, "marker2")
+    })
+    .await;
+    assert!(
+        sub.get("svc", "a").is_none(),
+        "a late token must not bring a departed instance back"
+    );
+    assert_eq!(sub.stats().goodbyes, 1);
+}

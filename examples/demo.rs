@@ -1,0 +1,188 @@
+//! Herald's live demo: a few services announce with shifting load, and a subscriber prints
+//! its live table while the demo scales out, crashes one instance (it disappears after its
+//! TTL) and stops another gracefully (it disappears at once).
+//!
+//! Uses `HERALD_NATS_URL` when set; otherwise starts a local `nats-server` on a free port
+//! and removes it on exit. `HERALD_DEMO_SECONDS` bounds the run (default: until Ctrl-C).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use herald_announcer::{Announcer, AnnouncerHandle};
+use herald_shared::NatsConfig;
+use herald_subscriber::{Event, Strategy, Subscriber};
+
+const INTERVAL: Duration = Duration::from_millis(500);
+const TTL: Duration = Duration::from_millis(1500);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let limit = std::env::var("HERALD_DEMO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+
+    // Keep the local server alive for the whole demo; dropping it kills it.
+    let (_local, url) = match std::env::var("HERALD_NATS_URL") {
+        Ok(url) if !url.is_empty() => (None, url),
+        _ => {
+            let server = herald_testkit::NatsServer::start().await;
+            let url = server.url();
+            println!("started a local nats-server at {url}");
+            (Some(server), url)
+        }
+    };
+    let nats = NatsConfig::new(url.split(',').map(str::to_owned));
+
+    let subscriber = Subscriber::builder().nats(nats.clone()).start().await?;
+    let mut events = subscriber.events();
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    {
+        let log = log.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                let line = match e {
+                    Event::Added(i) => format!("+ {}/{} at {}", i.service(), i.id(), i.addr()),
+                    Event::Removed { instance, cause } => {
+                        format!(
+                            "- {}/{} ({})",
+                            instance.service(),
+                            instance.id(),
+                            cause.as_str()
+                        )
+                    }
+                    _ => continue,
+                };
+                let mut log = log.lock().unwrap();
+                log.push(line);
+                let excess = log.len().saturating_sub(6);
+                log.drain(..excess);
+            }
+        });
+    }
+
+    let mut running: BTreeMap<String, AnnouncerHandle> = BTreeMap::new();
+    for (service, n) in [("billing", 2), ("search", 3), ("auth", 1)] {
+        for i in 0..n {
+            let (id, a) = announce(&nats, service, i).await?;
+            running.insert(id, a);
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    let started = Instant::now();
+    let mut step = 0u32;
+    let mut narration = String::from("six instances of three services announce themselves");
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        step += 1;
+        for (n, a) in running.values().enumerate() {
+            let wave = ((step as f32 + n as f32 * 1.7) / 3.0).sin() * 0.4 + 0.5;
+            a.set_load(wave.clamp(0.0, 1.0))?;
+        }
+        match step % 15 {
+            4 => {
+                let (id, a) = announce(&nats, "search", 3 + step).await?;
+                narration = format!("scale-out: {id} joins and is listed at once");
+                running.insert(id, a);
+            }
+            8 => {
+                if let Some(id) = running.keys().find(|k| k.starts_with("search")).cloned() {
+                    drop(running.remove(&id));
+                    narration =
+                        format!("crash: {id} stops silently; it goes after its {TTL:?} TTL");
+                }
+            }
+            12 => {
+                if let Some(id) = running.keys().find(|k| k.starts_with("billing")).cloned() {
+                    running.remove(&id).expect("listed").shutdown().await?;
+                    narration = format!("graceful stop: {id} says goodbye and goes at once");
+                }
+            }
+            14 => {
+                let (id, a) = announce(&nats, "billing", 100 + step).await?;
+                narration = format!("{id} replaces the stopped billing instance");
+                running.insert(id, a);
+            }
+            _ => {}
+        }
+        render(&subscriber, &narration, &log.lock().unwrap());
+    }
+
+    for (_, a) in running {
+        a.shutdown().await?;
+    }
+    subscriber.shutdown().await;
+    Ok(())
+}
+
+async fn announce(
+    nats: &NatsConfig,
+    service: &str,
+    n: u32,
+) -> anyhow::Result<(String, AnnouncerHandle)> {
+    let id = format!("{service}-{n}");
+    let a = Announcer::builder(service, format!("127.0.0.1:{}", 8000 + n))
+        .nats(nats.clone())
+        .instance(id.clone())
+        .interval(INTERVAL)
+        .ttl(TTL)
+        .zone(if n % 2 == 0 { "zone-a" } else { "zone-b" })
+        .load(fastrand::f32() * 0.5)
+        .start()
+        .await?;
+    Ok((id, a))
+}
+
+fn render(subscriber: &Subscriber, narration: &str, log: &[String]) {
+    let mut out = String::from("\x1b[2J\x1b[H");
+    out.push_str("Herald live view  (Ctrl-C to stop)\n\n");
+    out.push_str(&format!(
+        "{:<10} {:<14} {:<16} {:>6} {:<9} {}\n",
+        "service", "instance", "addr", "load", "state", "zone"
+    ));
+    for service in subscriber.services() {
+        for i in subscriber.instances(&service).iter() {
+            out.push_str(&format!(
+                "{:<10} {:<14} {:<16} {:>6.2} {:<9} {}\n",
+                service,
+                i.id(),
+                i.addr(),
+                i.load(),
+                i.state().as_str(),
+                i.zone().unwrap_or("-")
+            ));
+        }
+        if let Some(p) = subscriber.pick(&service, Strategy::PowerOfTwoChoices) {
+            out.push_str(&format!("{:<10} p2c pick -> {}\n", "", p.id()));
+        }
+    }
+    let stats = subscriber.stats();
+    out.push_str(&format!(
+        "\nnow: {narration}\nrecent: {}\n\naccepted {}  rejected {}  expired {}  goodbyes {}  lost {}  p99 visible <= {} ms\n",
+        log.join("  |  "),
+        stats.accepted,
+        stats.rejected_total(),
+        stats.expirations,
+        stats.goodbyes,
+        stats.tokens_lost,
+        stats.latency.quantile_ms(0.99).map_or("-".into(), |v| v.to_string()),
+    ));
+    print!("{out}");
+}
