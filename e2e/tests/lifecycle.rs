@@ -266,3 +266,92 @@ async fn power_of_two_choices_prefers_the_less_loaded() {
         "idle share {share}, expected about 0.75"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscriber_fills_from_its_start_probe() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("probe");
+    // A long interval: without the probe the subscriber would wait up to 20 s.
+    let mut running = Vec::new();
+    for id in ["a", "b", "c"] {
+        let a = announcer(&server.url(), &prefix, id)
+            .interval(Duration::from_secs(20))
+            .ttl(Duration::from_secs(60))
+            .start()
+            .await
+            .unwrap();
+        running.push(a);
+    }
+    let started = Instant::now();
+    let sub = subscriber(&server.url(), &prefix).await;
+    herald_e2e::eventually(Duration::from_secs(2), "all three listed", || {
+        sub.instances("svc").len() == 3
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "filling from the probe took {took:?}"
+    );
+    assert!(sub.stats().probes_sent >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_instances_stay_listed_but_are_not_picked() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("drain");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let mut watch = sub.watch("svc");
+    let a = announcer(&server.url(), &prefix, "a")
+        .start()
+        .await
+        .unwrap();
+    let _b = announcer(&server.url(), &prefix, "b")
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        watch.wait_for(|snap| snap.len() == 2),
+    )
+    .await
+    .expect("watch sees both instances")
+    .unwrap();
+    a.drain().await.unwrap();
+    let snap = tokio::time::timeout(
+        Duration::from_secs(2),
+        watch.wait_for(|snap| {
+            snap.get("a")
+                .is_some_and(|i| i.state() == herald_shared::State::Draining)
+        }),
+    )
+    .await
+    .expect("watch sees the drain")
+    .unwrap()
+    .clone();
+    assert_eq!(snap.len(), 2, "a draining instance stays listed");
+    for strategy in [
+        Strategy::RoundRobin,
+        Strategy::Random,
+        Strategy::PowerOfTwoChoices,
+        Strategy::LeastLoad,
+    ] {
+        for _ in 0..50 {
+            assert_eq!(
+                sub.pick("svc", strategy).unwrap().id(),
+                "b",
+                "{strategy:?} picked a draining instance"
+            );
+        }
+    }
+    a.shutdown().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        watch.wait_for(|snap| snap.ids() == ["b"]),
+    )
+    .await
+    .expect("watch sees the goodbye")
+    .unwrap();
+}

@@ -232,3 +232,55 @@ impl SubscriberBuilder {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Subscriber;
+
+    async fn error_of(b: SubscriberBuilder) -> String {
+        let err = b.start().await.expect_err("invalid settings must fail");
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        err.to_string()
+    }
+
+    // An unreachable URL: validation must fail before any connection attempt.
+    fn nats() -> NatsConfig {
+        NatsConfig::new(["nats://127.0.0.1:1"])
+    }
+
+    #[tokio::test]
+    async fn invalid_settings_fail_before_connecting_and_name_the_field() {
+        let e = error_of(Subscriber::builder().nats(nats()).prefix("a.b")).await;
+        assert!(e.contains("`prefix`"), "{e}");
+        let e = error_of(Subscriber::builder().nats(nats()).service("bad service")).await;
+        assert!(e.contains("`service`"), "{e}");
+        let e = error_of(Subscriber::builder().nats(nats()).zone("")).await;
+        assert!(e.contains("`zone`"), "{e}");
+        let e = error_of(
+            Subscriber::builder()
+                .nats(nats())
+                .sweep_interval(Duration::from_secs(1)),
+        )
+        .await;
+        assert!(e.contains("`sweep_interval`"), "{e}");
+        let e = error_of(Subscriber::builder().nats(nats()).event_capacity(0)).await;
+        assert!(e.contains("`event_capacity`"), "{e}");
+        let e = error_of(Subscriber::builder()).await;
+        assert!(e.contains("`nats`"), "{e}");
+        let e = error_of(Subscriber::builder().nats(NatsConfig::new(Vec::<String>::new()))).await;
+        assert!(e.contains("`nats.urls`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_fails_with_a_connect_error() {
+        let mut config = nats();
+        config.connect_timeout = Duration::from_millis(300);
+        let err = Subscriber::builder()
+            .nats(config)
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    }
+}
