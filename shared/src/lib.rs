@@ -20,11 +20,13 @@
 //! - [`validate`]: every bound of the design, with errors that name the field;
 //! - [`subject`]: NATS subjects and etcd keys, formatted only here;
 //! - [`config`]: NATS settings and the connection helper (fast, jittered reconnects);
+//! - [`etcd`]: etcd settings and the connection helper (fails fast: unreachable or refused);
 //! - [`round_trip`]: proof that subscriptions are active on the server.
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod config;
+pub mod etcd;
 pub mod round_trip;
 pub mod subject;
 pub mod token;
@@ -32,6 +34,7 @@ pub mod validate;
 
 pub use codec::Reject;
 pub use config::{ConfigError, ConnectionEvents, NatsAuth, NatsConfig, NatsEvent, NatsTls};
+pub use etcd::{EtcdConfig, EtcdError, EtcdTls};
 pub use subject::Subjects;
 pub use token::{State, Token, TokenRef};
 pub use validate::{Field, Invalid};

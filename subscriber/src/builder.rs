@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::SelectAll;
-use herald_shared::{NatsConfig, Subjects, round_trip, validate};
+use herald_shared::{EtcdConfig, NatsConfig, Subjects, round_trip, validate};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -21,6 +21,21 @@ use crate::view::{Clock, Views};
 enum Nats {
     Config(NatsConfig),
     Client(async_nats::Client),
+}
+
+/// Where the subscriber gets its etcd connection.
+enum Etcd {
+    Config(EtcdConfig),
+    Client(etcd_client::Client),
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Etcd::Config(c) => c.fmt(f),
+            Etcd::Client(_) => f.write_str("Client"),
+        }
+    }
 }
 
 /// Settings of a [`Subscriber`]; `start()` checks them, subscribes, and returns it.
@@ -45,6 +60,8 @@ enum Nats {
 #[must_use = "a builder does nothing until `start()` is awaited"]
 pub struct SubscriberBuilder {
     nats: Option<Nats>,
+    etcd: Option<Etcd>,
+    require_registration: bool,
     prefix: String,
     services: Vec<String>,
     zone: Option<String>,
@@ -58,6 +75,8 @@ impl Default for SubscriberBuilder {
     fn default() -> Self {
         SubscriberBuilder {
             nats: None,
+            etcd: None,
+            require_registration: false,
             prefix: herald_shared::subject::DEFAULT_PREFIX.to_owned(),
             services: Vec::new(),
             zone: None,
@@ -81,6 +100,25 @@ impl SubscriberBuilder {
     /// still counted from `seq` gaps.
     pub fn client(mut self, client: async_nats::Client) -> Self {
         self.nats = Some(Nats::Client(client));
+        self
+    }
+
+    /// Use etcd as the authority: `start()` lists every registration (one consistent
+    /// revision, paged) before it returns, then watches from the next revision.
+    pub fn etcd(mut self, config: EtcdConfig) -> Self {
+        self.etcd = Some(Etcd::Config(config));
+        self
+    }
+
+    /// Use an existing etcd client as the authority (see [`SubscriberBuilder::etcd`]).
+    pub fn etcd_client(mut self, client: etcd_client::Client) -> Self {
+        self.etcd = Some(Etcd::Client(client));
+        self
+    }
+
+    /// Drop every token of an instance that is not registered in etcd (epoch 0).
+    pub fn require_registration(mut self, required: bool) -> Self {
+        self.require_registration = required;
         self
     }
 
@@ -145,6 +183,13 @@ impl SubscriberBuilder {
         if self.sweep_interval.is_zero() || self.sweep_interval > Duration::from_millis(100) {
             return Err(invalid("sweep_interval", "must be within (0, 100 ms]"));
         }
+        if let Some(Etcd::Config(c)) = &self.etcd {
+            c.validate()
+                .map_err(|e| Error::new(ErrorKind::InvalidConfig, e))?;
+        }
+        if self.require_registration && self.etcd.is_none() {
+            return Err(invalid("require_registration", "needs etcd"));
+        }
         match &self.nats {
             None => Err(invalid("nats", "a NATS config or client is required")),
             Some(Nats::Config(c)) => c.validate().map(|()| subjects).map_err(Error::from),
@@ -195,8 +240,44 @@ impl SubscriberBuilder {
         } else {
             self.services.iter().map(|s| subjects.probe(s)).collect()
         };
+        let mut store = Store::new(views.clone(), counters.clone(), events.clone());
+        store.require_registration(self.require_registration);
+        let cancel = CancellationToken::new();
+        let mut etcd_rx = None;
+        let mut etcd_task = None;
+        if let Some(etcd) = self.etcd {
+            // NATS is subscribed (and buffering) already: the listing is applied first, then
+            // the buffered tokens, then the watch from the listing's next revision. The merge
+            // rules make the order of tokens and registrations safe either way.
+            let mut client = match etcd {
+                Etcd::Config(c) => c
+                    .connect()
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Etcd, e))?,
+                Etcd::Client(c) => c,
+            };
+            let listing = crate::etcd_sync::list(&mut client, &subjects)
+                .await
+                .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(e)))?;
+            store.reconcile(&listing);
+            store.flush();
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            etcd_rx = Some(rx);
+            etcd_task = Some(tokio::spawn(
+                crate::etcd_sync::watch(
+                    client,
+                    subjects.clone(),
+                    tx,
+                    listing.cluster_id,
+                    listing.revision,
+                    cancel.clone(),
+                )
+                .instrument(tracing::debug_span!("etcd_watch")),
+            ));
+        }
         let mut ingest = Ingest {
-            store: Store::new(views.clone(), counters.clone(), events.clone()),
+            store,
+            etcd: etcd_rx,
             subs,
             client: client.clone(),
             nats_events,
@@ -215,7 +296,6 @@ impl SubscriberBuilder {
         ingest.probe().await;
         let _ = client.flush().await;
 
-        let cancel = CancellationToken::new();
         let span = tracing::debug_span!("subscriber", services = ?self.services);
         let task = tokio::spawn(ingest.run(cancel.clone()).instrument(span));
         tracing::info!(services = ?self.services, "subscriber started");
@@ -229,6 +309,7 @@ impl SubscriberBuilder {
             },
             cancel,
             task,
+            etcd_task,
         ))
     }
 }

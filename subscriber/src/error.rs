@@ -12,6 +12,8 @@ pub enum ErrorKind {
     Connect,
     /// Subscribing or confirming the subscriptions failed.
     Subscribe,
+    /// etcd could not be reached, refused the credentials, or failed the listing.
+    Etcd,
     /// The wait ended before the condition held.
     TimedOut,
 }
@@ -53,6 +55,7 @@ impl fmt::Display for Error {
             ErrorKind::InvalidConfig => "invalid subscriber configuration",
             ErrorKind::Connect => "cannot connect to nats",
             ErrorKind::Subscribe => "cannot subscribe",
+            ErrorKind::Etcd => "etcd failed",
             ErrorKind::TimedOut => "timed out",
         };
         match &self.source {

@@ -14,6 +14,7 @@ use herald_shared::{NatsEvent, Subjects};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::etcd_sync::EtcdUpdate;
 use crate::stats::Counters;
 use crate::store::Store;
 
@@ -29,6 +30,7 @@ pub(crate) struct Ingest {
     pub(crate) subs: SelectAll<async_nats::Subscriber>,
     pub(crate) client: async_nats::Client,
     pub(crate) nats_events: Option<broadcast::Receiver<NatsEvent>>,
+    pub(crate) etcd: Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>,
     pub(crate) subjects: Subjects,
     pub(crate) probe_subjects: Vec<String>,
     pub(crate) counters: Arc<Counters>,
@@ -49,6 +51,7 @@ impl Ingest {
                 () = cancel.cancelled() => break,
                 _ = tick.tick() => self.on_tick().await,
                 event = recv_event(&mut self.nats_events) => self.on_nats_event(event),
+                update = recv_etcd(&mut self.etcd) => self.on_etcd(update),
                 msg = self.subs.next() => match msg {
                     Some(msg) => self.on_messages(msg).await,
                     None => {
@@ -70,7 +73,6 @@ impl Ingest {
             }
         }
         self.store.flush();
-        self.publish_len();
     }
 
     fn ingest_one(&mut self, msg: &async_nats::Message) {
@@ -92,17 +94,11 @@ impl Ingest {
         self.watch_connection();
         self.store.sweep();
         self.store.flush();
-        self.publish_len();
         if self.probe_wanted && self.last_probe.elapsed() >= PROBE_GAP {
             self.probe().await;
         }
     }
 
-    fn publish_len(&self) {
-        self.counters
-            .instances
-            .store(self.store.len() as u64, Relaxed);
-    }
 
     /// Self-preservation: while our own link is down nothing expires; once it is back every
     /// instance gets one fresh TTL and a probe asks everyone to answer now.
@@ -152,6 +148,30 @@ impl Ingest {
         }
     }
 
+    /// Applies what etcd reported, through the same store and merge rules as tokens.
+    fn on_etcd(&mut self, update: Option<EtcdUpdate>) {
+        match update {
+            Some(EtcdUpdate::Put(reg)) => self.store.register(&reg),
+            Some(EtcdUpdate::Delete {
+                service,
+                instance,
+                revision,
+            }) => self.store.deregister(&service, &instance, revision),
+            Some(EtcdUpdate::Resync {
+                listing,
+                new_cluster,
+            }) => {
+                if new_cluster {
+                    self.store.forget_epochs();
+                }
+                self.store.reconcile(&listing);
+                self.probe_wanted = true;
+            }
+            None => self.etcd = None,
+        }
+        self.store.flush();
+    }
+
     pub(crate) async fn probe(&mut self) {
         self.probe_wanted = false;
         self.last_probe = Instant::now();
@@ -168,6 +188,13 @@ impl Ingest {
             self.counters.probes_sent.fetch_add(1, Relaxed);
         }
         tracing::debug!("probe sent");
+    }
+}
+
+async fn recv_etcd(rx: &mut Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>) -> Option<EtcdUpdate> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

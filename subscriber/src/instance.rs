@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use herald_shared::{State, Token, TokenRef};
 
@@ -24,6 +24,8 @@ pub(crate) struct Entry {
     pub(crate) weight: u32,
     pub(crate) meta: Box<[(Box<str>, Box<str>)]>,
     pub(crate) epoch: u64,
+    /// The etcd lease of the registration, once etcd told us (0 until then).
+    pub(crate) lease: AtomicI64,
     load: AtomicU32,
     state: AtomicU8,
     pub(crate) seq: AtomicU64,
@@ -69,11 +71,34 @@ impl Entry {
                 .map(|(k, v)| (Box::from(k), Box::from(v)))
                 .collect(),
             epoch: t.epoch,
+            lease: AtomicI64::new(0),
             load: AtomicU32::new(t.load.to_bits()),
             state: AtomicU8::new(state_to_u8(t.state)),
             seq: AtomicU64::new(t.seq),
             ttl_ms: AtomicU32::new(t.ttl_ms),
             deadline: AtomicU64::new(deadline),
+        }
+    }
+
+    /// A copy under another epoch and lease, keeping the live fields (load, state, seq,
+    /// deadline).
+    pub(crate) fn with_epoch(&self, epoch: u64, lease: i64) -> Entry {
+        Entry {
+            service: self.service.clone(),
+            id: self.id.clone(),
+            id_hash: self.id_hash,
+            addr: self.addr.clone(),
+            socket_addr: self.socket_addr,
+            zone: self.zone.clone(),
+            weight: self.weight,
+            meta: self.meta.clone(),
+            epoch,
+            lease: AtomicI64::new(lease),
+            load: AtomicU32::new(self.load.load(Relaxed)),
+            state: AtomicU8::new(self.state.load(Relaxed)),
+            seq: AtomicU64::new(self.seq.load(Relaxed)),
+            ttl_ms: AtomicU32::new(self.ttl_ms.load(Relaxed)),
+            deadline: AtomicU64::new(self.deadline.load(Relaxed)),
         }
     }
 

@@ -33,6 +33,7 @@
 //! # Layout
 //! - [`builder`](SubscriberBuilder): settings, validation, and `start()`;
 //! - `ingest`: the task that owns the store: batches tokens, sweeps, watches the connection;
+//! - `etcd_sync`: the etcd source: paged listing at one revision, then a resuming watch;
 //! - `merge`: the merge rules of the design, as one pure function;
 //! - `store`: live entries, expiry schedule (deadline heap + moka), snapshot publishing;
 //! - `view`: per-service snapshots readers share, lock-free;
@@ -44,6 +45,7 @@
 
 mod builder;
 mod error;
+mod etcd_sync;
 mod event;
 mod ingest;
 mod instance;

@@ -23,6 +23,8 @@ pub enum DropReason {
     Duplicate,
     /// A `leaving` token for an instance that is not listed (already gone or never seen).
     GoodbyeUnknown,
+    /// An unregistered (epoch 0) token while the subscriber requires registration.
+    Unregistered,
 }
 
 /// What to do with a token.

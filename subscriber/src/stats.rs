@@ -22,6 +22,10 @@ pub(crate) struct Counters {
     pub(crate) stale_epoch: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) goodbye_unknown: AtomicU64,
+    pub(crate) unregistered: AtomicU64,
+    pub(crate) registrations: AtomicU64,
+    pub(crate) etcd_resyncs: AtomicU64,
+    pub(crate) etcd_cluster_changes: AtomicU64,
     pub(crate) added: AtomicU64,
     pub(crate) updated: AtomicU64,
     pub(crate) removed: [AtomicU64; 4],
@@ -52,6 +56,7 @@ impl Counters {
             DropReason::StaleEpoch => &self.stale_epoch,
             DropReason::Duplicate => &self.duplicates,
             DropReason::GoodbyeUnknown => &self.goodbye_unknown,
+            DropReason::Unregistered => &self.unregistered,
         }
         .fetch_add(1, Relaxed);
     }
@@ -86,6 +91,10 @@ impl Counters {
             stale_epoch_drops: get(&self.stale_epoch),
             duplicate_drops: get(&self.duplicates),
             goodbye_unknown_drops: get(&self.goodbye_unknown),
+            unregistered_drops: get(&self.unregistered),
+            registrations: get(&self.registrations),
+            etcd_resyncs: get(&self.etcd_resyncs),
+            etcd_cluster_changes: get(&self.etcd_cluster_changes),
             added: get(&self.added),
             updated: get(&self.updated),
             expirations: get(&self.removed[0]),
@@ -122,6 +131,14 @@ pub struct Stats {
     pub duplicate_drops: u64,
     /// Goodbyes for instances not listed, dropped.
     pub goodbye_unknown_drops: u64,
+    /// Unregistered (epoch 0) tokens dropped because registration is required.
+    pub unregistered_drops: u64,
+    /// etcd registrations applied (listing and watch).
+    pub registrations: u64,
+    /// Full etcd re-listings after a compaction or a cluster change.
+    pub etcd_resyncs: u64,
+    /// Times a different etcd cluster answered (epochs and tombstones were forgotten).
+    pub etcd_cluster_changes: u64,
     /// Instances added.
     pub added: u64,
     /// Instances updated (load, state, or record).

@@ -35,6 +35,7 @@ thread_local! {
 pub struct Subscriber {
     shared: Shared,
     task: Option<JoinHandle<()>>,
+    etcd_task: Option<JoinHandle<()>>,
     cancel: CancellationToken,
     _stop_on_drop: DropGuard,
 }
@@ -45,10 +46,16 @@ impl Subscriber {
         SubscriberBuilder::default()
     }
 
-    pub(crate) fn new(shared: Shared, cancel: CancellationToken, task: JoinHandle<()>) -> Self {
+    pub(crate) fn new(
+        shared: Shared,
+        cancel: CancellationToken,
+        task: JoinHandle<()>,
+        etcd_task: Option<JoinHandle<()>>,
+    ) -> Self {
         Subscriber {
             shared,
             task: Some(task),
+            etcd_task,
             _stop_on_drop: cancel.clone().drop_guard(),
             cancel,
         }
@@ -190,6 +197,9 @@ impl Subscriber {
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.etcd_task.take() {
             let _ = task.await;
         }
     }

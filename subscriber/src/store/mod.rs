@@ -29,6 +29,8 @@ use crate::merge::{self, Known, Verdict};
 use crate::stats::Counters;
 use crate::view::{Clock, ServiceView, Snapshot, Views};
 
+mod registry;
+
 /// How long moka keeps an entry past its deadline: its timer wheel is coarse, and the
 /// sweep, not moka, is what removes instances on time.
 const MOKA_GRACE: Duration = Duration::from_millis(2_500);
@@ -123,6 +125,7 @@ pub(crate) struct Store {
     events: broadcast::Sender<Event>,
     pending: Vec<Event>,
     live: usize,
+    require_registration: bool,
 }
 
 impl Store {
@@ -148,16 +151,17 @@ impl Store {
             events,
             pending: Vec::new(),
             live: 0,
+            require_registration: false,
         }
+    }
+
+    /// Drop every unregistered (epoch 0) token.
+    pub(crate) fn require_registration(&mut self, on: bool) {
+        self.require_registration = on;
     }
 
     pub(crate) fn clock(&self) -> Arc<Clock> {
         self.clock.clone()
-    }
-
-    /// Number of live instances.
-    pub(crate) fn len(&self) -> usize {
-        self.live
     }
 
     /// Applies one payload received on the announce subject of `subject_service`.
@@ -174,6 +178,19 @@ impl Store {
 
     /// Applies one valid token: the merge rules decide, the store carries the verdict out.
     pub(crate) fn apply(&mut self, t: &TokenRef<'_>) {
+        if self.require_registration && t.epoch == 0 {
+            self.counters.dropped(merge::DropReason::Unregistered);
+            return;
+        }
+        if self.upsert(t) {
+            self.counters.accepted.fetch_add(1, Relaxed);
+            self.counters
+                .latency(t.sent_at_ms, herald_shared::unix_millis());
+        }
+    }
+
+    /// The merge rules for one token from any source; returns whether it was accepted.
+    fn upsert(&mut self, t: &TokenRef<'_>) -> bool {
         let now = self.clock.now_ms();
         let svc = match self.services.get_mut(t.service) {
             Some(s) => s,
@@ -212,7 +229,7 @@ impl Store {
                     instance = t.instance,
                     "token dropped"
                 );
-                return;
+                return false;
             }
             Verdict::Goodbye => {
                 let entry = live.cloned().expect("goodbye verdict implies a live entry");
@@ -234,12 +251,12 @@ impl Store {
                     let old = old.clone();
                     self.insert(t, now, Some(old));
                 }
-                None => self.insert(t, now, None),
+                None => {
+                    self.insert(t, now, None);
+                }
             },
         }
-        self.counters.accepted.fetch_add(1, Relaxed);
-        self.counters
-            .latency(t.sent_at_ms, herald_shared::unix_millis());
+        true
     }
 
     /// A token that changes no identity field: update in place, allocate nothing.
@@ -268,10 +285,11 @@ impl Store {
     }
 
     /// Adds a new instance, or replaces `old` with a new record.
-    fn insert(&mut self, t: &TokenRef<'_>, now: u64, old: Option<Arc<Entry>>) {
-        let Some(svc) = self.services.get_mut(t.service) else {
-            return;
-        };
+    fn insert(&mut self, t: &TokenRef<'_>, now: u64, old: Option<Arc<Entry>>) -> Arc<Entry> {
+        let svc = self
+            .services
+            .get_mut(t.service)
+            .expect("upsert created the service");
         let deadline = now + u64::from(t.ttl_ms);
         let zone = t.zone.map(Arc::from);
         let entry = Arc::new(Entry::new(svc.name.clone(), zone, t, deadline));
@@ -293,7 +311,7 @@ impl Store {
                 addr = t.addr,
                 "instance record changed"
             );
-            self.pending.push(Event::Updated(Instance(entry)));
+            self.pending.push(Event::Updated(Instance(entry.clone())));
         } else {
             self.live += 1;
             self.counters.added.fetch_add(1, Relaxed);
@@ -304,8 +322,9 @@ impl Store {
                 addr = t.addr,
                 "instance added"
             );
-            self.pending.push(Event::Added(Instance(entry)));
+            self.pending.push(Event::Added(Instance(entry.clone())));
         }
+        entry
     }
 
     /// Remembers a departed instance's last `(epoch, seq)` for as long as its late tokens
@@ -438,6 +457,7 @@ impl Store {
                     .publish(Arc::new(Snapshot::build(list, self.clock.clone())));
             }
         }
+        self.counters.instances.store(self.live as u64, Relaxed);
         for event in self.pending.drain(..) {
             // No receiver is not an error: events are optional for consumers.
             let _ = self.events.send(event);

@@ -1,0 +1,260 @@
+//! The etcd source: a consistent listing at start, then a watch from the revision after it.
+//!
+//! The listing is paged (etcd-client refuses responses over 4 MiB, about 19k registrations)
+//! and every page is read at the first page's revision, so the snapshot is one consistent
+//! revision however large. The watch task resumes from the last revision it saw when etcd
+//! comes back; when etcd compacted that revision away, or the cluster id in its response
+//! headers changed (a different cluster answers), it lists again and hands the store a full
+//! snapshot to reconcile. Everything goes to the ingest task, which applies it through the
+//! same merge rules as tokens.
+
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use herald_shared::Subjects;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Keys fetched per page of the listing: 500 tokens of at most 4 KiB stay under etcd-client's
+/// 4 MiB response limit.
+const PAGE: i64 = 500;
+
+/// One registration as etcd holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Registration {
+    pub(crate) service: String,
+    pub(crate) instance: String,
+    /// The token written at registration.
+    pub(crate) value: Vec<u8>,
+    /// The revision of the write: the incarnation's epoch.
+    pub(crate) revision: u64,
+    pub(crate) lease: i64,
+}
+
+/// Every registration at one revision of one cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct Listing {
+    pub(crate) cluster_id: u64,
+    pub(crate) revision: i64,
+    pub(crate) registrations: Vec<Registration>,
+}
+
+/// What the etcd source tells the store.
+#[derive(Debug)]
+pub(crate) enum EtcdUpdate {
+    /// A key was written.
+    Put(Registration),
+    /// A key was deleted at `revision`.
+    Delete {
+        service: String,
+        instance: String,
+        revision: u64,
+    },
+    /// A full listing to reconcile with; `new_cluster` when a different cluster answered, so
+    /// that epochs and tombstones of the old one are forgotten first.
+    Resync { listing: Listing, new_cluster: bool },
+}
+
+fn registration(subjects: &Subjects, kv: &KeyValue) -> Option<Registration> {
+    let key = kv.key_str().ok()?;
+    let (service, instance) = subjects.parse_key(key)?;
+    Some(Registration {
+        service: service.to_owned(),
+        instance: instance.to_owned(),
+        value: kv.value().to_vec(),
+        revision: u64::try_from(kv.mod_revision()).ok()?,
+        lease: kv.lease(),
+    })
+}
+
+/// The end of the key range that starts with `prefix` (etcd's prefix convention).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Reads every registration under the prefix at one revision, page by page.
+pub(crate) async fn list(
+    client: &mut Client,
+    subjects: &Subjects,
+) -> Result<Listing, etcd_client::Error> {
+    let prefix = subjects.services_prefix();
+    let end = prefix_end(&prefix);
+    let mut start = prefix.as_bytes().to_vec();
+    let mut revision = 0i64;
+    let mut cluster_id = 0u64;
+    let mut registrations = Vec::new();
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let resp = client.get(start.clone(), Some(opts)).await?;
+        if let Some(h) = resp.header() {
+            if revision == 0 {
+                revision = h.revision();
+                cluster_id = h.cluster_id();
+            }
+        }
+        registrations.extend(
+            resp.kvs()
+                .iter()
+                .filter_map(|kv| registration(subjects, kv)),
+        );
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    tracing::info!(
+        revision,
+        registrations = registrations.len(),
+        "etcd listing read"
+    );
+    Ok(Listing {
+        cluster_id,
+        revision,
+        registrations,
+    })
+}
+
+/// Watches the prefix from `revision + 1` until cancelled, surviving etcd restarts,
+/// compactions and cluster replacement.
+pub(crate) async fn watch(
+    mut client: Client,
+    subjects: Subjects,
+    tx: mpsc::Sender<EtcdUpdate>,
+    mut cluster_id: u64,
+    mut revision: i64,
+    cancel: CancellationToken,
+) {
+    let prefix = subjects.services_prefix();
+    let mut backoff = Duration::from_millis(50);
+    'reconnect: while !cancel.is_cancelled() {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1)
+            .with_progress_notify();
+        let mut stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = client.watch(prefix.clone(), Some(opts)) => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "etcd watch not established");
+                    pause(&cancel, &mut backoff).await;
+                    continue;
+                }
+            },
+        };
+        loop {
+            let msg = tokio::select! {
+                () = cancel.cancelled() => return,
+                m = stream.message() => m,
+            };
+            let resp = match msg {
+                Ok(Some(resp)) => resp,
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        revision,
+                        "etcd watch lost; resuming from the last revision seen"
+                    );
+                    pause(&cancel, &mut backoff).await;
+                    continue 'reconnect;
+                }
+            };
+            backoff = Duration::from_millis(50);
+            let seen_cluster = resp.header().map_or(cluster_id, |h| h.cluster_id());
+            let new_cluster = seen_cluster != cluster_id;
+            if new_cluster || resp.compact_revision() > 0 || resp.canceled() {
+                if new_cluster {
+                    tracing::warn!(
+                        old = cluster_id,
+                        new = seen_cluster,
+                        "a different etcd cluster answers; listing again and forgetting old epochs"
+                    );
+                } else {
+                    tracing::warn!(
+                        compacted = resp.compact_revision(),
+                        revision,
+                        "etcd watch revision compacted; listing again"
+                    );
+                }
+                match list(&mut client, &subjects).await {
+                    Ok(listing) => {
+                        cluster_id = listing.cluster_id;
+                        revision = listing.revision;
+                        if tx
+                            .send(EtcdUpdate::Resync {
+                                listing,
+                                new_cluster,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd listing failed");
+                        pause(&cancel, &mut backoff).await;
+                    }
+                }
+                continue 'reconnect;
+            }
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                revision = revision.max(kv.mod_revision());
+                let update = match event.event_type() {
+                    EventType::Put => match registration(&subjects, kv) {
+                        Some(r) => EtcdUpdate::Put(r),
+                        None => continue,
+                    },
+                    EventType::Delete => {
+                        let Some((service, instance)) =
+                            kv.key_str().ok().and_then(|k| subjects.parse_key(k))
+                        else {
+                            continue;
+                        };
+                        EtcdUpdate::Delete {
+                            service: service.to_owned(),
+                            instance: instance.to_owned(),
+                            revision: kv.mod_revision().max(0) as u64,
+                        }
+                    }
+                };
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn pause(cancel: &CancellationToken, backoff: &mut Duration) {
+    let jittered = backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tokio::time::sleep(jittered) => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bumps_the_last_byte() {
+        assert_eq!(prefix_end("/h/services/"), b"/h/services0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}
