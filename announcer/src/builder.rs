@@ -1,0 +1,360 @@
+//! [`Announcer::builder`] and its settings. Nothing here touches the network: `start()`
+//! validates everything first (into a `Plan`), then connects and publishes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_shared::NatsConfig;
+
+use crate::error::Error;
+use crate::handle::AnnouncerHandle;
+use crate::plan::{Connection, LoadFn, Plan};
+use crate::settings::Requested;
+
+/// The entry point: [`Announcer::builder`] configures an announcer, whose `start()` returns
+/// the [`AnnouncerHandle`] of the running instance.
+#[derive(Debug)]
+pub enum Announcer {}
+
+impl Announcer {
+    /// Starts configuring the announcer of one instance of `service`, serving at `addr`
+    /// (`host:port`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), herald_announcer::Error> {
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::NatsConfig;
+    ///
+    /// let announcer = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(service: impl Into<String>, addr: impl Into<String>) -> AnnouncerBuilder {
+        AnnouncerBuilder {
+            service: service.into(),
+            addr: addr.into(),
+            connection: None,
+            prefix: herald_shared::subject::DEFAULT_PREFIX.to_owned(),
+            instance: None,
+            zone: None,
+            weight: herald_shared::token::DEFAULT_WEIGHT,
+            meta: BTreeMap::new(),
+            load: 0.0,
+            load_fn: None,
+            requested: Requested::default(),
+        }
+    }
+}
+
+/// Configures an announcer; the chain ends with [`AnnouncerBuilder::start`].
+#[must_use = "a builder does nothing until `.start().await`"]
+#[derive(Debug, Clone)]
+pub struct AnnouncerBuilder {
+    pub(crate) service: String,
+    pub(crate) addr: String,
+    pub(crate) connection: Option<Connection>,
+    pub(crate) prefix: String,
+    pub(crate) instance: Option<String>,
+    pub(crate) zone: Option<String>,
+    pub(crate) weight: u32,
+    pub(crate) meta: BTreeMap<String, String>,
+    pub(crate) load: f32,
+    pub(crate) load_fn: Option<LoadFn>,
+    pub(crate) requested: Requested,
+}
+
+impl AnnouncerBuilder {
+    /// Connects to NATS with these settings; the connection belongs to the announcer and
+    /// closes with it. This or [`AnnouncerBuilder::client`] is required.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::NatsConfig;
+    ///
+    /// let builder = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .nats(NatsConfig::new(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]));
+    /// ```
+    pub fn nats(mut self, config: NatsConfig) -> Self {
+        self.connection = Some(Connection::Config(config));
+        self
+    }
+
+    /// Shares an existing connection (several announcers of one process, or an application's
+    /// own client). The announcer never closes it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_announcer::Announcer;
+    ///
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let announcer = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .client(client.clone())
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client(mut self, client: async_nats::Client) -> Self {
+        self.connection = Some(Connection::Client(client));
+        self
+    }
+
+    /// The subject prefix (default `herald`), one subject token `[A-Za-z0-9_-]{1,64}`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .prefix("staging");
+    /// ```
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The instance id, `[A-Za-z0-9_.:-]{1,128}`, unique within the service. Defaults to
+    /// `{host}-{16 random hex digits}`, new at every start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .instance("billing-1");
+    /// ```
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// The broadcast interval (default 1 s, within 50 ms ..= 20 min); each token goes out
+    /// `interval` +-10 % after the previous one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .interval(Duration::from_millis(500));
+    /// ```
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.requested.interval = interval;
+        self
+    }
+
+    /// How long subscribers keep the instance without a newer token (default 3 x interval;
+    /// within 100 ms ..= 1 h and greater than the interval). Twice the interval or more
+    /// survives one lost token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .interval(Duration::from_secs(1))
+    ///     .ttl(Duration::from_secs(5));
+    /// ```
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.requested.ttl = Some(ttl);
+        self
+    }
+
+    /// The zone or rack, `[A-Za-z0-9_.-]{1,64}`, for zone-preferring picks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .zone("eu-1");
+    /// ```
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// The weight for weighted picks (default 100, at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .weight(200);
+    /// ```
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Adds a metadata entry (at most 32 entries, keys 1..=64 bytes, values up to 256 bytes,
+    /// and the whole token within 4 KiB).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .meta("version", "1.4.2")
+    ///     .meta("protocol", "grpc");
+    /// ```
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
+    }
+
+    /// The initial load (default 0), finite and `>= 0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .load(0.3);
+    /// ```
+    pub fn load(mut self, load: f32) -> Self {
+        self.load = load;
+        self
+    }
+
+    /// A load source, sampled by the broadcast task every
+    /// [`load_sample_interval`](AnnouncerBuilder::load_sample_interval). It runs on the
+    /// task, so it must be quick and must not block; samples that are not finite and `>= 0`
+    /// are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// let in_flight = Arc::new(AtomicU32::new(0));
+    /// let gauge = in_flight.clone();
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .load_fn(move || gauge.load(Ordering::Relaxed) as f32)
+    ///     .load_delta(5.0);
+    /// ```
+    pub fn load_fn(mut self, load_fn: impl Fn() -> f32 + Send + Sync + 'static) -> Self {
+        self.load_fn = Some(LoadFn(Arc::new(load_fn)));
+        self
+    }
+
+    /// How often `load_fn` is sampled (default interval / 4, at least 25 ms).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .load_fn(|| 0.5)
+    ///     .load_sample_interval(Duration::from_millis(100));
+    /// ```
+    pub fn load_sample_interval(mut self, every: Duration) -> Self {
+        self.requested.load_sample_interval = Some(every);
+        self
+    }
+
+    /// The load change that sends a token early (default 0.1, for a load expressed as
+    /// utilisation): when `|load - last sent load| > delta`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .load_delta(0.05);
+    /// ```
+    pub fn load_delta(mut self, delta: f32) -> Self {
+        self.requested.load_delta = delta;
+        self
+    }
+
+    /// The smallest spacing of early tokens (default 100 ms, capped by the interval; within
+    /// 10 ms ..= interval). A change that comes sooner is sent at the end of the gap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .min_early_gap(Duration::from_millis(250));
+    /// ```
+    pub fn min_early_gap(mut self, gap: Duration) -> Self {
+        self.requested.min_early_gap = Some(gap);
+        self
+    }
+
+    /// How long [`AnnouncerHandle::shutdown`] may take to send its goodbye (default 2 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .shutdown_timeout(Duration::from_millis(500));
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.requested.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Checks every setting without connecting: what `start()` checks first.
+    ///
+    /// # Errors
+    ///
+    /// An [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the first setting
+    /// out of its bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::NatsConfig;
+    ///
+    /// let err = Announcer::builder("billing", "10.0.0.7")
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), Some("addr"));
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        Plan::new(self).map(drop)
+    }
+
+    /// Validates everything, then connects (or takes the shared client), subscribes to the
+    /// probe subjects and confirms them on the server, publishes the first token and waits
+    /// until it is flushed, and starts the broadcast task.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) before anything is connected or
+    /// published; then `Connect`, `Subscribe`, `Publish` or `TimedOut` (the first token not
+    /// flushed within 5 s).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), herald_announcer::Error> {
+    /// use std::time::Duration;
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::NatsConfig;
+    ///
+    /// let announcer = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+    ///     .interval(Duration::from_secs(1))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start(self) -> Result<AnnouncerHandle, Error> {
+        let plan = Plan::new(&self)?;
+        crate::start::start(plan).await
+    }
+}

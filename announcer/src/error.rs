@@ -1,0 +1,166 @@
+//! The announcer's one error type: a [`ErrorKind`] to match on, the cause in `source()`.
+
+use std::fmt;
+
+use herald_shared::ConfigError;
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, coarsely; match on this, read the error's `source()` for
+/// the detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A setting or a value broke its bound; nothing was connected or published.
+    /// [`Error::field`] names the setting.
+    Config,
+    /// No NATS server answered.
+    Connect,
+    /// The probe subscriptions could not be made or confirmed on the server.
+    Subscribe,
+    /// A token could not be published or flushed.
+    Publish,
+    /// A deadline passed (the first token's flush, or the goodbye of `shutdown`).
+    TimedOut,
+    /// The broadcast task is no longer running.
+    Stopped,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "invalid configuration",
+            ErrorKind::Connect => "cannot connect to nats",
+            ErrorKind::Subscribe => "cannot subscribe to probes",
+            ErrorKind::Publish => "cannot publish token",
+            ErrorKind::TimedOut => "timed out",
+            ErrorKind::Stopped => "announcer stopped",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An announcer error.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_announcer::{Announcer, ErrorKind};
+/// use herald_shared::NatsConfig;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let err = Announcer::builder("billing", "10.0.0.7:8080")
+///     .nats(NatsConfig::new(["nats://127.0.0.1:1"]))
+///     .interval(Duration::ZERO)
+///     .start()
+///     .await
+///     .unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// assert_eq!(err.field(), Some("interval"));
+/// # }
+/// ```
+pub struct Error {
+    kind: ErrorKind,
+    source: Option<Source>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Error { kind, source: None }
+    }
+
+    pub(crate) fn with_source(kind: ErrorKind, source: impl Into<Source>) -> Self {
+        Error {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A [`ErrorKind::Config`] error naming `field` and the `bound` it broke.
+    pub(crate) fn config(field: &'static str, bound: &'static str) -> Self {
+        Error::with_source(ErrorKind::Config, ConfigError::field(field, bound))
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// For a [`ErrorKind::Config`] error, the setting that broke its bound (`interval`,
+    /// `ttl`, `service`, `nats.urls`, ...).
+    pub fn field(&self) -> Option<&'static str> {
+        match self.source.as_deref()?.downcast_ref::<ConfigError>()? {
+            ConfigError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        let kind = match e {
+            ConfigError::Field { .. } => ErrorKind::Config,
+            _ => ErrorKind::Connect,
+        };
+        Error::with_source(kind, e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_field_and_bound() {
+        let e = Error::config("interval", "must be >= 50 ms");
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert_eq!(e.field(), Some("interval"));
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: invalid `interval`: must be >= 50 ms"
+        );
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the cause must be kept"
+        );
+    }
+
+    #[test]
+    fn other_kinds_have_no_field() {
+        let e = Error::new(ErrorKind::TimedOut);
+        assert_eq!(e.to_string(), "timed out");
+        assert_eq!(e.field(), None);
+    }
+}

@@ -1,0 +1,62 @@
+//! Herald's announcer: one running instance telling its consumers, over NATS, that it is
+//! alive, where it serves and how loaded it is.
+//!
+//! `start()` publishes a first token before it returns, then one every `interval` (+-10 %
+//! jitter); the announcer answers probes at once (coalesced), republishes right after a NATS
+//! reconnect, and publishes early when the load moves by more than a delta. `drain()` keeps
+//! the instance listed but unpicked; `shutdown()` sends a `leaving` token so subscribers drop
+//! it at once. Dropping the handle stops the announcer silently, like a crash: subscribers
+//! drop the instance when its TTL runs out.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use herald_announcer::Announcer;
+//! use herald_shared::NatsConfig;
+//!
+//! # fn current_load() -> f32 { 0.3 }
+//! # async fn run() -> Result<(), herald_announcer::Error> {
+//! let announcer = Announcer::builder("billing", "10.0.0.7:8080")
+//!     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+//!     .zone("eu-1")
+//!     .meta("version", "1.4.2")
+//!     .interval(Duration::from_secs(1))
+//!     .load_fn(current_load)
+//!     .start()
+//!     .await?;
+//!
+//! // ... serve ...
+//!
+//! announcer.drain().await?;
+//! // ... let in-flight requests finish ...
+//! announcer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`builder`]: [`Announcer::builder`] and its settings; validates before connecting;
+//! - `plan`: the builder's settings validated into what `start()` needs;
+//! - `settings`: defaults and bounds of the settings, and the first token's checks;
+//! - `start`: connect, subscribe and confirm probes, publish the first token, spawn the task;
+//! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
+//! - `schedule`: the timing rules (jitter, probe coalescing, early-token rate limit), pure;
+//! - [`handle`]: [`AnnouncerHandle`], the running announcer: load, drain, metadata, shutdown;
+//! - [`stats`]: the counters;
+//! - [`error`]: [`Error`] and [`ErrorKind`];
+//! - `instance_id`: the default instance id.
+#![deny(missing_docs)]
+
+pub mod builder;
+pub mod error;
+pub mod handle;
+mod instance_id;
+mod plan;
+mod schedule;
+mod settings;
+mod start;
+pub mod stats;
+mod task;
+
+pub use builder::{Announcer, AnnouncerBuilder};
+pub use error::{Error, ErrorKind};
+pub use handle::AnnouncerHandle;
+pub use stats::Stats;

@@ -1,0 +1,88 @@
+//! What `start()` works from: every setting of the builder, validated and with its defaults
+//! applied, before anything connects.
+
+use std::fmt;
+use std::sync::Arc;
+
+use herald_shared::{NatsConfig, Subjects, Token};
+
+use crate::builder::AnnouncerBuilder;
+use crate::error::Error;
+use crate::settings::{Settings, check_token};
+
+/// How the announcer reaches NATS.
+#[derive(Debug, Clone)]
+pub(crate) enum Connection {
+    /// Connect with these settings (the connection is the announcer's own).
+    Config(NatsConfig),
+    /// Share the caller's connection.
+    Client(async_nats::Client),
+}
+
+/// A load source sampled by the broadcast task.
+#[derive(Clone)]
+pub(crate) struct LoadFn(pub(crate) Arc<dyn Fn() -> f32 + Send + Sync>);
+
+impl LoadFn {
+    pub(crate) fn sample(&self) -> f32 {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for LoadFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoadFn")
+    }
+}
+
+/// Everything `start()` needs, validated.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) connection: Connection,
+    pub(crate) subjects: Subjects,
+    pub(crate) settings: Settings,
+    /// The first token, without `seq` and `sent_at_ms` (stamped when sent).
+    pub(crate) token: Token,
+    pub(crate) load_fn: Option<LoadFn>,
+}
+
+impl Plan {
+    /// Validates the builder's settings and builds the first token.
+    ///
+    /// # Errors
+    ///
+    /// A `Config` error naming the first setting out of its bound.
+    pub(crate) fn new(b: &AnnouncerBuilder) -> Result<Plan, Error> {
+        let subjects = Subjects::new(&b.prefix)
+            .map_err(|_| Error::config("prefix", "must match [A-Za-z0-9_-]{1,64}"))?;
+        let settings = b.requested.resolve()?;
+        let mut token = Token::new(
+            b.service.clone(),
+            b.instance
+                .clone()
+                .unwrap_or_else(crate::instance_id::generate),
+            b.addr.clone(),
+        );
+        token.load = b.load;
+        token.weight = b.weight;
+        token.zone = b.zone.clone();
+        token.meta = b.meta.clone();
+        token.ttl_ms = settings.ttl_ms();
+        check_token(&token)?;
+        let connection = match &b.connection {
+            Some(Connection::Config(config)) => {
+                config.validate()?;
+                Connection::Config(config.clone())
+            }
+            Some(Connection::Client(client)) => Connection::Client(client.clone()),
+            None => return Err(Error::config("nats", "set .nats(..) or .client(..)")),
+        };
+        Ok(Plan {
+            connection,
+            subjects,
+            settings,
+            token,
+            load_fn: b.load_fn.clone(),
+        })
+    }
+}

@@ -1,0 +1,132 @@
+//! `start()` after validation: connect, subscribe to probes and confirm them on the server,
+//! publish and flush the first token, then spawn the broadcast task.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::stream;
+use herald_shared::{round_trip, unix_micros};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorKind};
+use crate::handle::AnnouncerHandle;
+use crate::plan::{Connection, Plan};
+use crate::schedule::{Schedule, Why};
+use crate::stats::Counters;
+use crate::task::Broadcaster;
+
+/// Bound of the probe subscriptions' round trip and of the first token's flush.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queue of handle requests (drain, metadata); callers wait for their reply anyway.
+const COMMAND_QUEUE: usize = 8;
+
+pub(crate) async fn start(plan: Plan) -> Result<AnnouncerHandle, Error> {
+    let span = tracing::debug_span!(
+        "announcer",
+        service = %plan.token.service,
+        instance = %plan.token.instance,
+    );
+    start_in(plan, span.clone()).instrument(span).await
+}
+
+async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Error> {
+    let Plan {
+        connection,
+        subjects,
+        settings,
+        token,
+        load_fn,
+    } = plan;
+    let client = match connection {
+        // Reconnects are noticed through the connection counter (see `task::RECONNECT_POLL`)
+        // for both kinds of connection, so the event receiver is not needed.
+        Connection::Config(config) => config.connect().await?.0,
+        Connection::Client(client) => client,
+    };
+    let connects_seen = client.statistics().connects.load(Ordering::Relaxed);
+
+    let subscribe_error =
+        |e: async_nats::SubscribeError| Error::with_source(ErrorKind::Subscribe, e);
+    let probe = client
+        .subscribe(subjects.probe(&token.service))
+        .await
+        .map_err(subscribe_error)?;
+    let probe_all = client
+        .subscribe(subjects.probe_all())
+        .await
+        .map_err(subscribe_error)?;
+    round_trip::confirm_subscriptions(&client, START_TIMEOUT)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))?;
+
+    // Seam for registration in etcd: a registration task will own this sender, write the
+    // epoch of each registration, and the broadcast task publishes every change at once.
+    // Until then the sender is dropped and every token carries epoch 0 (unregistered).
+    let (_epoch_tx, epoch) = watch::channel(0u64);
+
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (load_tx, load_rx) = watch::channel(token.load);
+    let (last_token, last_token_rx) = watch::channel(token.clone());
+    let (goodbye_tx, goodbye) = oneshot::channel();
+    let counters = Arc::new(Counters::default());
+    let cancel = CancellationToken::new();
+    let (service, instance) = (token.service.clone(), token.instance.clone());
+    let mut broadcaster = Broadcaster {
+        client: client.clone(),
+        subject: subjects.announce(&token.service).into(),
+        load: token.load,
+        schedule: Schedule::new(
+            settings.timing,
+            Instant::now(),
+            token.load,
+            fastrand::Rng::new(),
+        ),
+        token,
+        next_seq: unix_micros(),
+        probes: stream::select(probe, probe_all),
+        commands,
+        load_rx,
+        load_fn,
+        load_sample_interval: settings.load_sample_interval,
+        epoch,
+        connects_seen,
+        counters: counters.clone(),
+        last_token,
+        cancel: cancel.clone(),
+        goodbye,
+    };
+
+    broadcaster.publish(Why::Start).await?;
+    match tokio::time::timeout(START_TIMEOUT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::with_source(ErrorKind::Publish, e)),
+        Err(_) => return Err(Error::new(ErrorKind::TimedOut)),
+    }
+    tracing::info!(
+        addr = %broadcaster.token.addr,
+        seq = broadcaster.token.seq,
+        interval_ms = settings.timing.interval.as_millis() as u64,
+        ttl_ms = broadcaster.token.ttl_ms,
+        "announcer started"
+    );
+
+    let task = tokio::spawn(broadcaster.run().instrument(span));
+    Ok(AnnouncerHandle {
+        stop: cancel.drop_guard(),
+        service,
+        instance,
+        client,
+        commands: commands_tx,
+        load: load_tx,
+        last_token: last_token_rx,
+        counters,
+        shutdown_timeout: settings.shutdown_timeout,
+        goodbye: goodbye_tx,
+        task,
+    })
+}

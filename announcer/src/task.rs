@@ -1,0 +1,240 @@
+//! The broadcast task: the one owner of the token, its timer, probe answers and reconnect
+//! republish. Everything that publishes goes through [`Broadcaster::publish`], so `seq` and
+//! the schedule have a single writer and need no lock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::{Client, Subject, Subscriber};
+use futures::StreamExt;
+use futures::stream::Select;
+use herald_shared::{State, Token, codec, unix_millis};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind};
+use crate::plan::LoadFn;
+use crate::schedule::{Schedule, Why};
+use crate::settings::check_token;
+use crate::stats::Counters;
+
+/// How often the connection counter is read to notice a reconnect.
+///
+/// The counter (`Client::statistics().connects`) works the same for a client the announcer
+/// built and for one it was given, and cannot lag or overflow as an event channel can; 50 ms
+/// is small next to the reconnect backoff, and reading an atomic 20 times a second is free.
+pub(crate) const RECONNECT_POLL: Duration = Duration::from_millis(50);
+
+/// A request from the handle; the reply says whether the token was handed to NATS (the
+/// handle flushes afterwards, so the task never waits on the network for it).
+#[derive(Debug)]
+pub(crate) enum Command {
+    Drain(oneshot::Sender<Result<(), Error>>),
+    SetMeta(BTreeMap<String, String>, oneshot::Sender<Result<(), Error>>),
+}
+
+/// Probe subscriptions: the service's own and the bare probe-all subject.
+pub(crate) type Probes = Select<Subscriber, Subscriber>;
+
+/// Everything the broadcast task owns.
+#[derive(Debug)]
+pub(crate) struct Broadcaster {
+    pub(crate) client: Client,
+    pub(crate) subject: Subject,
+    /// The token as last sent, and the template of the next one.
+    pub(crate) token: Token,
+    pub(crate) next_seq: u64,
+    /// Current load, from `set_load` or `load_fn`; the next token carries it.
+    pub(crate) load: f32,
+    pub(crate) schedule: Schedule,
+    pub(crate) probes: Probes,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) load_rx: watch::Receiver<f32>,
+    pub(crate) load_fn: Option<LoadFn>,
+    pub(crate) load_sample_interval: Duration,
+    /// Registration epoch; stays 0 until a registration task owns the sender. A change is
+    /// published at once, so subscribers learn a new epoch without waiting a period.
+    pub(crate) epoch: watch::Receiver<u64>,
+    pub(crate) connects_seen: u64,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) last_token: watch::Sender<Token>,
+    pub(crate) cancel: CancellationToken,
+    /// Carries `shutdown()`'s deadline; closed without a value when the handle is dropped,
+    /// which stops the task without a goodbye (subscribers expire the instance by TTL).
+    pub(crate) goodbye: oneshot::Receiver<Instant>,
+}
+
+impl Broadcaster {
+    /// Runs until cancelled; sends the leaving token when `shutdown()` asked for it.
+    pub(crate) async fn run(mut self) -> Result<(), Error> {
+        let mut load_tick = tokio::time::interval(self.load_sample_interval);
+        load_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reconnect_tick = tokio::time::interval(RECONNECT_POLL);
+        reconnect_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let wake = tokio::time::sleep_until(self.schedule.next_wake());
+        tokio::pin!(wake);
+        let (mut probes_open, mut commands_open, mut load_open, mut epoch_open) =
+            (true, true, true, true);
+        let sampling = self.load_fn.is_some();
+
+        loop {
+            wake.as_mut().reset(self.schedule.next_wake());
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                command = self.commands.recv(), if commands_open => match command {
+                    Some(command) => self.command(command).await,
+                    None => commands_open = false,
+                },
+                probe = self.probes.next(), if probes_open => match probe {
+                    Some(_) => self.schedule.probe(Instant::now()),
+                    None => probes_open = false,
+                },
+                changed = self.load_rx.changed(), if load_open => match changed {
+                    Ok(()) => {
+                        let load = *self.load_rx.borrow_and_update();
+                        self.set_load(load);
+                    }
+                    Err(_) => load_open = false,
+                },
+                _ = load_tick.tick(), if sampling => self.sample_load(),
+                _ = reconnect_tick.tick() => self.check_reconnect().await,
+                changed = self.epoch.changed(), if epoch_open => match changed {
+                    Ok(()) => {
+                        let _ = self.publish(Why::Epoch).await;
+                    }
+                    Err(_) => epoch_open = false,
+                },
+                () = &mut wake => {}
+            }
+            if let Some(why) = self.schedule.due(Instant::now()) {
+                // A failure is counted and logged in `publish`; the next token retries.
+                let _ = self.publish(why).await;
+            }
+        }
+        self.finish().await
+    }
+
+    /// Stamps and publishes the token. Does not flush: the connection writes promptly, and
+    /// callers that must know the token left (start, drain, shutdown) flush themselves.
+    pub(crate) async fn publish(&mut self, why: Why) -> Result<(), Error> {
+        let now = Instant::now();
+        self.token.seq = self.next_seq;
+        self.next_seq += 1;
+        self.token.load = self.load;
+        self.token.epoch = *self.epoch.borrow();
+        self.token.sent_at_ms = unix_millis();
+        self.schedule.published(now, self.load);
+        let sent = match codec::encode(&self.token) {
+            Ok(bytes) => self
+                .client
+                .publish(self.subject.clone(), bytes.into())
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Publish, e)),
+            Err(e) => Err(Error::with_source(ErrorKind::Publish, e)),
+        };
+        match &sent {
+            Ok(()) => {
+                let c = &self.counters;
+                Counters::bump(&c.tokens_sent);
+                match why {
+                    Why::Probe => {
+                        Counters::bump(&c.probe_answers);
+                        tracing::debug!(seq = self.token.seq, "answered probe");
+                    }
+                    Why::Early => Counters::bump(&c.early_tokens),
+                    _ => {}
+                }
+                tracing::trace!(seq = self.token.seq, reason = ?why, load = self.load, "token sent");
+                self.last_token.send_replace(self.token.clone());
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.publish_errors);
+                tracing::warn!(error = %e, reason = ?why, "token not published");
+            }
+        }
+        sent
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Drain(reply) => {
+                self.token.state = State::Draining;
+                tracing::info!("draining");
+                let _ = reply.send(self.publish(Why::Drain).await);
+            }
+            Command::SetMeta(meta, reply) => {
+                let previous = std::mem::replace(&mut self.token.meta, meta);
+                let result = match check_token(&self.token) {
+                    Ok(()) => self.publish(Why::Meta).await,
+                    Err(e) => {
+                        self.token.meta = previous;
+                        Err(e)
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn set_load(&mut self, load: f32) {
+        self.load = load;
+        self.schedule.load(Instant::now(), load);
+    }
+
+    fn sample_load(&mut self) {
+        let Some(load_fn) = &self.load_fn else {
+            return;
+        };
+        let load = load_fn.sample();
+        if herald_shared::validate::load(load).is_ok() {
+            self.set_load(load);
+        } else {
+            tracing::debug!(load, "load_fn returned an invalid load; sample ignored");
+        }
+    }
+
+    async fn check_reconnect(&mut self) {
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        if connects > self.connects_seen {
+            let new = connects - self.connects_seen;
+            self.connects_seen = connects;
+            self.counters.reconnects.fetch_add(new, Ordering::Relaxed);
+            let sent = self.publish(Why::Reconnect).await;
+            tracing::info!(ok = sent.is_ok(), "nats reconnected; token republished");
+        }
+    }
+
+    /// After cancellation: the goodbye when `shutdown()` asked, else nothing.
+    async fn finish(mut self) -> Result<(), Error> {
+        let Ok(deadline) = self.goodbye.try_recv() else {
+            tracing::debug!("handle dropped without shutdown; stopped without a leaving token");
+            return Ok(());
+        };
+        self.token.state = State::Leaving;
+        let goodbye = async {
+            self.publish(Why::Leaving).await?;
+            self.client
+                .flush()
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Publish, e))
+        };
+        match tokio::time::timeout_at(deadline, goodbye).await {
+            Ok(Ok(())) => {
+                tracing::info!("shut down; leaving token sent");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shut down; leaving token not sent");
+                Err(e)
+            }
+            Err(_) => {
+                tracing::warn!("shut down; leaving token not flushed before the deadline");
+                Err(Error::new(ErrorKind::TimedOut))
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Early tokens on load change: immediate beyond the delta, rate-limited, never dropped.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{Observer, announce_subject, announcer, ms_between};
+use herald_announcer::ErrorKind;
+use herald_testkit::NatsServer;
+use tokio::time::Instant;
+
+const GAP: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn set_load_beyond_the_delta_sends_an_early_token() {
+    let server = NatsServer::start().await;
+    let mut observer = Observer::new(&server.url(), &announce_subject()).await;
+    let announcer = announcer(&server)
+        .interval(Duration::from_secs(5))
+        .load(0.2)
+        .load_delta(0.1)
+        .min_early_gap(GAP)
+        .start()
+        .await
+        .unwrap();
+    observer
+        .expect(Duration::from_secs(1), "the first token")
+        .await;
+    // Past the rate limit of the first token, so the early token may go out at once.
+    tokio::time::sleep(GAP + Duration::from_millis(20)).await;
+
+    announcer.set_load(0.25).unwrap();
+    observer
+        .expect_silence(
+            Duration::from_millis(200),
+            "a move within the delta is not sent early",
+        )
+        .await;
+
+    let asked = Instant::now();
+    announcer.set_load(0.9).unwrap();
+    let early = observer
+        .expect(Duration::from_millis(500), "an early token")
+        .await;
+    let latency = ms_between(asked, early.at);
+    assert_eq!(early.token.load, 0.9);
+    assert!(
+        latency < 50.0,
+        "the early token goes out at once, took {latency:.1} ms"
+    );
+    assert_eq!(announcer.stats().early_tokens, 1);
+    eprintln!("set_load -> early token: {latency:.2} ms");
+
+    let err = announcer.set_load(f32::NAN).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(
+        err.field(),
+        Some("load"),
+        "the error names the field: {err}"
+    );
+    assert!(
+        announcer.set_load(-1.0).is_err(),
+        "negative load is refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_set_load_calls_give_at_most_one_early_token_per_gap() {
+    let server = NatsServer::start().await;
+    let mut observer = Observer::new(&server.url(), &announce_subject()).await;
+    let announcer = announcer(&server)
+        .interval(Duration::from_secs(5))
+        .min_early_gap(GAP)
+        .start()
+        .await
+        .unwrap();
+    observer
+        .expect(Duration::from_secs(1), "the first token")
+        .await;
+
+    // 100 climbs of 0.5 over ~1 s, each beyond the delta, up to LAST.
+    const LAST: f32 = 50.0;
+    let sent_last = |s: &common::Seen| s.token.load == LAST;
+    let watching = observer.collect_in_background(Duration::from_secs(5), sent_last);
+    let started = Instant::now();
+    for i in 1..=100 {
+        let last = 0.5 * i as f32;
+        announcer.set_load(last).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let spent = ms_between(started, Instant::now());
+    let (mut observer, tokens) = watching.await.unwrap();
+    let offsets: Vec<f64> = tokens.iter().map(|t| ms_between(started, t.at)).collect();
+
+    let allowed = (spent / 100.0).ceil() as usize + 1;
+    assert!(
+        tokens.len() <= allowed,
+        "{} early tokens in {spent:.0} ms, at most one per 100 ms ({allowed}): {offsets:.0?}",
+        tokens.len()
+    );
+    assert!(
+        tokens.len() >= allowed / 2,
+        "rate-limited, not starved: {} tokens in {spent:.0} ms",
+        tokens.len()
+    );
+    for w in tokens.windows(2) {
+        assert!(
+            ms_between(w[0].at, w[1].at) >= 80.0,
+            "early tokens are >= min_early_gap apart (less delivery jitter): {offsets:.0?}"
+        );
+    }
+    assert_eq!(
+        tokens.last().unwrap().token.load,
+        LAST,
+        "the last change is sent (rate-limited, not dropped)"
+    );
+    observer
+        .expect_silence(GAP * 2, "no early token once the load is sent")
+        .await;
+    eprintln!(
+        "{} early tokens over {spent:.0} ms of set_load",
+        tokens.len()
+    );
+}
+
+#[tokio::test]
+async fn load_fn_is_sampled_and_sent_early() {
+    let server = NatsServer::start().await;
+    let mut observer = Observer::new(&server.url(), &announce_subject()).await;
+    let gauge = Arc::new(AtomicU32::new(0.1f32.to_bits()));
+    let source = gauge.clone();
+    let announcer = announcer(&server)
+        .interval(Duration::from_secs(5))
+        .load_fn(move || f32::from_bits(source.load(Ordering::Relaxed)))
+        .load_sample_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    observer
+        .expect(Duration::from_secs(1), "the first token")
+        .await;
+
+    gauge.store(0.8f32.to_bits(), Ordering::Relaxed);
+    let changed = Instant::now();
+    let early = observer
+        .expect(Duration::from_millis(500), "an early token from load_fn")
+        .await;
+    assert_eq!(early.token.load, 0.8);
+    assert!(
+        ms_between(changed, early.at) < 200.0,
+        "sampled every 50 ms, sent within the gap"
+    );
+
+    gauge.store(f32::NAN.to_bits(), Ordering::Relaxed);
+    observer
+        .expect_silence(
+            Duration::from_millis(300),
+            "an invalid sample is ignored, not sent",
+        )
+        .await;
+    assert_eq!(announcer.token().load, 0.8);
+}
