@@ -134,3 +134,41 @@ pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// etcd settings for test endpoints.
+pub fn etcd(endpoints: &[String]) -> herald_shared::EtcdConfig {
+    herald_shared::EtcdConfig::new(endpoints.iter().cloned())
+}
+
+/// A plain etcd client, standing in for announcers and operators.
+pub async fn etcd_client(endpoints: &[String]) -> etcd_client::Client {
+    etcd_client::Client::connect(endpoints, None)
+        .await
+        .expect("etcd client connects")
+}
+
+/// Writes `token`'s registration under `lease` as an announcer would, returning the
+/// revision of the write (the registration's epoch).
+pub async fn register(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    token: &Token,
+    lease: i64,
+) -> u64 {
+    let key = Subjects::new(prefix)
+        .expect("valid prefix")
+        .key(&token.service, &token.instance);
+    let value = codec::encode(token).expect("valid token");
+    let opts = (lease != 0).then(|| etcd_client::PutOptions::new().with_lease(lease));
+    let resp = client.put(key, value, opts).await.expect("put");
+    resp.header().expect("header").revision() as u64
+}
+
+/// Grants a lease of `ttl_s` seconds.
+pub async fn lease(client: &mut etcd_client::Client, ttl_s: i64) -> i64 {
+    client
+        .lease_grant(ttl_s, None)
+        .await
+        .expect("lease grant")
+        .id()
+}
