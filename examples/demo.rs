@@ -143,7 +143,11 @@ async fn announce(
         .instance(id.clone())
         .interval(INTERVAL)
         .ttl(TTL)
-        .zone(if n % 2 == 0 { "zone-a" } else { "zone-b" })
+        .zone(if n.is_multiple_of(2) {
+            "zone-a"
+        } else {
+            "zone-b"
+        })
         .load(fastrand::f32() * 0.5)
         .start()
         .await?;

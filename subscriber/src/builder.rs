@@ -25,8 +25,8 @@ enum Nats {
 
 /// Where the subscriber gets its etcd connection.
 enum Etcd {
-    Config(EtcdConfig),
-    Client(etcd_client::Client),
+    Config(Box<EtcdConfig>),
+    Client(Box<etcd_client::Client>),
 }
 
 impl std::fmt::Debug for Etcd {
@@ -106,13 +106,13 @@ impl SubscriberBuilder {
     /// Use etcd as the authority: `start()` lists every registration (one consistent
     /// revision, paged) before it returns, then watches from the next revision.
     pub fn etcd(mut self, config: EtcdConfig) -> Self {
-        self.etcd = Some(Etcd::Config(config));
+        self.etcd = Some(Etcd::Config(Box::new(config)));
         self
     }
 
     /// Use an existing etcd client as the authority (see [`SubscriberBuilder::etcd`]).
     pub fn etcd_client(mut self, client: etcd_client::Client) -> Self {
-        self.etcd = Some(Etcd::Client(client));
+        self.etcd = Some(Etcd::Client(Box::new(client)));
         self
     }
 
@@ -254,7 +254,7 @@ impl SubscriberBuilder {
                     .connect()
                     .await
                     .map_err(|e| Error::new(ErrorKind::Etcd, e))?,
-                Etcd::Client(c) => c,
+                Etcd::Client(c) => *c,
             };
             let listing = crate::etcd_sync::list(&mut client, &subjects)
                 .await

@@ -99,7 +99,6 @@ impl Ingest {
         }
     }
 
-
     /// Self-preservation: while our own link is down nothing expires; once it is back every
     /// instance gets one fresh TTL and a probe asks everyone to answer now.
     fn watch_connection(&mut self) {

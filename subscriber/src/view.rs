@@ -50,11 +50,14 @@ impl Clock {
 #[derive(Clone)]
 pub struct ServiceSnapshot(pub(crate) Arc<Snapshot>);
 
+/// The instances of one zone (`None`: no zone announced) in a snapshot.
+pub(crate) type ZoneRange = (Option<Arc<str>>, Range<usize>);
+
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) instances: Box<[Instance]>,
     /// Contiguous ranges of `instances` per zone (`instances` is sorted by zone, then id).
-    pub(crate) zones: Box<[(Option<Arc<str>>, Range<usize>)]>,
+    pub(crate) zones: Box<[ZoneRange]>,
     /// `cum_weight[i]` is the sum of the weights of `instances[..i]`.
     pub(crate) cum_weight: Box<[u64]>,
     pub(crate) clock: Arc<Clock>,
@@ -63,7 +66,7 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     pub(crate) fn build(mut instances: Vec<Instance>, clock: Arc<Clock>) -> Snapshot {
         instances.sort_by(|a, b| (a.zone(), a.id()).cmp(&(b.zone(), b.id())));
-        let mut zones: Vec<(Option<Arc<str>>, Range<usize>)> = Vec::new();
+        let mut zones: Vec<ZoneRange> = Vec::new();
         for (i, inst) in instances.iter().enumerate() {
             match zones.last_mut() {
                 Some((z, r)) if z.as_deref() == inst.zone() => r.end = i + 1,
