@@ -80,6 +80,16 @@ impl moka::Expiry<Key, Tombstone> for TombstoneExpiry {
     fn expire_after_create(&self, _: &Key, t: &Tombstone, _: Instant) -> Option<Duration> {
         Some(t.ttl)
     }
+
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        t: &Tombstone,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(t.ttl)
+    }
 }
 
 /// One scheduled deadline check.
