@@ -38,12 +38,15 @@
 //! - `store`: live entries, expiry schedule (deadline heap + moka), snapshot publishing;
 //! - `view`: per-service snapshots readers share, lock-free;
 //! - `pick`: pick strategies, pure functions over a snapshot;
+//! - `discover` (feature `tower`): a service's instances as a `tower::discover::Discover`;
 //! - `event`: the change stream and removal causes;
 //! - `stats`: counters and the announce-to-visible latency histogram;
 //! - `instance`: the instance handle.
 #![deny(missing_docs)]
 
 mod builder;
+#[cfg(feature = "tower")]
+mod discover;
 mod error;
 mod etcd_sync;
 mod event;
@@ -57,6 +60,8 @@ mod subscriber;
 mod view;
 
 pub use builder::SubscriberBuilder;
+#[cfg(feature = "tower")]
+pub use discover::Discover;
 pub use error::{Error, ErrorKind};
 pub use event::{Event, EventStream, RemovalCause};
 pub use instance::Instance;

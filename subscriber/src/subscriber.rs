@@ -177,6 +177,38 @@ impl Subscriber {
         self.shared.views.get_or_create(service).tx.subscribe()
     }
 
+    /// `service`'s available instances as a [`tower::discover::Discover`] keyed by instance
+    /// id, each turned into a service by `make` (feature `tower`).
+    ///
+    /// ```no_run
+    /// # async fn f(subscriber: &herald_subscriber::Subscriber) {
+    /// let (channel, tx) = tonic::transport::Channel::balance_channel::<String>(16);
+    /// let mut discover = subscriber.discover("billing", |i| {
+    ///     tonic::transport::Endpoint::from_shared(format!("http://{}", i.addr())).unwrap()
+    /// });
+    /// tokio::spawn(async move {
+    ///     use futures::StreamExt;
+    ///     use tonic::transport::channel::Change as TonicChange;
+    ///     while let Some(Ok(change)) = discover.next().await {
+    ///         let change = match change {
+    ///             tower::discover::Change::Insert(k, e) => TonicChange::Insert(k, e),
+    ///             tower::discover::Change::Remove(k) => TonicChange::Remove(k),
+    ///         };
+    ///         if tx.send(change).await.is_err() {
+    ///             break;
+    ///         }
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    #[cfg(feature = "tower")]
+    pub fn discover<S, F>(&self, service: &str, make: F) -> crate::Discover<S, F>
+    where
+        F: FnMut(&Instance) -> S,
+    {
+        crate::Discover::new(self.watch(service), make)
+    }
+
     /// Every change from now on, as a stream. A reader that falls behind gets
     /// [`Event::Lagged`]; ingest never waits for it.
     pub fn events(&self) -> EventStream {
