@@ -1,0 +1,304 @@
+//! Propagation latency against one local `nats-server`, every timestamp taken with
+//! `Instant` in this process:
+//!
+//! - raw NATS: publish on one connection, receive on another (one message in flight);
+//! - Herald join: publish the token of a new instance, until the subscriber's `Added`;
+//! - Herald goodbye: publish its `leaving` token, until `Removed { cause: Goodbye }`;
+//!   both with an empty cache and with 10,000 instances cached;
+//! - a real announcer: `Announcer::builder(..).start()` until `Added`, and `shutdown()`
+//!   until `Removed`.
+//!
+//! Raw samples are taken in the same loop as Herald's (one raw message, one join, one
+//! goodbye, in turn), so that both see the same machine state.
+//!
+//! `cargo run --release -p herald-bench --bin propagation`
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use herald_announcer::Announcer;
+use herald_bench::fleet::{self, Fleet, Layout};
+use herald_bench::summary::{Summary, ms};
+use herald_shared::{NatsConfig, Subjects, codec, round_trip};
+use herald_subscriber::{Event, EventStream, RemovalCause, Subscriber};
+use herald_testkit::NatsServer;
+
+/// Measured samples per figure.
+const SAMPLES: usize = 5_000;
+/// Samples run first and thrown away (connections, caches and allocators warm up).
+const WARMUP: usize = 300;
+/// Announcer starts measured (each opens its own NATS connection).
+const ANNOUNCER_SAMPLES: usize = 300;
+/// Longest wait for one event before the benchmark gives up.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() {
+    let nats = NatsServer::start().await;
+    let config = NatsConfig::new([nats.url()]);
+    println!(
+        "propagation latency: nats-server on loopback, {SAMPLES} samples each, one in flight \
+         ({WARMUP} warm-up samples dropped); raw samples interleaved with Herald's\n"
+    );
+    let mut raw = RawPing::new(&config).await;
+
+    let mut ratios = Vec::new();
+    for background in [
+        None,
+        Some(Layout {
+            services: 100,
+            per_service: 100,
+        }),
+        Some(Layout {
+            services: 10,
+            per_service: 1_000,
+        }),
+    ] {
+        let label = match background {
+            None => "empty cache".to_owned(),
+            Some(l) => format!("{} cached, service of {}", l.len(), l.per_service),
+        };
+        let (ping, join, bye) = join_and_goodbye(&config, &mut raw, background).await;
+        println!("{label}:");
+        println!("  {:<28} {ping}", "raw NATS publish -> receive");
+        println!("  {:<28} {join}", "herald join -> Added");
+        println!("  {:<28} {bye}", "herald goodbye -> Removed");
+        ratios.push((label, ping, join, bye));
+    }
+
+    let ann = announcer_latency(&config).await;
+    println!("real announcer ({ANNOUNCER_SAMPLES} samples, subscriber of its service only):");
+    println!("  {:<28} {}", "NatsConfig::connect()", ann.connect);
+    println!("  {:<28} {}", "start() -> Added", ann.start_to_added);
+    println!("  {:<28} {}", "start() returns", ann.start_returned);
+    println!(
+        "  {:<28} {}",
+        "shutdown() -> Removed", ann.shutdown_to_removed
+    );
+
+    println!("\nHerald p99 / raw p99 of the same run (target <= 2.0):");
+    for (label, ping, join, bye) in &ratios {
+        for (what, s) in [("join", join), ("goodbye", bye)] {
+            let ratio = s.p99.as_secs_f64() / ping.p99.as_secs_f64();
+            println!(
+                "  {what:<8} {label:<32} {} / {} ms = {ratio:.2}  {}",
+                ms(s.p99),
+                ms(ping.p99),
+                if ratio <= 2.0 { "met" } else { "MISSED" }
+            );
+        }
+    }
+}
+
+/// Raw NATS: one publishing and one receiving connection, one message in flight.
+struct RawPing {
+    publisher: async_nats::Client,
+    sub: async_nats::Subscriber,
+    payload: Bytes,
+    _receiver: async_nats::Client,
+}
+
+impl RawPing {
+    async fn new(config: &NatsConfig) -> RawPing {
+        let (publisher, _) = config.connect().await.expect("publisher connects");
+        let (receiver, _) = config.connect().await.expect("receiver connects");
+        let sub = receiver
+            .subscribe("bench.latency")
+            .await
+            .expect("subscribe");
+        round_trip::confirm_subscriptions(&receiver, Duration::from_secs(5))
+            .await
+            .expect("subscription active");
+        // A payload the size of a token, so that both paths move the same bytes.
+        let payload = Bytes::from(codec::encode(&fleet::typical_token(0, 0, 3_000)).unwrap());
+        RawPing {
+            publisher,
+            sub,
+            payload,
+            _receiver: receiver,
+        }
+    }
+
+    async fn once(&mut self) -> Duration {
+        let t0 = Instant::now();
+        self.publisher
+            .publish("bench.latency", self.payload.clone())
+            .await
+            .expect("publish");
+        tokio::time::timeout(EVENT_TIMEOUT, self.sub.next())
+            .await
+            .expect("message arrives in time")
+            .expect("subscription open");
+        t0.elapsed()
+    }
+}
+
+/// Waits for the first event that `wanted` accepts.
+async fn wait_for(events: &mut EventStream, wanted: impl Fn(&Event) -> bool) {
+    let found = async {
+        while let Some(e) = events.next().await {
+            if let Event::Lagged { missed } = e {
+                panic!("event stream lagged by {missed}: figures would be wrong");
+            }
+            if wanted(&e) {
+                return;
+            }
+        }
+        panic!("event stream ended");
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, found)
+        .await
+        .expect("event arrives in time");
+}
+
+/// Join and goodbye latencies of new instances of `service-00`, with `background`
+/// instances cached first (the joined service holds `per_service` of them).
+async fn join_and_goodbye(
+    config: &NatsConfig,
+    raw: &mut RawPing,
+    background: Option<Layout>,
+) -> (Summary, Summary, Summary) {
+    let subjects = Subjects::default();
+    let (publisher, _) = config.connect().await.expect("publisher connects");
+    let subscriber = Subscriber::builder()
+        .nats(config.clone())
+        .start()
+        .await
+        .expect("subscriber starts");
+    if let Some(layout) = background {
+        // The longest TTL allowed: the background stays listed without refreshes.
+        let mut fleet = Fleet::new(layout, 3_600_000, &subjects);
+        for _ in 0..fleet.len() {
+            let (subject, payload) = fleet.next_token(0.25, herald_shared::unix_millis());
+            publisher.publish(subject, payload).await.expect("publish");
+        }
+        publisher.flush().await.expect("flush");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while subscriber.stats().instances < layout.len() as u64 {
+            assert!(Instant::now() < deadline, "background instances listed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut events = subscriber.events();
+    let subject = subjects.announce(&fleet::service_name(0));
+    let (mut pings, mut joins, mut byes) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..WARMUP + SAMPLES {
+        let ping = raw.once().await;
+        let token = fleet::typical_token(0, 10_000 + k, 3_000);
+        let join = Bytes::from(codec::encode(&token).unwrap());
+        let bye = Bytes::from(codec::encode(&fleet::goodbye(&token)).unwrap());
+        let id = token.instance.as_str();
+
+        let t0 = Instant::now();
+        publisher
+            .publish(subject.clone(), join)
+            .await
+            .expect("publish");
+        wait_for(
+            &mut events,
+            |e| matches!(e, Event::Added(i) if i.id() == id),
+        )
+        .await;
+        let joined = t0.elapsed();
+
+        let t1 = Instant::now();
+        publisher
+            .publish(subject.clone(), bye)
+            .await
+            .expect("publish");
+        wait_for(&mut events, |e| {
+            matches!(e, Event::Removed { instance, cause: RemovalCause::Goodbye } if instance.id() == id)
+        })
+        .await;
+        let gone = t1.elapsed();
+        if k >= WARMUP {
+            pings.push(ping);
+            joins.push(joined);
+            byes.push(gone);
+        }
+    }
+    let stats = subscriber.stats();
+    assert_eq!(stats.slow_consumer_events, 0, "no token may be dropped");
+    subscriber.shutdown().await;
+    (
+        Summary::of(&mut pings),
+        Summary::of(&mut joins),
+        Summary::of(&mut byes),
+    )
+}
+
+struct AnnouncerLatency {
+    connect: Summary,
+    start_to_added: Summary,
+    start_returned: Summary,
+    shutdown_to_removed: Summary,
+}
+
+async fn announcer_latency(config: &NatsConfig) -> AnnouncerLatency {
+    let subscriber = Subscriber::builder()
+        .nats(config.clone())
+        .service("announced")
+        .start()
+        .await
+        .expect("subscriber starts");
+    let mut events = subscriber.events();
+    let (mut added, mut returned, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut connects = Vec::new();
+    for k in 0..ANNOUNCER_SAMPLES + ANNOUNCER_SAMPLES / 10 {
+        // What a fresh NATS connection alone costs, for comparison with start().
+        let t = Instant::now();
+        let (client, _) = config.connect().await.expect("connects");
+        let connected = t.elapsed();
+        drop(client);
+
+        let id = format!("announced-{k:05}");
+        let t0 = Instant::now();
+        let start = async {
+            let handle = Announcer::builder("announced", "10.9.9.9:8080")
+                .nats(config.clone())
+                .instance(id.clone())
+                .zone("eu-1a")
+                .meta("version", "1.2.3")
+                .start()
+                .await
+                .expect("announcer starts");
+            (handle, t0.elapsed())
+        };
+        let seen = async {
+            wait_for(
+                &mut events,
+                |e| matches!(e, Event::Added(i) if i.id() == id),
+            )
+            .await;
+            t0.elapsed()
+        };
+        let ((handle, started), seen) = tokio::join!(start, seen);
+
+        let t1 = Instant::now();
+        let stop = async {
+            handle.shutdown().await.expect("announcer stops");
+        };
+        let gone = async {
+            wait_for(&mut events, |e| {
+                matches!(e, Event::Removed { instance, cause: RemovalCause::Goodbye } if instance.id() == id)
+            })
+            .await;
+            t1.elapsed()
+        };
+        let ((), gone) = tokio::join!(stop, gone);
+        if k >= ANNOUNCER_SAMPLES / 10 {
+            connects.push(connected);
+            added.push(seen);
+            returned.push(started);
+            removed.push(gone);
+        }
+    }
+    subscriber.shutdown().await;
+    AnnouncerLatency {
+        connect: Summary::of(&mut connects),
+        start_to_added: Summary::of(&mut added),
+        start_returned: Summary::of(&mut returned),
+        shutdown_to_removed: Summary::of(&mut removed),
+    }
+}
