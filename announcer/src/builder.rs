@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_shared::NatsConfig;
+use herald_shared::{EtcdConfig, NatsConfig};
 
 use crate::error::Error;
 use crate::handle::AnnouncerHandle;
-use crate::plan::{Connection, LoadFn, Plan};
+use crate::plan::{Connection, EtcdConnection, LoadFn, Plan};
 use crate::settings::Requested;
 
 /// The entry point: [`Announcer::builder`] configures an announcer, whose `start()` returns
@@ -47,6 +47,8 @@ impl Announcer {
             load: 0.0,
             load_fn: None,
             requested: Requested::default(),
+            etcd: None,
+            takeover: false,
         }
     }
 }
@@ -66,6 +68,8 @@ pub struct AnnouncerBuilder {
     pub(crate) load: f32,
     pub(crate) load_fn: Option<LoadFn>,
     pub(crate) requested: Requested,
+    pub(crate) etcd: Option<EtcdConnection>,
+    pub(crate) takeover: bool,
 }
 
 impl AnnouncerBuilder {
@@ -305,6 +309,91 @@ impl AnnouncerBuilder {
         self
     }
 
+    /// Registers the instance in etcd, connecting with these settings (the client is the
+    /// announcer's own). `start()` then fails fast when etcd is unreachable or refuses the
+    /// credentials, and fails with
+    /// [`ErrorKind::DuplicateInstance`](crate::ErrorKind::DuplicateInstance) when another
+    /// live incarnation holds the instance id (see [`takeover`](AnnouncerBuilder::takeover)).
+    /// Every token carries the registration's epoch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::{EtcdConfig, NatsConfig};
+    ///
+    /// let builder = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .nats(NatsConfig::new(["nats://10.0.0.1:4222"]))
+    ///     .etcd(EtcdConfig::new(["http://10.0.0.1:2379", "http://10.0.0.2:2379"]))
+    ///     .instance("billing-1");
+    /// ```
+    pub fn etcd(mut self, config: EtcdConfig) -> Self {
+        self.etcd = Some(EtcdConnection::Config(config));
+        self
+    }
+
+    /// Registers the instance in etcd through an existing client (several announcers of one
+    /// process, or an application's own client); as [`etcd`](AnnouncerBuilder::etcd)
+    /// otherwise. Each call is bounded by 5 s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::{EtcdConfig, NatsConfig};
+    ///
+    /// let etcd = EtcdConfig::new(["http://127.0.0.1:2379"]).connect().await?;
+    /// let announcer = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+    ///     .etcd_client(etcd.clone())
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn etcd_client(mut self, client: etcd_client::Client) -> Self {
+        self.etcd = Some(EtcdConnection::Client(Box::new(client)));
+        self
+    }
+
+    /// The TTL of the etcd lease that holds the registration (default 30 s, within
+    /// 2 s ..= 1 h, rounded up to whole seconds). The announcer renews it every third of the
+    /// TTL; when an outage outlasts it, etcd deletes the key and the announcer registers again
+    /// (with a new epoch) as soon as etcd answers, broadcasting all the while. Liveness
+    /// travels on NATS, so a long lease costs no detection speed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .lease_ttl(Duration::from_secs(10));
+    /// ```
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.requested.lease_ttl = ttl;
+        self
+    }
+
+    /// Whether `start()` may replace a live registration of the same instance id (default
+    /// `false`: it fails with
+    /// [`ErrorKind::DuplicateInstance`](crate::ErrorKind::DuplicateInstance)). The new
+    /// registration gets a higher epoch; the old incarnation is fenced: subscribers drop its
+    /// tokens, and its announcer stops (its [`stopped`](AnnouncerHandle::stopped) resolves to
+    /// [`Stopped::Fenced`](crate::Stopped::Fenced)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .instance("billing-1")
+    ///     .takeover(true);
+    /// ```
+    pub fn takeover(mut self, takeover: bool) -> Self {
+        self.takeover = takeover;
+        self
+    }
+
     /// Checks every setting without connecting: what `start()` checks first.
     ///
     /// # Errors
@@ -329,14 +418,18 @@ impl AnnouncerBuilder {
     }
 
     /// Validates everything, then connects (or takes the shared client), subscribes to the
-    /// probe subjects and confirms them on the server, publishes the first token and waits
-    /// until it is flushed, and starts the broadcast task.
+    /// probe subjects and confirms them on the server, registers in etcd when configured
+    /// (a lease, and one create-if-absent transaction on the instance's key), publishes the
+    /// first token and waits until it is flushed, and starts the broadcast task (and the
+    /// registration task).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) before anything is connected or
-    /// published; then `Connect`, `Subscribe`, `Publish` or `TimedOut` (the first token not
-    /// flushed within 5 s).
+    /// published; then `Connect`, `Subscribe`; with etcd, `EtcdUnreachable`, `EtcdAuth` or
+    /// `DuplicateInstance` (naming the instance and the holder's epoch); then `Publish` or
+    /// `TimedOut` (the first token not flushed within 5 s). A registration already written is
+    /// revoked when a later step fails.
     ///
     /// # Examples
     ///

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use herald_shared::ConfigError;
+use herald_shared::{ConfigError, EtcdError};
 
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -24,6 +24,13 @@ pub enum ErrorKind {
     TimedOut,
     /// The broadcast task is no longer running.
     Stopped,
+    /// No etcd endpoint answered (at start, or when `shutdown` revoked the lease).
+    EtcdUnreachable,
+    /// etcd refused the credentials.
+    EtcdAuth,
+    /// The instance id is already registered in etcd by another live incarnation;
+    /// [`Error::holder_epoch`] gives that incarnation's epoch.
+    DuplicateInstance,
 }
 
 impl ErrorKind {
@@ -35,6 +42,9 @@ impl ErrorKind {
             ErrorKind::Publish => "cannot publish token",
             ErrorKind::TimedOut => "timed out",
             ErrorKind::Stopped => "announcer stopped",
+            ErrorKind::EtcdUnreachable => "cannot reach etcd",
+            ErrorKind::EtcdAuth => "etcd refused the credentials",
+            ErrorKind::DuplicateInstance => "instance id already registered",
         }
     }
 }
@@ -92,6 +102,15 @@ impl Error {
         self.kind
     }
 
+    /// For a [`ErrorKind::DuplicateInstance`] error, the epoch of the registration that holds
+    /// the id (the existing key's `mod_revision`).
+    pub fn holder_epoch(&self) -> Option<u64> {
+        self.source
+            .as_deref()?
+            .downcast_ref::<Duplicate>()
+            .map(|d| d.epoch)
+    }
+
     /// For a [`ErrorKind::Config`] error, the setting that broke its bound (`interval`,
     /// `ttl`, `service`, `nats.urls`, ...).
     pub fn field(&self) -> Option<&'static str> {
@@ -111,6 +130,41 @@ impl From<ConfigError> for Error {
         Error::with_source(kind, e)
     }
 }
+
+impl From<EtcdError> for Error {
+    fn from(e: EtcdError) -> Self {
+        match e {
+            // The message is `etcd.field: bound`; both halves are static.
+            EtcdError::Config(message) => match message.split_once(": ") {
+                Some((field, bound)) => Error::config(field, bound),
+                None => Error::with_source(ErrorKind::Config, e),
+            },
+            EtcdError::Tls(_) => Error::with_source(ErrorKind::Config, e),
+            EtcdError::Auth(_) => Error::with_source(ErrorKind::EtcdAuth, e),
+            _ => Error::with_source(ErrorKind::EtcdUnreachable, e),
+        }
+    }
+}
+
+/// The cause of a [`ErrorKind::DuplicateInstance`] error: who holds the id.
+#[derive(Debug)]
+pub(crate) struct Duplicate {
+    pub(crate) instance: String,
+    pub(crate) key: String,
+    pub(crate) epoch: u64,
+}
+
+impl fmt::Display for Duplicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is held by the registration of epoch {} (key {}); build with takeover(true) to replace it",
+            self.instance, self.epoch, self.key
+        )
+    }
+}
+
+impl std::error::Error for Duplicate {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +209,36 @@ mod tests {
             std::error::Error::source(&e).is_some(),
             "the cause must be kept"
         );
+    }
+
+    #[test]
+    fn duplicates_name_the_instance_and_the_holder() {
+        let e = Error::with_source(
+            ErrorKind::DuplicateInstance,
+            Duplicate {
+                instance: "b-1".into(),
+                key: "/herald/services/billing/b-1".into(),
+                epoch: 42,
+            },
+        );
+        assert_eq!(e.holder_epoch(), Some(42));
+        let text = e.to_string();
+        assert!(
+            text.contains("`b-1`") && text.contains("epoch 42"),
+            "the message names the id and the holder's epoch: {text}"
+        );
+    }
+
+    #[test]
+    fn etcd_errors_say_which() {
+        let e = Error::from(EtcdError::Config(
+            "etcd.endpoints: must list at least one endpoint",
+        ));
+        assert_eq!(e.field(), Some("etcd.endpoints"));
+        let e = Error::from(EtcdError::Auth(std::sync::Arc::new("no".into())));
+        assert_eq!(e.kind(), ErrorKind::EtcdAuth);
+        let e = Error::from(EtcdError::Unreachable(std::sync::Arc::new("no".into())));
+        assert_eq!(e.kind(), ErrorKind::EtcdUnreachable);
     }
 
     #[test]

@@ -8,17 +8,38 @@ use herald_shared::Token;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::DropGuard;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
+use crate::registrar::Rewrite;
 use crate::stats::{Counters, Stats};
+use crate::status::{Standing, Stopped};
 use crate::task::Command;
+
+/// How long `shutdown()` waits past its deadline for the registration task to report: the
+/// task bounds its revoke by the deadline itself.
+const REPORT_SLACK: Duration = Duration::from_millis(100);
+
+/// The registration task, as the handle holds it.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub(crate) rewrite: mpsc::Sender<Rewrite>,
+    /// Carries `shutdown()`'s deadline: the lease is revoked only when it arrives.
+    pub(crate) farewell: oneshot::Sender<Instant>,
+    pub(crate) task: JoinHandle<Result<(), Error>>,
+}
 
 /// A running announcer.
 ///
-/// The handle owns the broadcast task through a cancellation drop guard: dropping it without
-/// [`shutdown`](AnnouncerHandle::shutdown) stops the task *without* a leaving token, as a
-/// crash would (subscribers drop the instance when its TTL runs out).
+/// The handle owns the broadcast task and, with etcd, the registration task through one
+/// cancellation drop guard: dropping it without [`shutdown`](AnnouncerHandle::shutdown)
+/// stops both *without* a leaving token and without revoking the lease, as a crash would
+/// (subscribers drop the instance when its TTL runs out; etcd deletes the key when the lease
+/// expires).
+///
+/// With etcd, the announcer may also stop on its own, when etcd's authority ends its
+/// incarnation (another incarnation took the id over, or an operator deleted the key):
+/// [`stopped`](AnnouncerHandle::stopped) resolves then, with the reason.
 #[derive(Debug)]
 pub struct AnnouncerHandle {
     /// Declared first, so that a dropped handle cancels the task before its channels close.
@@ -33,6 +54,13 @@ pub struct AnnouncerHandle {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) goodbye: oneshot::Sender<Instant>,
     pub(crate) task: JoinHandle<Result<(), Error>>,
+    pub(crate) standing: watch::Receiver<Standing>,
+    /// Keeps the standing channel open while no registration task owns its sender (no
+    /// etcd), so that `stopped()` stays pending until the handle goes.
+    pub(crate) _standing_owner: Option<watch::Sender<Standing>>,
+    /// Cancelled when the broadcast task has ended.
+    pub(crate) broadcast_done: CancellationToken,
+    pub(crate) registration: Option<Registration>,
 }
 
 impl AnnouncerHandle {
@@ -66,6 +94,62 @@ impl AnnouncerHandle {
     /// ```
     pub fn token(&self) -> Token {
         self.last_token.borrow().clone()
+    }
+
+    /// The epoch of the current registration in etcd (the revision that wrote it), which
+    /// every token carries; `0` without etcd. It changes when the announcer registers again
+    /// after losing its lease, and when `set_meta` rewrites the registration.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(announcer: herald_announcer::AnnouncerHandle) {
+    /// println!("registered at epoch {}", announcer.epoch());
+    /// # }
+    /// ```
+    pub fn epoch(&self) -> u64 {
+        self.standing.borrow().epoch
+    }
+
+    /// Resolves when the announcer has stopped, with the reason: [`Stopped::Fenced`] when
+    /// another incarnation took the instance id over in etcd, [`Stopped::Deregistered`] when
+    /// an operator deleted the registration, [`Stopped::Closed`] once the handle was shut
+    /// down or dropped. By then no token goes out any more and, when etcd stopped it, its
+    /// own lease is revoked (the key belongs to the new holder, or to nobody). The future
+    /// does not borrow the handle: spawn it, or `select!` on it next to the application's
+    /// work.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(announcer: herald_announcer::AnnouncerHandle) {
+    /// use herald_announcer::Stopped;
+    ///
+    /// match announcer.stopped().await {
+    ///     Stopped::Fenced { by_epoch } => eprintln!("replaced by epoch {by_epoch}; exiting"),
+    ///     Stopped::Deregistered => eprintln!("deregistered by an operator; exiting"),
+    ///     other => eprintln!("stopped: {other}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn stopped(&self) -> impl Future<Output = Stopped> + Send + 'static {
+        let mut standing = self.standing.clone();
+        let broadcast_done = self.broadcast_done.clone();
+        async move {
+            let reason = standing
+                .wait_for(|s| s.stopped.is_some())
+                .await
+                .map(|s| s.stopped)
+                .ok()
+                .flatten();
+            match reason {
+                Some(reason) => reason,
+                None => {
+                    broadcast_done.cancelled().await;
+                    Stopped::Closed
+                }
+            }
+        }
     }
 
     /// The announcer's counters.
@@ -130,12 +214,16 @@ impl AnnouncerHandle {
         self.request(Command::Drain).await
     }
 
-    /// Replaces the metadata and publishes at once, returning once the token is flushed.
+    /// Replaces the metadata and publishes at once, returning once the token is flushed and,
+    /// with etcd, the registration rewritten (under the same lease; its new revision becomes
+    /// the epoch).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Config`] naming `meta` when the map breaks a bound (the previous metadata
-    /// stays); otherwise as [`drain`](AnnouncerHandle::drain).
+    /// stays); `EtcdUnreachable` when the token went out but etcd could not be written (the
+    /// registration is rewritten as soon as etcd answers); otherwise as
+    /// [`drain`](AnnouncerHandle::drain).
     ///
     /// # Examples
     ///
@@ -154,17 +242,31 @@ impl AnnouncerHandle {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        self.request(|reply| Command::SetMeta(meta, reply)).await
+        self.request(|reply| Command::SetMeta(meta, reply)).await?;
+        let Some(registration) = &self.registration else {
+            return Ok(());
+        };
+        let stopped = || Error::new(ErrorKind::Stopped);
+        let (reply, written) = oneshot::channel();
+        registration
+            .rewrite
+            .send(reply)
+            .await
+            .map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())?
     }
 
     /// Stops announcing: sends a `leaving` token (subscribers drop the instance at once),
-    /// flushes it, and waits for the broadcast task to end, all within `shutdown_timeout`.
+    /// flushes it, then, with etcd, revokes the lease (the key disappears at once), and waits
+    /// for the tasks to end, all within `shutdown_timeout`. After the announcer stopped on
+    /// its own (see [`stopped`](AnnouncerHandle::stopped)) there is nothing left to do.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::TimedOut`] when the goodbye was not flushed before the deadline (the
-    /// instance then expires by TTL), `Publish` when it could not be sent, `Stopped` when
-    /// the task had failed.
+    /// [`ErrorKind::TimedOut`] when the goodbye was not flushed or the lease not revoked
+    /// before the deadline (the instance then expires by TTL, the key by lease expiry),
+    /// `Publish` when the goodbye could not be sent, `EtcdUnreachable` when the revoke
+    /// failed, `Stopped` when a task had failed.
     ///
     /// # Examples
     ///
@@ -179,18 +281,24 @@ impl AnnouncerHandle {
             stop,
             task,
             shutdown_timeout,
+            registration,
             ..
         } = self;
         let deadline = Instant::now() + shutdown_timeout;
-        // The deadline first, then the cancellation: the task reads it once it sees the
+        // The deadline first, then the cancellation: the tasks read it once they see the
         // cancellation, and its absence is what tells a drop from a shutdown.
         let _ = goodbye.send(deadline);
+        let registrar = registration.map(|r| {
+            let _ = r.farewell.send(deadline);
+            r.task
+        });
         stop.disarm().cancel();
-        match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(Error::with_source(ErrorKind::Stopped, join)),
-            Err(_) => Err(Error::new(ErrorKind::TimedOut)),
-        }
+        let goodbye = joined(tokio::time::timeout_at(deadline, task).await);
+        let revoke = match registrar {
+            Some(task) => joined(tokio::time::timeout_at(deadline + REPORT_SLACK, task).await),
+            None => Ok(()),
+        };
+        goodbye.and(revoke)
     }
 
     async fn request(
@@ -210,5 +318,16 @@ impl AnnouncerHandle {
             .flush()
             .await
             .map_err(|e| Error::with_source(ErrorKind::Publish, e))
+    }
+}
+
+/// A task's result, awaited under a deadline.
+fn joined(
+    r: Result<Result<Result<(), Error>, tokio::task::JoinError>, tokio::time::error::Elapsed>,
+) -> Result<(), Error> {
+    match r {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(Error::with_source(ErrorKind::Stopped, join)),
+        Err(_) => Err(Error::new(ErrorKind::TimedOut)),
     }
 }

@@ -8,15 +8,23 @@
 //! it at once. Dropping the handle stops the announcer silently, like a crash: subscribers
 //! drop the instance when its TTL runs out.
 //!
+//! With etcd, `start()` registers the instance first (a lease, and one create-if-absent
+//! transaction on its key) and every token carries the registration's epoch. The announcer
+//! keeps the lease alive, registers again if it is lost, and stops on its own when etcd's
+//! authority ends its incarnation: [`AnnouncerHandle::stopped`] says why ([`Stopped`]).
+//! `shutdown()` also revokes the lease, so the key disappears at once.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use herald_announcer::Announcer;
-//! use herald_shared::NatsConfig;
+//! use herald_shared::{EtcdConfig, NatsConfig};
 //!
 //! # fn current_load() -> f32 { 0.3 }
 //! # async fn run() -> Result<(), herald_announcer::Error> {
 //! let announcer = Announcer::builder("billing", "10.0.0.7:8080")
 //!     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+//!     .etcd(EtcdConfig::new(["http://127.0.0.1:2379"]))
+//!     .instance("billing-1")
 //!     .zone("eu-1")
 //!     .meta("version", "1.4.2")
 //!     .interval(Duration::from_secs(1))
@@ -24,7 +32,16 @@
 //!     .start()
 //!     .await?;
 //!
-//! // ... serve ...
+//! // ... serve, until told to stop or until etcd ends this incarnation ...
+//! let stopped = announcer.stopped();
+//! # let serve = std::future::pending::<()>();
+//! tokio::select! {
+//!     () = serve => {}
+//!     reason = stopped => {
+//!         eprintln!("announcer stopped: {reason}");
+//!         return Ok(());
+//!     }
+//! }
 //!
 //! announcer.drain().await?;
 //! // ... let in-flight requests finish ...
@@ -36,8 +53,14 @@
 //! - [`builder`]: [`Announcer::builder`] and its settings; validates before connecting;
 //! - `plan`: the builder's settings validated into what `start()` needs;
 //! - `settings`: defaults and bounds of the settings, and the first token's checks;
-//! - `start`: connect, subscribe and confirm probes, publish the first token, spawn the task;
+//! - `start`: connect, subscribe and confirm probes, register, publish the first token, spawn
+//!   the tasks;
 //! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
+//! - `register`: the registration of `start()` (lease, create-if-absent transaction);
+//! - `registrar`: the registration task, sole owner of the lease and the key: keep-alives,
+//!   registering again, the watch of its own key that fences or deregisters;
+//! - `etcd_calls`: the registration's etcd calls, bounded, their answers sorted;
+//! - [`status`]: the epoch and the reason an announcer stopped ([`Stopped`]);
 //! - `schedule`: the timing rules (jitter, probe coalescing, early-token rate limit), pure;
 //! - [`handle`]: [`AnnouncerHandle`], the running announcer: load, drain, metadata, shutdown;
 //! - [`stats`]: the counters;
@@ -47,16 +70,21 @@
 
 pub mod builder;
 pub mod error;
+mod etcd_calls;
 pub mod handle;
 mod instance_id;
 mod plan;
+mod register;
+mod registrar;
 mod schedule;
 mod settings;
 mod start;
 pub mod stats;
+pub mod status;
 mod task;
 
 pub use builder::{Announcer, AnnouncerBuilder};
 pub use error::{Error, ErrorKind};
 pub use handle::AnnouncerHandle;
 pub use stats::Stats;
+pub use status::Stopped;

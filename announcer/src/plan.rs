@@ -4,7 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use herald_shared::{NatsConfig, Subjects, Token};
+use std::time::Duration;
+
+use herald_shared::{EtcdConfig, NatsConfig, Subjects, Token};
 
 use crate::builder::AnnouncerBuilder;
 use crate::error::Error;
@@ -18,6 +20,37 @@ pub(crate) enum Connection {
     /// Share the caller's connection.
     Client(async_nats::Client),
 }
+
+/// How the announcer reaches etcd.
+#[derive(Clone)]
+pub(crate) enum EtcdConnection {
+    /// Connect with these settings (the client is the announcer's own).
+    Config(EtcdConfig),
+    /// Share the caller's client.
+    Client(Box<etcd_client::Client>),
+}
+
+impl fmt::Debug for EtcdConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EtcdConnection::Config(config) => f.debug_tuple("Config").field(config).finish(),
+            // etcd-client's client has no Debug of its own.
+            EtcdConnection::Client(_) => f.write_str("Client"),
+        }
+    }
+}
+
+/// Registration in etcd, validated.
+#[derive(Debug)]
+pub(crate) struct EtcdPlan {
+    pub(crate) connection: EtcdConnection,
+    pub(crate) takeover: bool,
+    /// Deadline of each call (the config's request timeout; 5 s for a shared client).
+    pub(crate) timeout: Duration,
+}
+
+/// Deadline of each etcd call on a shared client, whose own settings are unknown.
+const SHARED_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A load source sampled by the broadcast task.
 #[derive(Clone)]
@@ -44,6 +77,8 @@ pub(crate) struct Plan {
     /// The first token, without `seq` and `sent_at_ms` (stamped when sent).
     pub(crate) token: Token,
     pub(crate) load_fn: Option<LoadFn>,
+    /// Registration in etcd, when configured.
+    pub(crate) etcd: Option<EtcdPlan>,
 }
 
 impl Plan {
@@ -77,12 +112,29 @@ impl Plan {
             Some(Connection::Client(client)) => Connection::Client(client.clone()),
             None => return Err(Error::config("nats", "set .nats(..) or .client(..)")),
         };
+        let etcd = match &b.etcd {
+            Some(EtcdConnection::Config(config)) => {
+                config.validate()?;
+                Some(EtcdPlan {
+                    connection: EtcdConnection::Config(config.clone()),
+                    takeover: b.takeover,
+                    timeout: config.request_timeout,
+                })
+            }
+            Some(EtcdConnection::Client(client)) => Some(EtcdPlan {
+                connection: EtcdConnection::Client(client.clone()),
+                takeover: b.takeover,
+                timeout: SHARED_CLIENT_TIMEOUT,
+            }),
+            None => None,
+        };
         Ok(Plan {
             connection,
             subjects,
             settings,
             token,
             load_fn: b.load_fn.clone(),
+            etcd,
         })
     }
 }

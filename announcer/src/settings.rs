@@ -22,6 +22,15 @@ pub(crate) const MIN_LOAD_SAMPLE: Duration = Duration::from_millis(25);
 /// Shortest spacing of early tokens.
 const MIN_EARLY_GAP: Duration = Duration::from_millis(10);
 
+/// Shortest lease TTL: etcd raises shorter TTLs to its own minimum (1.5 election timeouts,
+/// 2 s with etcd's default timing), so a shorter request would not mean what it says.
+pub(crate) const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// Longest lease TTL.
+pub(crate) const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+/// Default lease TTL: liveness travels on NATS, so a long lease costs no detection speed and
+/// keeps etcd's keep-alive load low.
+pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// Default broadcast interval.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default load change that sends an early token (suits a load expressed as utilisation).
@@ -40,6 +49,7 @@ pub(crate) struct Requested {
     pub(crate) min_early_gap: Option<Duration>,
     pub(crate) load_sample_interval: Option<Duration>,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) lease_ttl: Duration,
 }
 
 impl Default for Requested {
@@ -51,6 +61,7 @@ impl Default for Requested {
             min_early_gap: None,
             load_sample_interval: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -62,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) ttl: Duration,
     pub(crate) load_sample_interval: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// The etcd lease TTL, in whole seconds (etcd's unit).
+    pub(crate) lease_ttl: Duration,
 }
 
 impl Settings {
@@ -110,6 +123,11 @@ impl Requested {
         if self.shutdown_timeout.is_zero() {
             return Err(Error::config("shutdown_timeout", "must be > 0"));
         }
+        if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&self.lease_ttl) {
+            return Err(Error::config("lease_ttl", "must be within 2 s ..= 1 h"));
+        }
+        // etcd counts whole seconds: round up, never below what was asked.
+        let lease_ttl = Duration::from_secs(self.lease_ttl.as_secs_f64().ceil() as u64);
         Ok(Settings {
             timing: Timing {
                 interval,
@@ -119,6 +137,7 @@ impl Requested {
             ttl,
             load_sample_interval,
             shutdown_timeout: self.shutdown_timeout,
+            lease_ttl,
         })
     }
 }
@@ -222,6 +241,24 @@ mod tests {
         assert_eq!(
             with(|r| r.shutdown_timeout = Duration::ZERO),
             Some("shutdown_timeout")
+        );
+        assert_eq!(with(|r| r.lease_ttl = ms(1_999)), Some("lease_ttl"));
+        assert_eq!(
+            with(|r| r.lease_ttl = MAX_LEASE_TTL + ms(1)),
+            Some("lease_ttl")
+        );
+    }
+
+    #[test]
+    fn lease_ttls_round_up_to_whole_seconds() {
+        let r = Requested {
+            lease_ttl: Duration::from_millis(2_500),
+            ..Requested::default()
+        };
+        assert_eq!(r.resolve().unwrap().lease_ttl, Duration::from_secs(3));
+        assert_eq!(
+            Requested::default().resolve().unwrap().lease_ttl,
+            Duration::from_secs(30)
         );
     }
 

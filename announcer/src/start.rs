@@ -1,5 +1,6 @@
 //! `start()` after validation: connect, subscribe to probes and confirm them on the server,
-//! publish and flush the first token, then spawn the broadcast task.
+//! register in etcd when configured, publish and flush the first token, then spawn the
+//! broadcast task and the registration task.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,10 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind};
-use crate::handle::AnnouncerHandle;
+use crate::handle::{AnnouncerHandle, Registration};
 use crate::plan::{Connection, Plan};
+use crate::register::register;
+use crate::registrar::{Links, Registrar};
 use crate::schedule::{Schedule, Why};
 use crate::stats::Counters;
+use crate::status::Standing;
 use crate::task::Broadcaster;
 
 /// Bound of the probe subscriptions' round trip and of the first token's flush.
@@ -41,6 +45,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         settings,
         token,
         load_fn,
+        etcd,
     } = plan;
     let client = match connection {
         // Reconnects are noticed through the connection counter (see `task::RECONNECT_POLL`)
@@ -64,10 +69,18 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         .await
         .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))?;
 
-    // Seam for registration in etcd: a registration task will own this sender, write the
-    // epoch of each registration, and the broadcast task publishes every change at once.
-    // Until then the sender is dropped and every token carries epoch 0 (unregistered).
-    let (_epoch_tx, epoch) = watch::channel(0u64);
+    // Registered before the first token, so that every token carries the epoch. Without
+    // etcd every token carries epoch 0 (unregistered).
+    let registered = match etcd {
+        Some(plan) => {
+            let key = subjects.key(&token.service, &token.instance);
+            Some(register(plan, key, &token, settings.lease_ttl).await?)
+        }
+        None => None,
+    };
+    let epoch = registered.as_ref().map_or(0, |r| r.epoch);
+    let (standing_tx, standing) = watch::channel(Standing::announcing(epoch));
+    let broadcast_done = CancellationToken::new();
 
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (load_tx, load_rx) = watch::channel(token.load);
@@ -93,19 +106,28 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         load_rx,
         load_fn,
         load_sample_interval: settings.load_sample_interval,
-        epoch,
+        standing: standing.clone(),
         connects_seen,
         counters: counters.clone(),
         last_token,
         cancel: cancel.clone(),
         goodbye,
+        _done: broadcast_done.clone().drop_guard(),
     };
 
-    broadcaster.publish(Why::Start).await?;
-    match tokio::time::timeout(START_TIMEOUT, client.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Error::with_source(ErrorKind::Publish, e)),
-        Err(_) => return Err(Error::new(ErrorKind::TimedOut)),
+    let first = async {
+        broadcaster.publish(Why::Start).await?;
+        match tokio::time::timeout(START_TIMEOUT, client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::with_source(ErrorKind::Publish, e)),
+            Err(_) => Err(Error::new(ErrorKind::TimedOut)),
+        }
+    };
+    if let Err(e) = first.await {
+        if let Some(registered) = registered {
+            registered.abandon().await;
+        }
+        return Err(e);
     }
     tracing::info!(
         addr = %broadcaster.token.addr,
@@ -115,7 +137,32 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         "announcer started"
     );
 
-    let task = tokio::spawn(broadcaster.run().instrument(span));
+    let task = tokio::spawn(broadcaster.run().instrument(span.clone()));
+    let (registration, _standing_owner) = match registered {
+        Some(registered) => {
+            Counters::bump(&counters.registrations);
+            let (rewrite_tx, rewrites) = mpsc::channel(COMMAND_QUEUE);
+            let (farewell_tx, farewell) = oneshot::channel();
+            let links = Links {
+                standing: standing_tx,
+                last_token: last_token_rx.clone(),
+                rewrites,
+                counters: counters.clone(),
+                cancel: cancel.clone(),
+                farewell,
+                broadcast_done: broadcast_done.clone(),
+            };
+            let registrar = Registrar::new(registered, settings.lease_ttl, links);
+            let task = tokio::spawn(registrar.run().instrument(span));
+            let registration = Registration {
+                rewrite: rewrite_tx,
+                farewell: farewell_tx,
+                task,
+            };
+            (Some(registration), None)
+        }
+        None => (None, Some(standing_tx)),
+    };
     Ok(AnnouncerHandle {
         stop: cancel.drop_guard(),
         service,
@@ -128,5 +175,9 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         shutdown_timeout: settings.shutdown_timeout,
         goodbye: goodbye_tx,
         task,
+        standing,
+        _standing_owner,
+        broadcast_done,
+        registration,
     })
 }

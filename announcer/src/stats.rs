@@ -21,6 +21,15 @@ pub struct Stats {
     pub publish_errors: u64,
     /// NATS reconnects seen, each followed by a republish.
     pub reconnects: u64,
+    /// Registrations written in etcd: the one of `start()`, and each after a lost lease.
+    pub registrations: u64,
+    /// Lease keep-alives etcd answered with the lease alive.
+    pub keep_alives: u64,
+    /// Keep-alives that got no answer (etcd unreachable, stream broken, timed out).
+    pub keep_alive_failures: u64,
+    /// Leases found gone (expired, revoked, or unknown to the cluster that answers), each
+    /// followed by a new registration.
+    pub lease_losses: u64,
 }
 
 /// The live counters, shared by the broadcast task (writer) and the handle (reader).
@@ -31,6 +40,10 @@ pub(crate) struct Counters {
     pub(crate) early_tokens: AtomicU64,
     pub(crate) publish_errors: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    pub(crate) registrations: AtomicU64,
+    pub(crate) keep_alives: AtomicU64,
+    pub(crate) keep_alive_failures: AtomicU64,
+    pub(crate) lease_losses: AtomicU64,
 }
 
 impl Counters {
@@ -45,6 +58,10 @@ impl Counters {
             early_tokens: self.early_tokens.load(Ordering::Relaxed),
             publish_errors: self.publish_errors.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            registrations: self.registrations.load(Ordering::Relaxed),
+            keep_alives: self.keep_alives.load(Ordering::Relaxed),
+            keep_alive_failures: self.keep_alive_failures.load(Ordering::Relaxed),
+            lease_losses: self.lease_losses.load(Ordering::Relaxed),
         }
     }
 }

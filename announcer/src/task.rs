@@ -13,13 +13,14 @@ use futures::stream::Select;
 use herald_shared::{State, Token, codec, unix_millis};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
 use crate::plan::LoadFn;
 use crate::schedule::{Schedule, Why};
 use crate::settings::check_token;
 use crate::stats::Counters;
+use crate::status::Standing;
 
 /// How often the connection counter is read to notice a reconnect.
 ///
@@ -55,9 +56,10 @@ pub(crate) struct Broadcaster {
     pub(crate) load_rx: watch::Receiver<f32>,
     pub(crate) load_fn: Option<LoadFn>,
     pub(crate) load_sample_interval: Duration,
-    /// Registration epoch; stays 0 until a registration task owns the sender. A change is
-    /// published at once, so subscribers learn a new epoch without waiting a period.
-    pub(crate) epoch: watch::Receiver<u64>,
+    /// The registration's standing, written by the registration task (epoch 0 without etcd).
+    /// A new epoch is published at once, so subscribers learn it without waiting a period; a
+    /// halt stops the task without a goodbye.
+    pub(crate) standing: watch::Receiver<Standing>,
     pub(crate) connects_seen: u64,
     pub(crate) counters: Arc<Counters>,
     pub(crate) last_token: watch::Sender<Token>,
@@ -65,6 +67,9 @@ pub(crate) struct Broadcaster {
     /// Carries `shutdown()`'s deadline; closed without a value when the handle is dropped,
     /// which stops the task without a goodbye (subscribers expire the instance by TTL).
     pub(crate) goodbye: oneshot::Receiver<Instant>,
+    /// Tells the registration task (and `stopped()`) that no token can leave any more: it
+    /// waits for this before revoking the lease, so that the goodbye goes out first.
+    pub(crate) _done: DropGuard,
 }
 
 impl Broadcaster {
@@ -76,7 +81,7 @@ impl Broadcaster {
         reconnect_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let wake = tokio::time::sleep_until(self.schedule.next_wake());
         tokio::pin!(wake);
-        let (mut probes_open, mut commands_open, mut load_open, mut epoch_open) =
+        let (mut probes_open, mut commands_open, mut load_open, mut standing_open) =
             (true, true, true, true);
         let sampling = self.load_fn.is_some();
 
@@ -102,11 +107,17 @@ impl Broadcaster {
                 },
                 _ = load_tick.tick(), if sampling => self.sample_load(),
                 _ = reconnect_tick.tick() => self.check_reconnect().await,
-                changed = self.epoch.changed(), if epoch_open => match changed {
+                changed = self.standing.changed(), if standing_open => match changed {
                     Ok(()) => {
-                        let _ = self.publish(Why::Epoch).await;
+                        let standing = *self.standing.borrow_and_update();
+                        if standing.halted {
+                            break;
+                        }
+                        if standing.epoch != self.token.epoch {
+                            let _ = self.publish(Why::Epoch).await;
+                        }
                     }
-                    Err(_) => epoch_open = false,
+                    Err(_) => standing_open = false,
                 },
                 () = &mut wake => {}
             }
@@ -121,11 +132,16 @@ impl Broadcaster {
     /// Stamps and publishes the token. Does not flush: the connection writes promptly, and
     /// callers that must know the token left (start, drain, shutdown) flush themselves.
     pub(crate) async fn publish(&mut self, why: Why) -> Result<(), Error> {
+        let standing = *self.standing.borrow();
+        if standing.halted {
+            // etcd ended this incarnation: the key is someone else's, or nobody's.
+            return Err(Error::new(ErrorKind::Stopped));
+        }
         let now = Instant::now();
         self.token.seq = self.next_seq;
         self.next_seq += 1;
         self.token.load = self.load;
-        self.token.epoch = *self.epoch.borrow();
+        self.token.epoch = standing.epoch;
         self.token.sent_at_ms = unix_millis();
         self.schedule.published(now, self.load);
         let sent = match codec::encode(&self.token) {
@@ -208,8 +224,12 @@ impl Broadcaster {
         }
     }
 
-    /// After cancellation: the goodbye when `shutdown()` asked, else nothing.
+    /// After cancellation or a halt: the goodbye when `shutdown()` asked, else nothing.
     async fn finish(mut self) -> Result<(), Error> {
+        if self.standing.borrow().halted {
+            tracing::debug!("halted by etcd; stopped without a leaving token");
+            return Ok(());
+        }
         let Ok(deadline) = self.goodbye.try_recv() else {
             tracing::debug!("handle dropped without shutdown; stopped without a leaving token");
             return Ok(());

@@ -1,0 +1,257 @@
+//! The registration's calls to etcd, each under a deadline, with the answers sorted into what
+//! the registration task decides on: written, held by someone else, lease gone, or no answer.
+
+use std::fmt;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
+};
+use herald_shared::EtcdError;
+
+use crate::error::{Error, ErrorKind};
+
+/// Why a call did not do what was asked.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The lease is unknown to the cluster that answered (expired, revoked, or a new cluster).
+    LeaseGone,
+    /// No answer in time, or etcd failed the call.
+    Failed(EtcdError),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::LeaseGone => f.write_str("lease not found"),
+            CallError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<CallError> for Error {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::LeaseGone => {
+                Error::with_source(ErrorKind::EtcdUnreachable, "lease not found")
+            }
+            CallError::Failed(e) => e.into(),
+        }
+    }
+}
+
+fn sort(e: etcd_client::Error) -> CallError {
+    // etcd says "requested lease not found"; etcd-client's keeper says "lease not found".
+    if e.to_string().contains("lease not found") {
+        CallError::LeaseGone
+    } else {
+        CallError::Failed(herald_shared::etcd::classify(e))
+    }
+}
+
+/// The outcome of a registration transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Written under our lease: the write's revision is the epoch.
+    Written { epoch: u64, cluster_id: u64 },
+    /// The key exists: its holder's epoch (`mod_revision`) and lease, and the cluster that
+    /// answered.
+    Held {
+        epoch: u64,
+        lease: i64,
+        cluster_id: u64,
+    },
+}
+
+/// The key as etcd holds it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub(crate) epoch: u64,
+    pub(crate) lease: i64,
+}
+
+/// One instance's registration key, and the client that writes it.
+#[derive(Clone)]
+pub(crate) struct Etcd {
+    pub(crate) client: Client,
+    pub(crate) key: String,
+    /// Deadline of each unary call.
+    pub(crate) timeout: Duration,
+}
+
+impl fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Etcd")
+            .field("key", &self.key)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn revision(header: Option<&etcd_client::ResponseHeader>) -> (u64, u64) {
+    header.map_or((0, 0), |h| (h.revision().max(0) as u64, h.cluster_id()))
+}
+
+impl Etcd {
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(sort),
+            Err(_) => Err(CallError::Failed(EtcdError::Unreachable(
+                format!("no answer within {:?}", self.timeout).into(),
+            ))),
+        }
+    }
+
+    /// Grants a lease of `ttl` (whole seconds).
+    pub(crate) async fn grant(&self, ttl: Duration) -> Result<i64, CallError> {
+        let mut client = self.client.clone();
+        let ttl = ttl.as_secs() as i64;
+        let resp = self.bounded(client.lease_grant(ttl, None)).await?;
+        Ok(resp.id())
+    }
+
+    /// Registers `value` under `lease` if the key does not exist (or over it, with
+    /// `takeover`), in one transaction.
+    pub(crate) async fn claim(
+        &self,
+        value: Vec<u8>,
+        lease: i64,
+        takeover: bool,
+    ) -> Result<Claim, CallError> {
+        let put = TxnOp::put(
+            self.key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(lease).with_prev_key()),
+        );
+        let txn = if takeover {
+            Txn::new().and_then([put])
+        } else {
+            Txn::new()
+                .when([Compare::create_revision(
+                    self.key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then([put])
+                .or_else([TxnOp::get(self.key.clone(), None)])
+        };
+        let mut client = self.client.clone();
+        let resp = self.bounded(client.txn(txn)).await?;
+        let (epoch, cluster_id) = revision(resp.header());
+        if resp.succeeded() {
+            if let Some(prev) = previous(&resp) {
+                tracing::warn!(
+                    replaced_epoch = prev.epoch,
+                    epoch,
+                    "took over the registration of another incarnation"
+                );
+            }
+            return Ok(Claim::Written { epoch, cluster_id });
+        }
+        match read(&resp) {
+            Some(h) => Ok(Claim::Held {
+                epoch: h.epoch,
+                lease: h.lease,
+                cluster_id,
+            }),
+            // One transaction: the compare saw the key, so the get does too.
+            None => Err(CallError::Failed(EtcdError::Unreachable(
+                "registration transaction answered neither way"
+                    .to_owned()
+                    .into(),
+            ))),
+        }
+    }
+
+    /// Rewrites the key with `value` if it is still attached to `lease`; the new epoch, or
+    /// `None` when the key is no longer ours (the watch says what happened).
+    pub(crate) async fn rewrite(
+        &self,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<u64>, CallError> {
+        let txn = Txn::new()
+            .when([Compare::lease(self.key.clone(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::put(
+                self.key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut client = self.client.clone();
+        let resp = self.bounded(client.txn(txn)).await?;
+        Ok(resp.succeeded().then(|| revision(resp.header()).0))
+    }
+
+    /// The key's holder, if it exists, and the revision and cluster of the answer.
+    pub(crate) async fn holder(&self) -> Result<(Option<Holder>, u64, u64), CallError> {
+        let mut client = self.client.clone();
+        let resp = self.bounded(client.get(self.key.clone(), None)).await?;
+        let (rev, cluster) = revision(resp.header());
+        let holder = resp.kvs().first().map(|kv| Holder {
+            epoch: kv.mod_revision().max(0) as u64,
+            lease: kv.lease(),
+        });
+        Ok((holder, rev, cluster))
+    }
+
+    /// Whether `lease` is alive.
+    pub(crate) async fn lease_alive(&self, lease: i64) -> Result<bool, CallError> {
+        let mut client = self.client.clone();
+        match self.bounded(client.lease_time_to_live(lease, None)).await {
+            Ok(resp) => Ok(resp.ttl() > 0),
+            Err(CallError::LeaseGone) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revokes `lease`: its keys disappear at once.
+    pub(crate) async fn revoke(&self, lease: i64) -> Result<(), CallError> {
+        let mut client = self.client.clone();
+        match self.bounded(client.lease_revoke(lease)).await {
+            Ok(_) | Err(CallError::LeaseGone) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a keep-alive stream for `lease`; opening renews the lease once (etcd-client sends
+    /// the first request and checks its answer).
+    pub(crate) async fn keep_alive(
+        &self,
+        lease: i64,
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), CallError> {
+        let mut client = self.client.clone();
+        self.bounded(client.lease_keep_alive(lease)).await
+    }
+
+    /// Watches the key from revision `from`.
+    pub(crate) async fn watch(&self, from: i64) -> Result<WatchStream, CallError> {
+        let mut client = self.client.clone();
+        let opts = WatchOptions::new().with_start_revision(from);
+        self.bounded(client.watch(self.key.clone(), Some(opts)))
+            .await
+    }
+}
+
+fn previous(resp: &TxnResponse) -> Option<Holder> {
+    resp.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Put(p) => p.prev_key().map(|kv| Holder {
+            epoch: kv.mod_revision().max(0) as u64,
+            lease: kv.lease(),
+        }),
+        _ => None,
+    })
+}
+
+fn read(resp: &TxnResponse) -> Option<Holder> {
+    resp.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| Holder {
+            epoch: kv.mod_revision().max(0) as u64,
+            lease: kv.lease(),
+        }),
+        _ => None,
+    })
+}

@@ -1,0 +1,104 @@
+//! Rewriting the key for `set_meta`, and the two ways the task ends: halted by etcd's
+//! authority (no goodbye, own lease revoked), or cancelled by the handle (lease revoked after
+//! the goodbye when `shutdown()` asked, left to expire when the handle was dropped).
+
+use tokio::time::Instant;
+
+use super::{RETRY_FIRST, Registrar, value_of};
+use crate::error::{Error, ErrorKind};
+use crate::etcd_calls::CallError;
+use crate::status::Stopped;
+
+/// How long a halt waits for the broadcast task to end before revoking the lease.
+const HALT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Registrar {
+    /// Writes the current token to the key (after `set_meta`) and adopts the new epoch.
+    pub(super) async fn rewrite(&mut self) -> Result<(), Error> {
+        let Some(lease) = self.lease else {
+            // The next registration writes the current token.
+            return Ok(());
+        };
+        let value = value_of(&self.last_token.borrow());
+        match self.etcd.rewrite(value, lease).await {
+            Ok(Some(epoch)) => {
+                self.rewrite_due = false;
+                self.epoch = epoch;
+                self.standing.send_modify(|s| s.epoch = epoch);
+                Ok(())
+            }
+            // Not ours any more: the watch reports what happened.
+            Ok(None) => Ok(()),
+            Err(CallError::LeaseGone) => {
+                self.lease_lost("etcd says the lease is gone");
+                Ok(())
+            }
+            Err(e) => {
+                self.rewrite_due = true;
+                self.retry_at.get_or_insert(Instant::now() + RETRY_FIRST);
+                Err(Error::with_source(
+                    ErrorKind::EtcdUnreachable,
+                    format!(
+                        "metadata published; the registration is rewritten once etcd answers: {e}"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// etcd ended this incarnation: stop the broadcast task without a goodbye, revoke our own
+    /// lease (never theirs), and report why.
+    pub(super) async fn halt(self, reason: Stopped) -> Result<(), Error> {
+        tracing::warn!(epoch = self.epoch, %reason, "announcer stopped by etcd");
+        self.standing.send_modify(|s| s.halted = true);
+        let _ = tokio::time::timeout(HALT_WAIT, self.broadcast_done.cancelled()).await;
+        for lease in [self.lease, self.spare].into_iter().flatten() {
+            if let Err(e) = self.etcd.revoke(lease).await {
+                tracing::warn!(error = %e, lease, "own lease not revoked; it expires on its own");
+            }
+        }
+        self.standing.send_modify(|s| s.stopped = Some(reason));
+        Ok(())
+    }
+
+    /// After cancellation: revoke the lease when `shutdown()` asked, once the goodbye is out.
+    pub(super) async fn finish(mut self) -> Result<(), Error> {
+        let Ok(deadline) = self.farewell.try_recv() else {
+            tracing::debug!("handle dropped without shutdown; the lease is left to expire");
+            return Ok(());
+        };
+        // The leaving token first, so subscribers see a goodbye rather than a deregistration;
+        // but keep half of the time left for the revoke.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(left / 2, self.broadcast_done.cancelled()).await;
+        let leases: Vec<i64> = [self.lease, self.spare].into_iter().flatten().collect();
+        let revoke = async {
+            for lease in leases {
+                self.etcd.revoke(lease).await?;
+            }
+            Ok::<(), CallError>(())
+        };
+        match tokio::time::timeout_at(deadline, revoke).await {
+            Ok(Ok(())) => {
+                tracing::info!("lease revoked; registration removed");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lease not revoked; the registration goes when it expires");
+                Err(Error::with_source(
+                    ErrorKind::EtcdUnreachable,
+                    format!("lease not revoked, the registration goes when it expires: {e}"),
+                ))
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "lease not revoked before the deadline; the registration goes when it expires"
+                );
+                Err(Error::with_source(
+                    ErrorKind::TimedOut,
+                    "lease not revoked before the shutdown deadline",
+                ))
+            }
+        }
+    }
+}

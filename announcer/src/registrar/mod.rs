@@ -1,0 +1,227 @@
+//! The registration task: sole owner of the lease and of the instance's key in etcd. It keeps
+//! the lease alive on its own timer (etcd-client does not), registers again when the lease is
+//! lost, rewrites the key for `set_meta`, and watches the key: a write by another lease fences
+//! this incarnation, a deletion while the lease lives deregisters it. Either stops the
+//! broadcast task at once, without a goodbye. Tokens stay the broadcast task's: this task only
+//! publishes the epoch they carry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, WatchResponse, WatchStream};
+use herald_shared::{State, Token, codec};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::etcd_calls::Etcd;
+use crate::register::Registered;
+use crate::stats::Counters;
+use crate::status::{Standing, Stopped};
+
+mod ending;
+mod key_watch;
+mod lease;
+
+/// A `set_meta` request: rewrite the key with the current token.
+pub(crate) type Rewrite = oneshot::Sender<Result<(), Error>>;
+
+/// The first and the largest pause before retrying a call etcd did not answer.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The value written to the key: the token as last sent, without its per-token stamps.
+pub(crate) fn value_of(token: &Token) -> Vec<u8> {
+    let mut t = token.clone();
+    t.epoch = 0;
+    t.seq = 0;
+    if t.state == State::Leaving {
+        t.state = State::Up;
+    }
+    t.sent_at_ms = herald_shared::unix_millis();
+    // Checked by `check_token` before start and at every metadata change.
+    codec::encode(&t).unwrap_or_default()
+}
+
+/// Everything the registration task owns.
+#[derive(Debug)]
+pub(crate) struct Registrar {
+    etcd: Etcd,
+    /// Keep-alive period: a third of the lease TTL.
+    period: Duration,
+    lease_ttl: Duration,
+    /// The lease the key is attached to; `None` once lost, until registered again.
+    lease: Option<i64>,
+    /// A lease granted for a registration whose answer was lost; reused by the next attempt,
+    /// so that a write that did land is recognised as ours.
+    spare: Option<i64>,
+    epoch: u64,
+    cluster_id: u64,
+    /// The last revision of the key seen: the watch resumes after it.
+    seen: i64,
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    watch: Option<WatchStream>,
+    keep_alive_at: Instant,
+    /// Keep-alives failed in a row.
+    failing: u32,
+    /// When to retry pending work (registration, watch, checks) after a failure.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// The key was deleted: whether by an operator or by lease expiry is still to be told.
+    check_delete: bool,
+    /// The watch lost its history (compaction): read the key to know where we stand.
+    check_key: bool,
+    /// A metadata change not yet written.
+    rewrite_due: bool,
+    ending: Option<Stopped>,
+    standing: watch::Sender<Standing>,
+    last_token: watch::Receiver<Token>,
+    rewrites: mpsc::Receiver<Rewrite>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    /// Carries `shutdown()`'s deadline; closed without a value when the handle is dropped,
+    /// which leaves the lease to expire (crash semantics).
+    farewell: oneshot::Receiver<Instant>,
+    /// Cancelled when the broadcast task has ended.
+    broadcast_done: CancellationToken,
+}
+
+/// What the task shares with the broadcast task and the handle.
+#[derive(Debug)]
+pub(crate) struct Links {
+    pub(crate) standing: watch::Sender<Standing>,
+    pub(crate) last_token: watch::Receiver<Token>,
+    pub(crate) rewrites: mpsc::Receiver<Rewrite>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) farewell: oneshot::Receiver<Instant>,
+    pub(crate) broadcast_done: CancellationToken,
+}
+
+async fn next_watch(
+    watch: &mut Option<WatchStream>,
+) -> Result<Option<WatchResponse>, etcd_client::Error> {
+    match watch {
+        Some(w) => w.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Registrar {
+    /// The task that takes over `start()`'s registration.
+    pub(crate) fn new(registered: Registered, lease_ttl: Duration, links: Links) -> Self {
+        let period = lease_ttl / 3;
+        let Registered {
+            mut etcd,
+            lease,
+            epoch,
+            cluster_id,
+        } = registered;
+        // A call that outlasts the keep-alive period would put the lease at risk: give up on
+        // it and retry instead.
+        etcd.timeout = etcd.timeout.min(period);
+        let Links {
+            standing,
+            last_token,
+            rewrites,
+            counters,
+            cancel,
+            farewell,
+            broadcast_done,
+        } = links;
+        Registrar {
+            etcd,
+            period,
+            lease_ttl,
+            lease: Some(lease),
+            spare: None,
+            epoch,
+            cluster_id,
+            seen: epoch as i64,
+            keeper: None,
+            watch: None,
+            keep_alive_at: Instant::now() + period,
+            failing: 0,
+            retry_at: None,
+            backoff: RETRY_FIRST,
+            check_delete: false,
+            check_key: false,
+            rewrite_due: false,
+            ending: None,
+            standing,
+            last_token,
+            rewrites,
+            counters,
+            cancel,
+            farewell,
+            broadcast_done,
+        }
+    }
+
+    /// Runs until cancelled, or until etcd's authority stops the announcer.
+    pub(crate) async fn run(mut self) -> Result<(), Error> {
+        if !self.open_watch().await {
+            self.retry_at = Some(Instant::now() + RETRY_FIRST);
+        }
+        let mut rewrites_open = true;
+        loop {
+            let due = self
+                .retry_at
+                .map_or(self.keep_alive_at, |r| r.min(self.keep_alive_at));
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return self.finish().await,
+                msg = next_watch(&mut self.watch) => self.on_watch(msg).await,
+                reply = self.rewrites.recv(), if rewrites_open => match reply {
+                    Some(reply) => {
+                        let done = self.rewrite().await;
+                        let _ = reply.send(done);
+                    }
+                    None => rewrites_open = false,
+                },
+                () = tokio::time::sleep_until(due) => self.tick().await,
+            }
+            if let Some(reason) = self.ending {
+                return self.halt(reason).await;
+            }
+        }
+    }
+
+    /// Keeps the lease alive when due, then does whatever work is pending. Each step may
+    /// uncover the next (a lost history, a deletion, a lost lease, a registration to watch),
+    /// so they run in that order; what fails is retried after a jittered backoff.
+    async fn tick(&mut self) {
+        if self.lease.is_some() && Instant::now() >= self.keep_alive_at {
+            self.keep_alive().await;
+        }
+        let mut failed = false;
+        if self.check_key && self.ending.is_none() {
+            failed |= !self.judge_key().await;
+        }
+        if self.check_delete && self.ending.is_none() {
+            failed |= !self.judge_delete().await;
+        }
+        if self.lease.is_none() && self.ending.is_none() {
+            failed |= !self.register().await;
+        }
+        if self.lease.is_some() && self.watch.is_none() && self.ending.is_none() {
+            failed |= !self.open_watch().await;
+        }
+        if self.rewrite_due && self.lease.is_some() && self.ending.is_none() {
+            failed |= self.rewrite().await.is_err();
+        }
+        self.retry_at = if failed {
+            Some(Instant::now() + self.next_backoff())
+        } else {
+            self.backoff = RETRY_FIRST;
+            None
+        };
+    }
+
+    pub(super) fn next_backoff(&mut self) -> Duration {
+        let pause = self.backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
+        self.backoff = (self.backoff * 2).min(RETRY_MAX).min(self.period);
+        pause
+    }
+}

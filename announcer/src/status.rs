@@ -1,0 +1,60 @@
+//! How the announcer stands with etcd's authority: the epoch its tokens carry, and why it
+//! stopped when etcd ended its incarnation. The registration task is the only writer; the
+//! broadcast task and the handle read it from one watch channel.
+
+use std::fmt;
+
+/// Why an announcer stopped on its own, as [`AnnouncerHandle::stopped`] reports it.
+///
+/// [`AnnouncerHandle::stopped`]: crate::AnnouncerHandle::stopped
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Stopped {
+    /// Another incarnation registered the same instance id with a higher epoch (a takeover):
+    /// the key is theirs now. No leaving token was sent, nothing of theirs was touched; the
+    /// announcer revoked its own lease.
+    Fenced {
+        /// The epoch of the registration that replaced this one.
+        by_epoch: u64,
+    },
+    /// An operator deleted the registration while its lease was alive: the instance is no
+    /// longer wanted. The announcer revoked its lease and does not register again.
+    Deregistered,
+    /// The handle was shut down or dropped.
+    Closed,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stopped::Fenced { by_epoch } => {
+                write!(f, "fenced by the registration of epoch {by_epoch}")
+            }
+            Stopped::Deregistered => f.write_str("deregistered"),
+            Stopped::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+/// The registration task's view, shared through a watch channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Standing {
+    /// The epoch tokens carry (0: not registered).
+    pub(crate) epoch: u64,
+    /// etcd ended this incarnation: no token may go out any more, not even a goodbye.
+    pub(crate) halted: bool,
+    /// Set once the announcer has stopped for this reason: the broadcast task has ended and
+    /// the registration task revoked its lease (or gave up trying).
+    pub(crate) stopped: Option<Stopped>,
+}
+
+impl Standing {
+    /// Registered (or not, with epoch 0) and announcing.
+    pub(crate) fn announcing(epoch: u64) -> Self {
+        Standing {
+            epoch,
+            halted: false,
+            stopped: None,
+        }
+    }
+}
