@@ -201,10 +201,16 @@ impl NatsConfig {
     }
 }
 
-/// Delay before reconnect attempt `attempts` (1-based): 10 ms doubling up to `max`, with
+/// Delay before connection attempt `attempts` (1-based): none for the first, then 10 ms
+/// doubling up to `max`, with
 /// +-25 % jitter so that clients of one restarted server spread out.
 pub fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
-    let base_ms = 10u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(16));
+    // async-nats asks before its very first attempt too (attempts = 1): no wait for that one,
+    // as with its own default, or every start would pay a pointless pause.
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let base_ms = 10u64.saturating_mul(1u64 << attempts.saturating_sub(2).min(16));
     let capped = Duration::from_millis(base_ms).min(max);
     let jitter = 0.75 + fastrand::f64() * 0.5;
     capped.mul_f64(jitter)
@@ -284,7 +290,12 @@ mod tests {
                 "attempt {attempt}: {d:?} exceeds cap"
             );
         }
-        assert!(reconnect_delay(1, max) <= Duration::from_millis(13));
+        assert_eq!(
+            reconnect_delay(1, max),
+            Duration::ZERO,
+            "the first attempt does not wait"
+        );
+        assert!(reconnect_delay(2, max) <= Duration::from_millis(13));
         let samples: std::collections::HashSet<_> =
             (0..20).map(|_| reconnect_delay(30, max)).collect();
         assert!(samples.len() > 1, "delays must be jittered");

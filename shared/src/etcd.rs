@@ -144,10 +144,20 @@ impl EtcdConfig {
         let attempt = async {
             let mut client = etcd_client::Client::connect(&self.endpoints, Some(opts))
                 .await
-                .map_err(classify)?;
+                .map_err(|e| classify(&e))?;
             // Authentication happens in connect; a status call proves the cluster answers.
-            client.status().await.map_err(classify)?;
-            Ok(client)
+            // One call reaches one member, which may be the dead one of a degraded cluster:
+            // try again (the channel balances over the endpoints) until the deadline.
+            loop {
+                match client.status().await.map_err(|e| classify(&e)) {
+                    Ok(_) => return Ok(client),
+                    Err(e @ EtcdError::Auth(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "etcd member did not answer; trying again");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(result) => result,
@@ -161,7 +171,7 @@ impl EtcdConfig {
 }
 
 /// Sorts an etcd-client error into what the user must fix.
-pub fn classify(e: etcd_client::Error) -> EtcdError {
+pub fn classify(e: &etcd_client::Error) -> EtcdError {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
     if lower.contains("authentication failed")

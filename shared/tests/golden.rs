@@ -9,7 +9,9 @@ use herald_shared::{State, Token, codec};
 use serde::Serialize;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn check(name: &str, bytes: &[u8]) {
@@ -18,7 +20,11 @@ fn check(name: &str, bytes: &[u8]) {
         std::fs::write(&path, bytes).expect("write fixture");
     }
     let golden = std::fs::read(&path).expect("fixture exists");
-    assert_eq!(bytes, golden.as_slice(), "encoding of {name} changed: the wire format moved");
+    assert_eq!(
+        bytes,
+        golden.as_slice(),
+        "encoding of {name} changed: the wire format moved"
+    );
 }
 
 fn full() -> Token {
@@ -27,7 +33,10 @@ fn full() -> Token {
     t.weight = 150;
     t.zone = Some("eu-west-1a".into());
     t.state = State::Draining;
-    t.meta = BTreeMap::from([("version".into(), "2.4.1".into()), ("proto".into(), "grpc".into())]);
+    t.meta = BTreeMap::from([
+        ("version".into(), "2.4.1".into()),
+        ("proto".into(), "grpc".into()),
+    ]);
     t.epoch = 123_456;
     t.seq = 1_764_000_000_000_042;
     t.ttl_ms = 3_000;
@@ -41,7 +50,11 @@ fn full_token_bytes_are_pinned() {
     let bytes = codec::encode(&t).unwrap();
     check("token_v1_full.msgpack", &bytes);
     assert_eq!(codec::decode(&bytes).unwrap().to_owned(), t);
-    assert!(bytes.len() < 300, "a typical token stays small: {} bytes", bytes.len());
+    assert!(
+        bytes.len() < 300,
+        "a typical token stays small: {} bytes",
+        bytes.len()
+    );
 }
 
 #[test]
@@ -118,5 +131,8 @@ fn optional_fields_take_their_defaults() {
     })
     .unwrap();
     let t = codec::accept(&bytes, "s").unwrap();
-    assert_eq!((t.weight, t.state, t.epoch, t.zone), (100, State::Up, 0, None));
+    assert_eq!(
+        (t.weight, t.state, t.epoch, t.zone),
+        (100, State::Up, 0, None)
+    );
 }

@@ -10,24 +10,41 @@ fn name(max: usize, extra: &'static str) -> impl Strategy<Value = String> {
 
 fn token() -> impl Strategy<Value = Token> {
     (
-        (name(64, ""), name(128, ".:"), "[a-z0-9.]{1,40}", 1u16..,),
-        (0f32..1e6, any::<u32>(), proptest::option::of(name(64, ".")), prop_oneof![Just(State::Up), Just(State::Draining), Just(State::Leaving)]),
+        (name(64, ""), name(128, ".:"), "[a-z0-9.]{1,40}", 1u16..),
+        (
+            0f32..1e6,
+            any::<u32>(),
+            proptest::option::of(name(64, ".")),
+            prop_oneof![Just(State::Up), Just(State::Draining), Just(State::Leaving)],
+        ),
         proptest::collection::btree_map("[a-z]{1,64}", "[ -~]{0,64}", 0..8),
-        (any::<u64>(), any::<u64>(), validate::MIN_TTL_MS..=validate::MAX_TTL_MS, any::<u64>()),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            validate::MIN_TTL_MS..=validate::MAX_TTL_MS,
+            any::<u64>(),
+        ),
     )
-        .prop_map(|((service, instance, host, port), (load, weight, zone, state), meta, (epoch, seq, ttl_ms, sent_at_ms))| {
-            let mut t = Token::new(service, instance, format!("{host}:{port}"));
-            t.load = load;
-            t.weight = weight;
-            t.zone = zone;
-            t.state = state;
-            t.meta = meta;
-            t.epoch = epoch;
-            t.seq = seq;
-            t.ttl_ms = ttl_ms;
-            t.sent_at_ms = sent_at_ms;
-            t
-        })
+        .prop_map(
+            |(
+                (service, instance, host, port),
+                (load, weight, zone, state),
+                meta,
+                (epoch, seq, ttl_ms, sent_at_ms),
+            )| {
+                let mut t = Token::new(service, instance, format!("{host}:{port}"));
+                t.load = load;
+                t.weight = weight;
+                t.zone = zone;
+                t.state = state;
+                t.meta = meta;
+                t.epoch = epoch;
+                t.seq = seq;
+                t.ttl_ms = ttl_ms;
+                t.sent_at_ms = sent_at_ms;
+                t
+            },
+        )
 }
 
 proptest! {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::SelectAll;
 use herald_shared::{EtcdConfig, NatsConfig, Subjects, round_trip, validate};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -214,7 +213,7 @@ impl SubscriberBuilder {
             Some(Nats::Client(c)) => (c, None),
             None => unreachable!("validated above"),
         };
-        let mut subs = SelectAll::new();
+        let mut subs = Vec::new();
         let announce: Vec<String> = if self.services.is_empty() {
             vec![subjects.announce_all()]
         } else {
@@ -258,7 +257,7 @@ impl SubscriberBuilder {
             };
             let listing = crate::etcd_sync::list(&mut client, &subjects)
                 .await
-                .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(e)))?;
+                .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(&e)))?;
             store.reconcile(&listing);
             store.flush();
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -278,7 +277,7 @@ impl SubscriberBuilder {
         let mut ingest = Ingest {
             store,
             etcd: etcd_rx,
-            subs,
+            subs: crate::ingest::Subscriptions::new(subs),
             client: client.clone(),
             nats_events,
             subjects,

@@ -95,7 +95,7 @@ pub(crate) async fn list(
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
-        let resp = client.get(start.clone(), Some(opts)).await?;
+        let resp = get_with_retry(client, start.clone(), opts).await?;
         if let Some(h) = resp.header() {
             if revision == 0 {
                 revision = h.revision();
@@ -125,6 +125,33 @@ pub(crate) async fn list(
         revision,
         registrations,
     })
+}
+
+/// One page of the listing; a request the balancer sent to a dead member of a degraded
+/// cluster is tried again (a few times, briefly) before the listing fails.
+async fn get_with_retry(
+    client: &mut Client,
+    key: Vec<u8>,
+    opts: GetOptions,
+) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+    let mut attempt = 0;
+    loop {
+        match client.get(key.clone(), Some(opts.clone())).await {
+            Ok(resp) => return Ok(resp),
+            Err(e)
+                if attempt < 5
+                    && !matches!(
+                        herald_shared::etcd::classify(&e),
+                        herald_shared::EtcdError::Auth(_)
+                    ) =>
+            {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "etcd listing page failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Watches the prefix from `revision + 1` until cancelled, surviving etcd restarts,

@@ -66,6 +66,17 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     pub(crate) fn build(mut instances: Vec<Instance>, clock: Arc<Clock>) -> Snapshot {
         instances.sort_by(|a, b| (a.zone(), a.id()).cmp(&(b.zone(), b.id())));
+        Snapshot::from_sorted(instances, clock)
+    }
+
+    /// A snapshot of instances already sorted by zone, then id.
+    pub(crate) fn from_sorted(instances: Vec<Instance>, clock: Arc<Clock>) -> Snapshot {
+        debug_assert!(
+            instances
+                .windows(2)
+                .all(|w| (w[0].zone(), w[0].id()) < (w[1].zone(), w[1].id())),
+            "snapshot instances must be sorted by zone, then id, without duplicates"
+        );
         let mut zones: Vec<ZoneRange> = Vec::new();
         for (i, inst) in instances.iter().enumerate() {
             match zones.last_mut() {

@@ -118,8 +118,45 @@ impl Ord for Due {
 struct ServiceState {
     name: Arc<str>,
     instances: HashMap<Arc<str>, Arc<Entry>>,
+    /// The same instances in snapshot order (zone, then id), kept sorted as they come and
+    /// go, so that publishing a snapshot is a copy, not a sort.
+    sorted: Vec<Instance>,
     view: Arc<ServiceView>,
     dirty: bool,
+}
+
+fn snapshot_order(e: &Entry) -> (Option<&str>, &str) {
+    (e.zone.as_deref(), &e.id)
+}
+
+impl ServiceState {
+    /// Lists `entry`, replacing the record with its id, if any.
+    fn put(&mut self, entry: Arc<Entry>) {
+        if let Some(old) = self.instances.insert(entry.id.clone(), entry.clone()) {
+            self.unsort(&old);
+        }
+        let pos = self
+            .sorted
+            .binary_search_by(|i| snapshot_order(&i.0).cmp(&snapshot_order(&entry)))
+            .unwrap_or_else(|p| p);
+        self.sorted.insert(pos, Instance(entry));
+    }
+
+    /// Unlists the record with this id.
+    fn take(&mut self, id: &str) {
+        if let Some(old) = self.instances.remove(id) {
+            self.unsort(&old);
+        }
+    }
+
+    fn unsort(&mut self, e: &Entry) {
+        if let Ok(pos) = self
+            .sorted
+            .binary_search_by(|i| snapshot_order(&i.0).cmp(&snapshot_order(e)))
+        {
+            self.sorted.remove(pos);
+        }
+    }
 }
 
 /// Every live instance, the expiry schedule, and the change log of the current batch.
@@ -136,6 +173,9 @@ pub(crate) struct Store {
     pending: Vec<Event>,
     live: usize,
     require_registration: bool,
+    /// Per `service/instance`, the epoch it had in an etcd cluster that has since been
+    /// replaced (see `registry::forget_epochs`). Empty except after a cluster change.
+    retired: HashMap<String, u64>,
 }
 
 impl Store {
@@ -162,6 +202,7 @@ impl Store {
             pending: Vec::new(),
             live: 0,
             require_registration: false,
+            retired: HashMap::new(),
         }
     }
 
@@ -192,6 +233,16 @@ impl Store {
             self.counters.dropped(merge::DropReason::Unregistered);
             return;
         }
+        if !self.retired.is_empty() {
+            if let Some(unregistered) = self.unretire(t) {
+                // An epoch of a replaced cluster means nothing in this one: the token counts
+                // as unregistered until its announcer registers again.
+                if self.upsert(&unregistered) {
+                    self.counters.accepted.fetch_add(1, Relaxed);
+                }
+                return;
+            }
+        }
         if self.upsert(t) {
             self.counters.accepted.fetch_add(1, Relaxed);
             self.counters
@@ -210,6 +261,7 @@ impl Store {
                 self.services.entry(name.clone()).or_insert(ServiceState {
                     name,
                     instances: HashMap::new(),
+                    sorted: Vec::new(),
                     view,
                     dirty: false,
                 })
@@ -303,7 +355,7 @@ impl Store {
         let deadline = now + u64::from(t.ttl_ms);
         let zone = t.zone.map(Arc::from);
         let entry = Arc::new(Entry::new(svc.name.clone(), zone, t, deadline));
-        svc.instances.insert(entry.id.clone(), entry.clone());
+        svc.put(entry.clone());
         self.cache
             .insert(Key(entry.service.clone(), entry.id.clone()), entry.clone());
         self.heap.push(Reverse(Due {
@@ -364,7 +416,7 @@ impl Store {
             Some(current) if Arc::ptr_eq(current, entry) => {}
             _ => return,
         }
-        svc.instances.remove(&entry.id);
+        svc.take(&entry.id);
         let key = Key(entry.service.clone(), entry.id.clone());
         self.cache.invalidate(&key);
         self.tombstones.insert(
@@ -458,13 +510,9 @@ impl Store {
         for name in self.dirty.drain(..) {
             if let Some(svc) = self.services.get_mut(&name) {
                 svc.dirty = false;
-                let list = svc
-                    .instances
-                    .values()
-                    .map(|e| Instance(e.clone()))
-                    .collect();
+                let list = svc.sorted.clone();
                 svc.view
-                    .publish(Arc::new(Snapshot::build(list, self.clock.clone())));
+                    .publish(Arc::new(Snapshot::from_sorted(list, self.clock.clone())));
             }
         }
         self.counters.instances.store(self.live as u64, Relaxed);

@@ -23,7 +23,24 @@ use crate::merge::Known;
 /// dropped instead of resurrecting the deleted registration.
 const DEREGISTERED_TOMBSTONE: Duration = Duration::from_secs(600);
 
+fn retired_key(service: &str, instance: &str) -> String {
+    format!("{service}/{instance}")
+}
+
 impl Store {
+    /// `t` with epoch 0 when its epoch is one its instance had in a replaced cluster.
+    pub(super) fn unretire<'a>(
+        &self,
+        t: &herald_shared::TokenRef<'a>,
+    ) -> Option<herald_shared::TokenRef<'a>> {
+        let retired = self.retired.get(&retired_key(t.service, t.instance))?;
+        (*retired == t.epoch && t.epoch > 0).then(|| {
+            let mut unregistered = t.clone();
+            unregistered.epoch = 0;
+            unregistered
+        })
+    }
+
     fn current(&self, service: &str, instance: &str) -> Option<Arc<crate::instance::Entry>> {
         self.services.get(service)?.instances.get(instance).cloned()
     }
@@ -52,6 +69,13 @@ impl Store {
             t.state = State::Up;
         }
         self.counters.registrations.fetch_add(1, Relaxed);
+        if !self.retired.is_empty() {
+            let key = retired_key(&reg.service, &reg.instance);
+            if self.retired.get(&key) == Some(&reg.revision) {
+                // The new cluster reached the same revision: that epoch is this cluster's now.
+                self.retired.remove(&key);
+            }
+        }
         // Another lease overwrote a registered instance's key: a takeover. The old
         // incarnation is fenced; the new one is added under the higher epoch.
         if let Some(old) = self.current(&reg.service, &reg.instance) {
@@ -96,8 +120,13 @@ impl Store {
     /// one's, so every epoch and tombstone learnt from the old cluster is forgotten. Live
     /// instances stay (their broadcasts are as good as ever) under epoch 0, so that no token
     /// of the new cluster's smaller epochs is taken for a stale one.
+    ///
+    /// Tokens already in flight still carry the old epochs; until each announcer registers
+    /// again they are taken as unregistered (epoch 0), so that a late old-cluster token can
+    /// neither raise the entry above its new registration nor be fenced against it.
     pub(crate) fn forget_epochs(&mut self) {
         self.tombstones.invalidate_all();
+        self.retired.clear();
         let stale: Vec<_> = self
             .services
             .values()
@@ -106,9 +135,11 @@ impl Store {
             .cloned()
             .collect();
         for old in stale {
+            self.retired
+                .insert(retired_key(&old.service, &old.id), old.epoch);
             let fresh = Arc::new(old.with_epoch(0, 0));
             let svc = self.services.get_mut(&old.service).expect("listed above");
-            svc.instances.insert(fresh.id.clone(), fresh.clone());
+            svc.put(fresh.clone());
             self.cache
                 .insert(Key(fresh.service.clone(), fresh.id.clone()), fresh.clone());
             self.heap.push(std::cmp::Reverse(super::Due {
@@ -146,5 +177,91 @@ impl Store {
             self.register(reg);
         }
         self.counters.etcd_resyncs.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use herald_shared::{Token, codec};
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::stats::Counters;
+    use crate::view::{Clock, Views};
+
+    fn store() -> Store {
+        let views = Arc::new(Views::new(Arc::new(Clock::new())));
+        let (tx, _) = broadcast::channel(64);
+        Store::new(views, Arc::new(Counters::default()), tx)
+    }
+
+    fn token(epoch: u64, seq: u64) -> Token {
+        let mut t = Token::new("svc", "a", "10.0.0.1:80");
+        t.epoch = epoch;
+        t.seq = seq;
+        t.ttl_ms = 10_000;
+        t
+    }
+
+    fn put(s: &mut Store, revision: u64, lease: i64) {
+        s.register(&Registration {
+            service: "svc".into(),
+            instance: "a".into(),
+            value: codec::encode(&token(0, 0)).unwrap(),
+            revision,
+            lease,
+        });
+    }
+
+    fn epoch(s: &Store) -> Option<u64> {
+        s.current("svc", "a").map(|e| e.epoch)
+    }
+
+    #[test]
+    fn late_tokens_of_a_replaced_cluster_cannot_outrank_the_new_registration() {
+        let mut s = store();
+        put(&mut s, 32, 7);
+        s.apply(&token(32, 100).as_ref());
+        s.forget_epochs();
+        assert_eq!(epoch(&s), Some(0), "the old cluster's epoch is forgotten");
+        s.apply(&token(32, 101).as_ref());
+        assert_eq!(
+            epoch(&s),
+            Some(0),
+            "a late old-cluster token only refreshes"
+        );
+        put(&mut s, 2, 9);
+        assert_eq!(epoch(&s), Some(2), "the new cluster's registration wins");
+        s.apply(&token(32, 102).as_ref());
+        assert_eq!(
+            epoch(&s),
+            Some(2),
+            "a later old-cluster token must not raise the epoch back"
+        );
+        s.apply(&token(2, 103).as_ref());
+        let e = s.current("svc", "a").unwrap();
+        assert_eq!(
+            (e.epoch, e.seq.load(Relaxed)),
+            (2, 103),
+            "new-epoch tokens are accepted"
+        );
+    }
+
+    #[test]
+    fn a_deletion_fences_every_older_epoch() {
+        let mut s = store();
+        put(&mut s, 10, 1);
+        s.deregister("svc", "a", 12);
+        assert!(epoch(&s).is_none());
+        s.apply(&token(10, 5).as_ref());
+        s.apply(&token(0, 5).as_ref());
+        assert!(
+            epoch(&s).is_none(),
+            "tokens below the deletion's revision are dropped"
+        );
+        s.apply(&token(13, 1).as_ref());
+        assert_eq!(epoch(&s), Some(13), "a newer registration comes back");
     }
 }
