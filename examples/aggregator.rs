@@ -54,10 +54,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let mut builder = Subscriber::builder().nats(nats);
-    if let Ok(endpoints) = std::env::var("HERALD_ETCD_ENDPOINTS") {
-        if !endpoints.is_empty() {
-            builder = builder.etcd(EtcdConfig::new(endpoints.split(',').map(str::to_owned)));
-        }
+    if let Ok(endpoints) = std::env::var("HERALD_ETCD_ENDPOINTS")
+        && !endpoints.is_empty()
+    {
+        builder = builder.etcd(EtcdConfig::new(endpoints.split(',').map(str::to_owned)));
     }
     let subscriber = builder.start().await?;
     let mut events = subscriber.events();

@@ -46,7 +46,7 @@ fn sort(e: etcd_client::Error) -> CallError {
     if e.to_string().contains("lease not found") {
         CallError::LeaseGone
     } else {
-        CallError::Failed(herald_shared::etcd::classify(e))
+        CallError::Failed(herald_shared::etcd::classify(&e))
     }
 }
 

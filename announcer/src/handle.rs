@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_shared::Token;
+use herald_shared::{State, Token};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -211,7 +211,29 @@ impl AnnouncerHandle {
     /// # Ok(()) }
     /// ```
     pub async fn drain(&self) -> Result<(), Error> {
-        self.request(Command::Drain).await
+        self.request(|reply| Command::SetState(State::Draining, reply))
+            .await
+    }
+
+    /// Undoes [`drain`](AnnouncerHandle::drain): announces `up` at once, so consumers pick the
+    /// instance again (for example when a health check passes again).
+    ///
+    /// # Errors
+    ///
+    /// As [`drain`](AnnouncerHandle::drain).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(announcer: herald_announcer::AnnouncerHandle) -> Result<(), herald_announcer::Error> {
+    /// announcer.drain().await?;
+    /// // ... the dependency came back ...
+    /// announcer.resume().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resume(&self) -> Result<(), Error> {
+        self.request(|reply| Command::SetState(State::Up, reply))
+            .await
     }
 
     /// Replaces the metadata and publishes at once, returning once the token is flushed and,

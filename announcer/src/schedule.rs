@@ -32,8 +32,8 @@ pub(crate) enum Why {
     Early,
     /// NATS reconnected.
     Reconnect,
-    /// `drain()` was called.
-    Drain,
+    /// `drain()` or `resume()` was called.
+    State,
     /// `set_meta()` was called.
     Meta,
     /// The registration epoch changed.

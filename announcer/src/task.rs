@@ -33,7 +33,8 @@ pub(crate) const RECONNECT_POLL: Duration = Duration::from_millis(50);
 /// handle flushes afterwards, so the task never waits on the network for it).
 #[derive(Debug)]
 pub(crate) enum Command {
-    Drain(oneshot::Sender<Result<(), Error>>),
+    /// Announce this state (`Draining` for `drain()`, `Up` for `resume()`).
+    SetState(State, oneshot::Sender<Result<(), Error>>),
     SetMeta(BTreeMap<String, String>, oneshot::Sender<Result<(), Error>>),
 }
 
@@ -177,10 +178,10 @@ impl Broadcaster {
 
     async fn command(&mut self, command: Command) {
         match command {
-            Command::Drain(reply) => {
-                self.token.state = State::Draining;
-                tracing::info!("draining");
-                let _ = reply.send(self.publish(Why::Drain).await);
+            Command::SetState(state, reply) => {
+                self.token.state = state;
+                tracing::info!(%state, "state changed");
+                let _ = reply.send(self.publish(Why::State).await);
             }
             Command::SetMeta(meta, reply) => {
                 let previous = std::mem::replace(&mut self.token.meta, meta);

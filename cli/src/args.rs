@@ -1,0 +1,226 @@
+//! The command line: global connection options (each with an environment variable) and the
+//! subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Herald service discovery: announce, list, watch, and serve instances.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where NATS and etcd are, and how to authenticate to them.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Global {
+    /// NATS server URLs, comma-separated.
+    #[arg(
+        long = "nats",
+        env = "HERALD_NATS_URL",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub(crate) nats: Vec<String>,
+    /// etcd endpoints, comma-separated (optional: without them, NATS alone).
+    #[arg(
+        long = "etcd",
+        env = "HERALD_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub(crate) etcd: Vec<String>,
+    /// Subject and key prefix.
+    #[arg(long, env = "HERALD_PREFIX", default_value = "herald", global = true)]
+    pub(crate) prefix: String,
+    /// NATS credentials file (.creds).
+    #[arg(long, env = "HERALD_NATS_CREDS", global = true)]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// NATS user.
+    #[arg(
+        long,
+        env = "HERALD_NATS_USER",
+        global = true,
+        requires = "nats_password"
+    )]
+    pub(crate) nats_user: Option<String>,
+    /// NATS password.
+    #[arg(
+        long,
+        env = "HERALD_NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub(crate) nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "HERALD_NATS_TOKEN", global = true, hide_env_values = true)]
+    pub(crate) nats_token: Option<String>,
+    /// CA certificate (PEM) to trust for NATS TLS.
+    #[arg(long, env = "HERALD_NATS_TLS_CA", global = true)]
+    pub(crate) nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS mutual TLS.
+    #[arg(
+        long,
+        env = "HERALD_NATS_TLS_CERT",
+        global = true,
+        requires = "nats_tls_key"
+    )]
+    pub(crate) nats_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for NATS mutual TLS.
+    #[arg(long, env = "HERALD_NATS_TLS_KEY", global = true)]
+    pub(crate) nats_tls_key: Option<PathBuf>,
+    /// etcd user.
+    #[arg(
+        long,
+        env = "HERALD_ETCD_USER",
+        global = true,
+        requires = "etcd_password"
+    )]
+    pub(crate) etcd_user: Option<String>,
+    /// etcd password.
+    #[arg(
+        long,
+        env = "HERALD_ETCD_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub(crate) etcd_password: Option<String>,
+    /// CA certificate (PEM) to trust for etcd TLS.
+    #[arg(long, env = "HERALD_ETCD_TLS_CA", global = true)]
+    pub(crate) etcd_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd mutual TLS.
+    #[arg(
+        long,
+        env = "HERALD_ETCD_TLS_CERT",
+        global = true,
+        requires = "etcd_tls_key"
+    )]
+    pub(crate) etcd_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for etcd mutual TLS.
+    #[arg(long, env = "HERALD_ETCD_TLS_KEY", global = true)]
+    pub(crate) etcd_tls_key: Option<PathBuf>,
+    /// How long connecting may take before the command gives up.
+    #[arg(long, env = "HERALD_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
+    pub(crate) connect_timeout: Duration,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Announce a service that cannot embed the Rust announcer, until SIGINT or SIGTERM.
+    Announce(AnnounceArgs),
+    /// List the current instances (etcd snapshot plus one probe round).
+    Ls(LsArgs),
+    /// Stream Added / Updated / Removed events.
+    Watch(WatchArgs),
+    /// Run the per-host discovery agent (HTTP API, Prometheus discovery, metrics).
+    Serve(ServeArgs),
+}
+
+/// `herald announce`.
+#[derive(Debug, Args)]
+pub(crate) struct AnnounceArgs {
+    /// Service name.
+    #[arg(long, env = "HERALD_SERVICE")]
+    pub(crate) service: String,
+    /// Address the service listens on (host:port).
+    #[arg(long, env = "HERALD_ADDR")]
+    pub(crate) addr: String,
+    /// Instance id (default: generated).
+    #[arg(long, env = "HERALD_INSTANCE")]
+    pub(crate) instance: Option<String>,
+    /// Broadcast interval.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) interval: Duration,
+    /// Token TTL (default: 3 x interval).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) ttl: Option<Duration>,
+    /// etcd lease TTL.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) lease_ttl: Option<Duration>,
+    /// Announced load.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) load: f32,
+    /// Weight for weighted picks.
+    #[arg(long)]
+    pub(crate) weight: Option<u32>,
+    /// Zone.
+    #[arg(long, env = "HERALD_ZONE")]
+    pub(crate) zone: Option<String>,
+    /// Metadata entry KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_parser = parse_meta)]
+    pub(crate) meta: Vec<(String, String)>,
+    /// Drain while a TCP connect to HOST:PORT fails.
+    #[arg(long, conflicts_with = "check_http")]
+    pub(crate) check_tcp: Option<String>,
+    /// Drain while an HTTP GET of URL does not answer 2xx.
+    #[arg(long)]
+    pub(crate) check_http: Option<String>,
+    /// How often the check runs.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) check_interval: Duration,
+}
+
+/// `herald ls`.
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// Only this service.
+    pub(crate) service: Option<String>,
+    /// A JSON array instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// How long to collect probe answers.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub(crate) wait: Duration,
+}
+
+/// `herald watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// Only this service.
+    pub(crate) service: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `herald serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:7411")]
+    pub(crate) listen: String,
+    /// Preferred zone for picks.
+    #[arg(long, env = "HERALD_ZONE")]
+    pub(crate) zone: Option<String>,
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn meta_needs_a_key() {
+        assert_eq!(parse_meta("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_meta("=x").is_err());
+        assert!(parse_meta("nokey").is_err());
+    }
+}

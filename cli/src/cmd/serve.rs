@@ -1,0 +1,220 @@
+//! `herald serve`: the per-host agent. One subscriber, shared by every program on the host
+//! through HTTP: instance lists, picks, Prometheus service discovery, an event stream as
+//! Server-Sent Events, and the subscriber's metrics.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use futures::{Stream, StreamExt};
+use herald_subscriber::{Strategy, Subscriber};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{Global, ServeArgs};
+use crate::json::{EventJson, InstanceJson};
+
+/// What every handler shares: the subscriber, and the shutdown signal that ends open event
+/// streams (graceful shutdown waits for open connections, and an SSE stream never ends by
+/// itself).
+#[derive(Clone)]
+struct Agent {
+    subscriber: Arc<Subscriber>,
+    shutdown: CancellationToken,
+}
+
+type Shared = Agent;
+
+pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
+    // Bind first: a port in use fails before anything connects.
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let subscriber = Arc::new(global.subscriber(None, args.zone.as_deref()).await?);
+    let shutdown = CancellationToken::new();
+    let app = router(Agent {
+        subscriber,
+        shutdown: shutdown.clone(),
+    });
+    eprintln!(
+        "herald agent listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            crate::shutdown_signal().await;
+            shutdown.cancel();
+        })
+        .await?;
+    Ok(())
+}
+
+fn router(agent: Agent) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/services", get(services))
+        .route("/v1/services/{service}", get(instances))
+        .route("/v1/pick/{service}", get(pick))
+        .route("/v1/sd/prometheus", get(prometheus_sd))
+        .route("/v1/watch", get(watch_all))
+        .route("/v1/watch/{service}", get(watch_service))
+        .route("/metrics", get(metrics))
+        .with_state(agent)
+}
+
+async fn metrics(State(agent): State<Agent>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::text(&agent.subscriber),
+    )
+}
+
+async fn services(
+    State(Agent {
+        subscriber: sub, ..
+    }): State<Shared>,
+) -> Json<BTreeMap<String, usize>> {
+    Json(
+        sub.services()
+            .into_iter()
+            .map(|s| {
+                let n = sub.instances(&s).len();
+                (s, n)
+            })
+            .collect(),
+    )
+}
+
+async fn instances(
+    State(Agent {
+        subscriber: sub, ..
+    }): State<Shared>,
+    Path(service): Path<String>,
+) -> Response {
+    let snap = sub.instances(&service);
+    let list: Vec<InstanceJson<'_>> = snap.iter().map(InstanceJson::from).collect();
+    Json(list).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct PickQuery {
+    strategy: Option<String>,
+    key: Option<String>,
+}
+
+async fn pick(
+    State(Agent {
+        subscriber: sub, ..
+    }): State<Shared>,
+    Path(service): Path<String>,
+    Query(q): Query<PickQuery>,
+) -> Response {
+    let strategy = match (q.strategy.as_deref(), q.key.as_deref()) {
+        (Some("affinity"), Some(key)) => Strategy::Affinity(key),
+        (Some("affinity"), None) => {
+            return (StatusCode::BAD_REQUEST, "affinity needs ?key=\n").into_response();
+        }
+        (None, _) => Strategy::PowerOfTwoChoices,
+        (Some(name), _) => match Strategy::parse(name) {
+            Some(s) => s,
+            None => {
+                let msg = format!(
+                    "unknown strategy `{name}`: round_robin, random, least_load, p2c, weighted_random, affinity\n"
+                );
+                return (StatusCode::BAD_REQUEST, msg).into_response();
+            }
+        },
+    };
+    match sub.pick(&service, strategy) {
+        Some(i) => Json(InstanceJson::from(&i)).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no available instance of `{service}`\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus `http_sd_configs`: one target group per instance, so that each target keeps
+/// its own labels (a group's labels apply to all of its targets).
+async fn prometheus_sd(
+    State(Agent {
+        subscriber: sub, ..
+    }): State<Shared>,
+) -> Response {
+    let mut groups = Vec::new();
+    for service in sub.services() {
+        for i in sub.instances(&service).iter() {
+            let mut labels = BTreeMap::new();
+            labels.insert("service".to_owned(), service.clone());
+            labels.insert("__meta_herald_service".to_owned(), service.clone());
+            labels.insert("__meta_herald_instance".to_owned(), i.id().to_owned());
+            labels.insert(
+                "__meta_herald_state".to_owned(),
+                i.state().as_str().to_owned(),
+            );
+            if let Some(z) = i.zone() {
+                labels.insert("__meta_herald_zone".to_owned(), z.to_owned());
+            }
+            for (k, v) in i.meta() {
+                let name: String = k
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                labels.insert(format!("__meta_herald_meta_{name}"), v.to_owned());
+            }
+            groups.push(serde_json::json!({ "targets": [i.addr()], "labels": labels }));
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&groups).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn watch_all(
+    State(agent): State<Shared>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    sse(&agent, None)
+}
+
+async fn watch_service(
+    State(agent): State<Shared>,
+    Path(service): Path<String>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    sse(&agent, Some(service))
+}
+
+fn sse(
+    agent: &Agent,
+    service: Option<String>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
+    let shutdown = agent.shutdown.clone().cancelled_owned();
+    let stream = agent
+        .subscriber
+        .events()
+        .take_until(shutdown)
+        .filter_map(move |e| {
+            let j = EventJson::from(&e);
+            let keep = match (&service, j.service()) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want == got,
+                (Some(_), None) => true, // lagged: every reader must know
+            };
+            let out = keep.then(|| {
+                Ok(SseEvent::default()
+                    .event(j.event)
+                    .data(serde_json::to_string(&j).unwrap_or_default()))
+            });
+            async move { out }
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,73 @@
+//! Turns the global options into NATS and etcd settings, and builds subscribers from them.
+
+use anyhow::{Context, bail};
+use herald_shared::{EtcdConfig, EtcdTls, NatsAuth, NatsConfig, NatsTls};
+use herald_subscriber::Subscriber;
+
+use crate::args::Global;
+
+impl Global {
+    pub(crate) fn nats_config(&self) -> anyhow::Result<NatsConfig> {
+        if self.nats.is_empty() {
+            bail!("no NATS server given: pass --nats URL or set HERALD_NATS_URL");
+        }
+        let mut config = NatsConfig::new(self.nats.iter().cloned());
+        config.connect_timeout = self.connect_timeout;
+        config.name = Some("herald-cli".into());
+        config.auth = match (&self.nats_creds, &self.nats_user, &self.nats_token) {
+            (Some(path), _, _) => NatsAuth::CredentialsFile(path.clone()),
+            (None, Some(user), _) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password: self.nats_password.clone().unwrap_or_default(),
+            },
+            (None, None, Some(token)) => NatsAuth::Token(token.clone()),
+            (None, None, None) => NatsAuth::None,
+        };
+        if self.nats_tls_ca.is_some() || self.nats_tls_cert.is_some() {
+            config.tls = NatsTls {
+                root_certificates: self.nats_tls_ca.iter().cloned().collect(),
+                client_certificate: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+                required: true,
+            };
+        }
+        Ok(config)
+    }
+
+    pub(crate) fn etcd_config(&self) -> Option<EtcdConfig> {
+        if self.etcd.is_empty() {
+            return None;
+        }
+        let mut config = EtcdConfig::new(self.etcd.iter().cloned());
+        config.connect_timeout = self.connect_timeout;
+        config.credentials = self.etcd_user.clone().zip(self.etcd_password.clone());
+        if self.etcd_tls_ca.is_some() || self.etcd_tls_cert.is_some() {
+            config.tls = Some(EtcdTls {
+                ca_certificate: self.etcd_tls_ca.clone(),
+                client_certificate: self.etcd_tls_cert.clone().zip(self.etcd_tls_key.clone()),
+                domain: None,
+            });
+        }
+        Some(config)
+    }
+
+    /// A subscriber of `service` (or everything), with etcd when configured.
+    pub(crate) async fn subscriber(
+        &self,
+        service: Option<&str>,
+        zone: Option<&str>,
+    ) -> anyhow::Result<Subscriber> {
+        let mut builder = Subscriber::builder()
+            .nats(self.nats_config()?)
+            .prefix(&self.prefix);
+        if let Some(s) = service {
+            builder = builder.service(s);
+        }
+        if let Some(z) = zone {
+            builder = builder.zone(z);
+        }
+        if let Some(etcd) = self.etcd_config() {
+            builder = builder.etcd(etcd);
+        }
+        builder.start().await.context("cannot start the subscriber")
+    }
+}

@@ -1,0 +1,93 @@
+//! `herald`: announce services that cannot embed the Rust announcer, list and watch
+//! instances, and run the per-host discovery agent.
+//!
+//! # Layout
+//! - `args`: the command line (clap), global options with their environment variables;
+//! - `connect`: NATS/etcd settings and subscribers from the global options;
+//! - `cmd`: one module per subcommand (`announce`, `ls`, `watch`, `serve`);
+//! - `health`: TCP and HTTP checks for `announce`;
+//! - `json`: the JSON shapes of instances and events;
+//! - `metrics`: Prometheus text for `/metrics`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+mod args;
+mod cmd;
+mod connect;
+mod health;
+mod json;
+mod metrics;
+
+use args::{Cli, Command, Global};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's message, without its usage block, on one line.
+            let text = e.to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!(
+                "herald: {} (see --help)",
+                message.join(" ").trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match &cli.command {
+        Command::Announce(a) => cmd::announce::run(&cli.global, a).await,
+        Command::Ls(a) => cmd::ls::run(&cli.global, a).await,
+        Command::Watch(a) => cmd::watch::run(&cli.global, a).await,
+        Command::Serve(a) => cmd::serve::run(&cli.global, a).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what failed and why, never a panic trace.
+            eprintln!("herald: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Adds the etcd authority to an announcer when endpoints are configured.
+pub(crate) fn etcd_options(
+    builder: herald_announcer::AnnouncerBuilder,
+    global: &Global,
+    lease_ttl: Option<Duration>,
+) -> herald_announcer::AnnouncerBuilder {
+    let Some(etcd) = global.etcd_config() else {
+        return builder;
+    };
+    let builder = builder.etcd(etcd);
+    match lease_ttl {
+        Some(ttl) => builder.lease_ttl(ttl),
+        None => builder,
+    }
+}
