@@ -217,38 +217,38 @@ impl TokenRef<'_> {
 /// Most metadata entries a valid token carries.
 pub const MAX_META_ENTRIES: usize = 32;
 
-/// Borrowed metadata: up to [`MAX_META_ENTRIES`] entries kept inline (no allocation), and the
-/// number of entries the payload really had, so that validation can reject a larger map.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct MetaRef<'a> {
-    entries: [(&'a str, &'a str); MAX_META_ENTRIES],
-    kept: usize,
-    total: usize,
-}
+/// Entries of [`MetaRef`] kept inline; more spill to the heap.
+const INLINE_META: usize = 4;
 
-impl Default for MetaRef<'_> {
-    fn default() -> Self {
-        MetaRef {
-            entries: [("", ""); MAX_META_ENTRIES],
-            kept: 0,
-            total: 0,
-        }
-    }
+/// Borrowed metadata: the first entries inline (most tokens carry a few, and decoding them
+/// allocates nothing), the rest, up to [`MAX_META_ENTRIES`], in a spill vector; and the number
+/// of entries the payload really had, so that validation can reject a larger map.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct MetaRef<'a> {
+    inline: [(&'a str, &'a str); INLINE_META],
+    /// Entries past the inline ones (at most `MAX_META_ENTRIES - INLINE_META`).
+    spill: Vec<(&'a str, &'a str)>,
+    total: usize,
 }
 
 impl<'a> MetaRef<'a> {
     /// Adds an entry; past [`MAX_META_ENTRIES`] it is only counted.
     pub fn push(&mut self, key: &'a str, value: &'a str) {
-        if self.kept < MAX_META_ENTRIES {
-            self.entries[self.kept] = (key, value);
-            self.kept += 1;
+        if self.total < INLINE_META {
+            self.inline[self.total] = (key, value);
+        } else if self.total < MAX_META_ENTRIES {
+            self.spill.push((key, value));
         }
         self.total += 1;
     }
 
     /// The entries kept, in payload order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + '_ {
-        self.entries[..self.kept].iter().copied()
+        let kept = self.total.min(MAX_META_ENTRIES);
+        (0..kept).map(move |i| match i.checked_sub(INLINE_META) {
+            None => self.inline[i],
+            Some(j) => self.spill[j],
+        })
     }
 
     /// Number of entries the payload carried (may exceed what was kept).
