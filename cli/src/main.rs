@@ -16,6 +16,8 @@ use clap::Parser;
 
 mod args;
 mod cmd;
+#[cfg(test)]
+mod compose_check;
 mod connect;
 mod health;
 mod json;
