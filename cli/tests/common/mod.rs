@@ -1,0 +1,126 @@
+//! What the CLI tests share: servers, the `herald` command with its environment, announcer
+//! processes, and waits.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use herald_testkit::{ChildGuard, EtcdServer, NatsServer, spawn_guarded};
+
+pub struct Env {
+    pub nats: NatsServer,
+    pub etcd: EtcdServer,
+    pub prefix: String,
+}
+
+impl Env {
+    pub async fn start(name: &str) -> Env {
+        Env {
+            nats: NatsServer::start().await,
+            etcd: EtcdServer::start().await,
+            prefix: format!("cli{name}{}", std::process::id()),
+        }
+    }
+
+    pub fn herald(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(args)
+            .env("HERALD_NATS_URL", self.nats.url())
+            .env("HERALD_ETCD_ENDPOINTS", self.etcd.endpoint())
+            .env("HERALD_PREFIX", &self.prefix)
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    pub async fn output(&self, args: &[&str]) -> Output {
+        let mut cmd = self.herald(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("herald runs"))
+            .await
+            .unwrap()
+    }
+
+    pub fn announce(&self, service: &str, instance: &str, extra: &[&str]) -> ChildGuard {
+        self.announce_at(service, instance, "127.0.0.1:9000", extra)
+    }
+
+    /// `herald announce` of `service`/`instance` at `addr`, once its first token is out.
+    pub fn announce_at(
+        &self,
+        service: &str,
+        instance: &str,
+        addr: &str,
+        extra: &[&str],
+    ) -> ChildGuard {
+        let mut args = vec![
+            "announce",
+            "--service",
+            service,
+            "--addr",
+            addr,
+            "--instance",
+            instance,
+            "--interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = self.herald(&args);
+        cmd.stderr(Stdio::piped());
+        let mut child = spawn_guarded(cmd);
+        // It prints "announcing ..." once its first token is out.
+        let stderr = child.child_mut().stderr.take().unwrap();
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("announcing"),
+            "unexpected first line: {line}"
+        );
+        // Keep reading: a closed pipe would fail the child's later log writes.
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                eprintln!("[announce] {line}");
+            }
+        });
+        child
+    }
+
+    pub async fn ls_json(&self, service: &str) -> Vec<serde_json::Value> {
+        let out = self
+            .output(&["ls", service, "--json", "--wait", "200ms"])
+            .await;
+        assert!(
+            out.status.success(),
+            "ls failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("ls --json prints a JSON array")
+    }
+}
+
+pub async fn eventually<F: AsyncFnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn sigterm(child: &mut ChildGuard) -> std::process::ExitStatus {
+    child.signal(libc_sigterm()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_status() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 5 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn libc_sigterm() -> i32 {
+    15
+}
