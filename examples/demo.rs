@@ -2,8 +2,9 @@
 //! its live table while the demo scales out, crashes one instance (it disappears after its
 //! TTL) and stops another gracefully (it disappears at once).
 //!
-//! Uses `HERALD_NATS_URL` when set; otherwise starts a local `nats-server` on a free port
-//! and removes it on exit. `HERALD_DEMO_SECONDS` bounds the run (default: until Ctrl-C).
+//! Uses `HERALD_NATS_URL` and `HERALD_ETCD_ENDPOINTS` when set; otherwise starts a local
+//! `nats-server` and `etcd` on free ports and removes them on exit. `HERALD_DEMO_SECONDS`
+//! bounds the run (default: until Ctrl-C).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use herald_announcer::{Announcer, AnnouncerHandle};
-use herald_shared::NatsConfig;
+use herald_shared::{EtcdConfig, NatsConfig};
 use herald_subscriber::{Event, Strategy, Subscriber};
 
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -40,9 +41,23 @@ async fn main() -> anyhow::Result<()> {
             (Some(server), url)
         }
     };
+    let (_local_etcd, endpoints) = match std::env::var("HERALD_ETCD_ENDPOINTS") {
+        Ok(e) if !e.is_empty() => (None, e),
+        _ => {
+            let server = herald_testkit::EtcdServer::start().await;
+            let endpoint = server.endpoint();
+            println!("started a local etcd at {endpoint}");
+            (Some(server), endpoint)
+        }
+    };
     let nats = NatsConfig::new(url.split(',').map(str::to_owned));
+    let etcd = EtcdConfig::new(endpoints.split(',').map(str::to_owned));
 
-    let subscriber = Subscriber::builder().nats(nats.clone()).start().await?;
+    let subscriber = Subscriber::builder()
+        .nats(nats.clone())
+        .etcd(etcd.clone())
+        .start()
+        .await?;
     let mut events = subscriber.events();
     let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     {
@@ -72,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let mut running: BTreeMap<String, AnnouncerHandle> = BTreeMap::new();
     for (service, n) in [("billing", 2), ("search", 3), ("auth", 1)] {
         for i in 0..n {
-            let (id, a) = announce(&nats, service, i).await?;
+            let (id, a) = announce(&nats, &etcd, service, i).await?;
             running.insert(id, a);
         }
     }
@@ -98,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         }
         match step % 15 {
             4 => {
-                let (id, a) = announce(&nats, "search", 3 + step).await?;
+                let (id, a) = announce(&nats, &etcd, "search", 3 + step).await?;
                 narration = format!("scale-out: {id} joins and is listed at once");
                 running.insert(id, a);
             }
@@ -116,9 +131,29 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             14 => {
-                let (id, a) = announce(&nats, "billing", 100 + step).await?;
+                let (id, a) = announce(&nats, &etcd, "billing", 100 + step).await?;
                 narration = format!("{id} replaces the stopped billing instance");
                 running.insert(id, a);
+            }
+            10 => {
+                // A consumer starting now lists everything before any broadcast reaches it:
+                // the etcd snapshot is applied before start() returns.
+                let started = Instant::now();
+                let fresh = Subscriber::builder()
+                    .nats(nats.clone())
+                    .etcd(etcd.clone())
+                    .start()
+                    .await?;
+                let listed: usize = fresh
+                    .services()
+                    .iter()
+                    .map(|s| fresh.instances(s).len())
+                    .sum();
+                narration = format!(
+                    "cold start: a new subscriber listed {listed} instances the moment start() returned ({:?})",
+                    started.elapsed()
+                );
+                fresh.shutdown().await;
             }
             _ => {}
         }
@@ -134,12 +169,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn announce(
     nats: &NatsConfig,
+    etcd: &EtcdConfig,
     service: &str,
     n: u32,
 ) -> anyhow::Result<(String, AnnouncerHandle)> {
     let id = format!("{service}-{n}");
     let a = Announcer::builder(service, format!("127.0.0.1:{}", 8000 + n))
         .nats(nats.clone())
+        .etcd(etcd.clone())
         .instance(id.clone())
         .interval(INTERVAL)
         .ttl(TTL)
