@@ -210,9 +210,18 @@ fn render(subscriber: &Subscriber, narration: &str, log: &[String]) {
                 i.zone().unwrap_or("-")
             ));
         }
-        if let Some(p) = subscriber.pick(&service, Strategy::PowerOfTwoChoices) {
-            out.push_str(&format!("{:<10} p2c pick -> {}\n", "", p.id()));
-        }
+        let snapshot = subscriber.instances(&service);
+        let loads: Vec<f32> = snapshot.iter().map(|i| i.load()).collect();
+        let mean = loads.iter().sum::<f32>() / loads.len().max(1) as f32;
+        let max = loads.iter().copied().fold(0.0, f32::max);
+        let pick = subscriber
+            .pick(&service, Strategy::PowerOfTwoChoices)
+            .map_or("-".to_owned(), |p| p.id().to_owned());
+        out.push_str(&format!(
+            "{:<10} {} instances, mean load {mean:.2}, max {max:.2}, p2c pick -> {pick}\n",
+            "",
+            loads.len()
+        ));
     }
     let stats = subscriber.stats();
     out.push_str(&format!(

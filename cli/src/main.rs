@@ -46,6 +46,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = install_signal_handlers() {
+        eprintln!("herald: error: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -68,14 +72,30 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Cancelled on the first SIGINT or SIGTERM.
+static SHUTDOWN: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
+    std::sync::OnceLock::new();
+
+/// Installs the SIGINT/SIGTERM handlers. Called first thing in `main`: a signal that arrives
+/// before its handler exists kills the process outright, skipping the graceful shutdown.
+fn install_signal_handlers() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = SHUTDOWN.get_or_init(Default::default).clone();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    SHUTDOWN.get_or_init(Default::default).cancelled().await;
 }
 
 /// Adds the etcd authority to an announcer when endpoints are configured.

@@ -244,6 +244,7 @@ impl SubscriberBuilder {
         let cancel = CancellationToken::new();
         let mut etcd_rx = None;
         let mut etcd_task = None;
+        let relist = std::sync::Arc::new(tokio::sync::Notify::new());
         if let Some(etcd) = self.etcd {
             // NATS is subscribed (and buffering) already: the listing is applied first, then
             // the buffered tokens, then the watch from the listing's next revision. The merge
@@ -269,6 +270,7 @@ impl SubscriberBuilder {
                     tx,
                     listing.cluster_id,
                     listing.revision,
+                    relist.clone(),
                     cancel.clone(),
                 )
                 .instrument(tracing::debug_span!("etcd_watch")),
@@ -276,6 +278,8 @@ impl SubscriberBuilder {
         }
         let mut ingest = Ingest {
             store,
+            relist: etcd_rx.is_some().then(|| relist.clone()),
+            deferred_deletes: Vec::new(),
             etcd: etcd_rx,
             subs: crate::ingest::Subscriptions::new(subs),
             client: client.clone(),

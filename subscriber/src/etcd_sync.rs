@@ -162,6 +162,7 @@ pub(crate) async fn watch(
     tx: mpsc::Sender<EtcdUpdate>,
     mut cluster_id: u64,
     mut revision: i64,
+    relist: std::sync::Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
     let prefix = subjects.services_prefix();
@@ -185,6 +186,22 @@ pub(crate) async fn watch(
         loop {
             let msg = tokio::select! {
                 () = cancel.cancelled() => return,
+                () = relist.notified() => {
+                    // Asked for (tokens were lost to a full buffer): one fresh listing.
+                    tracing::info!("listing etcd again on request");
+                    match list(&mut client, &subjects).await {
+                        Ok(listing) => {
+                            cluster_id = listing.cluster_id;
+                            revision = listing.revision;
+                            let update = EtcdUpdate::Resync { listing, new_cluster: false };
+                            if tx.send(update).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "etcd listing failed"),
+                    }
+                    continue 'reconnect;
+                }
                 m = stream.message() => m,
             };
             let resp = match msg {

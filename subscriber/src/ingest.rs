@@ -34,6 +34,10 @@ pub(crate) struct Ingest {
     pub(crate) client: async_nats::Client,
     pub(crate) nats_events: Option<broadcast::Receiver<NatsEvent>>,
     pub(crate) etcd: Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>,
+    /// Asks the etcd source for a fresh listing (when etcd is configured).
+    pub(crate) relist: Option<Arc<tokio::sync::Notify>>,
+    /// etcd deletions waiting for the next tick (see `on_etcd`).
+    pub(crate) deferred_deletes: Vec<(String, String, u64)>,
     pub(crate) subjects: Subjects,
     pub(crate) probe_subjects: Vec<String>,
     pub(crate) counters: Arc<Counters>,
@@ -106,6 +110,12 @@ impl Ingest {
 
     async fn on_tick(&mut self) {
         self.watch_connection();
+        if !self.deferred_deletes.is_empty() {
+            self.drain_ready_tokens();
+            for (service, instance, revision) in std::mem::take(&mut self.deferred_deletes) {
+                self.store.deregister(&service, &instance, revision);
+            }
+        }
         self.store.sweep();
         self.store.flush();
         if self.probe_wanted && self.last_probe.elapsed() >= PROBE_GAP {
@@ -153,6 +163,9 @@ impl Ingest {
                     "tokens dropped: subscription buffer full (slow consumer); probing to recover"
                 );
                 self.probe_wanted = true;
+                if let Some(relist) = &self.relist {
+                    relist.notify_one();
+                }
             }
             Some(NatsEvent::Disconnected | NatsEvent::Connected) => {
                 // The tick's connection watch handles both, whoever built the client.
@@ -165,11 +178,15 @@ impl Ingest {
     fn on_etcd(&mut self, update: Option<EtcdUpdate>) {
         match update {
             Some(EtcdUpdate::Put(reg)) => self.store.register(&reg),
+            // A graceful stop sends its goodbye, then revokes its lease; the two travel
+            // different paths and the deletion may come first. Held until the next tick (at
+            // most one sweep interval), the goodbye has landed and the removal reads as one.
+            // Revisions keep this safe against any registration applied meanwhile.
             Some(EtcdUpdate::Delete {
                 service,
                 instance,
                 revision,
-            }) => self.store.deregister(&service, &instance, revision),
+            }) => self.deferred_deletes.push((service, instance, revision)),
             Some(EtcdUpdate::Resync {
                 listing,
                 new_cluster,

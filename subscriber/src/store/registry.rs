@@ -104,11 +104,18 @@ impl Store {
             .services
             .get(service)
             .map_or_else(|| Arc::from(service), |s| s.name.clone());
+        let key = Key(service, Arc::from(instance));
+        let fence = revision.saturating_sub(1);
+        if self.tombstones.get(&key).is_some_and(|t| {
+            t.known.epoch > fence || (t.known.epoch == fence && t.known.seq == u64::MAX)
+        }) {
+            return; // a later deletion (or the same one) already fences more
+        }
         self.tombstones.insert(
-            Key(service, Arc::from(instance)),
+            key,
             Tombstone {
                 known: Known {
-                    epoch: revision.saturating_sub(1),
+                    epoch: fence,
                     seq: u64::MAX,
                 },
                 ttl: DEREGISTERED_TOMBSTONE,
