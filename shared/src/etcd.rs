@@ -141,6 +141,7 @@ impl EtcdConfig {
     pub async fn connect(&self) -> Result<etcd_client::Client, EtcdError> {
         self.validate()?;
         let opts = self.options()?;
+        let last_error = std::sync::Mutex::new(None::<String>);
         let attempt = async {
             let mut client = etcd_client::Client::connect(&self.endpoints, Some(opts))
                 .await
@@ -154,6 +155,9 @@ impl EtcdConfig {
                     Err(e @ EtcdError::Auth(_)) => return Err(e),
                     Err(e) => {
                         tracing::debug!(error = %e, "etcd member did not answer; trying again");
+                        if let Ok(mut last) = last_error.lock() {
+                            *last = Some(e.to_string());
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -161,11 +165,16 @@ impl EtcdConfig {
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(EtcdError::Unreachable(Arc::new(format!(
-                "no answer from {} within {:?}",
-                self.endpoints.join(","),
-                self.connect_timeout
-            )))),
+            Err(_) => {
+                let last = last_error.lock().ok().and_then(|mut l| l.take());
+                Err(EtcdError::Unreachable(Arc::new(format!(
+                    "no answer from {} within {:?}{}",
+                    self.endpoints.join(","),
+                    self.connect_timeout,
+                    last.map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ))))
+            }
         }
     }
 }

@@ -59,6 +59,8 @@ impl fmt::Display for Error {
             ErrorKind::TimedOut => "timed out",
         };
         match &self.source {
+            // The NATS connect error already says what it is.
+            Some(s) if self.kind == ErrorKind::Connect => write!(f, "{s}"),
             Some(s) => write!(f, "{what}: {s}"),
             None => f.write_str(what),
         }
