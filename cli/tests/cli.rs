@@ -228,24 +228,47 @@ async fn serve_answers_every_endpoint() {
         r.body
     );
 
-    // Server-Sent Events: a raw stream read until a removal arrives.
+    // Server-Sent Events, on both watch endpoints: raw streams, opened (response headers
+    // read, so the agent is subscribed) before the instance goes, read until its removal.
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(&listen).await.unwrap();
-    s.write_all(b"GET /v1/watch/pay HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(s).lines();
-    drop(_a);
-    let found = tokio::time::timeout(Duration::from_secs(5), async {
+    async fn open_sse(
+        listen: &str,
+        path: &str,
+    ) -> tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>> {
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(s).lines();
+        let status = lines.next_line().await.unwrap().unwrap();
+        assert!(status.contains(" 200 "), "{path}: {status}");
         while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("data:") && line.contains("\"removed\"") {
-                return line;
+            if line.is_empty() {
+                break;
             }
         }
-        panic!("stream ended");
-    })
-    .await
-    .expect("a removed event on the SSE stream");
+        lines
+    }
+    async fn next_removal(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>,
+    ) -> String {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("data:") && line.contains("\"removed\"") {
+                    return line;
+                }
+            }
+            panic!("stream ended");
+        })
+        .await
+        .expect("a removed event on the SSE stream")
+    }
+    let mut one = open_sse(&listen, "/v1/watch/pay").await;
+    let mut all = open_sse(&listen, "/v1/watch").await;
+    drop(_a);
+    let found = next_removal(&mut one).await;
+    assert!(found.contains("pay-1"), "{found}");
+    let found = next_removal(&mut all).await;
     assert!(found.contains("pay-1"), "{found}");
     assert!(sigterm(&mut agent).success());
 }
