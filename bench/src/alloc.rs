@@ -15,6 +15,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 static LIVE_CHUNK_BYTES: AtomicI64 = AtomicI64::new(0);
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Live bytes requested, by size class: class `k` holds requests of `2^(k-1)` to `2^k - 1`
+/// bytes (class 0: zero-sized).
+static LIVE_BY_CLASS: [AtomicI64; SIZE_CLASSES] = [const { AtomicI64::new(0) }; SIZE_CLASSES];
+
+/// Number of size classes [`live_bytes_by_class`] reports (up to 2^47 bytes).
+pub const SIZE_CLASSES: usize = 48;
+
+fn class(size: usize) -> usize {
+    ((usize::BITS - size.leading_zeros()) as usize).min(SIZE_CLASSES - 1)
+}
 
 thread_local! {
     // Const-initialised and without `Drop`: reading it never allocates, so the allocator
@@ -35,6 +45,7 @@ fn chunk(size: usize) -> i64 {
 fn on_alloc(size: usize) {
     LIVE_BYTES.fetch_add(size as i64, Relaxed);
     LIVE_CHUNK_BYTES.fetch_add(chunk(size), Relaxed);
+    LIVE_BY_CLASS[class(size)].fetch_add(size as i64, Relaxed);
     ALLOCATIONS.fetch_add(1, Relaxed);
     let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
 }
@@ -42,6 +53,7 @@ fn on_alloc(size: usize) {
 fn on_dealloc(size: usize) {
     LIVE_BYTES.fetch_sub(size as i64, Relaxed);
     LIVE_CHUNK_BYTES.fetch_sub(chunk(size), Relaxed);
+    LIVE_BY_CLASS[class(size)].fetch_sub(size as i64, Relaxed);
 }
 
 // SAFETY: every call is forwarded unchanged to `System`, which upholds the contract; the
@@ -90,6 +102,12 @@ pub fn live_bytes() -> i64 {
 /// [`live_bytes`] as glibc's malloc lays them out (header and 16-byte rounding included).
 pub fn live_chunk_bytes() -> i64 {
     LIVE_CHUNK_BYTES.load(Relaxed)
+}
+
+/// [`live_bytes`] split by request size: entry `k` counts the live requests of `2^(k-1)` to
+/// `2^k - 1` bytes.
+pub fn live_bytes_by_class() -> [i64; SIZE_CLASSES] {
+    std::array::from_fn(|k| LIVE_BY_CLASS[k].load(Relaxed))
 }
 
 /// Allocations (including reallocations) so far, process-wide.

@@ -10,13 +10,15 @@
 //! For comparison, the same instances as the naive structure a hand-written cache would
 //! start with: `HashMap<(String, String), Token>`.
 //!
-//! `cargo run --release -p herald-bench --bin memory`
+//! `cargo run --release -p herald-bench --bin memory [-- --classes]`
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_bench::alloc::{Counting, live_bytes, live_chunk_bytes};
+use herald_bench::alloc::{
+    Counting, SIZE_CLASSES, live_bytes, live_bytes_by_class, live_chunk_bytes,
+};
 use herald_bench::fleet::{self, Fleet, Layout};
 use herald_shared::{NatsConfig, Subjects, Token};
 use herald_subscriber::{Instance, Subscriber};
@@ -30,6 +32,7 @@ static ALLOC: Counting = Counting;
 struct Live {
     bytes: i64,
     chunks: i64,
+    by_class: [i64; SIZE_CLASSES],
 }
 
 impl Live {
@@ -37,7 +40,28 @@ impl Live {
         Live {
             bytes: live_bytes(),
             chunks: live_chunk_bytes(),
+            by_class: live_bytes_by_class(),
         }
+    }
+
+    /// The size classes whose live bytes moved since `since`, as `"<=64K: +131072"` items.
+    fn class_changes(&self, since: &Live) -> String {
+        let mut out = Vec::new();
+        for k in 0..SIZE_CLASSES {
+            let delta = self.by_class[k] - since.by_class[k];
+            if delta != 0 {
+                let upper = 1u64 << k;
+                let label = if upper >= 1 << 20 {
+                    format!("<{}M", upper >> 20)
+                } else if upper >= 1 << 10 {
+                    format!("<{}K", upper >> 10)
+                } else {
+                    format!("<{upper}")
+                };
+                out.push(format!("{label}: {delta:+}"));
+            }
+        }
+        out.join(", ")
     }
 
     fn per(self, since: Live, n: usize) -> (f64, f64) {
@@ -61,17 +85,26 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Tokens published between two flushes. The publishing connection lives in this process,
+/// and its write buffer grows with the longest unflushed burst: bounded bursts keep it at the
+/// size the warm-up gave it (unbounded, it sometimes doubled to 245 KiB while the instances
+/// were listed, 12 bytes per instance that were not the subscriber's).
+const BURST: usize = 100;
+
 async fn publish_all(client: &async_nats::Client, fleet: &mut Fleet) {
-    for _ in 0..fleet.len() {
+    for k in 1..=fleet.len() {
         let (subject, payload) = fleet.next_token(0.25, herald_shared::unix_millis());
         client.publish(subject, payload).await.expect("publish");
+        if k % BURST == 0 {
+            client.flush().await.expect("flush");
+        }
     }
     client.flush().await.expect("flush");
 }
 
 /// Bytes per instance a subscriber holds for `layout`: once listed, and again after every
 /// instance has been refreshed twice (nothing may grow with refreshes).
-async fn subscriber_bytes(url: &str, layout: Layout) -> ((f64, f64), (f64, f64)) {
+async fn subscriber_bytes(url: &str, layout: Layout) -> (Live, Live, Live) {
     let subjects = Subjects::default();
     let config = NatsConfig::new([url]);
     let (publisher, _) = config.connect().await.expect("publisher connects");
@@ -109,7 +142,7 @@ async fn subscriber_bytes(url: &str, layout: Layout) -> ((f64, f64), (f64, f64))
     })
     .await;
     settle().await;
-    let listed = Live::now().per(base, layout.len());
+    let listed = Live::now();
 
     for _ in 0..2 {
         publish_all(&publisher, &mut fleet).await;
@@ -119,9 +152,9 @@ async fn subscriber_bytes(url: &str, layout: Layout) -> ((f64, f64), (f64, f64))
     })
     .await;
     settle().await;
-    let refreshed = Live::now().per(base, layout.len());
+    let refreshed = Live::now();
     sub.shutdown().await;
-    (listed, refreshed)
+    (base, listed, refreshed)
 }
 
 /// Bytes per instance of the parts a subscriber's entry is made of, measured alone:
@@ -139,6 +172,7 @@ fn component_bytes(layout: Layout) -> ((f64, f64), (f64, f64)) {
         bytes: Live::now().bytes - (records.capacity() * std::mem::size_of::<Instance>()) as i64,
         chunks: Live::now().chunks
             - super_chunk(records.capacity() * std::mem::size_of::<Instance>()),
+        by_class: [0; SIZE_CLASSES],
     }
     .per(base, layout.len());
 
@@ -198,6 +232,8 @@ fn naive_bytes(layout: Layout) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
+    // `--classes`: also print which request sizes the live bytes are in (what moved).
+    let by_class = std::env::args().any(|a| a == "--classes");
     let nats = NatsServer::start().await;
     println!(
         "memory per cached instance (live heap bytes / instances; 'malloc' adds glibc's \
@@ -217,7 +253,11 @@ async fn main() {
             per_service: 10_000,
         },
     ] {
-        let (listed, refreshed) = subscriber_bytes(&nats.url(), layout).await;
+        let (base, listed_at, refreshed_at) = subscriber_bytes(&nats.url(), layout).await;
+        let (listed, refreshed) = (
+            listed_at.per(base, layout.len()),
+            refreshed_at.per(base, layout.len()),
+        );
         println!(
             "  {:<20} {:>10.0} ({:>5.0}) {:>15.0} ({:>5.0})",
             layout.to_string(),
@@ -226,6 +266,16 @@ async fn main() {
             refreshed.0,
             refreshed.1
         );
+        if by_class {
+            println!(
+                "    listed, bytes by request size: {}",
+                listed_at.class_changes(&base)
+            );
+            println!(
+                "    refreshes, bytes by request size: {}",
+                refreshed_at.class_changes(&listed_at)
+            );
+        }
     }
     let layout = Layout {
         services: 100,
