@@ -93,6 +93,21 @@ pub async fn subscriber(url: &str, prefix: &str) -> Subscriber {
         .expect("subscriber starts")
 }
 
+/// A subscriber of every service under `prefix`, with etcd as the authority.
+pub async fn subscriber_with_etcd(
+    url: &str,
+    etcd_endpoints: &[String],
+    prefix: &str,
+) -> Subscriber {
+    Subscriber::builder()
+        .nats(nats(url))
+        .etcd(etcd(etcd_endpoints))
+        .prefix(prefix)
+        .start()
+        .await
+        .expect("subscriber starts")
+}
+
 /// The next event matching `pred`, or a panic naming `what` after `timeout`.
 pub async fn wait_event(
     events: &mut EventStream,

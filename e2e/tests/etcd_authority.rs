@@ -11,15 +11,7 @@ use herald_e2e::{
 use herald_subscriber::{ErrorKind, RemovalCause, Strategy, Subscriber};
 use herald_testkit::{EtcdServer, NatsServer};
 
-async fn subscriber(nats_url: &str, etcd_endpoints: &[String], prefix: &str) -> Subscriber {
-    Subscriber::builder()
-        .nats(nats(nats_url))
-        .etcd(etcd(etcd_endpoints))
-        .prefix(prefix)
-        .start()
-        .await
-        .expect("subscriber starts")
-}
+use herald_e2e::subscriber_with_etcd as subscriber;
 
 /// Registers `n` instances of `svc{i % services}` with `meta_bytes` of metadata, in
 /// transactions of 100 puts.

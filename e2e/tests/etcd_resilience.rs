@@ -5,21 +5,13 @@
 use std::time::Duration;
 
 use herald_e2e::{
-    RawPublisher, etcd, etcd_client, eventually, init_tracing, is_added, is_removed, lease, nats,
-    prefix, register, token, wait_event,
+    RawPublisher, etcd_client, eventually, init_tracing, is_added, is_removed, lease, prefix,
+    register, token, wait_event,
 };
 use herald_subscriber::{RemovalCause, Subscriber};
 use herald_testkit::{EtcdCluster, EtcdServer, NatsServer};
 
-async fn subscriber(nats_url: &str, etcd_endpoints: &[String], prefix: &str) -> Subscriber {
-    Subscriber::builder()
-        .nats(nats(nats_url))
-        .etcd(etcd(etcd_endpoints))
-        .prefix(prefix)
-        .start()
-        .await
-        .expect("subscriber starts")
-}
+use herald_e2e::subscriber_with_etcd as subscriber;
 
 /// The subscriber talks to member 0 only; member 0 is killed, the registry changes through
 /// member 1, member 0 comes back.

@@ -14,7 +14,7 @@ use herald_e2e::{
     wait_event,
 };
 use herald_shared::{Subjects, Token, codec, round_trip};
-use herald_subscriber::{Event, RemovalCause, Subscriber};
+use herald_subscriber::{Event, RemovalCause};
 use herald_testkit::{EtcdCluster, EtcdServer, NatsServer, spawn_guarded};
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -38,15 +38,7 @@ fn announcer(
         .lease_ttl(lease_ttl)
 }
 
-async fn subscriber(nats_url: &str, endpoints: &[String], prefix: &str) -> Subscriber {
-    Subscriber::builder()
-        .nats(nats(nats_url))
-        .etcd(etcd(endpoints))
-        .prefix(prefix)
-        .start()
-        .await
-        .expect("subscriber starts")
-}
+use herald_e2e::subscriber_with_etcd as subscriber;
 
 fn key(prefix: &str, id: &str) -> String {
     Subjects::new(prefix).unwrap().key("svc", id)
