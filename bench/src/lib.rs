@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod alloc;
+pub mod churn;
 pub mod cpu;
 pub mod fleet;
 pub mod summary;

@@ -82,6 +82,10 @@ pub struct NatsConfig {
     pub max_reconnect_delay: Duration,
     /// Messages buffered per subscription before async-nats drops them (slow consumer).
     pub subscription_capacity: usize,
+    /// Try the servers in the order of `urls` (first connection and reconnects) instead of
+    /// async-nats's random order (default `false`). Lets a client prefer a nearby server and
+    /// keep the others for failover.
+    pub retain_servers_order: bool,
 }
 
 impl NatsConfig {
@@ -99,6 +103,7 @@ impl NatsConfig {
             connect_timeout: Duration::from_secs(5),
             max_reconnect_delay: Duration::from_millis(500),
             subscription_capacity: 65_536,
+            retain_servers_order: false,
         }
     }
 
@@ -166,6 +171,9 @@ impl NatsConfig {
         }
         if let Some(name) = &self.name {
             opts = opts.name(name);
+        }
+        if self.retain_servers_order {
+            opts = opts.retain_servers_order();
         }
         let (tx, _) = broadcast::channel(64);
         let events = ConnectionEvents { tx: tx.clone() };
@@ -314,5 +322,43 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("nats.urls"), "{err}");
+    }
+
+    /// Two silent listeners stand in for servers: the client connects to one, gets no INFO,
+    /// times out and tries the other. Whatever the attempt, the first listed is tried first.
+    #[tokio::test]
+    async fn retained_order_tries_the_first_listed_server_first() {
+        use tokio::net::TcpListener;
+
+        assert!(
+            !NatsConfig::new(["nats://127.0.0.1:1"]).retain_servers_order,
+            "async-nats's random order stays the default"
+        );
+        for _ in 0..8 {
+            let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            // List the listeners in a random order, so that a client ignoring the order
+            // would be caught about half the time per round.
+            let (preferred, other) = if fastrand::bool() {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            let url = |l: &TcpListener| format!("nats://{}", l.local_addr().unwrap());
+            let mut config = NatsConfig::new([url(&preferred), url(&other)]);
+            config.retain_servers_order = true;
+            config.connect_timeout = Duration::from_millis(200);
+            let connect = tokio::spawn(async move { config.connect().await.map(drop) });
+            let (_conn, _) = tokio::time::timeout(Duration::from_secs(5), preferred.accept())
+                .await
+                .expect("the first listed server is tried")
+                .unwrap();
+            let early = tokio::time::timeout(Duration::from_millis(50), other.accept()).await;
+            assert!(
+                early.is_err(),
+                "the second listed server is not tried while the first is pending"
+            );
+            connect.abort();
+        }
     }
 }
