@@ -10,6 +10,7 @@ use herald_shared::{EtcdConfig, NatsConfig};
 use crate::error::Error;
 use crate::handle::AnnouncerHandle;
 use crate::plan::{Connection, EtcdConnection, LoadFn, Plan};
+use crate::session::Session;
 use crate::settings::Requested;
 
 /// The entry point: [`Announcer::builder`] configures an announcer, whose `start()` returns
@@ -49,6 +50,7 @@ impl Announcer {
             requested: Requested::default(),
             etcd: None,
             takeover: false,
+            lease_ttl_set: false,
         }
     }
 }
@@ -70,6 +72,8 @@ pub struct AnnouncerBuilder {
     pub(crate) requested: Requested,
     pub(crate) etcd: Option<EtcdConnection>,
     pub(crate) takeover: bool,
+    /// Whether `lease_ttl` was set (a conflict with a session's lease).
+    pub(crate) lease_ttl_set: bool,
 }
 
 impl AnnouncerBuilder {
@@ -356,6 +360,30 @@ impl AnnouncerBuilder {
         self
     }
 
+    /// Registers the instance in etcd under a [`Session`]'s shared lease, through its client:
+    /// the session keeps one lease alive for all its announcers, and carries their key watches
+    /// on one stream, so etcd's load does not grow with the number of instances a process
+    /// announces. Everything else is as with [`etcd`](AnnouncerBuilder::etcd), except that
+    /// [`shutdown`](crate::AnnouncerHandle::shutdown) deletes the key rather than revoking
+    /// the lease, and a dropped handle deletes it once its token TTL has passed. Replaces an
+    /// earlier `etcd` or `etcd_client`; conflicts with [`lease_ttl`](AnnouncerBuilder::lease_ttl).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(session: herald_announcer::Session, nats: async_nats::Client) {
+    /// use herald_announcer::Announcer;
+    ///
+    /// let builder = Announcer::builder("shard", "10.0.0.7:9000")
+    ///     .client(nats)
+    ///     .session(&session);
+    /// # }
+    /// ```
+    pub fn session(mut self, session: &Session) -> Self {
+        self.etcd = Some(EtcdConnection::Session(session.clone()));
+        self
+    }
+
     /// The TTL of the etcd lease that holds the registration (default 30 s, within
     /// 2 s ..= 1 h, rounded up to whole seconds). The announcer renews it every third of the
     /// TTL; when an outage outlasts it, etcd deletes the key and the announcer registers again
@@ -372,6 +400,7 @@ impl AnnouncerBuilder {
     /// ```
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.requested.lease_ttl = ttl;
+        self.lease_ttl_set = true;
         self
     }
 

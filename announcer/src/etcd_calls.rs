@@ -71,6 +71,76 @@ pub(crate) struct Holder {
     pub(crate) lease: i64,
 }
 
+/// What one keep-alive learned.
+#[derive(Debug)]
+pub(crate) enum Renewal {
+    /// etcd renewed the lease.
+    Alive,
+    /// etcd says the lease is gone (expired, revoked, or unknown to this cluster).
+    Gone,
+    /// No answer: the stream broke, the call failed or timed out.
+    Failed(String),
+}
+
+/// A lease's keep-alive stream, opened on first use and dropped when it breaks.
+#[derive(Default)]
+pub(crate) struct KeepAlive {
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+}
+
+impl fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive")
+            .field("open", &self.stream.is_some())
+            .finish()
+    }
+}
+
+impl KeepAlive {
+    /// Renews `lease` once through `etcd`: a request on the open stream and its answer, or a
+    /// new stream (whose opening renews the lease), all within the call deadline.
+    pub(crate) async fn renew(&mut self, etcd: &Etcd, lease: i64) -> Renewal {
+        let answer = tokio::time::timeout(etcd.timeout, async {
+            match &mut self.stream {
+                Some((keeper, stream)) => {
+                    keeper.keep_alive().await.map_err(|e| e.to_string())?;
+                    match stream.message().await {
+                        Ok(Some(resp)) => Ok(resp.ttl()),
+                        Ok(None) => Err("keep-alive stream closed".to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                None => match etcd.keep_alive(lease).await {
+                    Ok(opened) => {
+                        self.stream = Some(opened);
+                        Ok(1)
+                    }
+                    Err(CallError::LeaseGone) => Ok(0),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err("no keep-alive answer in time".to_owned()));
+        match answer {
+            Ok(ttl) if ttl > 0 => Renewal::Alive,
+            Ok(_) => {
+                self.stream = None;
+                Renewal::Gone
+            }
+            Err(error) => {
+                self.stream = None;
+                Renewal::Failed(error)
+            }
+        }
+    }
+
+    /// Forgets the stream (the lease it renews is gone or replaced).
+    pub(crate) fn close(&mut self) {
+        self.stream = None;
+    }
+}
+
 /// One instance's registration key, and the client that writes it.
 #[derive(Clone)]
 pub(crate) struct Etcd {
@@ -94,6 +164,15 @@ fn revision(header: Option<&etcd_client::ResponseHeader>) -> (u64, u64) {
 }
 
 impl Etcd {
+    /// Lease calls only (grant, keep-alive, revoke), for a lease that holds no key of its own.
+    pub(crate) fn leases(client: Client, timeout: Duration) -> Self {
+        Etcd {
+            client,
+            key: String::new(),
+            timeout,
+        }
+    }
+
     async fn bounded<T>(
         &self,
         call: impl Future<Output = Result<T, etcd_client::Error>>,
@@ -184,6 +263,16 @@ impl Etcd {
         let mut client = self.client.clone();
         let resp = self.bounded(client.txn(txn)).await?;
         Ok(resp.succeeded().then(|| revision(resp.header()).0))
+    }
+
+    /// Deletes the key if it is still attached to `lease`; whether it was.
+    pub(crate) async fn delete_if_lease(&self, lease: i64) -> Result<bool, CallError> {
+        let txn = Txn::new()
+            .when([Compare::lease(self.key.clone(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::delete(self.key.clone(), None)]);
+        let mut client = self.client.clone();
+        let resp = self.bounded(client.txn(txn)).await?;
+        Ok(resp.succeeded())
     }
 
     /// The key's holder, if it exists, and the revision and cluster of the answer.

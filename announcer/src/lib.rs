@@ -57,6 +57,8 @@
 //!   the tasks;
 //! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
 //! - `register`: the registration of `start()` (lease, create-if-absent transaction);
+//! - [`Session`]: one lease shared by the announcers of a process, kept alive by one task, and
+//!   one watch stream for all their keys;
 //! - `registrar`: the registration task, sole owner of the lease and the key: keep-alives,
 //!   registering again, the watch of its own key that fences or deregisters;
 //! - `etcd_calls`: the registration's etcd calls, bounded, their answers sorted;
@@ -77,6 +79,7 @@ mod plan;
 mod register;
 mod registrar;
 mod schedule;
+mod session;
 mod settings;
 mod start;
 pub mod stats;
@@ -86,5 +89,6 @@ mod task;
 pub use builder::{Announcer, AnnouncerBuilder};
 pub use error::{Error, ErrorKind};
 pub use handle::AnnouncerHandle;
+pub use session::{Session, SessionStats};
 pub use stats::Stats;
 pub use status::Stopped;

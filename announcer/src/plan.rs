@@ -10,6 +10,7 @@ use herald_shared::{EtcdConfig, NatsConfig, Subjects, Token};
 
 use crate::builder::AnnouncerBuilder;
 use crate::error::Error;
+use crate::session::Session;
 use crate::settings::{Settings, check_token};
 
 /// How the announcer reaches NATS.
@@ -28,6 +29,8 @@ pub(crate) enum EtcdConnection {
     Config(EtcdConfig),
     /// Share the caller's client.
     Client(Box<etcd_client::Client>),
+    /// Register under a session's shared lease, through its client.
+    Session(Session),
 }
 
 impl fmt::Debug for EtcdConnection {
@@ -36,6 +39,7 @@ impl fmt::Debug for EtcdConnection {
             EtcdConnection::Config(config) => f.debug_tuple("Config").field(config).finish(),
             // etcd-client's client has no Debug of its own.
             EtcdConnection::Client(_) => f.write_str("Client"),
+            EtcdConnection::Session(session) => f.debug_tuple("Session").field(session).finish(),
         }
     }
 }
@@ -126,6 +130,19 @@ impl Plan {
                 takeover: b.takeover,
                 timeout: SHARED_CLIENT_TIMEOUT,
             }),
+            Some(EtcdConnection::Session(session)) => {
+                if b.lease_ttl_set {
+                    return Err(Error::config(
+                        "lease_ttl",
+                        "announcers on a session share its lease: set the TTL on the session",
+                    ));
+                }
+                Some(EtcdPlan {
+                    connection: EtcdConnection::Session(session.clone()),
+                    takeover: b.takeover,
+                    timeout: session.etcd().timeout,
+                })
+            }
             None => None,
         };
         Ok(Plan {

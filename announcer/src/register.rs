@@ -1,14 +1,16 @@
-//! The registration of `start()`: connect to etcd, grant a lease, and claim the instance's key
-//! in one transaction, before the first token goes out.
+//! The registration of `start()`: connect to etcd, take a lease (its own, or a session's), and
+//! claim the instance's key in one transaction, before the first token goes out. Each call is
+//! tried again when etcd does not answer, since a listed member may be down.
 
 use std::time::Duration;
 
-use herald_shared::Token;
+use herald_shared::{EtcdError, Token};
 
 use crate::error::{Duplicate, Error, ErrorKind};
-use crate::etcd_calls::{Claim, Etcd};
+use crate::etcd_calls::{CallError, Claim, Etcd};
 use crate::plan::{EtcdConnection, EtcdPlan};
 use crate::registrar::value_of;
+use crate::session::{Session, SessionLease};
 
 /// A registration written by `start()`.
 #[derive(Debug)]
@@ -17,48 +19,103 @@ pub(crate) struct Registered {
     pub(crate) lease: i64,
     pub(crate) epoch: u64,
     pub(crate) cluster_id: u64,
+    /// The session whose lease holds the key, if any.
+    pub(crate) session: Option<Session>,
 }
 
 impl Registered {
-    /// Revokes the lease of a registration `start()` cannot go on with (best effort).
+    /// Undoes a registration `start()` cannot go on with (best effort): revokes its own lease,
+    /// or deletes the key from a session's.
     pub(crate) async fn abandon(self) {
-        if let Err(e) = self.etcd.revoke(self.lease).await {
-            tracing::warn!(error = %e, "registration not revoked; it goes when its lease expires");
+        let undone = match self.session {
+            Some(_) => self.etcd.delete_if_lease(self.lease).await.map(|_| ()),
+            None => self.etcd.revoke(self.lease).await,
+        };
+        if let Err(e) = undone {
+            tracing::warn!(error = %e, "registration not undone; it goes when its lease expires");
         }
     }
 }
 
-/// Connects, grants a lease of `lease_ttl`, and registers `token` under `key`.
+/// Attempts of each registration call when etcd does not answer: a listed member may be down,
+/// and the next attempt goes to another.
+const ATTEMPTS: u32 = 3;
+/// Pause before the second attempt; doubled before each next one.
+const ATTEMPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs `call` up to [`ATTEMPTS`] times while etcd gives no answer.
+async fn retried<T, F>(mut call: impl FnMut() -> F) -> Result<T, CallError>
+where
+    F: Future<Output = Result<T, CallError>>,
+{
+    let mut pause = ATTEMPT_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(CallError::Failed(EtcdError::Unreachable(e))) if attempt < ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "etcd did not answer; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Connects (or takes the session's client), takes a lease (its own, of `lease_ttl`, or the
+/// session's), and registers `token` under `key`.
 ///
 /// # Errors
 ///
 /// `EtcdUnreachable` or `EtcdAuth` when etcd cannot be used, `DuplicateInstance` when the key
-/// is held (without takeover). The lease granted is revoked on every error.
+/// is held (without takeover). An own lease is revoked on every error.
 pub(crate) async fn register(
     plan: EtcdPlan,
     key: String,
     token: &Token,
     lease_ttl: Duration,
 ) -> Result<Registered, Error> {
-    let client = match plan.connection {
-        EtcdConnection::Config(config) => config.connect().await?,
-        EtcdConnection::Client(client) => *client,
+    let (client, session) = match plan.connection {
+        EtcdConnection::Config(config) => (config.connect().await?, None),
+        EtcdConnection::Client(client) => (*client, None),
+        EtcdConnection::Session(session) => (session.etcd().client.clone(), Some(session)),
     };
     let etcd = Etcd {
         client,
         key,
         timeout: plan.timeout,
     };
-    let lease = etcd.grant(lease_ttl).await?;
-    let claim = etcd.claim(value_of(token), lease, plan.takeover).await;
+    let lease = match &session {
+        Some(session) => session_lease(session, plan.timeout).await?,
+        None => retried(|| etcd.grant(lease_ttl)).await?,
+    };
+    let value = value_of(token);
+    let claim = retried(|| etcd.claim(value.clone(), lease, plan.takeover)).await;
     let held = match claim {
         Ok(Claim::Written { epoch, cluster_id }) => {
+            tracing::info!(epoch, lease, key = %etcd.key, shared = session.is_some(), "registered");
+            return Ok(Registered {
+                etcd,
+                lease,
+                epoch,
+                cluster_id,
+                session,
+            });
+        }
+        // Our own lease holds it: an earlier attempt landed and its answer was lost.
+        Ok(Claim::Held {
+            epoch,
+            lease: held,
+            cluster_id,
+        }) if held == lease && session.is_none() => {
             tracing::info!(epoch, lease, key = %etcd.key, "registered");
             return Ok(Registered {
                 etcd,
                 lease,
                 epoch,
                 cluster_id,
+                session,
             });
         }
         Ok(Claim::Held { epoch, .. }) => Error::with_source(
@@ -69,10 +126,39 @@ pub(crate) async fn register(
                 epoch,
             },
         ),
-        Err(e) => e.into(),
+        Err(e) => {
+            if let (Some(session), CallError::LeaseGone) = (&session, &e) {
+                session.report_lost(lease);
+            }
+            e.into()
+        }
     };
-    if let Err(e) = etcd.revoke(lease).await {
+    if session.is_none()
+        && let Err(e) = etcd.revoke(lease).await
+    {
         tracing::warn!(error = %e, lease, "lease of a failed registration not revoked; it expires");
     }
     Err(held)
+}
+
+/// The session's live lease, waiting up to `timeout` while a lost one is being replaced.
+async fn session_lease(session: &Session, timeout: Duration) -> Result<i64, Error> {
+    let mut lease = session.watch_lease();
+    let closed = || Error::with_source(ErrorKind::Stopped, "the session is closed");
+    let live = tokio::time::timeout(
+        timeout,
+        lease.wait_for(|l| !matches!(l, SessionLease::Renewing)),
+    )
+    .await;
+    match live {
+        Ok(Ok(l)) => match *l {
+            SessionLease::Live(id) => Ok(id),
+            SessionLease::Renewing | SessionLease::Closed => Err(closed()),
+        },
+        Ok(Err(_)) => Err(closed()),
+        Err(_) => Err(Error::with_source(
+            ErrorKind::EtcdUnreachable,
+            "the session's lease is lost and etcd grants no new one",
+        )),
+    }
 }

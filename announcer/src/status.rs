@@ -22,6 +22,9 @@ pub enum Stopped {
     Deregistered,
     /// The handle was shut down or dropped.
     Closed,
+    /// The [`Session`](crate::Session) the announcer registered on was closed: its lease was
+    /// revoked with every registration on it.
+    SessionClosed,
 }
 
 impl fmt::Display for Stopped {
@@ -32,6 +35,7 @@ impl fmt::Display for Stopped {
             }
             Stopped::Deregistered => f.write_str("deregistered"),
             Stopped::Closed => f.write_str("closed"),
+            Stopped::SessionClosed => f.write_str("session closed"),
         }
     }
 }

@@ -52,7 +52,14 @@ impl Registrar {
         tracing::warn!(epoch = self.epoch, %reason, "announcer stopped by etcd");
         self.standing.send_modify(|s| s.halted = true);
         let _ = tokio::time::timeout(HALT_WAIT, self.broadcast_done.cancelled()).await;
-        for lease in [self.lease, self.spare].into_iter().flatten() {
+        // A session's lease holds other announcers' keys: never revoke it. The key is not ours
+        // any more anyway (taken over, or deleted).
+        let own_leases = if self.session.is_some() {
+            [None, None]
+        } else {
+            [self.lease, self.spare]
+        };
+        for lease in own_leases.into_iter().flatten() {
             if let Err(e) = self.etcd.revoke(lease).await {
                 tracing::warn!(error = %e, lease, "own lease not revoked; it expires on its own");
             }
@@ -64,9 +71,15 @@ impl Registrar {
     /// After cancellation: revoke the lease when `shutdown()` asked, once the goodbye is out.
     pub(super) async fn finish(mut self) -> Result<(), Error> {
         let Ok(deadline) = self.farewell.try_recv() else {
+            if self.session.is_some() {
+                return self.forget_after_ttl().await;
+            }
             tracing::debug!("handle dropped without shutdown; the lease is left to expire");
             return Ok(());
         };
+        if self.session.is_some() {
+            return self.leave_session(deadline).await;
+        }
         // The leaving token first, so subscribers see a goodbye rather than a deregistration;
         // but keep half of the time left for the revoke.
         let left = deadline.saturating_duration_since(Instant::now());
@@ -100,5 +113,52 @@ impl Registrar {
                 ))
             }
         }
+    }
+}
+
+impl Registrar {
+    /// `shutdown()` on a session: delete our key (if still ours) once the goodbye is out; the
+    /// shared lease lives on.
+    async fn leave_session(self, deadline: Instant) -> Result<(), Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(left / 2, self.broadcast_done.cancelled()).await;
+        let Some(lease) = self.lease else {
+            return Ok(());
+        };
+        match tokio::time::timeout_at(deadline, self.etcd.delete_if_lease(lease)).await {
+            Ok(Ok(_)) => {
+                tracing::info!("registration removed");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "registration not removed; it goes with the session's lease");
+                Err(Error::with_source(
+                    ErrorKind::EtcdUnreachable,
+                    format!("registration not removed, it goes with the session's lease: {e}"),
+                ))
+            }
+            Err(_) => Err(Error::with_source(
+                ErrorKind::TimedOut,
+                "registration not removed before the shutdown deadline",
+            )),
+        }
+    }
+
+    /// A dropped handle on a session: the shared lease outlives it, so the key would stay.
+    /// Subscribers first see what a crash looks like (the tokens stop, the instance expires
+    /// after its TTL); then the key goes.
+    async fn forget_after_ttl(self) -> Result<(), Error> {
+        let Some(lease) = self.lease else {
+            return Ok(());
+        };
+        let ttl = std::time::Duration::from_millis(u64::from(self.last_token.borrow().ttl_ms));
+        tokio::time::sleep(ttl).await;
+        match self.etcd.delete_if_lease(lease).await {
+            Ok(_) => tracing::debug!("handle dropped; registration removed after the token TTL"),
+            Err(e) => {
+                tracing::warn!(error = %e, "registration of a dropped handle not removed; it goes with the session's lease")
+            }
+        }
+        Ok(())
     }
 }

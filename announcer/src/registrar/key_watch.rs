@@ -6,13 +6,23 @@ use etcd_client::{EventType, WatchResponse};
 use tokio::time::Instant;
 
 use super::Registrar;
+use crate::session::KeyWatch;
 use crate::status::Stopped;
 
 impl Registrar {
     pub(super) async fn open_watch(&mut self) -> bool {
-        match self.etcd.watch(self.seen + 1).await {
-            Ok(stream) => {
-                self.watch = Some(stream);
+        let opened = match &self.session {
+            Some(session) => {
+                session
+                    .hub()
+                    .watch(self.etcd.key.clone(), self.seen + 1)
+                    .await
+            }
+            None => self.etcd.watch(self.seen + 1).await.map(KeyWatch::Own),
+        };
+        match opened {
+            Ok(watch) => {
+                self.watch = Some(watch);
                 true
             }
             Err(e) => {
@@ -76,7 +86,10 @@ impl Registrar {
         };
         match self.etcd.lease_alive(lease).await {
             Ok(true) => self.ending = Some(Stopped::Deregistered),
-            Ok(false) => self.lease_lost("the registration was deleted with its lease"),
+            Ok(false) => {
+                self.report_lost(lease);
+                self.lease_lost("the registration was deleted with its lease");
+            }
             Err(_) => return false,
         }
         self.check_delete = false;

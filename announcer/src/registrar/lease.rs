@@ -3,39 +3,17 @@
 use tokio::time::Instant;
 
 use super::{Registrar, value_of};
-use crate::etcd_calls::{CallError, Claim};
+use crate::etcd_calls::{CallError, Claim, Renewal};
+use crate::session::SessionLease;
 use crate::stats::Counters;
 use crate::status::Stopped;
 
 impl Registrar {
-    /// One keep-alive: a request on the open stream and its answer, or a new stream (whose
-    /// opening renews the lease).
+    /// One keep-alive of the announcer's own lease.
     pub(super) async fn keep_alive(&mut self) {
         let Some(lease) = self.lease else { return };
-        let answer = tokio::time::timeout(self.etcd.timeout, async {
-            match &mut self.keeper {
-                Some((keeper, stream)) => {
-                    keeper.keep_alive().await.map_err(|e| e.to_string())?;
-                    match stream.message().await {
-                        Ok(Some(resp)) => Ok(resp.ttl()),
-                        Ok(None) => Err("keep-alive stream closed".to_owned()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                None => match self.etcd.keep_alive(lease).await {
-                    Ok(opened) => {
-                        self.keeper = Some(opened);
-                        Ok(1)
-                    }
-                    Err(CallError::LeaseGone) => Ok(0),
-                    Err(e) => Err(e.to_string()),
-                },
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err("no keep-alive answer in time".to_owned()));
-        match answer {
-            Ok(ttl) if ttl > 0 => {
+        match self.keeper.renew(&self.etcd, lease).await {
+            Renewal::Alive => {
                 Counters::bump(&self.counters.keep_alives);
                 if self.failing > 0 {
                     tracing::info!(failures = self.failing, "lease keep-alives resumed");
@@ -43,8 +21,8 @@ impl Registrar {
                 self.failing = 0;
                 self.keep_alive_at = Instant::now() + self.period;
             }
-            Ok(_) => self.lease_lost("etcd says the lease is gone"),
-            Err(error) => {
+            Renewal::Gone => self.lease_lost("etcd says the lease is gone"),
+            Renewal::Failed(error) => {
                 Counters::bump(&self.counters.keep_alive_failures);
                 // One warning per outage; the retries that follow are routine.
                 if self.failing == 0 {
@@ -53,7 +31,6 @@ impl Registrar {
                     tracing::debug!(%error, failures = self.failing, "lease keep-alive failed again");
                 }
                 self.failing += 1;
-                self.keeper = None;
                 self.keep_alive_at = Instant::now() + self.next_backoff();
             }
         }
@@ -67,7 +44,7 @@ impl Registrar {
             "lease lost; still broadcasting, registering again"
         );
         self.lease = None;
-        self.keeper = None;
+        self.keeper.close();
         self.watch = None;
         self.check_delete = false;
         self.check_key = false;
@@ -75,20 +52,61 @@ impl Registrar {
         self.keep_alive_at = Instant::now() + self.period;
     }
 
-    /// Registers again after a lost lease: a new lease and the create-if-absent transaction.
+    /// The session's lease changed: a replaced lease took this registration with it; a closed
+    /// session ends the announcer.
+    pub(super) fn on_session_lease(&mut self, lease: SessionLease) {
+        match lease {
+            SessionLease::Live(id) if self.lease == Some(id) => {}
+            SessionLease::Live(_) | SessionLease::Renewing => {
+                if self.lease.is_some() {
+                    self.lease_lost("the session's lease is gone");
+                } else {
+                    // Registering already: try the new lease now.
+                    self.retry_at = Some(Instant::now());
+                }
+            }
+            SessionLease::Closed => {
+                self.lease = None;
+                self.ending = Some(Stopped::SessionClosed);
+            }
+        }
+    }
+
+    /// The lease to register under: a new one of our own (or the spare of a lost answer), or
+    /// the session's. `None` when there is none yet (retry later).
+    async fn lease_for_registration(&mut self) -> Option<i64> {
+        if let Some(session) = &self.session {
+            return match *session.watch_lease().borrow() {
+                SessionLease::Live(id) => Some(id),
+                SessionLease::Renewing => None,
+                SessionLease::Closed => {
+                    self.ending = Some(Stopped::SessionClosed);
+                    None
+                }
+            };
+        }
+        if self.spare.is_none() {
+            match self.etcd.grant(self.lease_ttl).await {
+                Ok(lease) => self.spare = Some(lease),
+                Err(e) => tracing::debug!(error = %e, "lease not granted; retrying"),
+            }
+        }
+        self.spare
+    }
+
+    /// Tells the session, if any, that `lease` is gone, so that it replaces it now.
+    pub(super) fn report_lost(&self, lease: i64) {
+        if let Some(session) = &self.session {
+            session.report_lost(lease);
+        }
+    }
+
+    /// Registers again after a lost lease: a lease and the create-if-absent transaction.
     /// Returns whether nothing is left to retry.
     pub(super) async fn register(&mut self) -> bool {
-        let lease = match self.spare {
-            Some(lease) => lease,
-            None => match self.etcd.grant(self.lease_ttl).await {
-                Ok(lease) => lease,
-                Err(e) => {
-                    tracing::debug!(error = %e, "lease not granted; retrying");
-                    return false;
-                }
-            },
+        let Some(lease) = self.lease_for_registration().await else {
+            return self.ending.is_some();
         };
-        self.spare = Some(lease);
         let value = value_of(&self.last_token.borrow());
         match self.etcd.claim(value, lease, false).await {
             Ok(Claim::Written { epoch, cluster_id }) => self.registered(lease, epoch, cluster_id),
@@ -109,6 +127,7 @@ impl Registrar {
             }
             Err(CallError::LeaseGone) => {
                 self.spare = None;
+                self.report_lost(lease);
                 return false;
             }
             Err(e) => {

@@ -8,15 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, WatchResponse, WatchStream};
+use etcd_client::WatchResponse;
 use herald_shared::{State, Token, codec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::etcd_calls::Etcd;
+use crate::etcd_calls::{Etcd, KeepAlive};
 use crate::register::Registered;
+use crate::session::{KeyWatch, Session, SessionLease};
 use crate::stats::Counters;
 use crate::status::{Standing, Stopped};
 
@@ -60,8 +61,13 @@ pub(crate) struct Registrar {
     cluster_id: u64,
     /// The last revision of the key seen: the watch resumes after it.
     seen: i64,
-    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    watch: Option<WatchStream>,
+    /// Keep-alives of the announcer's own lease (unused on a session).
+    keeper: KeepAlive,
+    /// The shared lease, when the announcer is on a [`Session`]: the session keeps it alive.
+    session: Option<Session>,
+    /// The session's lease as it changes.
+    session_lease: Option<watch::Receiver<SessionLease>>,
+    watch: Option<KeyWatch>,
     keep_alive_at: Instant,
     /// Keep-alives failed in a row.
     failing: u32,
@@ -100,12 +106,30 @@ pub(crate) struct Links {
 }
 
 async fn next_watch(
-    watch: &mut Option<WatchStream>,
+    watch: &mut Option<KeyWatch>,
 ) -> Result<Option<WatchResponse>, etcd_client::Error> {
     match watch {
         Some(w) => w.message().await,
         None => std::future::pending().await,
     }
+}
+
+async fn next_session_lease(lease: &mut Option<watch::Receiver<SessionLease>>) -> SessionLease {
+    match lease {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => *rx.borrow_and_update(),
+            // The session's task ended without closing: its lease expires with it.
+            Err(_) => {
+                *lease = None;
+                SessionLease::Renewing
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
 }
 
 impl Registrar {
@@ -117,6 +141,7 @@ impl Registrar {
             lease,
             epoch,
             cluster_id,
+            session,
         } = registered;
         // A call that outlasts the keep-alive period would put the lease at risk: give up on
         // it and retry instead.
@@ -139,7 +164,9 @@ impl Registrar {
             epoch,
             cluster_id,
             seen: epoch as i64,
-            keeper: None,
+            keeper: KeepAlive::default(),
+            session_lease: session.as_ref().map(Session::watch_lease),
+            session,
             watch: None,
             keep_alive_at: Instant::now() + period,
             failing: 0,
@@ -166,13 +193,16 @@ impl Registrar {
         }
         let mut rewrites_open = true;
         loop {
-            let due = self
-                .retry_at
-                .map_or(self.keep_alive_at, |r| r.min(self.keep_alive_at));
+            let due = match (self.retry_at, self.own_keep_alive_at()) {
+                (Some(r), Some(k)) => r.min(k),
+                (Some(at), None) | (None, Some(at)) => at,
+                (None, None) => far_future(),
+            };
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return self.finish().await,
                 msg = next_watch(&mut self.watch) => self.on_watch(msg).await,
+                lease = next_session_lease(&mut self.session_lease) => self.on_session_lease(lease),
                 reply = self.rewrites.recv(), if rewrites_open => match reply {
                     Some(reply) => {
                         let done = self.rewrite().await;
@@ -192,7 +222,10 @@ impl Registrar {
     /// uncover the next (a lost history, a deletion, a lost lease, a registration to watch),
     /// so they run in that order; what fails is retried after a jittered backoff.
     async fn tick(&mut self) {
-        if self.lease.is_some() && Instant::now() >= self.keep_alive_at {
+        if self
+            .own_keep_alive_at()
+            .is_some_and(|at| Instant::now() >= at)
+        {
             self.keep_alive().await;
         }
         let mut failed = false;
@@ -217,6 +250,12 @@ impl Registrar {
             self.backoff = RETRY_FIRST;
             None
         };
+    }
+
+    /// When the announcer's own lease is due for a keep-alive; `None` on a session, or with
+    /// no lease.
+    fn own_keep_alive_at(&self) -> Option<Instant> {
+        (self.lease.is_some() && self.session.is_none()).then_some(self.keep_alive_at)
     }
 
     pub(super) fn next_backoff(&mut self) -> Duration {

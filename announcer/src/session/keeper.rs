@@ -1,0 +1,168 @@
+//! The session's task: sole owner of the shared lease. It keeps the lease alive every third of
+//! its TTL, checks it at once when an announcer found it gone, grants a new one when etcd says
+//! it is gone (the announcers register again under it), and revokes it on `close()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Request, SessionCounters, SessionLease};
+use crate::error::Error;
+use crate::etcd_calls::{Etcd, KeepAlive, Renewal};
+use crate::stats::Counters;
+
+/// The first and the largest pause before retrying a call etcd did not answer.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub(super) struct Keeper {
+    etcd: Etcd,
+    ttl: Duration,
+    period: Duration,
+    /// The live lease; `None` while a new one is being granted.
+    lease: Option<i64>,
+    keep_alive: KeepAlive,
+    next: Instant,
+    backoff: Duration,
+    failing: u32,
+    published: watch::Sender<SessionLease>,
+    requests: mpsc::Receiver<Request>,
+    counters: Arc<SessionCounters>,
+    stop: CancellationToken,
+}
+
+impl Keeper {
+    pub(super) fn new(
+        etcd: Etcd,
+        ttl: Duration,
+        lease: i64,
+        published: watch::Sender<SessionLease>,
+        requests: mpsc::Receiver<Request>,
+        counters: Arc<SessionCounters>,
+        stop: CancellationToken,
+    ) -> Self {
+        let period = ttl / 3;
+        Keeper {
+            etcd,
+            ttl,
+            period,
+            lease: Some(lease),
+            keep_alive: KeepAlive::default(),
+            next: Instant::now() + period,
+            backoff: RETRY_FIRST,
+            failing: 0,
+            published,
+            requests,
+            counters,
+            stop,
+        }
+    }
+
+    /// Runs until `close()`, or until every handle is gone (the lease is then left to expire).
+    pub(super) async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => {
+                    tracing::debug!("session dropped; its lease is left to expire");
+                    return;
+                }
+                request = self.requests.recv() => match request {
+                    Some(Request::Lost(lease)) if Some(lease) == self.lease => {
+                        self.next = Instant::now();
+                    }
+                    Some(Request::Lost(_)) => {}
+                    Some(Request::Close(reply)) => {
+                        let _ = reply.send(self.close().await);
+                        return;
+                    }
+                    None => return,
+                },
+                () = tokio::time::sleep_until(self.next) => self.step().await,
+            }
+        }
+    }
+
+    /// Renews the live lease, or grants a new one when it is gone.
+    async fn step(&mut self) {
+        match self.lease {
+            Some(lease) => self.renew(lease).await,
+            None => self.grant().await,
+        }
+    }
+
+    async fn renew(&mut self, lease: i64) {
+        match self.keep_alive.renew(&self.etcd, lease).await {
+            Renewal::Alive => {
+                Counters::bump(&self.counters.keep_alives);
+                if self.failing > 0 {
+                    tracing::info!(failures = self.failing, "session keep-alives resumed");
+                }
+                self.failing = 0;
+                self.backoff = RETRY_FIRST;
+                self.next = Instant::now() + self.period;
+            }
+            Renewal::Gone => {
+                Counters::bump(&self.counters.lease_losses);
+                tracing::warn!(lease, "session lease lost; granting a new one");
+                self.lease = None;
+                self.published.send_replace(SessionLease::Renewing);
+                self.next = Instant::now();
+            }
+            Renewal::Failed(error) => {
+                Counters::bump(&self.counters.keep_alive_failures);
+                if self.failing == 0 {
+                    tracing::warn!(%error, "session keep-alive failed; retrying");
+                } else {
+                    tracing::debug!(%error, failures = self.failing, "session keep-alive failed again");
+                }
+                self.failing += 1;
+                self.next = Instant::now() + self.next_backoff();
+            }
+        }
+    }
+
+    async fn grant(&mut self) {
+        match self.etcd.grant(self.ttl).await {
+            Ok(lease) => {
+                tracing::info!(lease, "session lease granted again");
+                self.lease = Some(lease);
+                self.backoff = RETRY_FIRST;
+                self.published.send_replace(SessionLease::Live(lease));
+                self.next = Instant::now() + self.period;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "session lease not granted; retrying");
+                self.next = Instant::now() + self.next_backoff();
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Error> {
+        self.published.send_replace(SessionLease::Closed);
+        let Some(lease) = self.lease.take() else {
+            return Ok(());
+        };
+        self.keep_alive.close();
+        match self.etcd.revoke(lease).await {
+            Ok(()) => {
+                tracing::info!(lease, "session closed; lease revoked");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lease, "session lease not revoked; it expires on its own");
+                Err(e.into())
+            }
+        }
+    }
+
+    fn next_backoff(&mut self) -> Duration {
+        let pause = self.backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
+        self.backoff = (self.backoff * 2).min(RETRY_MAX).min(self.period);
+        pause
+    }
+}

@@ -1,0 +1,297 @@
+//! [`Session`]: one etcd lease shared by the announcers of a process, as etcd's own
+//! concurrency sessions do, and one watch stream that carries all their key watches.
+//!
+//! Without a session every announcer grants its own lease, keeps it alive on its own timer and
+//! opens its own watch stream: etcd's load grows with the number of instances. With one, etcd
+//! sees one lease, one keep-alive per third of its TTL and one watch stream per process,
+//! however many instances it announces. Liveness still comes from the broadcast tokens; the
+//! lease only ties the registrations to the life of the process.
+//!
+//! The session's task (`keeper`) owns the lease: it keeps it alive, and grants a new one when
+//! etcd says it is gone; every announcer on the session then registers again under the new
+//! lease. `watch_hub` owns the shared watch stream and hands each announcer the responses of
+//! its own key.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use herald_shared::EtcdConfig;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorKind};
+use crate::etcd_calls::Etcd;
+use crate::settings::{MAX_LEASE_TTL, MIN_LEASE_TTL};
+
+mod keeper;
+mod watch_hub;
+
+pub(crate) use watch_hub::{KeyWatch, WatchHub};
+
+/// Deadline of each etcd call of a session built on a caller's client.
+const SHARED_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The session's lease as its announcers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionLease {
+    /// This lease is alive: register under it.
+    Live(i64),
+    /// The lease was found gone; a new one is being granted.
+    Renewing,
+    /// [`Session::close`] revoked the lease: no registration may be written any more.
+    Closed,
+}
+
+/// What the session's task is asked to do.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// An announcer found this lease gone: check it now rather than at the next keep-alive.
+    Lost(i64),
+    /// Revoke the lease and stop.
+    Close(oneshot::Sender<Result<(), Error>>),
+}
+
+/// One etcd lease shared by the announcers of a process, kept alive by one task.
+///
+/// Build it once, give it to every announcer with
+/// [`AnnouncerBuilder::session`](crate::AnnouncerBuilder::session), and close it when the
+/// process stops. The announcers' keys are all attached to its lease: if the process dies,
+/// they all disappear when the lease expires; when [`close`](Session::close) revokes it, at
+/// once. An announcer on a session that is shut down deletes its own key; one that is dropped
+/// deletes it once its token TTL has passed (so that subscribers see a crash, as without a
+/// session).
+///
+/// A `Session` is a cheap handle (clone it freely); its task runs until it is closed, or until
+/// every handle and every announcer on it is gone, which leaves the lease to expire.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use herald_announcer::{Announcer, Session};
+/// use herald_shared::{EtcdConfig, NatsConfig};
+///
+/// # async fn run() -> Result<(), herald_announcer::Error> {
+/// let session = Session::connect(
+///     EtcdConfig::new(["http://127.0.0.1:2379"]),
+///     Duration::from_secs(30),
+/// )
+/// .await?;
+/// let nats = NatsConfig::new(["nats://127.0.0.1:4222"]).connect().await?.0;
+/// let mut announcers = Vec::new();
+/// for (i, port) in (9000..9100).enumerate() {
+///     let announcer = Announcer::builder("shard", format!("10.0.0.7:{port}"))
+///         .client(nats.clone())
+///         .session(&session)
+///         .instance(format!("shard-{i}"))
+///         .start()
+///         .await?;
+///     announcers.push(announcer);
+/// }
+/// println!("one lease for all: {:?}", session.lease());
+/// for announcer in announcers {
+///     announcer.shutdown().await?;
+/// }
+/// session.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    etcd: Etcd,
+    ttl: Duration,
+    lease: watch::Receiver<SessionLease>,
+    requests: mpsc::Sender<Request>,
+    hub: WatchHub,
+    counters: Arc<SessionCounters>,
+    /// Stops the task when the last handle goes (the lease is left to expire).
+    _stop: DropGuard,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("lease", &*self.inner.lease.borrow())
+            .field("ttl", &self.inner.ttl)
+            .finish()
+    }
+}
+
+/// A snapshot of a session's counters, all since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Keep-alives etcd answered with the lease alive.
+    pub keep_alives: u64,
+    /// Keep-alives that got no answer (etcd unreachable, stream broken, timed out).
+    pub keep_alive_failures: u64,
+    /// Leases found gone, each replaced by a new grant (the announcers register again).
+    pub lease_losses: u64,
+    /// Key watches open on the shared watch stream now (one per registered announcer).
+    pub key_watches: u64,
+    /// Times the shared watch stream was opened (the first time, and after each break).
+    pub watch_streams: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SessionCounters {
+    pub(crate) keep_alives: AtomicU64,
+    pub(crate) keep_alive_failures: AtomicU64,
+    pub(crate) lease_losses: AtomicU64,
+    pub(crate) key_watches: AtomicU64,
+    pub(crate) watch_streams: AtomicU64,
+}
+
+impl Session {
+    /// Connects to etcd and grants the session's lease of `lease_ttl` (whole seconds, 2 s ..=
+    /// 1 h, rounded up), before it returns.
+    ///
+    /// # Errors
+    ///
+    /// `Config` naming the field when `config` or `lease_ttl` is invalid; `EtcdUnreachable` or
+    /// `EtcdAuth` when etcd cannot be used.
+    pub async fn connect(config: EtcdConfig, lease_ttl: Duration) -> Result<Session, Error> {
+        config.validate()?;
+        let lease_ttl = checked_ttl(lease_ttl)?;
+        let timeout = config.request_timeout;
+        let client = config.connect().await?;
+        Session::start(Etcd::leases(client, timeout), lease_ttl).await
+    }
+
+    /// As [`connect`](Session::connect), through an existing client (an application's own, or
+    /// one shared with subscribers); each call is bounded by 5 s.
+    ///
+    /// # Errors
+    ///
+    /// `Config` when `lease_ttl` is out of bounds; `EtcdUnreachable` or `EtcdAuth` when the
+    /// lease cannot be granted.
+    pub async fn with_client(
+        client: etcd_client::Client,
+        lease_ttl: Duration,
+    ) -> Result<Session, Error> {
+        let lease_ttl = checked_ttl(lease_ttl)?;
+        Session::start(Etcd::leases(client, SHARED_CLIENT_TIMEOUT), lease_ttl).await
+    }
+
+    async fn start(mut etcd: Etcd, ttl: Duration) -> Result<Session, Error> {
+        let lease = etcd.grant(ttl).await?;
+        // A call that outlasts the keep-alive period would put the lease at risk.
+        etcd.timeout = etcd.timeout.min(ttl / 3);
+        let span = tracing::debug_span!("session", lease);
+        tracing::info!(parent: &span, ttl_s = ttl.as_secs(), "session lease granted");
+        let (lease_tx, lease_rx) = watch::channel(SessionLease::Live(lease));
+        let (requests, requests_rx) = mpsc::channel(64);
+        let counters = Arc::new(SessionCounters::default());
+        let stop = CancellationToken::new();
+        let hub = WatchHub::spawn(etcd.clone(), counters.clone(), span.clone());
+        let keeper = keeper::Keeper::new(
+            etcd.clone(),
+            ttl,
+            lease,
+            lease_tx,
+            requests_rx,
+            counters.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(keeper.run().instrument(span));
+        Ok(Session {
+            inner: Arc::new(Inner {
+                etcd,
+                ttl,
+                lease: lease_rx,
+                requests,
+                hub,
+                counters,
+                _stop: stop.drop_guard(),
+            }),
+        })
+    }
+
+    /// The id of the session's lease now; `None` while a lost lease is being replaced, and
+    /// once the session is closed.
+    pub fn lease(&self) -> Option<i64> {
+        match *self.inner.lease.borrow() {
+            SessionLease::Live(id) => Some(id),
+            SessionLease::Renewing | SessionLease::Closed => None,
+        }
+    }
+
+    /// The TTL of the session's lease (whole seconds).
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The session's counters.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn run(session: herald_announcer::Session) {
+    /// let stats = session.stats();
+    /// println!("{} keep-alives, {} key watches", stats.keep_alives, stats.key_watches);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> SessionStats {
+        let c = &self.inner.counters;
+        SessionStats {
+            keep_alives: c.keep_alives.load(Ordering::Relaxed),
+            keep_alive_failures: c.keep_alive_failures.load(Ordering::Relaxed),
+            lease_losses: c.lease_losses.load(Ordering::Relaxed),
+            key_watches: c.key_watches.load(Ordering::Relaxed),
+            watch_streams: c.watch_streams.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Revokes the lease: every registration still on it disappears at once, and the
+    /// announcers still running on the session stop with [`Stopped::SessionClosed`]. Shut the
+    /// announcers down first for graceful goodbyes.
+    ///
+    /// # Errors
+    ///
+    /// `EtcdUnreachable` when the revoke got no answer (the lease then expires on its own);
+    /// `Stopped` when the session was already closed.
+    ///
+    /// [`Stopped::SessionClosed`]: crate::Stopped::SessionClosed
+    pub async fn close(&self) -> Result<(), Error> {
+        let (reply, done) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Close(reply))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Stopped))?;
+        done.await.map_err(|_| Error::new(ErrorKind::Stopped))?
+    }
+
+    /// The client the session's announcers register through.
+    pub(crate) fn etcd(&self) -> &Etcd {
+        &self.inner.etcd
+    }
+
+    /// The lease as it changes.
+    pub(crate) fn watch_lease(&self) -> watch::Receiver<SessionLease> {
+        self.inner.lease.clone()
+    }
+
+    /// Tells the task that `lease` was found gone.
+    pub(crate) fn report_lost(&self, lease: i64) {
+        let _ = self.inner.requests.try_send(Request::Lost(lease));
+    }
+
+    /// The shared watch stream.
+    pub(crate) fn hub(&self) -> &WatchHub {
+        &self.inner.hub
+    }
+}
+
+fn checked_ttl(ttl: Duration) -> Result<Duration, Error> {
+    if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl) {
+        return Err(Error::config("lease_ttl", "must be within 2 s ..= 1 h"));
+    }
+    Ok(Duration::from_secs(ttl.as_secs_f64().ceil() as u64))
+}
