@@ -24,7 +24,7 @@ const SUBSCRIPTION_QUEUE: usize = 16;
 #[derive(Debug)]
 pub(crate) enum KeyWatch {
     /// A watch stream of the announcer's own.
-    Own(WatchStream),
+    Own(Box<WatchStream>),
     /// A watch on the session's shared stream.
     Shared(Subscription),
 }
