@@ -23,4 +23,5 @@ pub mod alloc;
 pub mod churn;
 pub mod cpu;
 pub mod fleet;
+pub mod peers;
 pub mod summary;
