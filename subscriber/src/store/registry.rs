@@ -76,6 +76,16 @@ impl Store {
                 self.retired.remove(&key);
             }
         }
+        // The registration's own tokens (or a newer registration's) arrived first: the entry
+        // already says all this write says. Not a duplicate token: nothing to count.
+        if let Some(e) = self.current(&reg.service, &reg.instance)
+            && e.epoch >= reg.revision
+        {
+            if e.epoch == reg.revision {
+                e.lease.store(reg.lease, Relaxed);
+            }
+            return;
+        }
         // Another lease overwrote a registered instance's key: a takeover. The old
         // incarnation is fenced; the new one is added under the higher epoch.
         if let Some(old) = self.current(&reg.service, &reg.instance) {
@@ -254,6 +264,21 @@ mod tests {
             (2, 103),
             "new-epoch tokens are accepted"
         );
+    }
+
+    #[test]
+    fn a_registration_behind_its_own_tokens_is_no_duplicate() {
+        let mut s = store();
+        s.apply(&token(10, 5).as_ref());
+        put(&mut s, 10, 3);
+        let e = s.current("svc", "a").unwrap();
+        assert_eq!((e.epoch, e.seq.load(Relaxed)), (10, 5), "the token's state stays");
+        assert_eq!(e.lease.load(Relaxed), 3, "the lease is learnt");
+        let stats = s.counters.snapshot();
+        assert_eq!(stats.duplicate_drops, 0, "a late PUT is not a duplicate token");
+        assert_eq!(stats.registrations, 1);
+        s.apply(&token(10, 5).as_ref());
+        assert_eq!(s.counters.snapshot().duplicate_drops, 1, "a replayed token still is");
     }
 
     #[test]
