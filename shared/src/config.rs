@@ -189,6 +189,13 @@ impl NatsConfig {
                         async_nats::Event::Connected => Some(NatsEvent::Connected),
                         async_nats::Event::Disconnected => Some(NatsEvent::Disconnected),
                         async_nats::Event::SlowConsumer(sid) => Some(NatsEvent::SlowConsumer(sid)),
+                        // Permission violations and other server errors: the server refused
+                        // something this client asked for, which the caller never sees as an
+                        // error of its own (publishes are fire-and-forget).
+                        async_nats::Event::ServerError(error) => {
+                            tracing::warn!(%error, "nats server error");
+                            None
+                        }
                         other => {
                             tracing::debug!(event = %other, "nats event");
                             None
