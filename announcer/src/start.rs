@@ -152,7 +152,12 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
                 farewell,
                 broadcast_done: broadcast_done.clone(),
             };
-            let registrar = Registrar::new(registered, settings.lease_ttl, links);
+            // On a session, the lease is the session's: its TTL bounds the calls.
+            let lease_ttl = registered
+                .session
+                .as_ref()
+                .map_or(settings.lease_ttl, |s| s.ttl());
+            let registrar = Registrar::new(registered, lease_ttl, links);
             let task = tokio::spawn(registrar.run().instrument(span));
             let registration = Registration {
                 rewrite: rewrite_tx,

@@ -1,0 +1,148 @@
+//! Herald as the bench runs it: announcers on this process's shared NATS and etcd clients,
+//! and a subscriber of the service (with etcd) as the consumer, read through `events()`.
+//!
+//! Two variants: each announcer with its own lease (Herald's default), or every announcer of
+//! the process on one [`Session`] (one lease, one keep-alive per third of its TTL, one watch
+//! stream). All of the bench's instances live in this one process, so the session variant
+//! has one lease in all: what a host running every instance in one process would see.
+
+use std::fmt;
+
+use futures::StreamExt;
+use herald_announcer::{Announcer, AnnouncerHandle, Session};
+use herald_shared::{EtcdConfig, NatsConfig};
+use herald_subscriber::{Event, Subscriber};
+
+use crate::peers::observer::Observer;
+use crate::peers::servers::Servers;
+use crate::peers::settings::Timing;
+use crate::peers::system::{Background, SERVICE, System};
+
+/// Events buffered for the consumer: a whole fleet's `Added` at once must not lag.
+const EVENT_CAPACITY: usize = 1 << 16;
+
+/// Herald, with one etcd lease per announcer or one [`Session`] for all.
+pub struct Herald {
+    nats: async_nats::Client,
+    etcd: etcd_client::Client,
+    session: Option<Session>,
+    nats_url: String,
+    etcd_endpoint: String,
+    timing: Timing,
+}
+
+impl fmt::Debug for Herald {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Herald")
+            .field("session", &self.session)
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Herald {
+    /// Connects the instances' shared clients to `servers`; with `shared_lease`, also opens
+    /// the session (its lease TTL is Herald's default lease TTL).
+    pub async fn connect(servers: &Servers, timing: Timing, shared_lease: bool) -> Herald {
+        let etcd = servers.etcd_client().await;
+        let session = if shared_lease {
+            let session = Session::with_client(etcd.clone(), timing.herald_lease).await;
+            Some(session.expect("session lease granted"))
+        } else {
+            None
+        };
+        Herald {
+            nats: servers.nats_client().await,
+            etcd,
+            session,
+            nats_url: servers.nats.url(),
+            etcd_endpoint: servers.etcd.endpoint(),
+            timing,
+        }
+    }
+
+    /// An announcer of `id` on the shared clients (and the session, if any), tuned to the
+    /// run's target.
+    pub fn announcer(&self, id: String) -> herald_announcer::AnnouncerBuilder {
+        let builder = Announcer::builder(SERVICE, "127.0.0.1:7000")
+            .client(self.nats.clone())
+            .instance(id)
+            .interval(self.timing.herald_interval)
+            .ttl(self.timing.herald_ttl);
+        match &self.session {
+            Some(session) => builder.session(session),
+            None => builder
+                .etcd_client(self.etcd.clone())
+                .lease_ttl(self.timing.herald_lease),
+        }
+    }
+
+    /// A subscriber of the service with its own connections and etcd as the authority,
+    /// reporting into `observer` until stopped.
+    pub async fn consumer(&self, observer: Observer) -> Background {
+        let subscriber = Subscriber::builder()
+            .nats(NatsConfig::new([self.nats_url.clone()]))
+            .etcd(EtcdConfig::new([self.etcd_endpoint.clone()]))
+            .service(SERVICE)
+            .event_capacity(EVENT_CAPACITY)
+            .start()
+            .await
+            .expect("subscriber starts");
+        let mut events = subscriber.events();
+        Background::spawn(move |mut stop| async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    event = events.next() => match event {
+                        Some(Event::Added(i)) => observer.added(i.id()),
+                        Some(Event::Removed { instance, cause }) => {
+                            observer.removed(instance.id(), cause.as_str());
+                        }
+                        Some(Event::Lagged { missed }) => observer.lagged(missed),
+                        Some(_) => {}
+                        None => break,
+                    },
+                }
+            }
+            subscriber.shutdown().await;
+        })
+    }
+}
+
+impl System for Herald {
+    type Instance = AnnouncerHandle;
+
+    async fn start_consumer(&self, observer: Observer) -> Background {
+        self.consumer(observer).await
+    }
+
+    async fn start_instance(&self, id: String) -> Result<AnnouncerHandle, String> {
+        self.announcer(id).start().await.map_err(|e| e.to_string())
+    }
+
+    async fn leave(&self, instance: AnnouncerHandle) {
+        if let Err(e) = instance.shutdown().await {
+            eprintln!("herald: shutdown failed: {e}");
+        }
+    }
+
+    fn crash(&self, instance: AnnouncerHandle) {
+        // A dropped handle stops broadcasting without a goodbye and leaves the lease to expire.
+        drop(instance);
+    }
+
+    fn notes(&self) -> Vec<(&'static str, u64)> {
+        match &self.session {
+            Some(session) => {
+                let s = session.stats();
+                vec![
+                    ("session keep-alives", s.keep_alives),
+                    ("session lease losses", s.lease_losses),
+                    ("session watch streams", s.watch_streams),
+                ]
+            }
+            None => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What a run measures ([`Settings`]) and how each system is tuned to the common
+//! crash-detection target ([`Timing`]).
+
+use std::time::Duration;
+
+/// The systems compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Herald, each announcer with its own etcd lease (the default).
+    Herald,
+    /// Herald, the announcers of the process on one shared etcd lease (`Session`).
+    HeraldShared,
+    /// Leases as heartbeats: grant, put under the lease, keep it alive; consumers watch.
+    EtcdOnly,
+    /// NATS Services-API style: consumers publish a PING and collect the replies.
+    Polling,
+}
+
+impl Kind {
+    /// Every system, in the order of the table.
+    pub const ALL: [Kind; 4] = [
+        Kind::Herald,
+        Kind::HeraldShared,
+        Kind::EtcdOnly,
+        Kind::Polling,
+    ];
+
+    /// The row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Herald => "herald (lease per instance)",
+            Kind::HeraldShared => "herald (one lease per process)",
+            Kind::EtcdOnly => "etcd-only (lease heartbeat)",
+            Kind::Polling => "nats polling ($SRV.PING)",
+        }
+    }
+
+    /// The name on the command line: `herald`, `herald-shared`, `etcd`, `polling`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Herald => "herald",
+            Kind::HeraldShared => "herald-shared",
+            Kind::EtcdOnly => "etcd",
+            Kind::Polling => "polling",
+        }
+    }
+
+    /// The kind named `name` (see [`Kind::name`]).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// One run: which systems, at which sizes, with how many samples.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Instances kept up throughout each run.
+    pub sizes: Vec<usize>,
+    /// Systems, in this order for each size.
+    pub kinds: Vec<Kind>,
+    /// Joins measured per run; as many leaves and as many crashes follow, taken from the
+    /// joined instances, so that the `size` instances stay up.
+    pub samples: usize,
+    /// The crash-detection target every system is tuned to (see [`Timing::for_target`]).
+    pub target: Duration,
+    /// The steady window over which etcd, NATS and CPU load are read.
+    pub steady: Duration,
+    /// Pause after every instance is listed and before the steady window, so that the
+    /// start-up's writes and first keep-alives are behind.
+    pub settle: Duration,
+    /// The joins (then the leaves, then the crashes) start at uniformly random offsets within
+    /// this span, so that they fall at every phase of the broadcast and poll cycles.
+    pub spread: Duration,
+    /// Instances started at once while the `size` instances come up.
+    pub start_concurrency: usize,
+    /// How long to wait for all `size` instances to be listed before measuring anyway.
+    pub listing_timeout: Duration,
+    /// Seed of the offsets.
+    pub seed: u64,
+}
+
+impl Settings {
+    /// The bench's defaults: 1,000 and 5,000 instances, 100 samples of each kind, a 2 s
+    /// target, a 10 s steady window.
+    pub fn bench() -> Settings {
+        Settings {
+            sizes: vec![1_000, 5_000],
+            kinds: Kind::ALL.to_vec(),
+            samples: 100,
+            target: Duration::from_secs(2),
+            steady: Duration::from_secs(10),
+            settle: Duration::from_secs(3),
+            spread: Duration::from_secs(4),
+            start_concurrency: 64,
+            listing_timeout: Duration::from_secs(60),
+            seed: 2026,
+        }
+    }
+
+    /// How long a phase may wait for the consumer to see its last change, after the last
+    /// action: the slowest system's worst case (a crash seen at lease expiry, after etcd's
+    /// 500 ms expiry check) with room for a loaded machine.
+    pub fn phase_timeout(&self) -> Duration {
+        self.target * 3 + Duration::from_secs(5)
+    }
+}
+
+/// Each system's knobs for one crash-detection target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// The target the rest is derived from.
+    pub target: Duration,
+    /// Herald's broadcast interval: a third of the TTL (Herald's default ratio).
+    pub herald_interval: Duration,
+    /// Herald's token TTL: the target.
+    pub herald_ttl: Duration,
+    /// Herald's etcd lease (the authority, not the liveness signal): Herald's default.
+    pub herald_lease: Duration,
+    /// The lease TTL etcd-only asks for: the target in whole seconds. etcd may grant more
+    /// (its minimum is 1.5 election timeouts, rounded up to whole seconds); the instances
+    /// keep alive every third of what was granted.
+    pub etcd_lease: Duration,
+    /// How long a poller collects replies after each PING.
+    pub poll_window: Duration,
+    /// Time between PINGs: target - window, so that a crash is seen within the target.
+    pub poll_period: Duration,
+}
+
+/// Herald's default lease TTL (`AnnouncerBuilder::lease_ttl`).
+pub const HERALD_DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The longest reply window of a poll.
+const MAX_POLL_WINDOW: Duration = Duration::from_millis(250);
+
+impl Timing {
+    /// Tunes every system so that a crashed instance is dropped within about `target`:
+    /// Herald's TTL and etcd-only's lease TTL are `target`, each renewed every third of it;
+    /// a poll's period plus its reply window is `target`.
+    pub fn for_target(target: Duration) -> Timing {
+        let poll_window = MAX_POLL_WINDOW.min(target / 4);
+        Timing {
+            target,
+            herald_interval: target / 3,
+            herald_ttl: target,
+            herald_lease: HERALD_DEFAULT_LEASE,
+            etcd_lease: Duration::from_secs(target.as_secs_f64().ceil().max(1.0) as u64),
+            poll_window,
+            poll_period: target - poll_window,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_second_target() {
+        let t = Timing::for_target(Duration::from_secs(2));
+        assert_eq!(t.herald_ttl, Duration::from_secs(2));
+        assert_eq!(t.etcd_lease, Duration::from_secs(2));
+        assert_eq!(
+            t.poll_period + t.poll_window,
+            Duration::from_secs(2),
+            "a poll sees a crash within the target"
+        );
+        assert!(t.herald_interval * 3 <= t.herald_ttl);
+    }
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+    }
+}
