@@ -1,6 +1,7 @@
 //! The registration of `start()`: connect to etcd, take a lease (its own, or a session's), and
 //! claim the instance's key in one transaction, before the first token goes out. Each call is
-//! tried again when etcd does not answer, since a listed member may be down.
+//! tried again, within the call deadline, when etcd does not answer: a listed member may be
+//! down.
 
 use std::time::Duration;
 
@@ -37,26 +38,31 @@ impl Registered {
     }
 }
 
-/// Attempts of each registration call when etcd does not answer: a listed member may be down,
-/// and the next attempt goes to another.
-const ATTEMPTS: u32 = 3;
-/// Pause before the second attempt; doubled before each next one.
-const ATTEMPT_PAUSE: Duration = Duration::from_millis(100);
+/// Pause before trying a registration call again; doubled after each try up to
+/// [`PAUSE_MAX`].
+const PAUSE_FIRST: Duration = Duration::from_millis(20);
+const PAUSE_MAX: Duration = Duration::from_millis(500);
 
-/// Runs `call` up to [`ATTEMPTS`] times while etcd gives no answer.
-async fn retried<T, F>(mut call: impl FnMut() -> F) -> Result<T, CallError>
+/// Runs `call` again while etcd gives no answer, for up to `budget` in all: a listed member
+/// may be down, and etcd-client's channel may send the next try to another. A refused
+/// connection fails at once, so many tries fit; a member that does not answer at all uses up
+/// the call's own deadline.
+async fn retried<T, F>(budget: Duration, mut call: impl FnMut() -> F) -> Result<T, CallError>
 where
     F: Future<Output = Result<T, CallError>>,
 {
-    let mut pause = ATTEMPT_PAUSE;
-    let mut attempt = 1;
+    let give_up = tokio::time::Instant::now() + budget;
+    let mut pause = PAUSE_FIRST;
+    let mut tries = 1u32;
     loop {
         match call().await {
-            Err(CallError::Failed(EtcdError::Unreachable(e))) if attempt < ATTEMPTS => {
-                tracing::debug!(error = %e, attempt, "etcd did not answer; trying again");
+            Err(CallError::Failed(EtcdError::Unreachable(e)))
+                if tokio::time::Instant::now() + pause < give_up =>
+            {
+                tracing::debug!(error = %e, tries, "etcd did not answer; trying again");
                 tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
+                pause = (pause * 2).min(PAUSE_MAX);
+                tries += 1;
             }
             other => return other,
         }
@@ -88,10 +94,13 @@ pub(crate) async fn register(
     };
     let lease = match &session {
         Some(session) => session_lease(session, plan.timeout).await?,
-        None => retried(|| etcd.grant(lease_ttl)).await?,
+        None => retried(plan.timeout, || etcd.grant(lease_ttl)).await?,
     };
     let value = value_of(token);
-    let claim = retried(|| etcd.claim(value.clone(), lease, plan.takeover)).await;
+    let claim = retried(plan.timeout, || {
+        etcd.claim(value.clone(), lease, plan.takeover)
+    })
+    .await;
     let held = match claim {
         Ok(Claim::Written { epoch, cluster_id }) => {
             tracing::info!(epoch, lease, key = %etcd.key, shared = session.is_some(), "registered");

@@ -18,7 +18,11 @@ impl Registrar {
                     .watch(self.etcd.key.clone(), self.seen + 1)
                     .await
             }
-            None => self.etcd.watch(self.seen + 1).await.map(|w| KeyWatch::Own(Box::new(w))),
+            None => self
+                .etcd
+                .watch(self.seen + 1)
+                .await
+                .map(|w| KeyWatch::Own(Box::new(w))),
         };
         match opened {
             Ok(watch) => {

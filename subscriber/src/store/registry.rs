@@ -272,13 +272,24 @@ mod tests {
         s.apply(&token(10, 5).as_ref());
         put(&mut s, 10, 3);
         let e = s.current("svc", "a").unwrap();
-        assert_eq!((e.epoch, e.seq.load(Relaxed)), (10, 5), "the token's state stays");
+        assert_eq!(
+            (e.epoch, e.seq.load(Relaxed)),
+            (10, 5),
+            "the token's state stays"
+        );
         assert_eq!(e.lease.load(Relaxed), 3, "the lease is learnt");
         let stats = s.counters.snapshot();
-        assert_eq!(stats.duplicate_drops, 0, "a late PUT is not a duplicate token");
+        assert_eq!(
+            stats.duplicate_drops, 0,
+            "a late PUT is not a duplicate token"
+        );
         assert_eq!(stats.registrations, 1);
         s.apply(&token(10, 5).as_ref());
-        assert_eq!(s.counters.snapshot().duplicate_drops, 1, "a replayed token still is");
+        assert_eq!(
+            s.counters.snapshot().duplicate_drops,
+            1,
+            "a replayed token still is"
+        );
     }
 
     #[test]
