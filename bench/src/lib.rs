@@ -24,4 +24,5 @@ pub mod churn;
 pub mod cpu;
 pub mod fleet;
 pub mod peers;
+pub mod scale;
 pub mod summary;

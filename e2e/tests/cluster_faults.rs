@@ -394,8 +394,8 @@ async fn the_etcd_leader_dies_and_no_registration_is_lost() {
     }
     eprintln!(
         "leader: new etcd leader {elected:?} after the kill, two more keep-alives each by \
-         {renewed:?}; old leader back at {restarted:?}; the late start() took {late_start:?} \
-         time(s) first"
+         {renewed:?}; old leader back at {restarted:?}; the late start() took \
+         {late_start:?}"
     );
 }
 
