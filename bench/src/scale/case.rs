@@ -1,0 +1,259 @@
+//! One case from start to finish: fresh servers, the hosts, a cold-started subscriber of
+//! every service with etcd in this process, a steady window, picks on the live cache, then a
+//! graceful stop and a look at what etcd kept.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use herald_shared::{EtcdConfig, NatsConfig, Subjects};
+use herald_subscriber::Subscriber;
+use herald_testkit::{EtcdServer, NatsServer};
+
+use crate::fleet;
+use crate::scale::hosts::Hosts;
+use crate::scale::metrics::{EtcdMetrics, NatsVarz};
+use crate::scale::outcome::{EtcdState, Memory, Outcome, Startup};
+use crate::scale::picks::{clock_overhead_ns, time_picks};
+use crate::scale::plan::{Case, Leases};
+use crate::scale::rss::rss_bytes;
+use crate::scale::sample::{Sample, Window};
+
+/// How a case is measured.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `scale_host` program.
+    pub host_program: PathBuf,
+    /// Length of the steady window.
+    pub window: Duration,
+    /// Pause between the full listing and the window (the probe answers, etcd's watchers
+    /// catching up).
+    pub settle: Duration,
+    /// How long the hosts may take to start every announcer.
+    pub start_timeout: Duration,
+    /// Picks timed per strategy.
+    pub picks: usize,
+    /// Print each phase on stderr.
+    pub verbose: bool,
+}
+
+impl Settings {
+    /// The benchmark's settings: a 30 s window after 5 s of settling, 200,000 picks per
+    /// strategy.
+    pub fn bench(host_program: PathBuf) -> Settings {
+        Settings {
+            host_program,
+            window: Duration::from_secs(30),
+            settle: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(600),
+            picks: 200_000,
+            verbose: true,
+        }
+    }
+}
+
+/// Runs `case` and checks it ([`Outcome::check`]); `Err` when it could not be measured at
+/// all (a host failed, the listing never completed).
+///
+/// # Errors
+///
+/// What stopped the case, as a message.
+///
+/// # Panics
+///
+/// When a server cannot start. Needs a multi-threaded runtime (the picks block a worker).
+pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
+    let say = |what: String| {
+        if settings.verbose {
+            eprintln!("  [{case}] {what}");
+        }
+    };
+    let nats = NatsServer::start().await;
+    let etcd = EtcdServer::start().await;
+    let mut etcd_client = EtcdConfig::new(etcd.endpoints())
+        .connect()
+        .await
+        .map_err(|e| format!("etcd client: {e}"))?;
+    let n = case.instances();
+
+    let mut hosts = Hosts::spawn(&settings.host_program, &nats.url(), &etcd.endpoints(), case);
+    let started = hosts.wait_ready(settings.start_timeout).await?;
+    say(format!(
+        "{} announcers started in {:.2} s",
+        started.instances,
+        started.all_ready.as_secs_f64()
+    ));
+
+    let subscriber_base = rss_bytes(None).unwrap_or(0);
+    let t = Instant::now();
+    let sub = Subscriber::builder()
+        .nats(NatsConfig::new([nats.url()]))
+        .etcd(EtcdConfig::new(etcd.endpoints()))
+        .start()
+        .await
+        .map_err(|e| format!("subscriber: {e}"))?;
+    let subscriber_start = t.elapsed();
+    let deadline = t + Duration::from_secs(60) + Duration::from_millis(n as u64);
+    while sub.stats().instances < n as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listed = t.elapsed();
+    let mut problems = exact_listing(&sub, case);
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    say(format!(
+        "subscriber started in {:.3} s, all {n} listed after {:.3} s",
+        subscriber_start.as_secs_f64(),
+        listed.as_secs_f64()
+    ));
+
+    settle(&etcd, &mut hosts, case, settings.settle).await?;
+    let before = Sample::take(&etcd, &nats, &sub, &mut hosts).await?;
+    let mut listed_range = (u64::MAX, 0);
+    let window_end = Instant::now() + settings.window;
+    while Instant::now() < window_end {
+        let left = window_end.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        let now = sub.stats().instances;
+        listed_range = (listed_range.0.min(now), listed_range.1.max(now));
+    }
+    let after = Sample::take(&etcd, &nats, &sub, &mut hosts).await?;
+    let window = Window::between(&before, &after);
+    let host_stats = hosts.stats().await?;
+    let memory = Memory {
+        subscriber_base,
+        subscriber: rss_bytes(None).unwrap_or(0),
+        hosts_base: started.base_rss,
+        hosts: hosts
+            .pids()
+            .into_iter()
+            .filter_map(|p| rss_bytes(Some(p)))
+            .sum(),
+        etcd: etcd.pid().and_then(|p| rss_bytes(Some(p))).unwrap_or(0),
+        nats: nats.pid().and_then(|p| rss_bytes(Some(p))).unwrap_or(0),
+    };
+    let leases = count_leases(&mut etcd_client).await?;
+    let nats_subscriptions = NatsVarz::read(&nats).await.map_or(0, |v| v.subscriptions);
+    say(format!(
+        "window of {:.1} s: subscriber {:.3} cores, {:.0} tokens/s",
+        window.seconds, window.subscriber_cpu, window.accepted
+    ));
+
+    let services: Vec<String> = (0..case.services.min(n)).map(fleet::service_name).collect();
+    let picks = tokio::task::block_in_place(|| time_picks(&sub, &services, settings.picks));
+    let clock = clock_overhead_ns();
+    problems.extend(exact_listing(&sub, case));
+    sub.shutdown().await;
+
+    let (stop, stop_errors) = hosts.stop(Duration::from_secs(300)).await?;
+    if stop_errors > 0 {
+        problems.push(format!("{stop_errors} shutdowns reported an error"));
+    }
+    say(format!("hosts stopped in {:.2} s", stop.as_secs_f64()));
+    let keys_after_stop = etcd_client
+        .get(
+            Subjects::default().services_prefix(),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .map_err(|e| format!("etcd count: {e}"))?
+        .count();
+    let m = after.etcd;
+    let mut outcome = Outcome {
+        case: *case,
+        instances: started.instances,
+        listed_range,
+        startup: Startup {
+            all_ready: started.all_ready.as_secs_f64(),
+            slowest_host: started.slowest_host.as_secs_f64(),
+            subscriber_start: subscriber_start.as_secs_f64(),
+            listed: listed.as_secs_f64(),
+            stop: stop.as_secs_f64(),
+        },
+        window,
+        memory,
+        etcd: EtcdState {
+            leases,
+            watch_streams: m.watch_streams,
+            grpc_watch_streams: m.grpc_watch_streams,
+            watchers: m.watchers,
+            keys: m.keys,
+            db_size: m.db_size,
+            db_in_use: m.db_in_use,
+            leases_after_stop: count_leases(&mut etcd_client).await?,
+            keys_after_stop,
+        },
+        nats_subscriptions,
+        host_key_watches: host_stats.key_watches,
+        picks,
+        clock_overhead_ns: clock,
+        problems,
+    };
+    outcome.check();
+    Ok(outcome)
+}
+
+/// Each service's listing against the ids the hosts run; one problem per service that
+/// differs.
+fn exact_listing(sub: &Subscriber, case: &Case) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut total = 0;
+    for s in 0..case.services.min(case.instances()) {
+        let mut ids = sub.instances(&fleet::service_name(s)).ids();
+        ids.sort();
+        total += ids.len();
+        let expected = case.expected_ids(s);
+        if ids != expected {
+            problems.push(format!(
+                "{} lists {} instances, {} expected",
+                fleet::service_name(s),
+                ids.len(),
+                expected.len()
+            ));
+        }
+    }
+    if total != case.instances() || sub.stats().instances != case.instances() as u64 {
+        problems.push(format!(
+            "{total} instances listed ({} by the stats), {} expected",
+            sub.stats().instances,
+            case.instances()
+        ));
+    }
+    problems
+}
+
+/// Waits `at_least`, then until every key watch is open on the sessions and etcd has no
+/// watcher left to catch up (at most a minute more).
+async fn settle(
+    etcd: &EtcdServer,
+    hosts: &mut Hosts,
+    case: &Case,
+    at_least: Duration,
+) -> Result<(), String> {
+    tokio::time::sleep(at_least).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let watches = hosts.stats().await?.key_watches as usize;
+        let slow = EtcdMetrics::read(etcd)
+            .await
+            .map_or(f64::NAN, |m| m.slow_watchers);
+        let sessions_ready = case.leases != Leases::Session || watches == case.instances();
+        if (sessions_ready && slow == 0.0) || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn count_leases(client: &mut etcd_client::Client) -> Result<usize, String> {
+    Ok(client
+        .leases()
+        .await
+        .map_err(|e| format!("etcd leases: {e}"))?
+        .leases()
+        .len())
+}

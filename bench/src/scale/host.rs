@@ -1,0 +1,184 @@
+//! The body of a host process: one NATS connection and either one [`Session`] (one etcd
+//! lease for the whole process) or one shared etcd client with a lease per announcer, and
+//! `per_host` announcers on them, started a bounded number at a time.
+//!
+//! It says `ready` on stdout once every announcer has started, answers `stats` lines on
+//! stdin, and when stdin closes or SIGTERM comes, shuts every announcer down (goodbye token,
+//! key deleted or lease revoked), closes the session and says `stopped`.
+
+use std::time::Instant;
+
+use futures::{StreamExt, stream};
+use herald_announcer::{Announcer, AnnouncerHandle, Session};
+use herald_shared::{EtcdConfig, NatsConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::fleet;
+use crate::scale::host_args::HostArgs;
+use crate::scale::plan::{Case, Leases};
+use crate::scale::report_line::{HostStats, ReportLine};
+use crate::scale::rss::rss_bytes;
+
+/// How the announcers of this host reach etcd.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // `etcd_client::Client` is not `Debug`
+enum Etcd {
+    Session(Session),
+    Client(Box<etcd_client::Client>),
+}
+
+/// Runs the host until stdin closes or SIGTERM; says `failed` and returns the error when it
+/// cannot start.
+///
+/// # Errors
+///
+/// The first connection or announcer start that failed, as a message.
+pub async fn run(args: HostArgs) -> Result<(), String> {
+    let result = serve(&args).await;
+    if let Err(why) = &result {
+        println!("{}", ReportLine::Failed(why.clone()));
+    }
+    result
+}
+
+async fn serve(args: &HostArgs) -> Result<(), String> {
+    let case = args.case;
+    // Orders from the parent: `stats` lines; the channel closes with stdin.
+    let (order_tx, mut orders) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            if order_tx.send(line.trim().to_owned()).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+
+    let (nats, _events) = NatsConfig::new([args.nats.clone()])
+        .connect()
+        .await
+        .map_err(|e| format!("nats: {e}"))?;
+    let config = EtcdConfig::new(args.etcd.iter().cloned());
+    let etcd = match case.leases {
+        Leases::Session => Etcd::Session(
+            Session::connect(config, case.lease_ttl)
+                .await
+                .map_err(|e| format!("session: {e}"))?,
+        ),
+        Leases::PerInstance => Etcd::Client(Box::new(
+            config.connect().await.map_err(|e| format!("etcd: {e}"))?,
+        )),
+    };
+    let base_rss = rss_bytes(None).unwrap_or(0);
+
+    let started_at = Instant::now();
+    let results: Vec<Result<AnnouncerHandle, String>> = stream::iter(args.instances())
+        .map(|g| start_one(&case, g, &nats, &etcd))
+        .buffer_unordered(case.concurrency.max(1))
+        .collect()
+        .await;
+    let millis = started_at.elapsed().as_millis() as u64;
+    let mut handles = Vec::with_capacity(results.len());
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok(h) => handles.push(h),
+            Err(e) => failures.push(e),
+        }
+    }
+    if let Some(first) = failures.first() {
+        return Err(format!(
+            "{} of {} announcers failed to start, first: {first}",
+            failures.len(),
+            case.per_host
+        ));
+    }
+    println!(
+        "{}",
+        ReportLine::Ready {
+            started: handles.len(),
+            millis,
+            base_rss,
+        }
+    );
+
+    loop {
+        tokio::select! {
+            order = orders.recv() => match order.as_deref() {
+                Some("stats") => println!("{}", ReportLine::Stats(stats(&handles, &etcd))),
+                Some(_) => {}
+                None => break,
+            },
+            _ = term.recv() => break,
+        }
+    }
+
+    let stopping = Instant::now();
+    let mut errors = stream::iter(handles)
+        .map(|h| async move { h.shutdown().await.is_err() })
+        .buffer_unordered(case.concurrency.max(1))
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    if let Etcd::Session(session) = &etcd {
+        errors += usize::from(session.close().await.is_err());
+    }
+    println!(
+        "{}",
+        ReportLine::Stopped {
+            millis: stopping.elapsed().as_millis() as u64,
+            errors,
+        }
+    );
+    Ok(())
+}
+
+/// Starts fleet instance `g` with a typical token (as [`fleet::typical_token`] describes).
+async fn start_one(
+    case: &Case,
+    g: usize,
+    nats: &async_nats::Client,
+    etcd: &Etcd,
+) -> Result<AnnouncerHandle, String> {
+    let (s, service, id) = case.instance(g);
+    let i = g / case.services;
+    let addr = format!("10.{}.{}.{}:8080", s % 250, i / 250 % 250, i % 250);
+    let builder = Announcer::builder(service, addr)
+        .client(nats.clone())
+        .instance(&id)
+        .zone(fleet::zone(i))
+        .meta("version", "1.2.3")
+        .meta("zone", fleet::zone(i))
+        // Spread loads, so that least-load picks have something to choose.
+        .load((g * 37 % 100) as f32 / 100.0)
+        .interval(case.interval);
+    let builder = match etcd {
+        Etcd::Session(session) => builder.session(session),
+        Etcd::Client(client) => builder
+            .etcd_client((**client).clone())
+            .lease_ttl(case.lease_ttl),
+    };
+    builder.start().await.map_err(|e| format!("{id}: {e}"))
+}
+
+fn stats(handles: &[AnnouncerHandle], etcd: &Etcd) -> HostStats {
+    let mut s = HostStats::default();
+    for h in handles {
+        let a = h.stats();
+        s.tokens += a.tokens_sent;
+        s.keep_alives += a.keep_alives;
+        s.publish_errors += a.publish_errors;
+        s.lease_losses += a.lease_losses;
+    }
+    if let Etcd::Session(session) = etcd {
+        let st = session.stats();
+        s.keep_alives += st.keep_alives;
+        s.key_watches = st.key_watches;
+        s.watch_streams = st.watch_streams;
+        s.lease_losses += st.lease_losses;
+    }
+    s
+}
