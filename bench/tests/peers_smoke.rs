@@ -23,6 +23,7 @@ fn settings() -> Settings {
         spread: Duration::from_millis(500),
         start_concurrency: 8,
         listing_timeout: Duration::from_secs(10),
+        per_process: Some(10),
         seed: 7,
     }
 }

@@ -4,7 +4,11 @@
 //! the verdict on the claim it tests.
 //!
 //! `cargo run --release -p herald-bench --bin peers [-- --sizes 1000,5000] [--samples 100]
-//! [--target 2s] [--steady 10s] [--only herald,herald-shared,etcd,polling] [--seed N]`
+//! [--target 2s] [--steady 10s] [--only herald,herald-shared,etcd,polling] [--per-process N] [--seed N]`
+//!
+//! Without `--per-process`, every instance lives in this one process, on one NATS and one
+//! etcd connection; with it, instances are spread over simulated processes of N instances,
+//! each with its own connections (and its own session for Herald's shared lease).
 
 use std::time::{Duration, Instant};
 
@@ -102,6 +106,9 @@ fn parse(args: Vec<String>) -> Settings {
             "--samples" => s.samples = value().parse().unwrap_or_else(|_| usage("bad count")),
             "--target" => s.target = duration(value()),
             "--steady" => s.steady = duration(value()),
+            "--per-process" => {
+                s.per_process = Some(value().parse().unwrap_or_else(|_| usage("bad count")));
+            }
             "--seed" => s.seed = value().parse().unwrap_or_else(|_| usage("bad seed")),
             "--only" => {
                 s.kinds = value()
@@ -131,7 +138,7 @@ fn duration(v: &str) -> Duration {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "{problem}\nusage: peers [--sizes 1000,5000] [--samples 100] [--target 2s] [--steady 10s] \
-         [--only herald,herald-shared,etcd,polling] [--seed N]"
+         [--only herald,herald-shared,etcd,polling] [--per-process N] [--seed N]"
     );
     std::process::exit(2);
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::peers::observer::Observer;
+use crate::peers::processes::Processes;
 use crate::peers::servers::Servers;
 use crate::peers::settings::Timing;
 use crate::peers::system::{Background, SERVICE, System};
@@ -24,9 +25,9 @@ use crate::peers::system::{Background, SERVICE, System};
 /// Pause before registering again after a failed attempt.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// etcd-only discovery, its instances on one shared etcd client.
+/// etcd-only discovery, the instances of each process on one etcd client.
 pub struct EtcdOnly {
-    etcd: Client,
+    etcd: Processes<Client>,
     consumer_etcd: Client,
     requested: Duration,
     counters: Arc<Counters>,
@@ -108,10 +109,14 @@ impl Registration {
 }
 
 impl EtcdOnly {
-    /// Connects the instances' shared client and the consumer's own to `servers`.
-    pub async fn connect(servers: &Servers, timing: Timing) -> EtcdOnly {
+    /// Connects one client per process, and the consumer's own, to `servers`.
+    pub async fn connect(servers: &Servers, timing: Timing, processes: usize) -> EtcdOnly {
+        let mut each = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            each.push(servers.etcd_client().await);
+        }
         EtcdOnly {
-            etcd: servers.etcd_client().await,
+            etcd: Processes::new(each),
             consumer_etcd: servers.etcd_client().await,
             requested: timing.etcd_lease,
             counters: Arc::default(),
@@ -193,7 +198,7 @@ impl System for EtcdOnly {
     }
 
     async fn start_instance(&self, id: String) -> Result<EtcdInstance, String> {
-        let mut etcd = self.etcd.clone();
+        let mut etcd = self.etcd.next().clone();
         let registration = Registration {
             key: format!("{}{id}", prefix()),
             value: format!(r#"{{"id":"{id}","addr":"127.0.0.1:7000"}}"#),
@@ -209,7 +214,7 @@ impl System for EtcdOnly {
     async fn leave(&self, instance: EtcdInstance) {
         instance.task.abort();
         let lease = instance.lease.load(Ordering::Relaxed);
-        if let Err(e) = self.etcd.clone().lease_revoke(lease).await {
+        if let Err(e) = self.etcd.next().clone().lease_revoke(lease).await {
             eprintln!("etcd-only: revoke failed: {e}");
         }
     }

@@ -3,8 +3,8 @@
 //!
 //! Two variants: each announcer with its own lease (Herald's default), or every announcer of
 //! the process on one [`Session`] (one lease, one keep-alive per third of its TTL, one watch
-//! stream). All of the bench's instances live in this one process, so the session variant
-//! has one lease in all: what a host running every instance in one process would see.
+//! stream). The instances are spread over the run's simulated processes (by default one),
+//! so the session variant has one lease per process.
 
 use std::fmt;
 
@@ -14,6 +14,7 @@ use herald_shared::{EtcdConfig, NatsConfig};
 use herald_subscriber::{Event, Subscriber};
 
 use crate::peers::observer::Observer;
+use crate::peers::processes::Processes;
 use crate::peers::servers::Servers;
 use crate::peers::settings::Timing;
 use crate::peers::system::{Background, SERVICE, System};
@@ -21,58 +22,76 @@ use crate::peers::system::{Background, SERVICE, System};
 /// Events buffered for the consumer: a whole fleet's `Added` at once must not lag.
 const EVENT_CAPACITY: usize = 1 << 16;
 
-/// Herald, with one etcd lease per announcer or one [`Session`] for all.
+/// Herald, with one etcd lease per announcer or one [`Session`] per process.
 pub struct Herald {
-    nats: async_nats::Client,
-    etcd: etcd_client::Client,
-    session: Option<Session>,
+    processes: Processes<Process>,
     nats_url: String,
     etcd_endpoint: String,
     timing: Timing,
 }
 
+/// What the announcers of one process share.
+struct Process {
+    nats: async_nats::Client,
+    etcd: etcd_client::Client,
+    session: Option<Session>,
+}
+
 impl fmt::Debug for Herald {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Herald")
-            .field("session", &self.session)
+            .field("processes", &self.processes.all().len())
             .field("timing", &self.timing)
             .finish_non_exhaustive()
     }
 }
 
 impl Herald {
-    /// Connects the instances' shared clients to `servers`; with `shared_lease`, also opens
-    /// the session (its lease TTL is Herald's default lease TTL).
-    pub async fn connect(servers: &Servers, timing: Timing, shared_lease: bool) -> Herald {
-        let etcd = servers.etcd_client().await;
-        let session = if shared_lease {
-            let session = Session::with_client(etcd.clone(), timing.herald_lease).await;
-            Some(session.expect("session lease granted"))
-        } else {
-            None
-        };
+    /// Connects each of `processes` processes to `servers` (one NATS and one etcd client
+    /// each); with `shared_lease`, also opens each process's session (its lease TTL is
+    /// Herald's default lease TTL).
+    pub async fn connect(
+        servers: &Servers,
+        timing: Timing,
+        shared_lease: bool,
+        processes: usize,
+    ) -> Herald {
+        let mut each = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            let etcd = servers.etcd_client().await;
+            let session = if shared_lease {
+                let session = Session::with_client(etcd.clone(), timing.herald_lease).await;
+                Some(session.expect("session lease granted"))
+            } else {
+                None
+            };
+            each.push(Process {
+                nats: servers.nats_client().await,
+                etcd,
+                session,
+            });
+        }
         Herald {
-            nats: servers.nats_client().await,
-            etcd,
-            session,
+            processes: Processes::new(each),
             nats_url: servers.nats.url(),
             etcd_endpoint: servers.etcd.endpoint(),
             timing,
         }
     }
 
-    /// An announcer of `id` on the shared clients (and the session, if any), tuned to the
-    /// run's target.
+    /// An announcer of `id` on the next process's clients (and session, if any), tuned to
+    /// the run's target.
     pub fn announcer(&self, id: String) -> herald_announcer::AnnouncerBuilder {
+        let process = self.processes.next();
         let builder = Announcer::builder(SERVICE, "127.0.0.1:7000")
-            .client(self.nats.clone())
+            .client(process.nats.clone())
             .instance(id)
             .interval(self.timing.herald_interval)
             .ttl(self.timing.herald_ttl);
-        match &self.session {
+        match &process.session {
             Some(session) => builder.session(session),
             None => builder
-                .etcd_client(self.etcd.clone())
+                .etcd_client(process.etcd.clone())
                 .lease_ttl(self.timing.herald_lease),
         }
     }
@@ -133,16 +152,21 @@ impl System for Herald {
     }
 
     fn notes(&self) -> Vec<(&'static str, u64)> {
-        match &self.session {
-            Some(session) => {
-                let s = session.stats();
-                vec![
-                    ("session keep-alives", s.keep_alives),
-                    ("session lease losses", s.lease_losses),
-                    ("session watch streams", s.watch_streams),
-                ]
-            }
-            None => Vec::new(),
+        let sessions: Vec<_> = self
+            .processes
+            .all()
+            .iter()
+            .filter_map(|p| p.session.as_ref().map(Session::stats))
+            .collect();
+        if sessions.is_empty() {
+            return Vec::new();
         }
+        let sum = |f: fn(&herald_announcer::SessionStats) -> u64| sessions.iter().map(f).sum();
+        vec![
+            ("sessions", sessions.len() as u64),
+            ("session keep-alives", sum(|s| s.keep_alives)),
+            ("session lease losses", sum(|s| s.lease_losses)),
+            ("session watch streams", sum(|s| s.watch_streams)),
+        ]
     }
 }

@@ -35,6 +35,7 @@
 //! - [`observer`]: what a consumer saw and when, by instance id;
 //! - [`phases`]: joins, leaves and crashes spread over a span, and their latencies;
 //! - [`servers`]: a run's fresh servers and clients;
+//! - [`processes`]: the simulated processes, each with its own connections;
 //! - [`load`], [`prometheus`]: etcd, NATS and CPU load over a window;
 //! - [`scenario`]: one system at one size, start to finish;
 //! - [`report`]: the table, the details and the verdict.
@@ -45,6 +46,7 @@ pub mod load;
 pub mod observer;
 pub mod phases;
 pub mod polling;
+pub mod processes;
 pub mod prometheus;
 pub mod report;
 pub mod scenario;

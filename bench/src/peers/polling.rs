@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::peers::observer::Observer;
+use crate::peers::processes::Processes;
 use crate::peers::servers::Servers;
 use crate::peers::settings::Timing;
 use crate::peers::system::{Background, SERVICE, System};
@@ -24,10 +25,10 @@ fn ping_subject() -> String {
     format!("$SRV.PING.{SERVICE}")
 }
 
-/// NATS polling, its instances on one shared NATS client.
+/// NATS polling, the instances of each process on one NATS client.
 #[derive(Debug)]
 pub struct Polling {
-    nats: async_nats::Client,
+    nats: Processes<async_nats::Client>,
     consumer_nats: async_nats::Client,
     timing: Timing,
 }
@@ -39,10 +40,14 @@ pub struct PollingInstance {
 }
 
 impl Polling {
-    /// Connects the instances' shared client and the consumer's own to `servers`.
-    pub async fn connect(servers: &Servers, timing: Timing) -> Polling {
+    /// Connects one client per process, and the consumer's own, to `servers`.
+    pub async fn connect(servers: &Servers, timing: Timing, processes: usize) -> Polling {
+        let mut each = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            each.push(servers.nats_client().await);
+        }
         Polling {
-            nats: servers.nats_client().await,
+            nats: Processes::new(each),
             consumer_nats: servers.nats_client().await,
             timing,
         }
@@ -132,12 +137,11 @@ impl System for Polling {
     }
 
     async fn start_instance(&self, id: String) -> Result<PollingInstance, String> {
-        let mut pings = self
-            .nats
+        let nats = self.nats.next().clone();
+        let mut pings = nats
             .subscribe(ping_subject())
             .await
             .map_err(|e| format!("subscribe: {e}"))?;
-        let nats = self.nats.clone();
         let reply = Bytes::from(format!(
             r#"{{"type":"io.nats.micro.v1.ping_response","name":"{SERVICE}","id":"{id}","version":"1.0.0","metadata":{{"addr":"127.0.0.1:7000"}}}}"#
         ));

@@ -18,6 +18,19 @@ fn ms(d: Duration) -> String {
     }
 }
 
+/// A rate or a share with two significant decimals when small.
+fn num(v: f64) -> String {
+    if v == 0.0 {
+        "0".to_owned()
+    } else if v < 1.0 {
+        format!("{v:.3}")
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// `p50 / p99 / max` in ms, and how many changes were never seen.
 fn latency(p: &Phase) -> String {
     let mut s = match &p.latency {
@@ -49,18 +62,18 @@ pub fn table(outcomes: &[Outcome]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {}{listed} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {} |",
+            "| {} | {}{listed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.kind.label(),
             o.size,
             latency(&o.joins),
             latency(&o.leaves),
             latency(&o.crashes),
-            l.etcd_requests,
-            l.keep_alives,
-            l.etcd_cpu,
-            l.nats_msgs,
-            l.nats_cpu,
-            l.harness_cpu,
+            num(l.etcd_requests),
+            num(l.keep_alives),
+            num(l.etcd_cpu),
+            num(l.nats_msgs),
+            num(l.nats_cpu),
+            num(l.harness_cpu),
             o.false_removals,
         );
     }
@@ -73,10 +86,12 @@ pub fn details(outcomes: &[Outcome]) -> String {
     for o in outcomes {
         let _ = write!(
             t,
-            "{} at {}: {} started ({} failed) and listed in {:.1} s; steady window {:.1} s, \
-             {} leases revoked in it; leave causes {:?}; crash causes {:?}",
+            "{} at {} ({} process{}): {} started ({} failed) and listed in {:.1} s; steady \
+             window {:.1} s, {} leases revoked in it; leave causes {:?}; crash causes {:?}",
             o.kind.label(),
             o.size,
+            o.processes,
+            if o.processes == 1 { "" } else { "es" },
             o.size - o.start_failures,
             o.start_failures,
             o.start_up.as_secs_f64(),

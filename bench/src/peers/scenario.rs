@@ -14,6 +14,7 @@ use crate::peers::load::{Load, LoadSample};
 use crate::peers::observer::Observer;
 use crate::peers::phases::{Phase, Phases};
 use crate::peers::polling::Polling;
+use crate::peers::processes;
 use crate::peers::servers::Servers;
 use crate::peers::settings::{Kind, Settings, Timing};
 use crate::peers::system::{SERVICE, System};
@@ -25,6 +26,8 @@ pub struct Outcome {
     pub kind: Kind,
     /// Instances kept up.
     pub size: usize,
+    /// Simulated processes they were spread over.
+    pub processes: usize,
     /// Of those, how many the consumer listed before the steady window.
     pub listed: usize,
     /// How long they took to start and be listed.
@@ -51,22 +54,23 @@ pub struct Outcome {
 pub async fn run(kind: Kind, size: usize, settings: &Settings) -> Outcome {
     let servers = Servers::start().await;
     let timing = Timing::for_target(settings.target);
+    let processes = processes::count(size, settings.per_process);
     let outcome = match kind {
         Kind::Herald => {
-            let system = Herald::connect(&servers, timing, false).await;
-            run_system(kind, system, &servers, size, settings).await
+            let system = Herald::connect(&servers, timing, false, processes).await;
+            run_system(kind, system, &servers, (size, processes), settings).await
         }
         Kind::HeraldShared => {
-            let system = Herald::connect(&servers, timing, true).await;
-            run_system(kind, system, &servers, size, settings).await
+            let system = Herald::connect(&servers, timing, true, processes).await;
+            run_system(kind, system, &servers, (size, processes), settings).await
         }
         Kind::EtcdOnly => {
-            let system = EtcdOnly::connect(&servers, timing).await;
-            run_system(kind, system, &servers, size, settings).await
+            let system = EtcdOnly::connect(&servers, timing, processes).await;
+            run_system(kind, system, &servers, (size, processes), settings).await
         }
         Kind::Polling => {
-            let system = Polling::connect(&servers, timing).await;
-            run_system(kind, system, &servers, size, settings).await
+            let system = Polling::connect(&servers, timing, processes).await;
+            run_system(kind, system, &servers, (size, processes), settings).await
         }
     };
     drop(servers);
@@ -77,12 +81,12 @@ fn instance_id(k: usize) -> String {
     format!("{SERVICE}-{k:05}")
 }
 
-/// The whole run of one system on `servers`.
+/// The whole run of one system on `servers`, `size` instances spread over `processes`.
 pub async fn run_system<S: System>(
     kind: Kind,
     system: S,
     servers: &Servers,
-    size: usize,
+    (size, processes): (usize, usize),
     settings: &Settings,
 ) -> Outcome {
     let system = Arc::new(system);
@@ -163,6 +167,7 @@ pub async fn run_system<S: System>(
     Outcome {
         kind,
         size,
+        processes,
         listed,
         start_up,
         start_failures,

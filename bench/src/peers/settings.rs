@@ -75,6 +75,10 @@ pub struct Settings {
     pub start_concurrency: usize,
     /// How long to wait for all `size` instances to be listed before measuring anyway.
     pub listing_timeout: Duration,
+    /// Instances per simulated process, each process with its own NATS and etcd
+    /// connections (and its own session for Herald's shared lease); `None`: every instance
+    /// in one process, on one NATS and one etcd connection.
+    pub per_process: Option<usize>,
     /// Seed of the offsets.
     pub seed: u64,
 }
@@ -93,6 +97,7 @@ impl Settings {
             spread: Duration::from_secs(4),
             start_concurrency: 64,
             listing_timeout: Duration::from_secs(60),
+            per_process: None,
             seed: 2026,
         }
     }
