@@ -24,6 +24,7 @@ fn settings() -> Settings {
         start_concurrency: 8,
         listing_timeout: Duration::from_secs(10),
         per_process: Some(10),
+        herald_lease: Duration::from_secs(30),
         seed: 7,
     }
 }
@@ -99,7 +100,7 @@ fn check(o: &Outcome, t: &Timing) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_system_sees_joins_leaves_and_crashes() {
     let settings = settings();
-    let timing = Timing::for_target(settings.target);
+    let timing = settings.timing();
     let mut outcomes = Vec::new();
     for kind in Kind::ALL {
         outcomes.push(scenario::run(kind, SIZE, &settings).await);

@@ -4,7 +4,7 @@
 //! the verdict on the claim it tests.
 //!
 //! `cargo run --release -p herald-bench --bin peers [-- --sizes 1000,5000] [--samples 100]
-//! [--target 2s] [--steady 10s] [--only herald,herald-shared,etcd,polling] [--per-process N] [--seed N]`
+//! [--target 2s] [--steady 10s] [--only herald,herald-shared,etcd,polling] [--per-process N] [--herald-lease 30s] [--seed N]`
 //!
 //! Without `--per-process`, every instance lives in this one process, on one NATS and one
 //! etcd connection; with it, instances are spread over simulated processes of N instances,
@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use herald_bench::peers::servers::Servers;
-use herald_bench::peers::{Kind, Settings, Timing, report, scenario};
+use herald_bench::peers::{Kind, Settings, report, scenario};
 
 fn main() {
     let settings = parse(std::env::args().skip(1).collect());
@@ -27,7 +27,7 @@ fn main() {
 
 async fn run(settings: Settings) {
     let began = Instant::now();
-    let timing = Timing::for_target(settings.target);
+    let timing = settings.timing();
     let (min_ttl, granted) = {
         let probe = Servers::start().await;
         (
@@ -106,6 +106,7 @@ fn parse(args: Vec<String>) -> Settings {
             "--samples" => s.samples = value().parse().unwrap_or_else(|_| usage("bad count")),
             "--target" => s.target = duration(value()),
             "--steady" => s.steady = duration(value()),
+            "--herald-lease" => s.herald_lease = duration(value()),
             "--per-process" => {
                 s.per_process = Some(value().parse().unwrap_or_else(|_| usage("bad count")));
             }
@@ -138,7 +139,7 @@ fn duration(v: &str) -> Duration {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "{problem}\nusage: peers [--sizes 1000,5000] [--samples 100] [--target 2s] [--steady 10s] \
-         [--only herald,herald-shared,etcd,polling] [--per-process N] [--seed N]"
+         [--only herald,herald-shared,etcd,polling] [--per-process N] [--herald-lease 30s] [--seed N]"
     );
     std::process::exit(2);
 }

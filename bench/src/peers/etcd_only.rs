@@ -111,10 +111,7 @@ impl Registration {
 impl EtcdOnly {
     /// Connects one client per process, and the consumer's own, to `servers`.
     pub async fn connect(servers: &Servers, timing: Timing, processes: usize) -> EtcdOnly {
-        let mut each = Vec::with_capacity(processes);
-        for _ in 0..processes {
-            each.push(servers.etcd_client().await);
-        }
+        let each = Servers::connect_many(processes, || servers.etcd_client()).await;
         EtcdOnly {
             etcd: Processes::new(each),
             consumer_etcd: servers.etcd_client().await,

@@ -56,8 +56,7 @@ impl Herald {
         shared_lease: bool,
         processes: usize,
     ) -> Herald {
-        let mut each = Vec::with_capacity(processes);
-        for _ in 0..processes {
+        let each = Servers::connect_many(processes, || async {
             let etcd = servers.etcd_client().await;
             let session = if shared_lease {
                 let session = Session::with_client(etcd.clone(), timing.herald_lease).await;
@@ -65,12 +64,13 @@ impl Herald {
             } else {
                 None
             };
-            each.push(Process {
+            Process {
                 nats: servers.nats_client().await,
                 etcd,
                 session,
-            });
-        }
+            }
+        })
+        .await;
         Herald {
             processes: Processes::new(each),
             nats_url: servers.nats.url(),

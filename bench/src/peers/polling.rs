@@ -42,10 +42,7 @@ pub struct PollingInstance {
 impl Polling {
     /// Connects one client per process, and the consumer's own, to `servers`.
     pub async fn connect(servers: &Servers, timing: Timing, processes: usize) -> Polling {
-        let mut each = Vec::with_capacity(processes);
-        for _ in 0..processes {
-            each.push(servers.nats_client().await);
-        }
+        let each = Servers::connect_many(processes, || servers.nats_client()).await;
         Polling {
             nats: Processes::new(each),
             consumer_nats: servers.nats_client().await,

@@ -16,7 +16,7 @@ use crate::peers::phases::{Phase, Phases};
 use crate::peers::polling::Polling;
 use crate::peers::processes;
 use crate::peers::servers::Servers;
-use crate::peers::settings::{Kind, Settings, Timing};
+use crate::peers::settings::{Kind, Settings};
 use crate::peers::system::{SERVICE, System};
 
 /// The figures of one run.
@@ -53,7 +53,7 @@ pub struct Outcome {
 /// Starts fresh servers and runs `kind` at `size` on them.
 pub async fn run(kind: Kind, size: usize, settings: &Settings) -> Outcome {
     let servers = Servers::start().await;
-    let timing = Timing::for_target(settings.target);
+    let timing = settings.timing();
     let processes = processes::count(size, settings.per_process);
     let outcome = match kind {
         Kind::Herald => {

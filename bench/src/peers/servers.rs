@@ -2,8 +2,13 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use herald_shared::{EtcdConfig, NatsConfig};
 use herald_testkit::{EtcdServer, NatsServer};
+
+/// Connections opened at once by [`Servers::connect_many`].
+const CONNECTS_AT_ONCE: usize = 32;
 
 /// The servers of one run; killed (and their temp dirs removed) when dropped.
 #[derive(Debug)]
@@ -36,6 +41,20 @@ impl Servers {
             .connect()
             .await
             .expect("etcd connects")
+    }
+
+    /// `n` connections made by `connect`, a few at a time (thousands of simulated processes
+    /// connect in seconds rather than one after another).
+    pub async fn connect_many<T, F, Fut>(n: usize, connect: F) -> Vec<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        futures::stream::iter(0..n)
+            .map(|_| connect())
+            .buffered(CONNECTS_AT_ONCE)
+            .collect()
+            .await
     }
 
     /// The port of etcd's plain-HTTP metrics listener.

@@ -79,6 +79,8 @@ pub struct Settings {
     /// connections (and its own session for Herald's shared lease); `None`: every instance
     /// in one process, on one NATS and one etcd connection.
     pub per_process: Option<usize>,
+    /// Herald's etcd lease TTL (the authority only; Herald's default 30 s).
+    pub herald_lease: Duration,
     /// Seed of the offsets.
     pub seed: u64,
 }
@@ -98,6 +100,7 @@ impl Settings {
             start_concurrency: 64,
             listing_timeout: Duration::from_secs(60),
             per_process: None,
+            herald_lease: HERALD_DEFAULT_LEASE,
             seed: 2026,
         }
     }
@@ -107,6 +110,14 @@ impl Settings {
     /// 500 ms expiry check) with room for a loaded machine.
     pub fn phase_timeout(&self) -> Duration {
         self.target * 3 + Duration::from_secs(5)
+    }
+
+    /// Each system's knobs for this run.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            herald_lease: self.herald_lease,
+            ..Timing::for_target(self.target)
+        }
     }
 }
 
