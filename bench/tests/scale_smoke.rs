@@ -19,6 +19,7 @@ async fn two_hosts_of_twenty_on_sessions_are_listed_and_measured() {
         settle: Duration::from_millis(500),
         start_timeout: Duration::from_secs(20),
         picks: 2_000,
+        host_nice: 0,
         verbose: true,
     };
     let o = case::run(&c, &settings)
@@ -28,6 +29,10 @@ async fn two_hosts_of_twenty_on_sessions_are_listed_and_measured() {
     assert_eq!(o.instances, 40, "every announcer started");
     assert_eq!(o.listed_range, (40, 40), "the subscriber lists exactly all");
     assert_eq!(o.etcd.leases, 2, "one lease per host process");
+    assert_eq!(
+        o.startup.stop_errors, 0,
+        "every announcer shuts down cleanly"
+    );
     assert_eq!(o.host_key_watches, 40, "one key watch per announcer");
     assert!(
         o.etcd.watch_streams >= 2.0,

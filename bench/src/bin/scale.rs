@@ -6,11 +6,12 @@
 //! ```text
 //! cargo build --release -p herald-bench --bins
 //! cargo run --release -p herald-bench --bin scale [-- --case 10x1000 --case 10x1000:instance
-//!     --case 10x5000 --window 30s --settle 5s --picks 200000 --concurrency 100]
+//!     --case 10x5000 --window 30s --settle 5s --picks 200000 --concurrency 100 --host-nice 10]
 //! ```
 //!
-//! A case is `HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES]` (see
-//! `herald_bench::scale::plan::Case::parse`). `--run-case SPEC` runs one case in this process
+//! A case is `HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES][~LEASE_TTL]` (see
+//! `herald_bench::scale::plan::Case::parse`); without `--case`: 10k with a lease per host,
+//! 10k with a lease per instance, 50k with a lease per host, and 50k with a 5 s interval. `--run-case SPEC` runs one case in this process
 //! and prints its outcome as a `result {json}` line: that is how the driver runs each case.
 
 use std::io::{BufRead, BufReader};
@@ -21,10 +22,10 @@ use std::time::Duration;
 use herald_bench::scale::case::{self, Settings};
 use herald_bench::scale::outcome::Outcome;
 use herald_bench::scale::plan::{Case, parse_duration};
-use herald_bench::scale::report;
+use herald_bench::scale::{cost, report};
 use herald_testkit::spawn_guarded;
 
-const DEFAULT_CASES: [&str; 3] = ["10x1000", "10x1000:instance", "10x5000"];
+const DEFAULT_CASES: [&str; 4] = ["10x1000", "10x1000:instance", "10x5000", "10x5000@5s"];
 
 struct Args {
     cases: Vec<Case>,
@@ -85,7 +86,7 @@ fn main() {
         std::process::exit(1);
     }
     println!("\n## Figures\n\n{}", report::figures(&outcomes));
-    println!("## Cost per instance\n\n{}", report::cost_model(&outcomes));
+    println!("## Cost per instance\n\n{}", cost::cost_model(&outcomes));
     if outcomes.iter().any(|o| !o.problems.is_empty()) || outcomes.len() < args.cases.len() {
         println!("FAILED: see the problems row");
         std::process::exit(1);
@@ -123,6 +124,9 @@ fn parse_args() -> Args {
                 concurrency = Some(value.parse().unwrap_or_else(|_| usage("bad --concurrency")));
             }
             "--host-program" => settings.host_program = PathBuf::from(value),
+            "--host-nice" => {
+                settings.host_nice = value.parse().unwrap_or_else(|_| usage("bad --host-nice"));
+            }
             other => usage(&format!("unknown argument {other}")),
         }
         if !matches!(flag.as_str(), "--case" | "--run-case" | "--concurrency") {
@@ -173,9 +177,9 @@ fn check_host_program(host: &std::path::Path) {
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "{problem}\nusage: scale [--case HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES]]... \
+        "{problem}\nusage: scale [--case HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES][~TTL]]... \
          [--window 30s] [--settle 5s] [--start-timeout 600s] [--picks N] [--concurrency N] \
-         [--host-program PATH]"
+         [--host-nice N] [--host-program PATH]"
     );
     std::process::exit(2);
 }

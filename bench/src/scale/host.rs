@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use crate::fleet;
 use crate::scale::host_args::HostArgs;
 use crate::scale::plan::{Case, Leases};
+use crate::scale::procfs::rss_bytes;
 use crate::scale::report_line::{HostStats, ReportLine};
-use crate::scale::rss::rss_bytes;
 
 /// How the announcers of this host reach etcd.
 #[derive(Clone)]
@@ -117,14 +117,27 @@ async fn serve(args: &HostArgs) -> Result<(), String> {
     }
 
     let stopping = Instant::now();
-    let mut errors = stream::iter(handles)
-        .map(|h| async move { h.shutdown().await.is_err() })
+    let mut failures: Vec<String> = stream::iter(handles)
+        .map(|h| async move { h.shutdown().await.err().map(|e| format!("{:?}", e.kind())) })
         .buffer_unordered(case.concurrency.max(1))
-        .filter(|failed| std::future::ready(*failed))
-        .count()
+        .filter_map(std::future::ready)
+        .collect()
         .await;
     if let Etcd::Session(session) = &etcd {
-        errors += usize::from(session.close().await.is_err());
+        if let Err(e) = session.close().await {
+            failures.push(format!("session close: {e}"));
+        }
+    }
+    let errors = failures.len();
+    if errors > 0 {
+        let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+        for f in &failures {
+            *kinds.entry(f).or_default() += 1;
+        }
+        eprintln!(
+            "scale_host {}: shutdown errors by kind: {kinds:?}",
+            args.host
+        );
     }
     println!(
         "{}",

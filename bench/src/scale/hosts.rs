@@ -61,9 +61,10 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    /// Spawns `case.hosts` processes of `program` against these servers. They start their
-    /// announcers at once; [`Hosts::wait_ready`] waits for them.
-    pub fn spawn(program: &Path, nats: &str, etcd: &[String], case: &Case) -> Hosts {
+    /// Spawns `case.hosts` processes of `program` (through `nice -n NICE` unless `nice` is 0)
+    /// against these servers. They start their announcers at once; [`Hosts::wait_ready`]
+    /// waits for them.
+    pub fn spawn(program: &Path, nice: i32, nats: &str, etcd: &[String], case: &Case) -> Hosts {
         let spawned_at = Instant::now();
         let hosts = (0..case.hosts)
             .map(|host| {
@@ -73,7 +74,14 @@ impl Hosts {
                     host,
                     case: *case,
                 };
-                let mut cmd = Command::new(program);
+                // `nice` execs the program: the pid stays the host's.
+                let mut cmd = if nice == 0 {
+                    Command::new(program)
+                } else {
+                    let mut c = Command::new("nice");
+                    c.arg("-n").arg(nice.to_string()).arg(program);
+                    c
+                };
                 cmd.args(args.to_args())
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())

@@ -26,14 +26,17 @@
 //! - [`host_args`], [`report_line`]: a host's command line, and the lines it says;
 //! - [`host`]: the body of a host process;
 //! - [`hosts`]: the parent's side of the host processes;
-//! - [`metrics`], [`rss`]: etcd's and NATS's counters, a process's RSS;
+//! - [`metrics`], [`procfs`]: etcd's and NATS's counters; a process's RSS and system calls;
 //! - [`sample`]: every counter at one moment, and the rates over a window;
+//! - [`settle`]: waiting until a case is steady, and the exact-listing check;
 //! - [`picks`]: `pick` latency on the live cache;
 //! - [`case`]: one case from start to finish;
 //! - [`outcome`]: what a case measured, and its checks;
-//! - [`report`]: the tables and the cost model per instance.
+//! - [`report`], [`cost`]: the figures as a table, and the cost per instance derived from
+//!   them (`table`, private: the table both use).
 
 pub mod case;
+pub mod cost;
 pub mod host;
 pub mod host_args;
 pub mod hosts;
@@ -41,7 +44,9 @@ pub mod metrics;
 pub mod outcome;
 pub mod picks;
 pub mod plan;
+pub mod procfs;
 pub mod report;
 pub mod report_line;
-pub mod rss;
 pub mod sample;
+pub mod settle;
+pub(crate) mod table;

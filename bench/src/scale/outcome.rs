@@ -22,6 +22,9 @@ pub struct Startup {
     /// From the hosts' stop order until every host exited (goodbyes, deletes, session
     /// closes).
     pub stop: f64,
+    /// Announcer shutdowns that reported an error (a timeout, mostly: the instance then
+    /// expires by TTL and the key goes with the session's lease).
+    pub stop_errors: usize,
 }
 
 /// Memory, bytes (RSS from `/proc`).
@@ -64,6 +67,47 @@ pub struct EtcdState {
     pub keys_after_stop: i64,
 }
 
+/// The subscriber's signs of overload, counted since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trouble {
+    /// Times async-nats dropped tokens for a full subscription buffer.
+    pub slow_consumer_events: u64,
+    /// Tokens lost (`seq` gaps).
+    pub tokens_lost: u64,
+    /// Probes sent (one at start; each further one makes every announcer answer).
+    pub probes_sent: u64,
+    /// Full etcd listings after the first.
+    pub etcd_resyncs: u64,
+    /// Instances expired.
+    pub expirations: u64,
+}
+
+impl Trouble {
+    /// The counters of `stats`.
+    pub fn of(stats: &herald_subscriber::Stats) -> Trouble {
+        Trouble {
+            slow_consumer_events: stats.slow_consumer_events,
+            tokens_lost: stats.tokens_lost,
+            probes_sent: stats.probes_sent,
+            etcd_resyncs: stats.etcd_resyncs,
+            expirations: stats.expirations,
+        }
+    }
+
+    /// What grew since `earlier`, as text.
+    pub fn since(&self, earlier: &Trouble) -> String {
+        format!(
+            "+{} slow-consumer events, +{} tokens lost, +{} probes, +{} etcd re-lists, +{} \
+             expired",
+            self.slow_consumer_events - earlier.slow_consumer_events,
+            self.tokens_lost - earlier.tokens_lost,
+            self.probes_sent - earlier.probes_sent,
+            self.etcd_resyncs - earlier.etcd_resyncs,
+            self.expirations - earlier.expirations
+        )
+    }
+}
+
 /// Everything one case measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -85,6 +129,9 @@ pub struct Outcome {
     pub nats_subscriptions: u64,
     /// Key watches on the hosts' sessions, summed (0 with a lease per instance).
     pub host_key_watches: u64,
+    /// The subscriber's overload counters from its start to the window (the cold start, the
+    /// probe answers, the settling).
+    pub warm_up: Trouble,
     /// `pick` latency per strategy.
     pub picks: Vec<PickTiming>,
     /// Cost of the `Instant::now()` pair inside each pick sample, nanoseconds.

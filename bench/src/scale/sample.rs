@@ -6,12 +6,14 @@
 use std::time::Instant;
 
 use herald_subscriber::Subscriber;
+use herald_subscriber::{LATENCY_BUCKETS_MS, LatencyHistogram};
 use herald_testkit::{EtcdServer, NatsServer};
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuSample;
 use crate::scale::hosts::Hosts;
 use crate::scale::metrics::{EtcdMetrics, NatsVarz};
+use crate::scale::procfs::syscalls;
 use crate::scale::report_line::HostStats;
 
 /// The counters at one moment.
@@ -25,6 +27,8 @@ pub struct Sample {
     nats: NatsVarz,
     sub: herald_subscriber::Stats,
     hosts: HostStats,
+    /// Read and write calls of nats-server, then of this process.
+    syscalls: [(u64, u64); 2],
 }
 
 impl Sample {
@@ -42,6 +46,8 @@ impl Sample {
         let mut pids = vec![None, etcd.pid(), nats.pid()];
         pids.extend(hosts.pids().into_iter().map(Some));
         let cpu = CpuSample::take(&pids);
+        let calls = |pid| syscalls(pid).unwrap_or_default();
+        let syscalls = [calls(nats.pid()), calls(None)];
         let sub_stats = sub.stats();
         let (metrics, varz) = tokio::join!(EtcdMetrics::read(etcd), NatsVarz::read(nats));
         Ok(Sample {
@@ -51,6 +57,7 @@ impl Sample {
             nats: varz.map_err(|e| format!("nats /varz: {e}"))?,
             sub: sub_stats,
             hosts: hosts.stats().await?,
+            syscalls,
         })
     }
 }
@@ -69,6 +76,19 @@ pub struct Window {
     pub received: f64,
     /// Instances the subscriber removed in the window (any cause): 0 when it keeps up.
     pub removed: u64,
+    /// Of which expired (no token within their TTL).
+    pub expirations: u64,
+    /// Probes the subscriber sent in the window (each makes every announcer answer).
+    pub probes_sent: u64,
+    /// Full etcd listings the subscriber made in the window.
+    pub etcd_resyncs: u64,
+    /// NATS reconnects of the subscriber in the window.
+    pub reconnects: u64,
+    /// Announce-to-visible latency of the window's tokens, median: the upper bound of its
+    /// histogram bucket, milliseconds (`None` beyond the last bound).
+    pub visible_p50_ms: Option<u64>,
+    /// The same, 99th percentile.
+    pub visible_p99_ms: Option<u64>,
     /// Tokens the subscriber counted lost (`seq` gaps) in the window.
     pub tokens_lost: u64,
     /// Slow-consumer events of the subscriber's connection in the window.
@@ -93,6 +113,12 @@ pub struct Window {
     pub nats_out_bytes: f64,
     /// Slow-consumer events on nats-server in the window.
     pub nats_slow_consumers: u64,
+    /// nats-server's read system calls.
+    pub nats_reads: f64,
+    /// nats-server's write system calls.
+    pub nats_writes: f64,
+    /// This process's read system calls (the subscriber's socket reads, mostly).
+    pub subscriber_reads: f64,
     /// The hosts' CPU, summed.
     pub hosts_cpu: f64,
     /// Tokens the hosts' announcers sent.
@@ -119,6 +145,12 @@ impl Window {
             accepted: count(a.sub.accepted, b.sub.accepted),
             received: count(a.sub.received, b.sub.received),
             removed: removed(&b.sub) - removed(&a.sub),
+            expirations: b.sub.expirations - a.sub.expirations,
+            probes_sent: b.sub.probes_sent - a.sub.probes_sent,
+            etcd_resyncs: b.sub.etcd_resyncs - a.sub.etcd_resyncs,
+            reconnects: b.sub.reconnects - a.sub.reconnects,
+            visible_p50_ms: latency_between(&a.sub.latency, &b.sub.latency, 0.50),
+            visible_p99_ms: latency_between(&a.sub.latency, &b.sub.latency, 0.99),
             tokens_lost: b.sub.tokens_lost - a.sub.tokens_lost,
             slow_consumer_events: b.sub.slow_consumer_events - a.sub.slow_consumer_events,
             etcd_cpu: cores[1],
@@ -131,10 +163,36 @@ impl Window {
             nats_in_bytes: count(a.nats.in_bytes, b.nats.in_bytes),
             nats_out_bytes: count(a.nats.out_bytes, b.nats.out_bytes),
             nats_slow_consumers: b.nats.slow_consumers - a.nats.slow_consumers,
+            nats_reads: count(a.syscalls[0].0, b.syscalls[0].0),
+            nats_writes: count(a.syscalls[0].1, b.syscalls[0].1),
+            subscriber_reads: count(a.syscalls[1].0, b.syscalls[1].0),
             hosts_cpu: cores[3..].iter().sum(),
             host_tokens: count(a.hosts.tokens, b.hosts.tokens),
             host_keep_alives: count(a.hosts.keep_alives, b.hosts.keep_alives),
             host_publish_errors: b.hosts.publish_errors - a.hosts.publish_errors,
         }
     }
+}
+
+/// Quantile `q` of the latency histogram's growth from `a` to `b`.
+fn latency_between(a: &LatencyHistogram, b: &LatencyHistogram, q: f64) -> Option<u64> {
+    let counts: Vec<u64> = b
+        .counts
+        .iter()
+        .zip(&a.counts)
+        .map(|(later, earlier)| later - earlier)
+        .collect();
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return LATENCY_BUCKETS_MS.get(i).copied();
+        }
+    }
+    None
 }
