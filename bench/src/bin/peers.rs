@@ -13,7 +13,14 @@
 use std::time::{Duration, Instant};
 
 use herald_bench::peers::servers::Servers;
-use herald_bench::peers::{Kind, Settings, report, scenario};
+use herald_bench::peers::{Kind, Settings, quiet, report, scenario};
+
+/// Each cell waits for a spell this long without `rustc` or `cargo` on the machine ...
+const QUIET: Duration = Duration::from_secs(10);
+/// ... but no longer than this before it runs anyway.
+const QUIET_LIMIT: Duration = Duration::from_secs(90);
+/// A cell that overlapped a build is run again, up to this many times in all.
+const ATTEMPTS: usize = 3;
 
 fn main() {
     let settings = parse(std::env::args().skip(1).collect());
@@ -36,10 +43,13 @@ async fn run(settings: Settings) {
         )
     };
     println!(
-        "peer baselines: sizes {:?}, {} joins then {} leaves and {} crashes per run, steady \
-         window {:?}, seed {}",
+        "peer baselines: sizes {:?}, {} per process, {} joins per run (then {} of them leave \
+         and {} crash), steady window {:?}, seed {}",
         settings.sizes,
-        settings.samples,
+        settings
+            .per_process
+            .map_or("all instances".to_owned(), |p| format!("{p} instances")),
+        2 * settings.samples,
         settings.samples,
         settings.samples,
         settings.steady,
@@ -62,17 +72,34 @@ async fn run(settings: Settings) {
     let mut outcomes = Vec::new();
     for &size in &settings.sizes {
         for &kind in &settings.kinds {
-            let t = Instant::now();
+            let mut outcome = None;
+            for attempt in 1..=ATTEMPTS {
+                if !quiet::wait_quiet(QUIET, QUIET_LIMIT).await {
+                    println!(
+                        "  (no {QUIET:?} without a build within {QUIET_LIMIT:?}; running anyway)"
+                    );
+                }
+                println!(
+                    "[{:>5.1} s] {} at {size} ...",
+                    began.elapsed().as_secs_f64(),
+                    kind.label()
+                );
+                let run = scenario::run(kind, size, &settings).await;
+                let (clean, other) = (!run.disturbed(), run.load.other_cpu);
+                outcome = Some(run);
+                if clean {
+                    break;
+                }
+                println!(
+                    "  a build or other work ran meanwhile ({:.2} other cores; attempt {attempt} of \
+                     {ATTEMPTS})",
+                    other
+                );
+            }
+            let outcome = outcome.expect("at least one attempt");
             println!(
-                "[{:>5.1} s] {} at {size} ...",
-                began.elapsed().as_secs_f64(),
-                kind.label()
-            );
-            let outcome = scenario::run(kind, size, &settings).await;
-            println!(
-                "  done in {:.1} s: etcd {:.0} req/s ({:.0} keep-alives/s), etcd CPU {:.2}, \
+                "  done: etcd {:.0} req/s ({:.0} keep-alives/s), etcd CPU {:.2}, \
                  {} false removals",
-                t.elapsed().as_secs_f64(),
                 outcome.load.etcd_requests,
                 outcome.load.keep_alives,
                 outcome.load.etcd_cpu,

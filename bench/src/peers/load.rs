@@ -8,6 +8,7 @@ use herald_testkit::http;
 
 use crate::cpu::CpuSample;
 use crate::peers::prometheus::{EtcdCounters, varz_u64};
+use crate::peers::quiet;
 use crate::peers::servers::Servers;
 
 /// The counters at one moment.
@@ -17,6 +18,7 @@ pub struct LoadSample {
     etcd: EtcdCounters,
     nats_msgs: u64,
     cpu: CpuSample,
+    machine: Option<std::time::Duration>,
 }
 
 /// Rates between two samples.
@@ -38,6 +40,9 @@ pub struct Load {
     pub nats_cpu: f64,
     /// This process's CPU (instances and consumer), in cores.
     pub harness_cpu: f64,
+    /// CPU used by everything else on the machine, in cores: what other work took from this
+    /// run.
+    pub other_cpu: f64,
 }
 
 impl LoadSample {
@@ -55,6 +60,7 @@ impl LoadSample {
             etcd: EtcdCounters::parse(&metrics.body),
             nats_msgs: msgs("in_msgs") + msgs("out_msgs"),
             cpu: CpuSample::take(&[servers.etcd.pid(), servers.nats.pid(), None]),
+            machine: quiet::machine_busy(),
         }
     }
 }
@@ -74,6 +80,13 @@ impl Load {
             nats_msgs: rate(after.nats_msgs.saturating_sub(before.nats_msgs) as f64),
             nats_cpu: cores[1],
             harness_cpu: cores[2],
+            other_cpu: match (after.machine, before.machine) {
+                (Some(a), Some(b)) if seconds > 0.0 => {
+                    (a.saturating_sub(b).as_secs_f64() / seconds - cores.iter().sum::<f64>())
+                        .max(0.0)
+                }
+                _ => f64::NAN,
+            },
         }
     }
 }

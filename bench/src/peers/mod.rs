@@ -37,6 +37,7 @@
 //! - [`servers`]: a run's fresh servers and clients;
 //! - [`processes`]: the simulated processes, each with its own connections;
 //! - [`load`], [`prometheus`]: etcd, NATS and CPU load over a window;
+//! - [`quiet`]: waiting for builds on the machine to end, and noticing them;
 //! - [`scenario`]: one system at one size, start to finish;
 //! - [`report`]: the table, the details and the verdict.
 
@@ -48,6 +49,7 @@ pub mod phases;
 pub mod polling;
 pub mod processes;
 pub mod prometheus;
+pub mod quiet;
 pub mod report;
 pub mod scenario;
 pub mod servers;

@@ -60,9 +60,14 @@ pub fn table(outcomes: &[Outcome]) -> String {
         } else {
             String::new()
         };
+        let build = if o.overlapped_build {
+            " (build ran)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             t,
-            "| {} | {}{listed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{build} | {}{listed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.kind.label(),
             o.size,
             latency(&o.joins),
@@ -86,12 +91,13 @@ pub fn details(outcomes: &[Outcome]) -> String {
     for o in outcomes {
         let _ = write!(
             t,
-            "{} at {} ({} process{}): {} started ({} failed) and listed in {:.1} s; steady \
+            "{} at {} ({} process{}): other processes used {:.2} cores in the steady window; {} started ({} failed) and listed in {:.1} s; steady \
              window {:.1} s, {} leases revoked in it; leave causes {:?}; crash causes {:?}",
             o.kind.label(),
             o.size,
             o.processes,
             if o.processes == 1 { "" } else { "es" },
+            o.load.other_cpu,
             o.size - o.start_failures,
             o.start_failures,
             o.start_up.as_secs_f64(),

@@ -15,6 +15,7 @@ use crate::peers::observer::Observer;
 use crate::peers::phases::{Phase, Phases};
 use crate::peers::polling::Polling;
 use crate::peers::processes;
+use crate::peers::quiet::BuildWatch;
 use crate::peers::servers::Servers;
 use crate::peers::settings::{Kind, Settings};
 use crate::peers::system::{SERVICE, System};
@@ -48,10 +49,26 @@ pub struct Outcome {
     pub lagged: u64,
     /// The system's own counters (lease losses and the like).
     pub notes: Vec<(&'static str, u64)>,
+    /// Whether a `rustc` or `cargo` process ran during the run (its CPU figures are then
+    /// suspect).
+    pub overlapped_build: bool,
+}
+
+/// Other work using more than this many cores during the steady window makes the run
+/// suspect.
+pub const OTHER_CPU_LIMIT: f64 = 0.3;
+
+impl Outcome {
+    /// Whether other work on the machine overlapped the run: a build at any time, or more than
+    /// [`OTHER_CPU_LIMIT`] cores of other processes during the steady window.
+    pub fn disturbed(&self) -> bool {
+        self.overlapped_build || self.load.other_cpu > OTHER_CPU_LIMIT
+    }
 }
 
 /// Starts fresh servers and runs `kind` at `size` on them.
 pub async fn run(kind: Kind, size: usize, settings: &Settings) -> Outcome {
+    let watch = BuildWatch::start();
     let servers = Servers::start().await;
     let timing = settings.timing();
     let processes = processes::count(size, settings.per_process);
@@ -74,7 +91,10 @@ pub async fn run(kind: Kind, size: usize, settings: &Settings) -> Outcome {
         }
     };
     drop(servers);
-    outcome
+    Outcome {
+        overlapped_build: watch.overlapped(),
+        ..outcome
+    }
 }
 
 fn instance_id(k: usize) -> String {
@@ -178,5 +198,6 @@ pub async fn run_system<S: System>(
         false_removals,
         lagged,
         notes,
+        overlapped_build: false,
     }
 }

@@ -1,0 +1,109 @@
+//! Other work on the same machine skews the figures: [`wait_quiet`] waits until no `rustc`
+//! or `cargo` process has run and the machine has been nearly idle for a while,
+//! [`BuildWatch`] tells whether a build ran during a measurement, and [`machine_busy`] reads
+//! the CPU the whole machine used (to tell this run's share from everyone else's).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often the process table is scanned.
+const SCAN_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether a `rustc` or `cargo` process runs now (read from `/proc/*/comm`).
+pub fn build_running() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("comm"))
+            .is_ok_and(|comm| matches!(comm.trim_end(), "rustc" | "cargo"))
+    })
+}
+
+/// CPU time used by the whole machine so far (every core, all but idle and iowait), from
+/// the first line of `/proc/stat`.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    let busy: u64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(Duration::from_millis(busy * 10))
+}
+
+/// Below this many busy cores, the machine counts as idle between runs.
+const IDLE_CORES: f64 = 0.3;
+
+/// Waits until, for `quiet`, no build has run and the machine has used less than 0.3 of a
+/// core, or until `limit` has passed; returns whether the machine went quiet.
+pub async fn wait_quiet(quiet: Duration, limit: Duration) -> bool {
+    let give_up = Instant::now() + limit;
+    let mut quiet_since = Instant::now();
+    let mut last = (Instant::now(), machine_busy());
+    loop {
+        let now = (Instant::now(), machine_busy());
+        let cores = match (now.1, last.1) {
+            (Some(b), Some(a)) => {
+                b.saturating_sub(a).as_secs_f64() / now.0.duration_since(last.0).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        last = now;
+        if build_running() || cores >= IDLE_CORES {
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= quiet {
+            return true;
+        }
+        if Instant::now() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(SCAN_EVERY).await;
+    }
+}
+
+/// Scans for builds in the background until dropped.
+#[derive(Debug)]
+pub struct BuildWatch {
+    seen: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BuildWatch {
+    /// Starts scanning.
+    pub fn start() -> BuildWatch {
+        let seen = Arc::new(AtomicBool::new(false));
+        let flag = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if build_running() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(SCAN_EVERY).await;
+            }
+        });
+        BuildWatch { seen, task }
+    }
+
+    /// Whether a build ran at any scan so far.
+    pub fn overlapped(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for BuildWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
