@@ -23,7 +23,9 @@ pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
 }
 
 /// Read and write system calls made so far by process `pid` (every thread), from
-/// `/proc/<pid>/io`, or `None` when it cannot be read.
+/// `/proc/<pid>/io`, or `None` when it cannot be read. Only calls through the file layer
+/// count (`read`, `write`, `readv`, `writev`: what Go's network poller uses), not `recv` or
+/// `send`.
 pub fn syscalls(pid: Option<u32>) -> Option<(u64, u64)> {
     let io = read(pid, "io")?;
     Some((field(&io, "syscr:")?, field(&io, "syscw:")?))

@@ -94,9 +94,6 @@ fn subscriber(t: &mut Table<'_>, outcomes: &[Outcome]) {
             bucket(o.window.visible_p99_ms)
         )
     });
-    t.row("read calls per token", |o| {
-        num(per_token(o, o.window.subscriber_reads), 2)
-    });
     t.row("RSS (MiB): before the subscriber / all listed", |o| {
         format!(
             "{} / {}",

@@ -27,8 +27,8 @@ pub struct Sample {
     nats: NatsVarz,
     sub: herald_subscriber::Stats,
     hosts: HostStats,
-    /// Read and write calls of nats-server, then of this process.
-    syscalls: [(u64, u64); 2],
+    /// Read and write calls of nats-server.
+    nats_syscalls: (u64, u64),
 }
 
 impl Sample {
@@ -46,8 +46,10 @@ impl Sample {
         let mut pids = vec![None, etcd.pid(), nats.pid()];
         pids.extend(hosts.pids().into_iter().map(Some));
         let cpu = CpuSample::take(&pids);
-        let calls = |pid| syscalls(pid).unwrap_or_default();
-        let syscalls = [calls(nats.pid()), calls(None)];
+        let nats_syscalls = nats
+            .pid()
+            .and_then(|p| syscalls(Some(p)))
+            .unwrap_or_default();
         let sub_stats = sub.stats();
         let (metrics, varz) = tokio::join!(EtcdMetrics::read(etcd), NatsVarz::read(nats));
         Ok(Sample {
@@ -57,7 +59,7 @@ impl Sample {
             nats: varz.map_err(|e| format!("nats /varz: {e}"))?,
             sub: sub_stats,
             hosts: hosts.stats().await?,
-            syscalls,
+            nats_syscalls,
         })
     }
 }
@@ -117,8 +119,6 @@ pub struct Window {
     pub nats_reads: f64,
     /// nats-server's write system calls.
     pub nats_writes: f64,
-    /// This process's read system calls (the subscriber's socket reads, mostly).
-    pub subscriber_reads: f64,
     /// The hosts' CPU, summed.
     pub hosts_cpu: f64,
     /// Tokens the hosts' announcers sent.
@@ -163,9 +163,8 @@ impl Window {
             nats_in_bytes: count(a.nats.in_bytes, b.nats.in_bytes),
             nats_out_bytes: count(a.nats.out_bytes, b.nats.out_bytes),
             nats_slow_consumers: b.nats.slow_consumers - a.nats.slow_consumers,
-            nats_reads: count(a.syscalls[0].0, b.syscalls[0].0),
-            nats_writes: count(a.syscalls[0].1, b.syscalls[0].1),
-            subscriber_reads: count(a.syscalls[1].0, b.syscalls[1].0),
+            nats_reads: count(a.nats_syscalls.0, b.nats_syscalls.0),
+            nats_writes: count(a.nats_syscalls.1, b.nats_syscalls.1),
             hosts_cpu: cores[3..].iter().sum(),
             host_tokens: count(a.hosts.tokens, b.hosts.tokens),
             host_keep_alives: count(a.hosts.keep_alives, b.hosts.keep_alives),
