@@ -86,7 +86,7 @@ fn keep_alive_cost(outcomes: &[Outcome]) -> Option<String> {
     (extra_ka > 0.0).then(|| {
         format!(
             "A lease per instance at {} instances adds {:.0} keep-alives/s and {:.3} cores of \
-             etcd CPU: {:.3} ms of etcd CPU per keep-alive; {:.0} more etcd RSS (MiB).\n",
+             etcd CPU: {:.3} ms of etcd CPU per keep-alive; {:.0} MiB more etcd RSS.\n",
             per_instance.instances,
             extra_ka,
             extra_cpu,
