@@ -365,7 +365,7 @@ impl AnnouncerBuilder {
     /// on one stream, so etcd's load does not grow with the number of instances a process
     /// announces. Everything else is as with [`etcd`](AnnouncerBuilder::etcd), except that
     /// [`shutdown`](crate::AnnouncerHandle::shutdown) deletes the key rather than revoking
-    /// the lease, and a dropped handle deletes it once its token TTL has passed. Replaces an
+    /// the lease, and a dropped handle deletes it two token TTLs later. Replaces an
     /// earlier `etcd` or `etcd_client`; conflicts with [`lease_ttl`](AnnouncerBuilder::lease_ttl).
     ///
     /// # Examples

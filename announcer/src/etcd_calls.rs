@@ -2,6 +2,7 @@
 //! the registration task decides on: written, held by someone else, lease gone, or no answer.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -144,7 +145,9 @@ impl KeepAlive {
 /// One instance's registration key, and the client that writes it.
 #[derive(Clone)]
 pub(crate) struct Etcd {
-    pub(crate) client: Client,
+    /// Shared: etcd-client's client is about 3.7 KB, and the announcers of a session all use
+    /// the session's.
+    pub(crate) client: Arc<Client>,
     pub(crate) key: String,
     /// Deadline of each unary call.
     pub(crate) timeout: Duration,
@@ -167,7 +170,7 @@ impl Etcd {
     /// Lease calls only (grant, keep-alive, revoke), for a lease that holds no key of its own.
     pub(crate) fn leases(client: Client, timeout: Duration) -> Self {
         Etcd {
-            client,
+            client: Arc::new(client),
             key: String::new(),
             timeout,
         }
@@ -187,7 +190,7 @@ impl Etcd {
 
     /// Grants a lease of `ttl` (whole seconds).
     pub(crate) async fn grant(&self, ttl: Duration) -> Result<i64, CallError> {
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         let ttl = ttl.as_secs() as i64;
         let resp = self.bounded(client.lease_grant(ttl, None)).await?;
         Ok(resp.id())
@@ -218,7 +221,7 @@ impl Etcd {
                 .and_then([put])
                 .or_else([TxnOp::get(self.key.clone(), None)])
         };
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         let resp = self.bounded(client.txn(txn)).await?;
         let (epoch, cluster_id) = revision(resp.header());
         if resp.succeeded() {
@@ -260,7 +263,7 @@ impl Etcd {
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         let resp = self.bounded(client.txn(txn)).await?;
         Ok(resp.succeeded().then(|| revision(resp.header()).0))
     }
@@ -270,14 +273,14 @@ impl Etcd {
         let txn = Txn::new()
             .when([Compare::lease(self.key.clone(), CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(self.key.clone(), None)]);
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         let resp = self.bounded(client.txn(txn)).await?;
         Ok(resp.succeeded())
     }
 
     /// The key's holder, if it exists, and the revision and cluster of the answer.
     pub(crate) async fn holder(&self) -> Result<(Option<Holder>, u64, u64), CallError> {
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         let resp = self.bounded(client.get(self.key.clone(), None)).await?;
         let (rev, cluster) = revision(resp.header());
         let holder = resp.kvs().first().map(|kv| Holder {
@@ -289,7 +292,7 @@ impl Etcd {
 
     /// Whether `lease` is alive.
     pub(crate) async fn lease_alive(&self, lease: i64) -> Result<bool, CallError> {
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         match self.bounded(client.lease_time_to_live(lease, None)).await {
             Ok(resp) => Ok(resp.ttl() > 0),
             Err(CallError::LeaseGone) => Ok(false),
@@ -299,7 +302,7 @@ impl Etcd {
 
     /// Revokes `lease`: its keys disappear at once.
     pub(crate) async fn revoke(&self, lease: i64) -> Result<(), CallError> {
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         match self.bounded(client.lease_revoke(lease)).await {
             Ok(_) | Err(CallError::LeaseGone) => Ok(()),
             Err(e) => Err(e),
@@ -312,13 +315,13 @@ impl Etcd {
         &self,
         lease: i64,
     ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), CallError> {
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         self.bounded(client.lease_keep_alive(lease)).await
     }
 
     /// Watches the key from revision `from`.
     pub(crate) async fn watch(&self, from: i64) -> Result<WatchStream, CallError> {
-        let mut client = self.client.clone();
+        let mut client = Client::clone(&self.client);
         let opts = WatchOptions::new().with_start_revision(from);
         self.bounded(client.watch(self.key.clone(), Some(opts)))
             .await

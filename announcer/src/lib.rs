@@ -55,6 +55,7 @@
 //! - `settings`: defaults and bounds of the settings, and the first token's checks;
 //! - `start`: connect, subscribe and confirm probes, register, publish the first token, spawn
 //!   the tasks;
+//! - `reconnects`: one poller per NATS connection that tells its announcers of a reconnect;
 //! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
 //! - `register`: the registration of `start()` (lease, create-if-absent transaction);
 //! - [`Session`]: one lease shared by the announcers of a process, kept alive by one task, and
@@ -76,6 +77,7 @@ mod etcd_calls;
 pub mod handle;
 mod instance_id;
 mod plan;
+mod reconnects;
 mod register;
 mod registrar;
 mod schedule;

@@ -3,6 +3,7 @@
 //! tried again, within the call deadline, when etcd does not answer: a listed member may be
 //! down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald_shared::{EtcdError, Token};
@@ -83,8 +84,8 @@ pub(crate) async fn register(
     lease_ttl: Duration,
 ) -> Result<Registered, Error> {
     let (client, session) = match plan.connection {
-        EtcdConnection::Config(config) => (config.connect().await?, None),
-        EtcdConnection::Client(client) => (*client, None),
+        EtcdConnection::Config(config) => (Arc::new(config.connect().await?), None),
+        EtcdConnection::Client(client) => (Arc::new(*client), None),
         EtcdConnection::Session(session) => (session.etcd().client.clone(), Some(session)),
     };
     let etcd = Etcd {

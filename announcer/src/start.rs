@@ -3,7 +3,6 @@
 //! broadcast task and the registration task.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::stream;
@@ -48,12 +47,13 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         etcd,
     } = plan;
     let client = match connection {
-        // Reconnects are noticed through the connection counter (see `task::RECONNECT_POLL`)
+        // Reconnects are noticed through the connection counter (see `reconnects`)
         // for both kinds of connection, so the event receiver is not needed.
         Connection::Config(config) => config.connect().await?.0,
         Connection::Client(client) => client,
     };
-    let connects_seen = client.statistics().connects.load(Ordering::Relaxed);
+    let reconnects = crate::reconnects::poller(&client);
+    let connects_seen = *reconnects.connects().borrow();
 
     let subscribe_error =
         |e: async_nats::SubscribeError| Error::with_source(ErrorKind::Subscribe, e);
@@ -108,6 +108,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         load_sample_interval: settings.load_sample_interval,
         standing: standing.clone(),
         connects_seen,
+        reconnects,
         counters: counters.clone(),
         last_token,
         cancel: cancel.clone(),

@@ -17,17 +17,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
 use crate::plan::LoadFn;
+use crate::reconnects::Poller;
 use crate::schedule::{Schedule, Why};
 use crate::settings::check_token;
 use crate::stats::Counters;
 use crate::status::Standing;
-
-/// How often the connection counter is read to notice a reconnect.
-///
-/// The counter (`Client::statistics().connects`) works the same for a client the announcer
-/// built and for one it was given, and cannot lag or overflow as an event channel can; 50 ms
-/// is small next to the reconnect backoff, and reading an atomic 20 times a second is free.
-pub(crate) const RECONNECT_POLL: Duration = Duration::from_millis(50);
 
 /// A request from the handle; the reply says whether the token was handed to NATS (the
 /// handle flushes afterwards, so the task never waits on the network for it).
@@ -62,6 +56,8 @@ pub(crate) struct Broadcaster {
     /// halt stops the task without a goodbye.
     pub(crate) standing: watch::Receiver<Standing>,
     pub(crate) connects_seen: u64,
+    /// The connection's reconnect poller, shared with every announcer on the connection.
+    pub(crate) reconnects: Arc<Poller>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) last_token: watch::Sender<Token>,
     pub(crate) cancel: CancellationToken,
@@ -78,12 +74,12 @@ impl Broadcaster {
     pub(crate) async fn run(mut self) -> Result<(), Error> {
         let mut load_tick = tokio::time::interval(self.load_sample_interval);
         load_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut reconnect_tick = tokio::time::interval(RECONNECT_POLL);
-        reconnect_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut connects = self.reconnects.connects();
         let wake = tokio::time::sleep_until(self.schedule.next_wake());
         tokio::pin!(wake);
         let (mut probes_open, mut commands_open, mut load_open, mut standing_open) =
             (true, true, true, true);
+        let mut connects_open = true;
         let sampling = self.load_fn.is_some();
 
         loop {
@@ -107,7 +103,13 @@ impl Broadcaster {
                     Err(_) => load_open = false,
                 },
                 _ = load_tick.tick(), if sampling => self.sample_load(),
-                _ = reconnect_tick.tick() => self.check_reconnect().await,
+                changed = connects.changed(), if connects_open => match changed {
+                    Ok(()) => {
+                        let now = *connects.borrow_and_update();
+                        self.check_reconnect(now).await;
+                    }
+                    Err(_) => connects_open = false,
+                },
                 changed = self.standing.changed(), if standing_open => match changed {
                     Ok(()) => {
                         let standing = *self.standing.borrow_and_update();
@@ -214,8 +216,7 @@ impl Broadcaster {
         }
     }
 
-    async fn check_reconnect(&mut self) {
-        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+    async fn check_reconnect(&mut self, connects: u64) {
         if connects > self.connects_seen {
             let new = connects - self.connects_seen;
             self.connects_seen = connects;

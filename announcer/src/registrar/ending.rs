@@ -146,13 +146,14 @@ impl Registrar {
 
     /// A dropped handle on a session: the shared lease outlives it, so the key would stay.
     /// Subscribers first see what a crash looks like (the tokens stop, the instance expires
-    /// after its TTL); then the key goes.
+    /// after its TTL); then the key goes, a second TTL later, so that the deletion never
+    /// races the expiry (subscribers sweep expired entries every few tens of milliseconds).
     async fn forget_after_ttl(self) -> Result<(), Error> {
         let Some(lease) = self.lease else {
             return Ok(());
         };
         let ttl = std::time::Duration::from_millis(u64::from(self.last_token.borrow().ttl_ms));
-        tokio::time::sleep(ttl).await;
+        tokio::time::sleep(ttl * 2).await;
         match self.etcd.delete_if_lease(lease).await {
             Ok(_) => tracing::debug!("handle dropped; registration removed after the token TTL"),
             Err(e) => {

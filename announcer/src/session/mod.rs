@@ -61,7 +61,7 @@ pub(crate) enum Request {
 /// process stops. The announcers' keys are all attached to its lease: if the process dies,
 /// they all disappear when the lease expires; when [`close`](Session::close) revokes it, at
 /// once. An announcer on a session that is shut down deletes its own key; one that is dropped
-/// deletes it once its token TTL has passed (so that subscribers see a crash, as without a
+/// deletes it two token TTLs later (so that subscribers see a crash, as without a
 /// session).
 ///
 /// A `Session` is a cheap handle (clone it freely); its task runs until it is closed, or until

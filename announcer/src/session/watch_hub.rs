@@ -162,7 +162,7 @@ impl HubTask {
                 }
             }
             None => {
-                let mut client = self.etcd.client.clone();
+                let mut client = etcd_client::Client::clone(&self.etcd.client);
                 let opened =
                     tokio::time::timeout(self.etcd.timeout, client.watch(key, Some(opts))).await;
                 match opened {
