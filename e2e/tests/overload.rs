@@ -122,3 +122,70 @@ async fn a_stalled_event_reader_never_blocks_ingest() {
         other => panic!("a reader that stalled must be told it lagged, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_thin_out_while_the_subscription_keeps_overflowing() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("flood_probes");
+    let mut config = nats(&server.url());
+    config.subscription_capacity = 256;
+    let sub = Subscriber::builder()
+        .nats(config)
+        .prefix(&prefix)
+        .ingest_delay_for_tests(Duration::from_micros(200))
+        .start()
+        .await
+        .unwrap();
+    // Every probe the subscriber sends, seen on the wire.
+    let watcher = async_nats::connect(server.url()).await.unwrap();
+    let mut probes = watcher
+        .subscribe(herald_shared::Subjects::new(&prefix).unwrap().probe_all())
+        .await
+        .unwrap();
+    herald_shared::round_trip::confirm_subscriptions(&watcher, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let publisher = RawPublisher::connect(&server.url(), &prefix).await;
+
+    // Four seconds of tokens well beyond what the subscriber takes in (about 5k/s here).
+    let flood = Duration::from_secs(4);
+    let started = Instant::now();
+    let mut seq = 1u64;
+    while started.elapsed() < flood {
+        for i in 0..200 {
+            publisher
+                .token(&token(
+                    "svc",
+                    &format!("i{i}"),
+                    seq,
+                    Duration::from_secs(30),
+                ))
+                .await;
+        }
+        seq += 1;
+        publisher.flush().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let overflows = sub.stats().slow_consumer_events;
+    let mut sent = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), probes.next()).await {
+        sent += 1;
+    }
+    eprintln!("{overflows} slow-consumer reports, {sent} probes during a {flood:?} flood");
+    assert!(
+        overflows >= 3,
+        "the flood must keep overflowing the subscription: {overflows} reports"
+    );
+    // Paced at a fixed 100 ms, a probe would follow the reports every 100 ms (up to 40 in
+    // 4 s); doubling gaps (100, 200, 400, 800, 1600 ms) allow 5 after the one of `start()`.
+    assert!(
+        sent <= 6,
+        "probes must thin out under a sustained overflow: {sent} probes for {overflows} reports"
+    );
+    assert_eq!(
+        sub.stats().probes_sent,
+        sent + 1,
+        "every probe since the watcher subscribed was seen (the one of `start()` came before)"
+    );
+}

@@ -289,7 +289,7 @@ impl SubscriberBuilder {
             counters: counters.clone(),
             sweep_every: self.sweep_interval,
             ingest_delay: self.ingest_delay,
-            last_probe: Instant::now(),
+            probe_pacing: crate::probe_pacing::ProbePacing::new(Instant::now()),
             probe_wanted: false,
             connects: client
                 .statistics()

@@ -2,7 +2,8 @@
 //!
 //! It reads tokens from the NATS subscriptions in batches, sweeps expired instances on a
 //! short timer, watches its own connection (self-preservation while it is down, a fresh TTL
-//! and a probe once it is back), and reacts to slow-consumer reports. Sweeping comes before
+//! and a probe once it is back), and reacts to slow-consumer reports (probes paced by
+//! `probe_pacing`). Sweeping comes before
 //! tokens in its `select!`, so a flood of tokens cannot delay expiry.
 
 use std::sync::Arc;
@@ -18,15 +19,12 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::etcd_sync::EtcdUpdate;
+use crate::probe_pacing::ProbePacing;
 use crate::stats::Counters;
 use crate::store::Store;
 
 /// Tokens applied before the task publishes snapshots and events and yields.
 const BATCH: usize = 256;
-
-/// Least time between two probes: one answer serves every subscriber, so a burst of
-/// reasons to probe needs only one.
-pub(crate) const PROBE_GAP: Duration = Duration::from_millis(100);
 
 pub(crate) struct Ingest {
     pub(crate) store: Store,
@@ -43,7 +41,7 @@ pub(crate) struct Ingest {
     pub(crate) counters: Arc<Counters>,
     pub(crate) sweep_every: Duration,
     pub(crate) ingest_delay: Option<Duration>,
-    pub(crate) last_probe: Instant,
+    pub(crate) probe_pacing: ProbePacing,
     pub(crate) probe_wanted: bool,
     pub(crate) connects: u64,
 }
@@ -118,7 +116,7 @@ impl Ingest {
         }
         self.store.sweep();
         self.store.flush();
-        if self.probe_wanted && self.last_probe.elapsed() >= PROBE_GAP {
+        if self.probe_wanted && self.probe_pacing.may_probe(Instant::now()) {
             self.probe().await;
         }
     }
@@ -162,6 +160,7 @@ impl Ingest {
                     sid,
                     "tokens dropped: subscription buffer full (slow consumer); probing to recover"
                 );
+                self.probe_pacing.overflowed(Instant::now());
                 self.probe_wanted = true;
                 if let Some(relist) = &self.relist {
                     relist.notify_one();
@@ -204,7 +203,7 @@ impl Ingest {
 
     pub(crate) async fn probe(&mut self) {
         self.probe_wanted = false;
-        self.last_probe = Instant::now();
+        self.probe_pacing.probed(Instant::now());
         for subject in &self.probe_subjects {
             if let Err(e) = self
                 .client

@@ -33,6 +33,7 @@
 //! # Layout
 //! - [`builder`](SubscriberBuilder): settings, validation, and `start()`;
 //! - `ingest`: the task that owns the store: batches tokens, sweeps, watches the connection;
+//! - `probe_pacing`: when a probe may go, thinned out while the subscription keeps overflowing;
 //! - `etcd_sync`: the etcd source: paged listing at one revision, then a resuming watch;
 //! - `merge`: the merge rules of the design, as one pure function;
 //! - `store`: live entries, expiry schedule (deadline heap + moka), snapshot publishing;
@@ -54,6 +55,7 @@ mod ingest;
 mod instance;
 mod merge;
 mod pick;
+mod probe_pacing;
 mod stats;
 mod store;
 mod subscriber;
