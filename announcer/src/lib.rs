@@ -55,6 +55,7 @@
 //! - `settings`: defaults and bounds of the settings, and the first token's checks;
 //! - `start`: connect, subscribe and confirm probes, register, publish the first token, spawn
 //!   the tasks;
+//! - `probes`: probe subscriptions shared by the announcers of a NATS connection;
 //! - `reconnects`: one poller per NATS connection that tells its announcers of a reconnect;
 //! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
 //! - `register`: the registration of `start()` (lease, create-if-absent transaction);
@@ -77,6 +78,7 @@ mod etcd_calls;
 pub mod handle;
 mod instance_id;
 mod plan;
+mod probes;
 mod reconnects;
 mod register;
 mod registrar;

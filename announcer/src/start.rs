@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream;
 use herald_shared::{round_trip, unix_micros};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -15,6 +14,7 @@ use tracing::Instrument;
 use crate::error::{Error, ErrorKind};
 use crate::handle::{AnnouncerHandle, Registration};
 use crate::plan::{Connection, Plan};
+use crate::probes::ProbeFeed;
 use crate::register::register;
 use crate::registrar::{Links, Registrar};
 use crate::schedule::{Schedule, Why};
@@ -57,14 +57,14 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
 
     let subscribe_error =
         |e: async_nats::SubscribeError| Error::with_source(ErrorKind::Subscribe, e);
-    let probe = client
-        .subscribe(subjects.probe(&token.service))
-        .await
-        .map_err(subscribe_error)?;
-    let probe_all = client
-        .subscribe(subjects.probe_all())
-        .await
-        .map_err(subscribe_error)?;
+    // Shared with every announcer on this connection (one subscription per subject).
+    let probes = ProbeFeed::new(
+        &client,
+        subjects.probe(&token.service),
+        subjects.probe_all(),
+    )
+    .await
+    .map_err(subscribe_error)?;
     round_trip::confirm_subscriptions(&client, START_TIMEOUT)
         .await
         .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))?;
@@ -101,7 +101,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         ),
         token,
         next_seq: unix_micros(),
-        probes: stream::select(probe, probe_all),
+        probes,
         commands,
         load_rx,
         load_fn,

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_nats::{Client, Subject, Subscriber};
-use futures::StreamExt;
-use futures::stream::Select;
+use async_nats::{Client, Subject};
 use herald_shared::{State, Token, codec, unix_millis};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -17,6 +15,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
 use crate::plan::LoadFn;
+use crate::probes::ProbeFeed;
 use crate::reconnects::Poller;
 use crate::schedule::{Schedule, Why};
 use crate::settings::check_token;
@@ -32,9 +31,6 @@ pub(crate) enum Command {
     SetMeta(BTreeMap<String, String>, oneshot::Sender<Result<(), Error>>),
 }
 
-/// Probe subscriptions: the service's own and the bare probe-all subject.
-pub(crate) type Probes = Select<Subscriber, Subscriber>;
-
 /// Everything the broadcast task owns.
 #[derive(Debug)]
 pub(crate) struct Broadcaster {
@@ -46,7 +42,8 @@ pub(crate) struct Broadcaster {
     /// Current load, from `set_load` or `load_fn`; the next token carries it.
     pub(crate) load: f32,
     pub(crate) schedule: Schedule,
-    pub(crate) probes: Probes,
+    /// Probes of the service and of every service, from the connection's shared subscriptions.
+    pub(crate) probes: ProbeFeed,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) load_rx: watch::Receiver<f32>,
     pub(crate) load_fn: Option<LoadFn>,
@@ -91,10 +88,13 @@ impl Broadcaster {
                     Some(command) => self.command(command).await,
                     None => commands_open = false,
                 },
-                probe = self.probes.next(), if probes_open => match probe {
-                    Some(_) => self.schedule.probe(Instant::now()),
-                    None => probes_open = false,
-                },
+                probed = self.probes.next(), if probes_open => {
+                    if probed {
+                        self.schedule.probe(Instant::now());
+                    } else {
+                        probes_open = false;
+                    }
+                }
                 changed = self.load_rx.changed(), if load_open => match changed {
                     Ok(()) => {
                         let load = *self.load_rx.borrow_and_update();
