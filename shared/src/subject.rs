@@ -81,6 +81,11 @@ impl Subjects {
         format!("/{}/services/", self.prefix)
     }
 
+    /// `/{prefix}/services/{service}/`: the etcd prefix of one service's registrations.
+    pub fn service_prefix(&self, service: &str) -> String {
+        format!("/{}/services/{service}/", self.prefix)
+    }
+
     /// `/{prefix}/services/{service}/{instance}`: one instance's registration key.
     pub fn key(&self, service: &str, instance: &str) -> String {
         format!("/{}/services/{service}/{instance}", self.prefix)

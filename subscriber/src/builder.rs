@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind};
 use crate::ingest::Ingest;
+use crate::merge::Mode;
 use crate::stats::Counters;
 use crate::store::Store;
 use crate::subscriber::{Shared, Subscriber};
@@ -60,7 +61,7 @@ impl std::fmt::Debug for Etcd {
 pub struct SubscriberBuilder {
     nats: Option<Nats>,
     etcd: Option<Etcd>,
-    require_registration: bool,
+    allow_unregistered: bool,
     prefix: String,
     services: Vec<String>,
     zone: Option<String>,
@@ -75,7 +76,7 @@ impl Default for SubscriberBuilder {
         SubscriberBuilder {
             nats: None,
             etcd: None,
-            require_registration: false,
+            allow_unregistered: false,
             prefix: herald_shared::subject::DEFAULT_PREFIX.to_owned(),
             services: Vec::new(),
             zone: None,
@@ -102,8 +103,11 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Use etcd as the authority: `start()` lists every registration (one consistent
-    /// revision, paged) before it returns, then watches from the next revision.
+    /// Use etcd as the authority (registry mode): `start()` lists the registrations of the
+    /// followed services (one consistent revision, paged) before it returns, then watches
+    /// from the next revision. A token then applies only with its registration's epoch and
+    /// identity (address, zone, weight, metadata, TTL); see
+    /// [`SubscriberBuilder::allow_unregistered`].
     pub fn etcd(mut self, config: EtcdConfig) -> Self {
         self.etcd = Some(Etcd::Config(Box::new(config)));
         self
@@ -115,9 +119,25 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Drop every token of an instance that is not registered in etcd (epoch 0).
-    pub fn require_registration(mut self, required: bool) -> Self {
-        self.require_registration = required;
+    /// With etcd, also list instances that announce without a registration (epoch 0), under
+    /// the bus rules (default: dropped and counted as unregistered). Their address is then
+    /// only as trustworthy as the NATS publish permissions. Needs etcd.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), herald_subscriber::Error> {
+    /// use herald_shared::{EtcdConfig, NatsConfig};
+    /// use herald_subscriber::Subscriber;
+    ///
+    /// let subscriber = Subscriber::builder()
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+    ///     .etcd(EtcdConfig::new(["http://127.0.0.1:2379"]))
+    ///     .allow_unregistered(true)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_unregistered(mut self, allowed: bool) -> Self {
+        self.allow_unregistered = allowed;
         self
     }
 
@@ -186,9 +206,6 @@ impl SubscriberBuilder {
             c.validate()
                 .map_err(|e| Error::new(ErrorKind::InvalidConfig, e))?;
         }
-        if self.require_registration && self.etcd.is_none() {
-            return Err(invalid("require_registration", "needs etcd"));
-        }
         match &self.nats {
             None => Err(invalid("nats", "a NATS config or client is required")),
             Some(Nats::Config(c)) => c.validate().map(|()| subjects).map_err(Error::from),
@@ -239,46 +256,58 @@ impl SubscriberBuilder {
         } else {
             self.services.iter().map(|s| subjects.probe(s)).collect()
         };
-        let mut store = Store::new(views.clone(), counters.clone(), events.clone());
-        store.require_registration(self.require_registration);
+        let mode = Mode {
+            registry: self.etcd.is_some(),
+            allow_unregistered: self.allow_unregistered || self.etcd.is_none(),
+        };
+        let mut store = Store::new(mode, views.clone(), counters.clone(), events.clone());
         let cancel = CancellationToken::new();
         let mut etcd_rx = None;
-        let mut etcd_task = None;
-        let relist = std::sync::Arc::new(tokio::sync::Notify::new());
+        let mut etcd_tasks = Vec::new();
+        let (relist, _) = tokio::sync::watch::channel(0u64);
         if let Some(etcd) = self.etcd {
             // NATS is subscribed (and buffering) already: the listing is applied first, then
             // the buffered tokens, then the watch from the listing's next revision. The merge
             // rules make the order of tokens and registrations safe either way.
-            let mut client = match etcd {
+            let client = match etcd {
                 Etcd::Config(c) => c
                     .connect()
                     .await
                     .map_err(|e| Error::new(ErrorKind::Etcd, e))?,
                 Etcd::Client(c) => *c,
             };
-            let listing = crate::etcd_sync::list(&mut client, &subjects)
-                .await
-                .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(&e)))?;
-            store.reconcile(&listing);
-            store.flush();
+            // The filter applies to etcd as to NATS: one scope per followed service.
+            let scopes: Vec<Option<&str>> = if self.services.is_empty() {
+                vec![None]
+            } else {
+                self.services.iter().map(|s| Some(s.as_str())).collect()
+            };
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             etcd_rx = Some(rx);
-            etcd_task = Some(tokio::spawn(
-                crate::etcd_sync::watch(
+            for scope in scopes {
+                let mut client = client.clone();
+                let listing = crate::etcd_sync::list(&mut client, &subjects, scope)
+                    .await
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(&e))
+                    })?;
+                store.reconcile(&listing);
+                store.flush();
+                let watch = crate::etcd_sync::watch(
                     client,
                     subjects.clone(),
-                    tx,
-                    listing.cluster_id,
-                    listing.revision,
-                    relist.clone(),
+                    listing.resume_point(),
+                    tx.clone(),
+                    relist.subscribe(),
                     cancel.clone(),
-                )
-                .instrument(tracing::debug_span!("etcd_watch")),
-            ));
+                );
+                let span = tracing::debug_span!("etcd_watch", scope = scope.unwrap_or("*"));
+                etcd_tasks.push(tokio::spawn(watch.instrument(span)));
+            }
         }
         let mut ingest = Ingest {
             store,
-            relist: etcd_rx.is_some().then(|| relist.clone()),
+            relist: etcd_rx.is_some().then_some(relist),
             deferred_deletes: Vec::new(),
             etcd: etcd_rx,
             subs: crate::ingest::Subscriptions::new(subs),
@@ -312,7 +341,7 @@ impl SubscriberBuilder {
             },
             cancel,
             task,
-            etcd_task,
+            etcd_tasks,
         ))
     }
 }

@@ -1,5 +1,8 @@
 //! The etcd source: a consistent listing at start, then a watch from the revision after it.
 //!
+//! A subscriber of some services lists and watches only their prefixes (one listing and one
+//! watch per service: its scope); a subscriber of everything, the whole services prefix.
+//!
 //! The listing is paged (etcd-client refuses responses over 4 MiB, about 19k registrations)
 //! and every page is read at the first page's revision, so the snapshot is one consistent
 //! revision however large. The watch task resumes from the last revision it saw when etcd
@@ -31,12 +34,33 @@ pub(crate) struct Registration {
     pub(crate) lease: i64,
 }
 
-/// Every registration at one revision of one cluster.
+/// Every registration of one scope (a service, or `None`: every service) at one revision
+/// of one cluster.
 #[derive(Debug, Clone)]
 pub(crate) struct Listing {
     pub(crate) cluster_id: u64,
     pub(crate) revision: i64,
+    pub(crate) scope: Option<String>,
     pub(crate) registrations: Vec<Registration>,
+}
+
+impl Listing {
+    /// Where a watch of this listing's scope starts.
+    pub(crate) fn resume_point(&self) -> ResumePoint {
+        ResumePoint {
+            scope: self.scope.clone(),
+            cluster_id: self.cluster_id,
+            revision: self.revision,
+        }
+    }
+}
+
+/// A scope's watch position: the cluster and the last revision seen.
+#[derive(Debug, Clone)]
+pub(crate) struct ResumePoint {
+    scope: Option<String>,
+    cluster_id: u64,
+    revision: i64,
 }
 
 /// What the etcd source tells the store.
@@ -79,12 +103,21 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-/// Reads every registration under the prefix at one revision, page by page.
+/// The etcd prefix of a scope.
+fn scope_prefix(subjects: &Subjects, scope: Option<&str>) -> String {
+    match scope {
+        Some(service) => subjects.service_prefix(service),
+        None => subjects.services_prefix(),
+    }
+}
+
+/// Reads every registration of `scope` at one revision, page by page.
 pub(crate) async fn list(
     client: &mut Client,
     subjects: &Subjects,
+    scope: Option<&str>,
 ) -> Result<Listing, etcd_client::Error> {
-    let prefix = subjects.services_prefix();
+    let prefix = scope_prefix(subjects, scope);
     let end = prefix_end(&prefix);
     let mut start = prefix.as_bytes().to_vec();
     let mut revision = 0i64;
@@ -117,12 +150,14 @@ pub(crate) async fn list(
     }
     tracing::info!(
         revision,
+        scope = scope.unwrap_or("*"),
         registrations = registrations.len(),
         "etcd listing read"
     );
     Ok(Listing {
         cluster_id,
         revision,
+        scope: scope.map(str::to_owned),
         registrations,
     })
 }
@@ -154,18 +189,23 @@ async fn get_with_retry(
     }
 }
 
-/// Watches the prefix from `revision + 1` until cancelled, surviving etcd restarts,
-/// compactions and cluster replacement.
+/// Watches the prefix of a scope from the revision after `from` until cancelled,
+/// surviving etcd restarts, compactions and cluster replacement. A change of `relist` asks
+/// for a fresh listing.
 pub(crate) async fn watch(
     mut client: Client,
     subjects: Subjects,
+    from: ResumePoint,
     tx: mpsc::Sender<EtcdUpdate>,
-    mut cluster_id: u64,
-    mut revision: i64,
-    relist: std::sync::Arc<tokio::sync::Notify>,
+    mut relist: tokio::sync::watch::Receiver<u64>,
     cancel: CancellationToken,
 ) {
-    let prefix = subjects.services_prefix();
+    let ResumePoint {
+        scope,
+        mut cluster_id,
+        mut revision,
+    } = from;
+    let prefix = scope_prefix(&subjects, scope.as_deref());
     let mut backoff = Duration::from_millis(50);
     'reconnect: while !cancel.is_cancelled() {
         let opts = WatchOptions::new()
@@ -186,10 +226,13 @@ pub(crate) async fn watch(
         loop {
             let msg = tokio::select! {
                 () = cancel.cancelled() => return,
-                () = relist.notified() => {
+                changed = relist.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
                     // Asked for (tokens were lost to a full buffer): one fresh listing.
                     tracing::info!("listing etcd again on request");
-                    match list(&mut client, &subjects).await {
+                    match list(&mut client, &subjects, scope.as_deref()).await {
                         Ok(listing) => {
                             cluster_id = listing.cluster_id;
                             revision = listing.revision;
@@ -232,7 +275,7 @@ pub(crate) async fn watch(
                         "etcd watch revision compacted; listing again"
                     );
                 }
-                match list(&mut client, &subjects).await {
+                match list(&mut client, &subjects, scope.as_deref()).await {
                     Ok(listing) => {
                         cluster_id = listing.cluster_id;
                         revision = listing.revision;

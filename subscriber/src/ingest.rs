@@ -32,8 +32,8 @@ pub(crate) struct Ingest {
     pub(crate) client: async_nats::Client,
     pub(crate) nats_events: Option<broadcast::Receiver<NatsEvent>>,
     pub(crate) etcd: Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>,
-    /// Asks the etcd source for a fresh listing (when etcd is configured).
-    pub(crate) relist: Option<Arc<tokio::sync::Notify>>,
+    /// Asks the etcd watch tasks for a fresh listing (when etcd is configured).
+    pub(crate) relist: Option<tokio::sync::watch::Sender<u64>>,
     /// etcd deletions waiting for the next tick (see `on_etcd`).
     pub(crate) deferred_deletes: Vec<(String, String, u64)>,
     pub(crate) subjects: Subjects,
@@ -163,7 +163,7 @@ impl Ingest {
                 self.probe_pacing.overflowed(Instant::now());
                 self.probe_wanted = true;
                 if let Some(relist) = &self.relist {
-                    relist.notify_one();
+                    relist.send_modify(|asked| *asked += 1);
                 }
             }
             Some(NatsEvent::Disconnected | NatsEvent::Connected) => {
@@ -191,7 +191,7 @@ impl Ingest {
                 new_cluster,
             }) => {
                 if new_cluster {
-                    self.store.forget_epochs();
+                    self.store.forget_epochs(listing.scope.as_deref());
                 }
                 self.store.reconcile(&listing);
                 self.probe_wanted = true;

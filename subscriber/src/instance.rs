@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use herald_shared::{State, Token, TokenRef};
 
@@ -32,6 +32,9 @@ pub(crate) struct Entry {
     pub(crate) ttl_ms: AtomicU32,
     /// Milliseconds since the store's clock origin after which the entry is expired.
     pub(crate) deadline: AtomicU64,
+    /// A token of it was heard since the subscriber started; an entry known only from its
+    /// etcd registration is unconfirmed.
+    pub(crate) confirmed: AtomicBool,
     /// Fingerprint of the identity fields, so that a refresh compares one inline word
     /// instead of reading the strings from their separate heap blocks.
     identity: u64,
@@ -103,7 +106,7 @@ impl Entry {
         Entry {
             service,
             id: Arc::from(t.instance),
-            id_hash: crate::pick::hash_str(t.instance),
+            id_hash: crate::hash::hash_str(t.instance),
             addr: Box::from(t.addr),
             socket_addr: t.addr.parse().ok(),
             zone,
@@ -120,8 +123,22 @@ impl Entry {
             seq: AtomicU64::new(t.seq),
             ttl_ms: AtomicU32::new(t.ttl_ms),
             deadline: AtomicU64::new(deadline),
+            confirmed: AtomicBool::new(true),
             identity: identity(t),
         }
+    }
+
+    /// A new record with `record`'s identity and epoch, keeping `live`'s live fields (load,
+    /// state, seq, TTL, deadline, confirmation): a registration rewritten under the same lease.
+    pub(crate) fn with_live_of(record: &Entry, live: &Entry, lease: i64) -> Entry {
+        let mut e = live.with_epoch(record.epoch, lease);
+        e.addr = record.addr.clone();
+        e.socket_addr = record.socket_addr;
+        e.zone = record.zone.clone();
+        e.weight = record.weight;
+        e.meta = record.meta.clone();
+        e.identity = record.identity;
+        e
     }
 
     /// A copy under another epoch and lease, keeping the live fields (load, state, seq,
@@ -143,13 +160,35 @@ impl Entry {
             seq: AtomicU64::new(self.seq.load(Relaxed)),
             ttl_ms: AtomicU32::new(self.ttl_ms.load(Relaxed)),
             deadline: AtomicU64::new(self.deadline.load(Relaxed)),
+            confirmed: AtomicBool::new(self.confirmed.load(Relaxed)),
             identity: self.identity,
         }
     }
 
-    /// Whether the token describes the same identity fields (so it can update in place).
-    pub(crate) fn same_identity(&self, t: &TokenRef<'_>) -> bool {
-        self.epoch == t.epoch && self.identity == identity(t)
+    /// Whether the token describes the same identity fields, by fingerprint (bus mode: a
+    /// change of record, not a security boundary).
+    pub(crate) fn same_fingerprint(&self, t: &TokenRef<'_>) -> bool {
+        self.identity == identity(t)
+    }
+
+    /// Whether the token's identity fields and TTL equal this record's, compared exactly
+    /// (registry mode: what a publisher on the bus must not be able to change).
+    pub(crate) fn same_identity_exact(&self, t: &TokenRef<'_>) -> bool {
+        self.identity == identity(t)
+            && self.ttl_ms.load(Relaxed) == t.ttl_ms
+            && self.weight == t.weight
+            && *self.addr == *t.addr
+            && self.zone.as_deref() == t.zone
+            && self.meta.len() == t.meta.len()
+            && self
+                .meta
+                .iter()
+                .zip(t.meta.iter())
+                .all(|((k, v), (tk, tv))| **k == *tk && **v == *tv)
+    }
+
+    pub(crate) fn is_confirmed(&self) -> bool {
+        self.confirmed.load(Relaxed)
     }
 
     pub(crate) fn load(&self) -> f32 {
@@ -264,6 +303,13 @@ impl Instance {
         self.0.state() == State::Up
     }
 
+    /// Whether a token of this instance was heard since the subscriber started. An instance
+    /// known only from its etcd registration is unconfirmed: listed, picked only when no
+    /// confirmed instance is available, and removed when no token arrives within its TTL.
+    pub fn is_confirmed(&self) -> bool {
+        self.0.is_confirmed()
+    }
+
     /// Latest accepted `seq`.
     pub fn seq(&self) -> u64 {
         self.0.seq.load(Relaxed)
@@ -286,6 +332,7 @@ impl std::fmt::Debug for Instance {
             .field("zone", &self.zone())
             .field("weight", &self.weight())
             .field("epoch", &self.epoch())
+            .field("confirmed", &self.is_confirmed())
             .finish()
     }
 }

@@ -52,6 +52,7 @@ mod error;
 mod etcd_sync;
 mod event;
 mod ingest;
+mod hash;
 mod instance;
 mod merge;
 mod pick;

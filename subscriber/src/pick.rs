@@ -58,9 +58,31 @@ pub(crate) fn choose<'s>(
     round_robin: &AtomicUsize,
 ) -> Option<&'s Instance> {
     let now = snap.clock.now_ms();
-    let available = |i: &Instance| i.0.state() == State::Up && snap.clock.is_live(&i.0, now);
+    let confirmed = |i: &Instance| {
+        i.0.is_confirmed() && i.0.state() == State::Up && snap.clock.is_live(&i.0, now)
+    };
+    if let Some(found) = choose_zoned(snap, strategy, zone, rng, round_robin, &confirmed) {
+        return Some(found);
+    }
+    // Instances known only from etcd may be gone already: picked only when no instance that
+    // was heard on NATS is available.
+    let unconfirmed = |i: &Instance| {
+        !i.0.is_confirmed() && i.0.state() == State::Up && snap.clock.is_live(&i.0, now)
+    };
+    choose_zoned(snap, strategy, zone, rng, round_robin, &unconfirmed)
+}
+
+/// Picks among the instances `available` accepts, from `zone` first when given.
+fn choose_zoned<'s>(
+    snap: &'s Snapshot,
+    strategy: Strategy<'_>,
+    zone: Option<&str>,
+    rng: &mut fastrand::Rng,
+    round_robin: &AtomicUsize,
+    available: &impl Fn(&Instance) -> bool,
+) -> Option<&'s Instance> {
     if let Some(range) = zone.and_then(|z| snap.zone_range(z)) {
-        if let Some(found) = choose_in(snap, range, strategy, rng, round_robin, &available) {
+        if let Some(found) = choose_in(snap, range, strategy, rng, round_robin, available) {
             return Some(found);
         }
     }
@@ -70,7 +92,7 @@ pub(crate) fn choose<'s>(
         strategy,
         rng,
         round_robin,
-        &available,
+        available,
     )
 }
 
@@ -116,10 +138,10 @@ fn choose_in<'s>(
             first_available_from(all, i.min(n - 1), available)
         }
         Strategy::Affinity(key) => {
-            let key_hash = hash_str(key);
+            let key_hash = crate::hash::hash_str(key);
             all.iter()
                 .filter(|i| available(i))
-                .max_by_key(|i| mix(key_hash ^ i.0.id_hash))
+                .max_by_key(|i| crate::hash::mix(key_hash ^ i.0.id_hash))
         }
     }
 }
@@ -132,24 +154,6 @@ fn first_available_from<'s>(
 ) -> Option<&'s Instance> {
     let (tail, head) = all.split_at(start);
     head.iter().chain(tail).find(|i| available(i))
-}
-
-/// FNV-1a, then a final mix: a stable 64-bit hash (the same in every process and version,
-/// which rendezvous hashing needs so that every client maps a key alike).
-pub(crate) fn hash_str(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix(h)
-}
-
-/// splitmix64's finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

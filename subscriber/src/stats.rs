@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) goodbye_unknown: AtomicU64,
     pub(crate) unregistered: AtomicU64,
+    pub(crate) identity_mismatch: AtomicU64,
+    pub(crate) held: AtomicU64,
     pub(crate) registrations: AtomicU64,
     pub(crate) etcd_resyncs: AtomicU64,
     pub(crate) etcd_cluster_changes: AtomicU64,
@@ -57,6 +59,7 @@ impl Counters {
             DropReason::Duplicate => &self.duplicates,
             DropReason::GoodbyeUnknown => &self.goodbye_unknown,
             DropReason::Unregistered => &self.unregistered,
+            DropReason::IdentityMismatch => &self.identity_mismatch,
         }
         .fetch_add(1, Relaxed);
     }
@@ -92,6 +95,8 @@ impl Counters {
             duplicate_drops: get(&self.duplicates),
             goodbye_unknown_drops: get(&self.goodbye_unknown),
             unregistered_drops: get(&self.unregistered),
+            identity_mismatch_drops: get(&self.identity_mismatch),
+            held: get(&self.held),
             registrations: get(&self.registrations),
             etcd_resyncs: get(&self.etcd_resyncs),
             etcd_cluster_changes: get(&self.etcd_cluster_changes),
@@ -131,8 +136,15 @@ pub struct Stats {
     pub duplicate_drops: u64,
     /// Goodbyes for instances not listed, dropped.
     pub goodbye_unknown_drops: u64,
-    /// Unregistered (epoch 0) tokens dropped because registration is required.
+    /// Tokens dropped as unregistered (registry mode): epoch 0 while unregistered instances
+    /// are not allowed, a registered key's epoch-0 token, or an epoch etcd did not show
+    /// within the hold bound.
     pub unregistered_drops: u64,
+    /// Tokens whose address, zone, weight, metadata or TTL differ from their registration's
+    /// (registry mode), dropped.
+    pub identity_mismatch_drops: u64,
+    /// Tokens held now while the registration they claim is awaited (registry mode).
+    pub held: u64,
     /// etcd registrations applied (listing and watch).
     pub registrations: u64,
     /// Full etcd re-listings after a compaction or a cluster change.

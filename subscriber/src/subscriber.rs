@@ -35,7 +35,7 @@ thread_local! {
 pub struct Subscriber {
     shared: Shared,
     task: Option<JoinHandle<()>>,
-    etcd_task: Option<JoinHandle<()>>,
+    etcd_tasks: Vec<JoinHandle<()>>,
     cancel: CancellationToken,
     _stop_on_drop: DropGuard,
 }
@@ -50,12 +50,12 @@ impl Subscriber {
         shared: Shared,
         cancel: CancellationToken,
         task: JoinHandle<()>,
-        etcd_task: Option<JoinHandle<()>>,
+        etcd_tasks: Vec<JoinHandle<()>>,
     ) -> Self {
         Subscriber {
             shared,
             task: Some(task),
-            etcd_task,
+            etcd_tasks,
             _stop_on_drop: cancel.clone().drop_guard(),
             cancel,
         }
@@ -231,7 +231,7 @@ impl Subscriber {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        if let Some(task) = self.etcd_task.take() {
+        for task in self.etcd_tasks.drain(..) {
             let _ = task.await;
         }
     }

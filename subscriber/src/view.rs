@@ -24,6 +24,9 @@ use crate::instance::Entry;
 pub(crate) struct Clock {
     origin: Instant,
     pub(crate) preserving: AtomicBool,
+    /// Tests drive time by hand: `now_ms` is this, not the time since `origin`.
+    #[cfg(test)]
+    manual: Option<std::sync::atomic::AtomicU64>,
 }
 
 impl Clock {
@@ -31,10 +34,34 @@ impl Clock {
         Clock {
             origin: Instant::now(),
             preserving: AtomicBool::new(false),
+            #[cfg(test)]
+            manual: None,
         }
     }
 
+    /// A clock that stands still at 0 until [`Clock::advance`] moves it.
+    #[cfg(test)]
+    pub(crate) fn manual() -> Self {
+        Clock {
+            manual: Some(std::sync::atomic::AtomicU64::new(0)),
+            ..Clock::new()
+        }
+    }
+
+    /// Moves a manual clock forward.
+    #[cfg(test)]
+    pub(crate) fn advance(&self, ms: u64) {
+        self.manual
+            .as_ref()
+            .expect("only a manual clock is advanced")
+            .fetch_add(ms, Relaxed);
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
+        #[cfg(test)]
+        if let Some(ms) = &self.manual {
+            return ms.load(Relaxed);
+        }
         self.origin.elapsed().as_millis() as u64
     }
 

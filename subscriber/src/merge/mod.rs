@@ -1,0 +1,455 @@
+//! The rules of DESIGN.md ("Authority" and "Subscriber behaviour"), written once.
+//!
+//! Every input the subscriber receives for one instance key — a token, an etcd PUT or DELETE,
+//! a cluster change, a passed deadline, a held token's timeout — goes through [`merge`],
+//! together with what is known of that key ([`Facts`]). The answer ([`Outcome`]) says what
+//! becomes of the live entry, the registration, the tombstone and the held token, and why a
+//! token was dropped. The store only carries outcomes out; no rule is written anywhere else.
+//! The function is pure, so the rules are tested as tables (`tests`) and against a reference
+//! model (`store::model_tests`).
+
+#[cfg(test)]
+mod tests;
+
+use crate::event::RemovalCause;
+
+/// How the subscriber judges tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mode {
+    /// etcd is configured: the registration is the identity (registry mode).
+    pub(crate) registry: bool,
+    /// In registry mode, unregistered (epoch 0) tokens are applied under the bus rules.
+    pub(crate) allow_unregistered: bool,
+}
+
+#[cfg(test)]
+impl Mode {
+    /// Without etcd: tokens are applied as they arrive.
+    pub(crate) const BUS: Mode = Mode {
+        registry: false,
+        allow_unregistered: true,
+    };
+}
+
+/// An `(epoch, seq)` pair: a live entry's, a tombstone's or a held token's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+}
+
+/// The `seq` of a deletion's tombstone `(revision - 1, FENCE_SEQ)`: every token of an epoch
+/// below the deletion is older than it.
+pub(crate) const FENCE_SEQ: u64 = u64::MAX;
+
+impl Known {
+    /// Whether this is a deletion's fence rather than a removed entry's last token.
+    pub(crate) fn is_fence(self) -> bool {
+        self.seq == FENCE_SEQ
+    }
+
+    /// Why a token `(epoch, seq)` is not newer than this, if it is not.
+    fn outranks(self, epoch: u64, seq: u64) -> Option<DropReason> {
+        if epoch < self.epoch || (epoch == self.epoch && self.is_fence()) {
+            Some(DropReason::StaleEpoch)
+        } else if epoch == self.epoch && seq <= self.seq {
+            Some(DropReason::Duplicate)
+        } else {
+            None
+        }
+    }
+}
+
+/// The live entry of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Live {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    /// A token of it was heard since the subscriber started (not only its registration).
+    pub(crate) confirmed: bool,
+}
+
+/// The registration of a key as last seen through etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Registered {
+    pub(crate) epoch: u64,
+    pub(crate) lease: i64,
+}
+
+/// What is known of one key when an input arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Facts {
+    pub(crate) live: Option<Live>,
+    pub(crate) registration: Option<Registered>,
+    /// The last removal's `(epoch, seq)`; only consulted when there is no live entry.
+    pub(crate) tombstone: Option<Known>,
+    /// The token held while its registration is awaited.
+    pub(crate) held: Option<Known>,
+    /// The epoch the key had in an etcd cluster that has since been replaced.
+    pub(crate) retired: Option<u64>,
+    /// No room to hold one more token (the bound on held tokens is reached).
+    pub(crate) hold_full: bool,
+}
+
+/// A valid token, as far as the rules need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TokenFacts {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    pub(crate) leaving: bool,
+    /// Its identity fields (address, zone, weight, metadata, TTL) equal those of the
+    /// registration, when there is one, else those of the live entry (true when neither).
+    pub(crate) same_identity: bool,
+}
+
+/// One input for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// A token from NATS (or a held one, released).
+    Token(TokenFacts),
+    /// etcd wrote the key at `revision` under `lease`.
+    Put { revision: u64, lease: i64 },
+    /// etcd deleted the key at `revision`.
+    Delete { revision: u64 },
+    /// A different etcd cluster answers: its revisions mean nothing against the old ones.
+    ClusterChange,
+    /// The live entry's deadline passed; `preserving` while our own NATS link is down.
+    Deadline { preserving: bool },
+    /// The held token waited its whole bound without a registration.
+    HeldTimeout,
+}
+
+/// What becomes of the live entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Nothing visible changes.
+    None,
+    /// List a new entry: from the token, or (a PUT) unconfirmed from the registration.
+    Add { confirmed: bool },
+    /// Update the live entry in place from the token (seq, load, state, deadline) and mark it
+    /// confirmed.
+    Refresh,
+    /// Replace the live entry with a new record: the token's (bus mode), or the registration's
+    /// (a PUT of the same lease, or of a key listed unregistered), keeping the live fields.
+    Replace,
+    /// Replace the live entry with a copy under epoch 0 (its cluster was replaced).
+    Retire,
+    /// Another lease took the key over: remove the live entry as fenced, then list the new
+    /// registration, unconfirmed.
+    Fence,
+    /// Remove the live entry.
+    Remove(RemovalCause),
+    /// Give the live entry one fresh TTL from now.
+    Extend,
+}
+
+/// What becomes of the key's registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegistrationChange {
+    Keep,
+    Set(Registered),
+    Clear,
+}
+
+/// What becomes of the key's tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TombstoneChange {
+    Keep,
+    Set(Known),
+    Clear,
+}
+
+/// What becomes of the key's held token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeldChange {
+    Keep,
+    /// Hold this token instead; a token it supersedes counts as a duplicate.
+    Hold { superseded: bool },
+    /// Forget the held token, counting it as dropped for this reason.
+    Drop(DropReason),
+    /// Its registration arrived: apply the held token now, as a token.
+    Release,
+}
+
+/// What becomes of the key's retired epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetiredChange {
+    Keep,
+    Set(u64),
+    Clear,
+}
+
+/// The answer of [`merge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) effect: Effect,
+    /// Why the input token was dropped, if it was.
+    pub(crate) dropped: Option<DropReason>,
+    pub(crate) registration: RegistrationChange,
+    pub(crate) tombstone: TombstoneChange,
+    pub(crate) held: HeldChange,
+    pub(crate) retired: RetiredChange,
+}
+
+impl Outcome {
+    const NOTHING: Outcome = Outcome {
+        effect: Effect::None,
+        dropped: None,
+        registration: RegistrationChange::Keep,
+        tombstone: TombstoneChange::Keep,
+        held: HeldChange::Keep,
+        retired: RetiredChange::Keep,
+    };
+
+    fn effect(effect: Effect) -> Outcome {
+        Outcome {
+            effect,
+            ..Outcome::NOTHING
+        }
+    }
+
+    fn drop(reason: DropReason) -> Outcome {
+        Outcome {
+            dropped: Some(reason),
+            ..Outcome::NOTHING
+        }
+    }
+
+    fn tombstone(self, t: TombstoneChange) -> Outcome {
+        Outcome {
+            tombstone: t,
+            ..self
+        }
+    }
+
+    /// Whether a token was accepted (it changed or refreshed the view).
+    pub(crate) fn accepted(&self) -> bool {
+        self.dropped.is_none() && !matches!(self.held, HeldChange::Hold { .. })
+    }
+}
+
+/// Why a well-formed token was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Its epoch is lower than the known one: an older incarnation.
+    StaleEpoch,
+    /// Same epoch, `seq` not newer: a duplicate or a reordered token.
+    Duplicate,
+    /// A `leaving` token for an instance that is not listed (already gone or never seen).
+    GoodbyeUnknown,
+    /// Not registered in etcd: epoch 0 in registry mode (unless allowed), or an epoch etcd
+    /// did not show within the hold bound.
+    Unregistered,
+    /// Its address, zone, weight, metadata or TTL differ from the registration's.
+    IdentityMismatch,
+}
+
+/// What `input` means for a key of which `facts` are known, under `mode`.
+pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
+    match input {
+        Input::Token(t) if mode.registry => registered_token(mode, facts, t),
+        Input::Token(t) => bus_token(facts, t),
+        Input::Put { revision, lease } => put(facts, revision, lease),
+        Input::Delete { revision } => delete(facts, revision),
+        Input::ClusterChange => cluster_change(facts),
+        Input::Deadline { preserving } => match facts.live {
+            None => Outcome::NOTHING,
+            Some(_) if preserving => Outcome::effect(Effect::Extend),
+            Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Expired))
+                .tombstone(TombstoneChange::Set(Known { epoch: l.epoch, seq: l.seq })),
+        },
+        Input::HeldTimeout => match facts.held {
+            None => Outcome::NOTHING,
+            Some(_) => Outcome {
+                held: HeldChange::Drop(DropReason::Unregistered),
+                ..Outcome::NOTHING
+            },
+        },
+    }
+}
+
+/// A token ordered against the live entry (or, without one, the tombstone): stale and
+/// duplicate tokens drop, a goodbye removes, anything else adds, refreshes or replaces.
+fn bus_token(facts: &Facts, t: TokenFacts) -> Outcome {
+    let latest = facts
+        .live
+        .map(|l| Known { epoch: l.epoch, seq: l.seq })
+        .or(facts.tombstone);
+    if let Some(reason) = latest.and_then(|k| k.outranks(t.epoch, t.seq)) {
+        return Outcome::drop(reason);
+    }
+    let after = TombstoneChange::Set(Known {
+        epoch: t.epoch,
+        seq: t.seq,
+    });
+    match facts.live {
+        Some(_) if t.leaving => Outcome::effect(Effect::Remove(RemovalCause::Goodbye)).tombstone(after),
+        None if t.leaving => Outcome::drop(DropReason::GoodbyeUnknown).tombstone(after),
+        Some(l) if l.epoch == t.epoch && t.same_identity => Outcome::effect(Effect::Refresh),
+        Some(_) => Outcome::effect(Effect::Replace),
+        None => Outcome::effect(Effect::Add { confirmed: true }),
+    }
+}
+
+/// Registry mode: a token applies only with its registration's epoch and identity.
+fn registered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
+    match facts.registration {
+        Some(r) if t.epoch == r.epoch && t.epoch > 0 => {
+            if t.same_identity {
+                bus_token(facts, t)
+            } else {
+                Outcome::drop(DropReason::IdentityMismatch)
+            }
+        }
+        Some(_) if t.epoch == 0 => Outcome::drop(DropReason::Unregistered),
+        Some(r) if t.epoch < r.epoch => Outcome::drop(DropReason::StaleEpoch),
+        None if t.epoch == 0 || facts.retired == Some(t.epoch) => unregistered_token(mode, facts, t),
+        // No registration yet, or one older than the token: its PUT may be on its way.
+        _ => hold(facts, t),
+    }
+}
+
+/// Registry mode, a key without registration: an epoch-0 token applies under the bus rules
+/// only when allowed; a token of a replaced cluster keeps refreshing the entry it listed.
+fn unregistered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
+    let grandfathered = t.epoch > 0 && facts.live.is_some_and(|l| l.epoch == 0);
+    if t.epoch > 0 && !grandfathered {
+        return hold(facts, t);
+    }
+    if !grandfathered && !mode.allow_unregistered {
+        return Outcome::drop(DropReason::Unregistered);
+    }
+    let as_unregistered = TokenFacts { epoch: 0, ..t };
+    match bus_token(facts, as_unregistered) {
+        // A replaced cluster's token may refresh what it listed, never change its identity.
+        Outcome {
+            effect: Effect::Replace,
+            ..
+        } if grandfathered => Outcome::drop(DropReason::IdentityMismatch),
+        outcome => outcome,
+    }
+}
+
+/// Holds a token until its registration arrives, unless a deletion already fenced its epoch.
+fn hold(facts: &Facts, t: TokenFacts) -> Outcome {
+    if facts.live.is_none()
+        && let Some(reason) = facts.tombstone.and_then(|k| k.outranks(t.epoch, t.seq))
+    {
+        return Outcome::drop(reason);
+    }
+    match facts.held {
+        Some(h) if h.outranks(t.epoch, t.seq).is_some() => Outcome::drop(DropReason::Duplicate),
+        None if facts.hold_full => Outcome::drop(DropReason::Unregistered),
+        held => Outcome {
+            held: HeldChange::Hold {
+                superseded: held.is_some(),
+            },
+            ..Outcome::NOTHING
+        },
+    }
+}
+
+fn put(facts: &Facts, revision: u64, lease: i64) -> Outcome {
+    let seen = facts.registration.is_some_and(|r| r.epoch >= revision)
+        || (facts.live.is_none() && facts.tombstone.is_some_and(|k| k.epoch >= revision))
+        || facts.live.is_some_and(|l| l.epoch >= revision);
+    if seen {
+        // This write, or a newer one or a deletion after it, was applied already.
+        return Outcome::NOTHING;
+    }
+    let effect = match facts.live {
+        None => Effect::Add { confirmed: false },
+        Some(l) => match facts.registration {
+            Some(old) if old.lease != lease && l.epoch > 0 => Effect::Fence,
+            _ => Effect::Replace,
+        },
+    };
+    let held = match facts.held {
+        Some(h) if h.epoch == revision => HeldChange::Release,
+        Some(h) if h.epoch < revision => HeldChange::Drop(DropReason::StaleEpoch),
+        _ => HeldChange::Keep,
+    };
+    Outcome {
+        effect,
+        registration: RegistrationChange::Set(Registered {
+            epoch: revision,
+            lease,
+        }),
+        held,
+        retired: if facts.retired.is_some() {
+            RetiredChange::Clear
+        } else {
+            RetiredChange::Keep
+        },
+        ..Outcome::NOTHING
+    }
+}
+
+fn delete(facts: &Facts, revision: u64) -> Outcome {
+    let newer = facts.registration.is_some_and(|r| r.epoch >= revision)
+        || facts.live.is_some_and(|l| l.epoch >= revision);
+    if newer {
+        return Outcome::NOTHING;
+    }
+    // Every token of an epoch below the deletion is fenced out from now on.
+    let fence = Known {
+        epoch: revision.saturating_sub(1),
+        seq: FENCE_SEQ,
+    };
+    let fenced_more = facts
+        .tombstone
+        .is_some_and(|k| k.epoch > fence.epoch || (k.epoch == fence.epoch && k.is_fence()));
+    Outcome {
+        effect: if facts.live.is_some() {
+            Effect::Remove(RemovalCause::Deregistered)
+        } else {
+            Effect::None
+        },
+        registration: if facts.registration.is_some() {
+            RegistrationChange::Clear
+        } else {
+            RegistrationChange::Keep
+        },
+        tombstone: if fenced_more {
+            TombstoneChange::Keep
+        } else {
+            TombstoneChange::Set(fence)
+        },
+        held: match facts.held {
+            Some(h) if h.epoch < revision => HeldChange::Drop(DropReason::StaleEpoch),
+            _ => HeldChange::Keep,
+        },
+        ..Outcome::NOTHING
+    }
+}
+
+/// Epochs and tombstones of the old cluster are forgotten; live entries stay (their
+/// broadcasts are as good as ever) under epoch 0 until their announcers register again.
+fn cluster_change(facts: &Facts) -> Outcome {
+    let (effect, retired) = match facts.live {
+        Some(l) if l.epoch > 0 => (Effect::Retire, RetiredChange::Set(l.epoch)),
+        // Listed under epoch 0 since an earlier change: its tokens still carry that epoch.
+        Some(_) => (Effect::None, RetiredChange::Keep),
+        None => (Effect::None, RetiredChange::Clear),
+    };
+    Outcome {
+        effect,
+        registration: RegistrationChange::Clear,
+        tombstone: TombstoneChange::Clear,
+        retired,
+        ..Outcome::NOTHING
+    }
+}
+
+/// Tokens lost between two accepted `seq` values of one run; a jump larger than
+/// [`NEW_RUN_JUMP`] is a new run, not loss.
+pub(crate) fn lost_between(previous: u64, next: u64) -> u64 {
+    match next.checked_sub(previous) {
+        Some(d) if (2..=NEW_RUN_JUMP + 1).contains(&d) => d - 1,
+        _ => 0,
+    }
+}
+
+/// A `seq` jump above this is taken as a restart of the instance rather than lost tokens.
+pub(crate) const NEW_RUN_JUMP: u64 = 10_000;

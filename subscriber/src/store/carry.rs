@@ -1,0 +1,210 @@
+//! Carrying out what the merge rules decided: listing, refreshing, replacing and removing
+//! entries, and keeping tombstones and held tokens. No rule is decided here.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use herald_shared::TokenRef;
+
+use super::{Key, Store, Tombstone};
+use crate::event::{Event, RemovalCause};
+use crate::instance::{Entry, Instance};
+use crate::merge::{self, DropReason, Effect, HeldChange, Outcome, TombstoneChange};
+
+/// How long a deregistration tombstone holds. An announcer cut off from etcd keeps
+/// broadcasting its old epoch until it can register again; for this long its tokens are
+/// dropped instead of resurrecting the deleted registration.
+const DEREGISTERED_TOMBSTONE: Duration = Duration::from_secs(600);
+
+impl Store {
+    /// Carries out the outcome of a token.
+    pub(super) fn carry_token(&mut self, t: &TokenRef<'_>, outcome: Outcome) {
+        if let Some(reason) = outcome.dropped {
+            self.count_drop(reason, t.service, t.instance);
+        }
+        if let HeldChange::Hold { superseded } = outcome.held {
+            if superseded {
+                self.count_drop(DropReason::Duplicate, t.service, t.instance);
+            }
+            let key = self.key(t.service, t.instance);
+            let now = self.clock.now_ms();
+            self.held.hold(key, t.to_owned(), now);
+            tracing::debug!(
+                service = t.service,
+                instance = t.instance,
+                epoch = t.epoch,
+                "token held until etcd shows its registration"
+            );
+        }
+        self.change_tombstone(t.service, t.instance, outcome.tombstone, t.ttl_ms);
+        let now = self.clock.now_ms();
+        let live = self
+            .services
+            .get(t.service)
+            .and_then(|s| s.live(t.instance))
+            .cloned();
+        match (outcome.effect, live) {
+            (Effect::Add { .. }, None) => {
+                let lease = self.registered_lease(t.service, t.instance);
+                self.insert(t, now, None, lease);
+            }
+            (Effect::Refresh, Some(entry)) => self.refresh(&entry, t, now),
+            (Effect::Replace, Some(old)) => {
+                if old.epoch == t.epoch {
+                    let lost = merge::lost_between(old.seq.load(Relaxed), t.seq);
+                    self.counters.tokens_lost.fetch_add(lost, Relaxed);
+                }
+                let lease = self.registered_lease(t.service, t.instance);
+                self.insert(t, now, Some(old), lease);
+            }
+            (Effect::Remove(cause), Some(entry)) => {
+                entry.seq.store(t.seq, Relaxed);
+                self.remove(&entry, cause);
+            }
+            _ => {}
+        }
+        if outcome.accepted() {
+            self.counters.accepted.fetch_add(1, Relaxed);
+            self.counters
+                .latency(t.sent_at_ms, herald_shared::unix_millis());
+        }
+    }
+
+    pub(super) fn count_drop(&self, reason: DropReason, service: &str, instance: &str) {
+        self.counters.dropped(reason);
+        tracing::trace!(?reason, service, instance, "token dropped");
+    }
+
+    fn registered_lease(&self, service: &str, instance: &str) -> i64 {
+        self.services
+            .get(service)
+            .and_then(|s| s.slots.get(instance))
+            .and_then(|s| s.registration.as_ref())
+            .map_or(0, |r| r.lease)
+    }
+
+    /// A token that changes no identity field: update in place, allocate nothing.
+    fn refresh(&mut self, entry: &Arc<Entry>, t: &TokenRef<'_>, now: u64) {
+        let lost = merge::lost_between(entry.seq.load(Relaxed), t.seq);
+        if lost > 0 {
+            self.counters.tokens_lost.fetch_add(lost, Relaxed);
+        }
+        entry.seq.store(t.seq, Relaxed);
+        entry.ttl_ms.store(t.ttl_ms, Relaxed);
+        entry.deadline.store(now + u64::from(t.ttl_ms), Relaxed);
+        let state_changed = entry.state() != t.state;
+        let load_changed = entry.load().to_bits() != t.load.to_bits();
+        let confirmed_now = !entry.confirmed.swap(true, Relaxed);
+        if state_changed {
+            entry.set_state(t.state);
+            self.mark_dirty(&entry.service);
+            tracing::info!(service = t.service, instance = t.instance, state = %t.state, "instance state changed");
+        }
+        if confirmed_now {
+            tracing::debug!(
+                service = t.service,
+                instance = t.instance,
+                "registered instance confirmed on NATS"
+            );
+        }
+        if load_changed {
+            entry.set_load(t.load);
+        }
+        if state_changed || load_changed || confirmed_now {
+            self.counters.updated.fetch_add(1, Relaxed);
+            self.pending.push(Event::Updated(Instance(entry.clone())));
+        }
+    }
+
+    /// Lists a new entry built from `t`, replacing `old` if given.
+    fn insert(&mut self, t: &TokenRef<'_>, now: u64, old: Option<Arc<Entry>>, lease: i64) {
+        let svc = self.service_state(t.service);
+        let zone = t.zone.map(Arc::from);
+        let entry = Entry::new(svc.name.clone(), zone, t, now + u64::from(t.ttl_ms));
+        entry.lease.store(lease, Relaxed);
+        self.list(Arc::new(entry), old);
+    }
+
+    /// Lists `entry`, replacing `old` if given: the index, the schedule, the event.
+    pub(super) fn list(&mut self, entry: Arc<Entry>, old: Option<Arc<Entry>>) {
+        let service = self.service_state(&entry.service).name.clone();
+        self.service_state(&service).put(entry.clone());
+        self.schedule(&entry);
+        self.mark_dirty(&service);
+        let (epoch, addr, confirmed) = (entry.epoch, &*entry.addr, entry.is_confirmed());
+        if old.is_some() {
+            self.counters.updated.fetch_add(1, Relaxed);
+            tracing::info!(%service, instance = %entry.id, epoch, addr, confirmed, "instance record changed");
+            self.pending.push(Event::Updated(Instance(entry)));
+        } else {
+            self.live += 1;
+            self.counters.added.fetch_add(1, Relaxed);
+            tracing::info!(%service, instance = %entry.id, epoch, addr, confirmed, "instance added");
+            self.pending.push(Event::Added(Instance(entry)));
+        }
+    }
+
+    /// Removes a live entry for `cause` (its tombstone is the outcome's business).
+    pub(super) fn remove(&mut self, entry: &Arc<Entry>, cause: RemovalCause) {
+        let Some(svc) = self.services.get_mut(&entry.service) else {
+            return;
+        };
+        match svc.live(&entry.id) {
+            Some(current) if Arc::ptr_eq(current, entry) => {}
+            _ => return,
+        }
+        svc.take(&entry.id);
+        let service = svc.name.clone();
+        self.mark_dirty(&service);
+        self.live -= 1;
+        self.counters.removed(cause);
+        tracing::info!(service = %entry.service, instance = %entry.id, cause = cause.as_str(), "instance removed");
+        self.pending.push(Event::Removed {
+            instance: Instance(entry.clone()),
+            cause,
+        });
+    }
+
+    /// Writes or clears the tombstone of a key; `ttl_ms` is how long late tokens of it may
+    /// still arrive (a deregistration fence holds longer).
+    pub(super) fn change_tombstone(
+        &self,
+        service: &str,
+        instance: &str,
+        change: TombstoneChange,
+        ttl_ms: u32,
+    ) {
+        match change {
+            TombstoneChange::Keep => {}
+            TombstoneChange::Clear => self.tombstones.invalidate(&self.key(service, instance)),
+            TombstoneChange::Set(known) => {
+                let ttl = if known.is_fence() {
+                    DEREGISTERED_TOMBSTONE
+                } else {
+                    Duration::from_millis(u64::from(ttl_ms))
+                };
+                self.tombstones
+                    .insert(self.key(service, instance), Tombstone { known, ttl });
+            }
+        }
+    }
+
+    /// Carries out a held-token change that does not hold a new token.
+    pub(super) fn change_held(&mut self, key: &Key, change: HeldChange) {
+        match change {
+            HeldChange::Keep | HeldChange::Hold { .. } => {}
+            HeldChange::Drop(reason) => {
+                if self.held.take(key).is_some() {
+                    self.count_drop(reason, &key.0, &key.1);
+                }
+            }
+            HeldChange::Release => {
+                if let Some(token) = self.held.take(key) {
+                    tracing::debug!(service = %key.0, instance = %key.1, "held token released");
+                    self.apply(&token.as_ref());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Time: deadlines of live entries (a min-heap swept every few milliseconds) and the bound of
+//! held tokens. The merge rules decide what a passed deadline means; this only finds them.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{Due, Store};
+use crate::instance::Entry;
+use crate::merge::{self, Effect, Input};
+
+impl Store {
+    /// Carries out every deadline that has passed: expired entries, held tokens whose bound
+    /// ran out. Entries refreshed since they were scheduled are re-armed.
+    pub(crate) fn sweep(&mut self) {
+        let now = self.clock.now_ms();
+        let preserving = self.clock.preserving.load(Relaxed);
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.at > now {
+                break;
+            }
+            let Some(Reverse(Due { entry, .. })) = self.heap.pop() else {
+                break;
+            };
+            if !self.is_current(&entry) {
+                continue;
+            }
+            if entry.deadline.load(Relaxed) > now {
+                self.schedule(&entry);
+                continue;
+            }
+            self.deadline_passed(&entry, now, preserving);
+        }
+        while let Some(key) = self.held.next_timed_out(now) {
+            let facts = self.facts(&key.0, &key.1);
+            let outcome = merge::merge(self.mode, &facts, Input::HeldTimeout);
+            self.change_held(&key, outcome.held);
+        }
+        self.tombstones.run_pending_tasks();
+    }
+
+    fn deadline_passed(&mut self, entry: &Arc<Entry>, now: u64, preserving: bool) {
+        let facts = self.facts(&entry.service, &entry.id);
+        let outcome = merge::merge(self.mode, &facts, Input::Deadline { preserving });
+        match outcome.effect {
+            Effect::Extend => {
+                entry
+                    .deadline
+                    .store(now + u64::from(entry.ttl_ms.load(Relaxed)), Relaxed);
+                self.schedule(entry);
+            }
+            Effect::Remove(cause) => {
+                self.remove(entry, cause);
+                self.change_tombstone(
+                    &entry.service,
+                    &entry.id,
+                    outcome.tombstone,
+                    entry.ttl_ms.load(Relaxed),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn is_current(&self, entry: &Arc<Entry>) -> bool {
+        self.services
+            .get(&entry.service)
+            .and_then(|s| s.live(&entry.id))
+            .is_some_and(|cur| Arc::ptr_eq(cur, entry))
+    }
+
+    /// Gives every live instance one fresh TTL from now (after our own reconnect: the
+    /// silence was ours, not theirs).
+    pub(crate) fn refresh_all_deadlines(&mut self) {
+        let now = self.clock.now_ms();
+        for svc in self.services.values() {
+            for e in svc.slots.values().filter_map(|s| s.live.as_ref()) {
+                let fresh = now + u64::from(e.ttl_ms.load(Relaxed));
+                if e.deadline.load(Relaxed) < fresh {
+                    e.deadline.store(fresh, Relaxed);
+                }
+            }
+        }
+    }
+}

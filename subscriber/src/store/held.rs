@@ -1,0 +1,75 @@
+//! Tokens held while the registration they claim is awaited (registry mode): at most one per
+//! instance and a bounded number in all, each for a fixed time. The bound is the same for
+//! every token, so the order of arrival is the order of timeouts and a queue replaces a heap.
+
+use std::collections::{HashMap, VecDeque};
+
+use herald_shared::Token;
+
+use super::Key;
+use crate::merge::Known;
+
+/// How long a token waits for its registration. etcd's watch delivers a write within
+/// milliseconds; a token still unmatched after this is taken as unregistered.
+pub(crate) const HOLD_FOR_MS: u64 = 2_000;
+
+/// Most tokens held at once, so that a flood of made-up instances cannot grow memory.
+const MAX_HELD: usize = 10_000;
+
+#[derive(Debug)]
+struct HeldToken {
+    token: Token,
+    until: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct HeldTokens {
+    tokens: HashMap<Key, HeldToken>,
+    timeouts: VecDeque<(u64, Key)>,
+}
+
+impl HeldTokens {
+    /// The held token's `(epoch, seq)` for `key`. Free when nothing is held.
+    pub(super) fn known(&self, key: impl FnOnce() -> Key) -> Option<Known> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        self.tokens.get(&key()).map(|h| Known {
+            epoch: h.token.epoch,
+            seq: h.token.seq,
+        })
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.tokens.len() >= MAX_HELD
+    }
+
+    pub(super) fn hold(&mut self, key: Key, token: Token, now: u64) {
+        let until = now + HOLD_FOR_MS;
+        self.timeouts.push_back((until, key.clone()));
+        self.tokens.insert(key, HeldToken { token, until });
+    }
+
+    pub(super) fn take(&mut self, key: &Key) -> Option<Token> {
+        self.tokens.remove(key).map(|h| h.token)
+    }
+
+    /// The key of the next held token whose time is up, removing its queue entry.
+    pub(super) fn next_timed_out(&mut self, now: u64) -> Option<Key> {
+        while let Some((until, _)) = self.timeouts.front() {
+            if *until > now {
+                return None;
+            }
+            let (until, key) = self.timeouts.pop_front()?;
+            // A key held again since has a later deadline of its own in the queue.
+            if self.tokens.get(&key).is_some_and(|h| h.until == until) {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.tokens.len()
+    }
+}
