@@ -128,10 +128,12 @@ impl Entry {
         }
     }
 
-    /// A new record with `record`'s identity and epoch, keeping `live`'s live fields (load,
-    /// state, seq, TTL, deadline, confirmation): a registration rewritten under the same lease.
+    /// A new record with `record`'s identity (TTL included) and epoch, keeping `live`'s live
+    /// fields (load, state, seq, deadline, confirmation): a registration rewritten under the
+    /// same lease, or an instance listed unregistered that registered.
     pub(crate) fn with_live_of(record: &Entry, live: &Entry, lease: i64) -> Entry {
         let mut e = live.with_epoch(record.epoch, lease);
+        e.ttl_ms = AtomicU32::new(record.ttl_ms.load(Relaxed));
         e.addr = record.addr.clone();
         e.socket_addr = record.socket_addr;
         e.zone = record.zone.clone();

@@ -92,7 +92,11 @@ impl Store {
         }
         entry.seq.store(t.seq, Relaxed);
         entry.ttl_ms.store(t.ttl_ms, Relaxed);
-        entry.deadline.store(now + u64::from(t.ttl_ms), Relaxed);
+        let deadline = now + u64::from(t.ttl_ms);
+        if entry.deadline.swap(deadline, Relaxed) > deadline {
+            // A shorter TTL: the deadline now comes before the scheduled check.
+            self.schedule(entry);
+        }
         let state_changed = entry.state() != t.state;
         let load_changed = entry.load().to_bits() != t.load.to_bits();
         let confirmed_now = !entry.confirmed.swap(true, Relaxed);
