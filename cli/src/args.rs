@@ -104,6 +104,18 @@ pub(crate) struct Global {
     /// Client key (PEM) for etcd mutual TLS.
     #[arg(long, env = "HERALD_ETCD_TLS_KEY", global = true)]
     pub(crate) etcd_tls_key: Option<PathBuf>,
+    /// With etcd, also list instances that announce without an etcd registration (by default
+    /// their tokens are dropped: the registration is the identity).
+    #[arg(
+        long,
+        env = "HERALD_ALLOW_UNREGISTERED",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub(crate) allow_unregistered: bool,
     /// How long connecting may take before the command gives up.
     #[arg(long, env = "HERALD_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
     pub(crate) connect_timeout: Duration,
@@ -114,7 +126,8 @@ pub(crate) struct Global {
 pub(crate) enum Command {
     /// Announce a service that cannot embed the Rust announcer, until SIGINT or SIGTERM.
     Announce(AnnounceArgs),
-    /// List the current instances (etcd snapshot plus one probe round).
+    /// List the live instances: those that answered the probe (with etcd, the registered
+    /// instances that answered; `--all` adds the silent ones).
     Ls(LsArgs),
     /// Stream Added / Updated / Removed events.
     Watch(WatchArgs),
@@ -174,8 +187,13 @@ pub(crate) struct LsArgs {
     /// A JSON array instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
-    /// How long to collect probe answers.
-    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    /// Also list registered instances that did not answer (marked `silent`): they may have
+    /// crashed while their etcd lease still holds.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// The longest to wait for probe answers. With etcd, listing ends as soon as every
+    /// registered instance answered; without, once no new answer came for 200 ms.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub(crate) wait: Duration,
 }
 

@@ -66,7 +66,9 @@ impl Global {
             builder = builder.zone(z);
         }
         if let Some(etcd) = self.etcd_config() {
-            builder = builder.etcd(etcd);
+            builder = builder
+                .etcd(etcd)
+                .allow_unregistered(self.allow_unregistered);
         }
         builder.start().await.context("cannot start the subscriber")
     }

@@ -17,6 +17,8 @@ pub(crate) struct InstanceJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) zone: Option<&'a str>,
     pub(crate) epoch: u64,
+    /// Heard on NATS since the subscriber started (false: known only from etcd).
+    pub(crate) confirmed: bool,
     pub(crate) meta: BTreeMap<&'a str, &'a str>,
 }
 
@@ -31,6 +33,7 @@ impl<'a> From<&'a Instance> for InstanceJson<'a> {
             weight: i.weight(),
             zone: i.zone(),
             epoch: i.epoch(),
+            confirmed: i.is_confirmed(),
             meta: i.meta().collect(),
         }
     }

@@ -46,6 +46,7 @@ pub(crate) fn text(sub: &Subscriber) -> String {
         ("duplicate", s.duplicate_drops),
         ("goodbye_unknown", s.goodbye_unknown_drops),
         ("unregistered", s.unregistered_drops),
+        ("identity_mismatch", s.identity_mismatch_drops),
     ] {
         let _ = writeln!(
             out,
@@ -105,6 +106,11 @@ pub(crate) fn text(sub: &Subscriber) -> String {
         "herald_etcd_resyncs_total",
         "Full etcd listings.",
         s.etcd_resyncs,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP herald_tokens_held Tokens held while the registration they claim is awaited.\n# TYPE herald_tokens_held gauge\nherald_tokens_held {}",
+        s.held
     );
     let _ = writeln!(
         out,

@@ -1,5 +1,5 @@
 //! etcd as the authority, seen from the subscriber: cold start from a consistent listing,
-//! deregistration and takeover fencing through the merge rules, `require_registration`, and
+//! deregistration and takeover fencing through the merge rules, unregistered tokens, and
 //! clear errors for an unreachable or refusing etcd.
 
 use std::time::{Duration, Instant};
@@ -146,11 +146,12 @@ async fn operator_delete_removes_at_once_and_old_tokens_stay_out() {
     let mut unregistered = token("svc", "a", 100, Duration::from_secs(30));
     unregistered.epoch = 0;
     publisher.token(&unregistered).await;
-    publisher
-        .token(&token("svc", "marker", 1, Duration::from_secs(30)))
-        .await;
-    wait_event(&mut events, Duration::from_secs(2), "Added(marker)", |e| {
-        is_added(e, "marker")
+    // A registered marker's token, published last, is confirmed once all the above is judged.
+    let mut marker = token("svc", "marker", 1, Duration::from_secs(30));
+    marker.epoch = register(&mut client, &prefix, &marker, lease_id).await;
+    publisher.token(&marker).await;
+    herald_e2e::eventually(Duration::from_secs(2), "the marker confirmed", || {
+        sub.get("svc", "marker").is_some_and(|m| m.is_confirmed())
     })
     .await;
     assert!(
@@ -160,8 +161,12 @@ async fn operator_delete_removes_at_once_and_old_tokens_stay_out() {
     let stats = sub.stats();
     assert_eq!(
         stats.stale_epoch_drops + stats.duplicate_drops - stale_before,
-        5,
-        "{stats:?}"
+        4,
+        "the deleted epoch's tokens are stale: {stats:?}"
+    );
+    assert_eq!(
+        stats.unregistered_drops, 1,
+        "epoch 0 is unregistered: {stats:?}"
     );
 
     // A new registration (higher epoch) is welcome.
@@ -232,7 +237,7 @@ async fn takeover_by_another_lease_fences_the_old_incarnation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn require_registration_drops_unregistered_tokens() {
+async fn unregistered_tokens_are_dropped_by_default_with_etcd() {
     init_tracing();
     let (nats_server, etcd_server) = (NatsServer::start().await, EtcdServer::start().await);
     let prefix = prefix("require");
@@ -242,7 +247,6 @@ async fn require_registration_drops_unregistered_tokens() {
         .nats(nats(&nats_server.url()))
         .etcd(etcd(&etcd_server.endpoints()))
         .prefix(&prefix)
-        .require_registration(true)
         .start()
         .await
         .unwrap();

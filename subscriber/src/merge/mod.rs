@@ -164,7 +164,9 @@ pub(crate) enum TombstoneChange {
 pub(crate) enum HeldChange {
     Keep,
     /// Hold this token instead; a token it supersedes counts as a duplicate.
-    Hold { superseded: bool },
+    Hold {
+        superseded: bool,
+    },
     /// Forget the held token, counting it as dropped for this reason.
     Drop(DropReason),
     /// Its registration arrived: apply the held token now, as a token.
@@ -256,8 +258,12 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
         Input::Deadline { preserving } => match facts.live {
             None => Outcome::NOTHING,
             Some(_) if preserving => Outcome::effect(Effect::Extend),
-            Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Expired))
-                .tombstone(TombstoneChange::Set(Known { epoch: l.epoch, seq: l.seq })),
+            Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Expired)).tombstone(
+                TombstoneChange::Set(Known {
+                    epoch: l.epoch,
+                    seq: l.seq,
+                }),
+            ),
         },
         Input::HeldTimeout => match facts.held {
             None => Outcome::NOTHING,
@@ -274,7 +280,10 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
 fn bus_token(facts: &Facts, t: TokenFacts) -> Outcome {
     let latest = facts
         .live
-        .map(|l| Known { epoch: l.epoch, seq: l.seq })
+        .map(|l| Known {
+            epoch: l.epoch,
+            seq: l.seq,
+        })
         .or(facts.tombstone);
     if let Some(reason) = latest.and_then(|k| k.outranks(t.epoch, t.seq)) {
         return Outcome::drop(reason);
@@ -284,7 +293,9 @@ fn bus_token(facts: &Facts, t: TokenFacts) -> Outcome {
         seq: t.seq,
     });
     match facts.live {
-        Some(_) if t.leaving => Outcome::effect(Effect::Remove(RemovalCause::Goodbye)).tombstone(after),
+        Some(_) if t.leaving => {
+            Outcome::effect(Effect::Remove(RemovalCause::Goodbye)).tombstone(after)
+        }
         None if t.leaving => Outcome::drop(DropReason::GoodbyeUnknown).tombstone(after),
         Some(l) if l.epoch == t.epoch && t.same_identity => Outcome::effect(Effect::Refresh),
         Some(_) => Outcome::effect(Effect::Replace),
@@ -304,7 +315,9 @@ fn registered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
         }
         Some(_) if t.epoch == 0 => Outcome::drop(DropReason::Unregistered),
         Some(r) if t.epoch < r.epoch => Outcome::drop(DropReason::StaleEpoch),
-        None if t.epoch == 0 || facts.retired == Some(t.epoch) => unregistered_token(mode, facts, t),
+        None if t.epoch == 0 || facts.retired == Some(t.epoch) => {
+            unregistered_token(mode, facts, t)
+        }
         // No registration yet, or one older than the token: its PUT may be on its way.
         _ => hold(facts, t),
     }

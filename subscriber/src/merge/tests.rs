@@ -78,15 +78,27 @@ fn bus_mode_orders_tokens_by_epoch_then_seq() {
     };
     let none = Facts::default();
     table(&[
-        ("unknown instance is added", Mode::BUS, none, tok(0, 5), &|o| {
-            effect(o) == Effect::Add { confirmed: true } && o.accepted()
-        }),
-        ("lower epoch is stale whatever its seq", Mode::BUS, f, tok(6, 99), &|o| {
-            dropped(o) == Some(DropReason::StaleEpoch)
-        }),
-        ("an old incarnation's goodbye is stale", Mode::BUS, f, bye(6, 99), &|o| {
-            dropped(o) == Some(DropReason::StaleEpoch) && effect(o) == Effect::None
-        }),
+        (
+            "unknown instance is added",
+            Mode::BUS,
+            none,
+            tok(0, 5),
+            &|o| effect(o) == Effect::Add { confirmed: true } && o.accepted(),
+        ),
+        (
+            "lower epoch is stale whatever its seq",
+            Mode::BUS,
+            f,
+            tok(6, 99),
+            &|o| dropped(o) == Some(DropReason::StaleEpoch),
+        ),
+        (
+            "an old incarnation's goodbye is stale",
+            Mode::BUS,
+            f,
+            bye(6, 99),
+            &|o| dropped(o) == Some(DropReason::StaleEpoch) && effect(o) == Effect::None,
+        ),
         ("same seq is a duplicate", Mode::BUS, f, tok(7, 10), &|o| {
             dropped(o) == Some(DropReason::Duplicate)
         }),
@@ -96,20 +108,40 @@ fn bus_mode_orders_tokens_by_epoch_then_seq() {
         ("newer seq refreshes", Mode::BUS, f, tok(7, 11), &|o| {
             effect(o) == Effect::Refresh
         }),
-        ("newer seq with another identity replaces", Mode::BUS, f, other_identity(7, 11), &|o| {
-            effect(o) == Effect::Replace
-        }),
-        ("higher epoch wins even with a lower seq", Mode::BUS, f, tok(8, 1), &|o| {
-            effect(o) == Effect::Replace
-        }),
-        ("goodbye removes the live entry and leaves a tombstone", Mode::BUS, f, bye(7, 11), &|o| {
-            effect(o) == Effect::Remove(RemovalCause::Goodbye)
-                && o.tombstone == TombstoneChange::Set(Known { epoch: 7, seq: 11 })
-        }),
-        ("goodbye of an unknown instance is dropped, remembered", Mode::BUS, none, bye(0, 3), &|o| {
-            dropped(o) == Some(DropReason::GoodbyeUnknown)
-                && o.tombstone == TombstoneChange::Set(Known { epoch: 0, seq: 3 })
-        }),
+        (
+            "newer seq with another identity replaces",
+            Mode::BUS,
+            f,
+            other_identity(7, 11),
+            &|o| effect(o) == Effect::Replace,
+        ),
+        (
+            "higher epoch wins even with a lower seq",
+            Mode::BUS,
+            f,
+            tok(8, 1),
+            &|o| effect(o) == Effect::Replace,
+        ),
+        (
+            "goodbye removes the live entry and leaves a tombstone",
+            Mode::BUS,
+            f,
+            bye(7, 11),
+            &|o| {
+                effect(o) == Effect::Remove(RemovalCause::Goodbye)
+                    && o.tombstone == TombstoneChange::Set(Known { epoch: 7, seq: 11 })
+            },
+        ),
+        (
+            "goodbye of an unknown instance is dropped, remembered",
+            Mode::BUS,
+            none,
+            bye(0, 3),
+            &|o| {
+                dropped(o) == Some(DropReason::GoodbyeUnknown)
+                    && o.tombstone == TombstoneChange::Set(Known { epoch: 0, seq: 3 })
+            },
+        ),
     ]);
 }
 
@@ -120,12 +152,20 @@ fn tombstones_stop_late_tokens_of_a_departed_run() {
         ..Facts::default()
     };
     table(&[
-        ("a token sent before the goodbye", Mode::BUS, f, tok(0, 19), &|o| {
-            dropped(o) == Some(DropReason::Duplicate)
-        }),
-        ("a restarted run has a larger seq", Mode::BUS, f, tok(0, 5_000_000), &|o| {
-            effect(o) == Effect::Add { confirmed: true }
-        }),
+        (
+            "a token sent before the goodbye",
+            Mode::BUS,
+            f,
+            tok(0, 19),
+            &|o| dropped(o) == Some(DropReason::Duplicate),
+        ),
+        (
+            "a restarted run has a larger seq",
+            Mode::BUS,
+            f,
+            tok(0, 5_000_000),
+            &|o| effect(o) == Effect::Add { confirmed: true },
+        ),
     ]);
 }
 
@@ -141,36 +181,77 @@ fn registry_mode_applies_only_the_registered_epoch_and_identity() {
         ..Facts::default()
     };
     table(&[
-        ("registered epoch and identity refresh", REGISTRY, f, tok(10, 6), &|o| {
-            effect(o) == Effect::Refresh
-        }),
-        ("another address is an identity mismatch", REGISTRY, f, other_identity(10, 6), &|o| {
-            dropped(o) == Some(DropReason::IdentityMismatch) && effect(o) == Effect::None
-        }),
-        ("a mismatch does not count as a duplicate first", REGISTRY, f, other_identity(10, 1), &|o| {
-            dropped(o) == Some(DropReason::IdentityMismatch)
-        }),
+        (
+            "registered epoch and identity refresh",
+            REGISTRY,
+            f,
+            tok(10, 6),
+            &|o| effect(o) == Effect::Refresh,
+        ),
+        (
+            "another address is an identity mismatch",
+            REGISTRY,
+            f,
+            other_identity(10, 6),
+            &|o| dropped(o) == Some(DropReason::IdentityMismatch) && effect(o) == Effect::None,
+        ),
+        (
+            "a mismatch does not count as a duplicate first",
+            REGISTRY,
+            f,
+            other_identity(10, 1),
+            &|o| dropped(o) == Some(DropReason::IdentityMismatch),
+        ),
         ("epoch 0 is unregistered", REGISTRY, f, tok(0, 99), &|o| {
             dropped(o) == Some(DropReason::Unregistered)
         }),
-        ("epoch 0 is unregistered even when allowed, for a registered key", REGISTRY_OPEN, f, tok(0, 99), &|o| {
-            dropped(o) == Some(DropReason::Unregistered)
-        }),
+        (
+            "epoch 0 is unregistered even when allowed, for a registered key",
+            REGISTRY_OPEN,
+            f,
+            tok(0, 99),
+            &|o| dropped(o) == Some(DropReason::Unregistered),
+        ),
         ("an older epoch is stale", REGISTRY, f, tok(9, 99), &|o| {
             dropped(o) == Some(DropReason::StaleEpoch)
         }),
-        ("an epoch ahead of the registration is held", REGISTRY, f, tok(1_000_000_000_000, 1), &|o| {
-            o.held == HeldChange::Hold { superseded: false } && effect(o) == Effect::None && !o.accepted()
-        }),
-        ("a registered, unheard instance is added by its token", REGISTRY, unheard, tok(10, 1), &|o| {
-            effect(o) == Effect::Add { confirmed: true }
-        }),
-        ("a goodbye of the registered epoch removes", REGISTRY, f, bye(10, 6), &|o| {
-            effect(o) == Effect::Remove(RemovalCause::Goodbye)
-        }),
-        ("a goodbye with another address is a mismatch", REGISTRY, f, Input::Token(TokenFacts { epoch: 10, seq: 6, leaving: true, same_identity: false }), &|o| {
-            dropped(o) == Some(DropReason::IdentityMismatch) && effect(o) == Effect::None
-        }),
+        (
+            "an epoch ahead of the registration is held",
+            REGISTRY,
+            f,
+            tok(1_000_000_000_000, 1),
+            &|o| {
+                o.held == HeldChange::Hold { superseded: false }
+                    && effect(o) == Effect::None
+                    && !o.accepted()
+            },
+        ),
+        (
+            "a registered, unheard instance is added by its token",
+            REGISTRY,
+            unheard,
+            tok(10, 1),
+            &|o| effect(o) == Effect::Add { confirmed: true },
+        ),
+        (
+            "a goodbye of the registered epoch removes",
+            REGISTRY,
+            f,
+            bye(10, 6),
+            &|o| effect(o) == Effect::Remove(RemovalCause::Goodbye),
+        ),
+        (
+            "a goodbye with another address is a mismatch",
+            REGISTRY,
+            f,
+            Input::Token(TokenFacts {
+                epoch: 10,
+                seq: 6,
+                leaving: true,
+                same_identity: false,
+            }),
+            &|o| dropped(o) == Some(DropReason::IdentityMismatch) && effect(o) == Effect::None,
+        ),
     ]);
 }
 
@@ -193,30 +274,62 @@ fn registry_mode_holds_tokens_ahead_of_their_registration() {
         ("unknown key: held", REGISTRY, none, tok(12, 1), &|o| {
             o.held == HeldChange::Hold { superseded: false }
         }),
-        ("a newer token supersedes the held one", REGISTRY, holding, tok(12, 6), &|o| {
-            o.held == HeldChange::Hold { superseded: true }
-        }),
-        ("an older token than the held one is a duplicate", REGISTRY, holding, tok(12, 4), &|o| {
-            dropped(o) == Some(DropReason::Duplicate) && o.held == HeldChange::Keep
-        }),
-        ("no room to hold: unregistered", REGISTRY, full, tok(12, 1), &|o| {
-            dropped(o) == Some(DropReason::Unregistered)
-        }),
-        ("an epoch fenced by a deletion is stale, not held", REGISTRY, deleted, tok(11, 3), &|o| {
-            dropped(o) == Some(DropReason::StaleEpoch)
-        }),
-        ("an epoch after the deletion is held", REGISTRY, deleted, tok(12, 3), &|o| {
-            o.held == HeldChange::Hold { superseded: false }
-        }),
-        ("the bound passes: unregistered", REGISTRY, holding, Input::HeldTimeout, &|o| {
-            o.held == HeldChange::Drop(DropReason::Unregistered)
-        }),
-        ("epoch 0 of an unknown key, not allowed", REGISTRY, none, tok(0, 1), &|o| {
-            dropped(o) == Some(DropReason::Unregistered) && o.held == HeldChange::Keep
-        }),
-        ("epoch 0 of an unknown key, allowed", REGISTRY_OPEN, none, tok(0, 1), &|o| {
-            effect(o) == Effect::Add { confirmed: true }
-        }),
+        (
+            "a newer token supersedes the held one",
+            REGISTRY,
+            holding,
+            tok(12, 6),
+            &|o| o.held == HeldChange::Hold { superseded: true },
+        ),
+        (
+            "an older token than the held one is a duplicate",
+            REGISTRY,
+            holding,
+            tok(12, 4),
+            &|o| dropped(o) == Some(DropReason::Duplicate) && o.held == HeldChange::Keep,
+        ),
+        (
+            "no room to hold: unregistered",
+            REGISTRY,
+            full,
+            tok(12, 1),
+            &|o| dropped(o) == Some(DropReason::Unregistered),
+        ),
+        (
+            "an epoch fenced by a deletion is stale, not held",
+            REGISTRY,
+            deleted,
+            tok(11, 3),
+            &|o| dropped(o) == Some(DropReason::StaleEpoch),
+        ),
+        (
+            "an epoch after the deletion is held",
+            REGISTRY,
+            deleted,
+            tok(12, 3),
+            &|o| o.held == HeldChange::Hold { superseded: false },
+        ),
+        (
+            "the bound passes: unregistered",
+            REGISTRY,
+            holding,
+            Input::HeldTimeout,
+            &|o| o.held == HeldChange::Drop(DropReason::Unregistered),
+        ),
+        (
+            "epoch 0 of an unknown key, not allowed",
+            REGISTRY,
+            none,
+            tok(0, 1),
+            &|o| dropped(o) == Some(DropReason::Unregistered) && o.held == HeldChange::Keep,
+        ),
+        (
+            "epoch 0 of an unknown key, allowed",
+            REGISTRY_OPEN,
+            none,
+            tok(0, 1),
+            &|o| effect(o) == Effect::Add { confirmed: true },
+        ),
     ]);
 }
 
@@ -239,33 +352,96 @@ fn a_put_records_the_registration_and_lists_it_unconfirmed() {
     };
     let set = |epoch, lease| RegistrationChange::Set(Registered { epoch, lease });
     table(&[
-        ("a new key is listed unconfirmed", REGISTRY, none, Input::Put { revision: 10, lease: 1 }, &|o| {
-            effect(o) == Effect::Add { confirmed: false } && o.registration == set(10, 1)
-        }),
-        ("the same write again changes nothing", REGISTRY, f, Input::Put { revision: 10, lease: 1 }, &|o| {
-            o == Outcome::NOTHING
-        }),
-        ("an older write changes nothing", REGISTRY, f, Input::Put { revision: 9, lease: 1 }, &|o| {
-            o == Outcome::NOTHING
-        }),
-        ("a rewrite under the same lease replaces the record", REGISTRY, f, Input::Put { revision: 14, lease: 1 }, &|o| {
-            effect(o) == Effect::Replace && o.registration == set(14, 1)
-        }),
-        ("another lease takes over: fenced", REGISTRY, f, Input::Put { revision: 14, lease: 2 }, &|o| {
-            effect(o) == Effect::Fence && o.registration == set(14, 2)
-        }),
-        ("the held token of this epoch is released", REGISTRY, held, Input::Put { revision: 12, lease: 1 }, &|o| {
-            o.held == HeldChange::Release && effect(o) == Effect::Add { confirmed: false }
-        }),
-        ("a held token of an older epoch is stale", REGISTRY, held, Input::Put { revision: 13, lease: 1 }, &|o| {
-            o.held == HeldChange::Drop(DropReason::StaleEpoch)
-        }),
-        ("a held token of a newer epoch stays held", REGISTRY, held, Input::Put { revision: 11, lease: 1 }, &|o| {
-            o.held == HeldChange::Keep
-        }),
-        ("a re-listed key that said goodbye is not listed again", REGISTRY, said_goodbye, Input::Put { revision: 10, lease: 1 }, &|o| {
-            o == Outcome::NOTHING
-        }),
+        (
+            "a new key is listed unconfirmed",
+            REGISTRY,
+            none,
+            Input::Put {
+                revision: 10,
+                lease: 1,
+            },
+            &|o| effect(o) == Effect::Add { confirmed: false } && o.registration == set(10, 1),
+        ),
+        (
+            "the same write again changes nothing",
+            REGISTRY,
+            f,
+            Input::Put {
+                revision: 10,
+                lease: 1,
+            },
+            &|o| o == Outcome::NOTHING,
+        ),
+        (
+            "an older write changes nothing",
+            REGISTRY,
+            f,
+            Input::Put {
+                revision: 9,
+                lease: 1,
+            },
+            &|o| o == Outcome::NOTHING,
+        ),
+        (
+            "a rewrite under the same lease replaces the record",
+            REGISTRY,
+            f,
+            Input::Put {
+                revision: 14,
+                lease: 1,
+            },
+            &|o| effect(o) == Effect::Replace && o.registration == set(14, 1),
+        ),
+        (
+            "another lease takes over: fenced",
+            REGISTRY,
+            f,
+            Input::Put {
+                revision: 14,
+                lease: 2,
+            },
+            &|o| effect(o) == Effect::Fence && o.registration == set(14, 2),
+        ),
+        (
+            "the held token of this epoch is released",
+            REGISTRY,
+            held,
+            Input::Put {
+                revision: 12,
+                lease: 1,
+            },
+            &|o| o.held == HeldChange::Release && effect(o) == Effect::Add { confirmed: false },
+        ),
+        (
+            "a held token of an older epoch is stale",
+            REGISTRY,
+            held,
+            Input::Put {
+                revision: 13,
+                lease: 1,
+            },
+            &|o| o.held == HeldChange::Drop(DropReason::StaleEpoch),
+        ),
+        (
+            "a held token of a newer epoch stays held",
+            REGISTRY,
+            held,
+            Input::Put {
+                revision: 11,
+                lease: 1,
+            },
+            &|o| o.held == HeldChange::Keep,
+        ),
+        (
+            "a re-listed key that said goodbye is not listed again",
+            REGISTRY,
+            said_goodbye,
+            Input::Put {
+                revision: 10,
+                lease: 1,
+            },
+            &|o| o == Outcome::NOTHING,
+        ),
     ]);
 }
 
@@ -287,18 +463,36 @@ fn a_delete_removes_and_fences_older_epochs() {
         ..Facts::default()
     };
     table(&[
-        ("the live entry is deregistered", REGISTRY, f, Input::Delete { revision: 15 }, &|o| {
-            effect(o) == Effect::Remove(RemovalCause::Deregistered)
-                && o.registration == RegistrationChange::Clear
-                && o.tombstone == TombstoneChange::Set(Known { epoch: 14, seq: u64::MAX })
-                && o.held == HeldChange::Drop(DropReason::StaleEpoch)
-        }),
-        ("a newer registration survives an older delete", REGISTRY, newer, Input::Delete { revision: 15 }, &|o| {
-            o == Outcome::NOTHING
-        }),
-        ("a later fence is kept", REGISTRY, fenced, Input::Delete { revision: 15 }, &|o| {
-            o.tombstone == TombstoneChange::Keep && effect(o) == Effect::None
-        }),
+        (
+            "the live entry is deregistered",
+            REGISTRY,
+            f,
+            Input::Delete { revision: 15 },
+            &|o| {
+                effect(o) == Effect::Remove(RemovalCause::Deregistered)
+                    && o.registration == RegistrationChange::Clear
+                    && o.tombstone
+                        == TombstoneChange::Set(Known {
+                            epoch: 14,
+                            seq: u64::MAX,
+                        })
+                    && o.held == HeldChange::Drop(DropReason::StaleEpoch)
+            },
+        ),
+        (
+            "a newer registration survives an older delete",
+            REGISTRY,
+            newer,
+            Input::Delete { revision: 15 },
+            &|o| o == Outcome::NOTHING,
+        ),
+        (
+            "a later fence is kept",
+            REGISTRY,
+            fenced,
+            Input::Delete { revision: 15 },
+            &|o| o.tombstone == TombstoneChange::Keep && effect(o) == Effect::None,
+        ),
     ]);
 }
 
@@ -309,13 +503,23 @@ fn deadlines_expire_unless_our_own_link_is_down() {
         ..Facts::default()
     };
     table(&[
-        ("a passed deadline expires", REGISTRY, f, Input::Deadline { preserving: false }, &|o| {
-            effect(o) == Effect::Remove(RemovalCause::Expired)
-                && o.tombstone == TombstoneChange::Set(Known { epoch: 10, seq: 5 })
-        }),
-        ("while preserving, a fresh TTL", REGISTRY, f, Input::Deadline { preserving: true }, &|o| {
-            effect(o) == Effect::Extend
-        }),
+        (
+            "a passed deadline expires",
+            REGISTRY,
+            f,
+            Input::Deadline { preserving: false },
+            &|o| {
+                effect(o) == Effect::Remove(RemovalCause::Expired)
+                    && o.tombstone == TombstoneChange::Set(Known { epoch: 10, seq: 5 })
+            },
+        ),
+        (
+            "while preserving, a fresh TTL",
+            REGISTRY,
+            f,
+            Input::Deadline { preserving: true },
+            &|o| effect(o) == Effect::Extend,
+        ),
     ]);
 }
 
@@ -333,21 +537,42 @@ fn a_cluster_change_forgets_epochs_and_keeps_live_entries() {
         ..Facts::default()
     };
     table(&[
-        ("the live entry is kept under epoch 0", REGISTRY, f, Input::ClusterChange, &|o| {
-            effect(o) == Effect::Retire
-                && o.retired == RetiredChange::Set(32)
-                && o.registration == RegistrationChange::Clear
-                && o.tombstone == TombstoneChange::Clear
-        }),
-        ("a late old-cluster token only refreshes", REGISTRY, retired, tok(32, 101), &|o| {
-            effect(o) == Effect::Refresh
-        }),
-        ("a late old-cluster token cannot change the identity", REGISTRY, retired, other_identity(32, 101), &|o| {
-            dropped(o) == Some(DropReason::IdentityMismatch)
-        }),
-        ("the new cluster's registration replaces it", REGISTRY, retired, Input::Put { revision: 2, lease: 9 }, &|o| {
-            effect(o) == Effect::Replace && o.retired == RetiredChange::Clear
-        }),
+        (
+            "the live entry is kept under epoch 0",
+            REGISTRY,
+            f,
+            Input::ClusterChange,
+            &|o| {
+                effect(o) == Effect::Retire
+                    && o.retired == RetiredChange::Set(32)
+                    && o.registration == RegistrationChange::Clear
+                    && o.tombstone == TombstoneChange::Clear
+            },
+        ),
+        (
+            "a late old-cluster token only refreshes",
+            REGISTRY,
+            retired,
+            tok(32, 101),
+            &|o| effect(o) == Effect::Refresh,
+        ),
+        (
+            "a late old-cluster token cannot change the identity",
+            REGISTRY,
+            retired,
+            other_identity(32, 101),
+            &|o| dropped(o) == Some(DropReason::IdentityMismatch),
+        ),
+        (
+            "the new cluster's registration replaces it",
+            REGISTRY,
+            retired,
+            Input::Put {
+                revision: 2,
+                lease: 9,
+            },
+            &|o| effect(o) == Effect::Replace && o.retired == RetiredChange::Clear,
+        ),
     ]);
     let after_put = Facts {
         live: live(2, 100),
@@ -355,9 +580,13 @@ fn a_cluster_change_forgets_epochs_and_keeps_live_entries() {
         retired: None,
         ..Facts::default()
     };
-    table(&[("an old-cluster token after the new registration is held, not applied", REGISTRY, after_put, tok(32, 102), &|o| {
-        o.held == HeldChange::Hold { superseded: false } && effect(o) == Effect::None
-    })]);
+    table(&[(
+        "an old-cluster token after the new registration is held, not applied",
+        REGISTRY,
+        after_put,
+        tok(32, 102),
+        &|o| o.held == HeldChange::Hold { superseded: false } && effect(o) == Effect::None,
+    )]);
 }
 
 #[test]
@@ -365,6 +594,10 @@ fn loss_is_counted_from_gaps_within_a_run() {
     assert_eq!(lost_between(10, 11), 0);
     assert_eq!(lost_between(10, 14), 3);
     assert_eq!(lost_between(10, 10 + NEW_RUN_JUMP + 1), NEW_RUN_JUMP);
-    assert_eq!(lost_between(10, 10 + NEW_RUN_JUMP + 2), 0, "a new run is not loss");
+    assert_eq!(
+        lost_between(10, 10 + NEW_RUN_JUMP + 2),
+        0,
+        "a new run is not loss"
+    );
     assert_eq!(lost_between(10, 9), 0);
 }

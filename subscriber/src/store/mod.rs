@@ -31,10 +31,10 @@ use crate::view::{Clock, Snapshot, Views};
 mod carry;
 mod expiry;
 mod held;
-mod registry;
-mod service;
 #[cfg(test)]
 mod model_tests;
+mod registry;
+mod service;
 #[cfg(test)]
 mod tests;
 
@@ -234,7 +234,11 @@ impl Store {
     }
 
     fn key(&self, service: &str, instance: &str) -> Key {
-        key_of(self.services.get(service).map(|s| &s.name), service, instance)
+        key_of(
+            self.services.get(service).map(|s| &s.name),
+            service,
+            instance,
+        )
     }
 
     fn mark_dirty(&mut self, service: &Arc<str>) {

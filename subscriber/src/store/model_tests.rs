@@ -66,7 +66,13 @@ fn op(registry: bool) -> impl Strategy<Value = Op> {
         1 => Just(EpochPick::Zero),
         1 => Just(EpochPick::Huge),
     ];
-    let token = (0..3u8, epoch, 0..3u8, prop::bool::weighted(0.1), prop::bool::weighted(0.1))
+    let token = (
+        0..3u8,
+        epoch,
+        0..3u8,
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.1),
+    )
         .prop_flat_map(|(inst, epoch, step, leaving, spoofed_addr)| {
             (prop::bool::weighted(0.05), 0..2u8).prop_map(move |(other_ttl, load)| Op::Token {
                 inst,
@@ -275,7 +281,10 @@ impl Model {
             }
             Some(l) if l.epoch == t.epoch && l.addr_spoofed == t.addr_spoofed => {
                 let changed = l.load != t.load || !l.confirmed;
-                k.live = Some(MEntry { addr_spoofed: l.addr_spoofed, ..fresh });
+                k.live = Some(MEntry {
+                    addr_spoofed: l.addr_spoofed,
+                    ..fresh
+                });
                 if changed {
                     self.events.push(('~', i, ""));
                 }
@@ -404,7 +413,10 @@ impl Model {
     fn visible(&self) -> Vec<(u8, u64, bool, bool, u8)> {
         self.keys
             .iter()
-            .filter_map(|(i, k)| k.live.map(|l| (*i, l.epoch, l.addr_spoofed, l.confirmed, l.load)))
+            .filter_map(|(i, k)| {
+                k.live
+                    .map(|l| (*i, l.epoch, l.addr_spoofed, l.confirmed, l.load))
+            })
             .collect()
     }
 }
@@ -491,7 +503,15 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut seqs: HashMap<u8, u64> = HashMap::new();
     for (step, op) in ops.iter().enumerate() {
         match *op {
-            Op::Token { inst, epoch, step, leaving, spoofed_addr, other_ttl, load } => {
+            Op::Token {
+                inst,
+                epoch,
+                step,
+                leaving,
+                spoofed_addr,
+                other_ttl,
+                load,
+            } => {
                 let current = etcd.keys.get(&inst).map_or(0, |k| k.0);
                 let epoch = match epoch {
                     EpochPick::Current => current,
@@ -512,16 +532,23 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
                     t.state = State::Leaving;
                 }
                 store.apply(&t.as_ref());
-                model.token(inst, MToken {
-                    epoch,
-                    seq: *last,
-                    leaving,
-                    addr_spoofed: spoofed_addr,
-                    ttl,
-                    load,
-                });
+                model.token(
+                    inst,
+                    MToken {
+                        epoch,
+                        seq: *last,
+                        leaving,
+                        addr_spoofed: spoofed_addr,
+                        ttl,
+                        load,
+                    },
+                );
             }
-            Op::Put { inst, lease, spoofed_addr } => {
+            Op::Put {
+                inst,
+                lease,
+                spoofed_addr,
+            } => {
                 etcd.revision += 1;
                 if let Some(old) = etcd.keys.insert(inst, (etcd.revision, lease, spoofed_addr)) {
                     etcd.past.insert(inst, old.0);
@@ -569,7 +596,13 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
         got.sort();
         want.sort();
         prop_assert_eq!(got, want, "events after step {} ({:?})", step, op);
-        prop_assert_eq!(store_visible(&store), model.visible(), "view after step {} ({:?})", step, op);
+        prop_assert_eq!(
+            store_visible(&store),
+            model.visible(),
+            "view after step {} ({:?})",
+            step,
+            op
+        );
         prop_assert_eq!(
             store_drops(&counters.snapshot()),
             model.drops.clone(),

@@ -64,7 +64,10 @@ fn refresh_only_tokens_do_not_schedule_or_event() {
         s.apply(&token("a", 0, seq).as_ref());
     }
     s.flush();
-    assert!(rx.try_recv().is_err(), "pure refreshes must not emit events");
+    assert!(
+        rx.try_recv().is_err(),
+        "pure refreshes must not emit events"
+    );
     assert_eq!(s.heap.len(), 1, "pure refreshes must not push deadlines");
     assert_eq!(c.snapshot().accepted, 99);
 }
@@ -78,7 +81,10 @@ fn goodbye_leaves_a_tombstone_against_late_tokens() {
     s.apply(&bye.as_ref());
     assert!(ids(&s).is_empty());
     s.apply(&token("a", 0, 9).as_ref());
-    assert!(ids(&s).is_empty(), "a late token must not resurrect a departed instance");
+    assert!(
+        ids(&s).is_empty(),
+        "a late token must not resurrect a departed instance"
+    );
     assert_eq!(c.snapshot().duplicate_drops, 1);
 }
 
@@ -194,11 +200,18 @@ fn a_deletion_fences_every_older_epoch() {
     assert!(live(&s, "a").is_none());
     s.apply(&token("a", 10, 5).as_ref());
     s.apply(&token("a", 11, 5).as_ref());
-    assert!(live(&s, "a").is_none(), "tokens below the deletion's revision are dropped");
+    assert!(
+        live(&s, "a").is_none(),
+        "tokens below the deletion's revision are dropped"
+    );
     assert_eq!(c.snapshot().stale_epoch_drops, 2);
     put(&mut s, "a", 13, 1);
     s.apply(&token("a", 13, 1).as_ref());
-    assert_eq!(live(&s, "a").map(|e| e.epoch), Some(13), "a newer registration comes back");
+    assert_eq!(
+        live(&s, "a").map(|e| e.epoch),
+        Some(13),
+        "a newer registration comes back"
+    );
 }
 
 #[test]
@@ -210,14 +223,26 @@ fn late_tokens_of_a_replaced_cluster_cannot_outrank_the_new_registration() {
     s.forget_epochs(None);
     assert_eq!(epoch(&s), Some(0), "the old cluster's epoch is forgotten");
     s.apply(&token("a", 32, 101).as_ref());
-    assert_eq!(live(&s, "a").unwrap().seq.load(Relaxed), 101, "a late old-cluster token refreshes");
+    assert_eq!(
+        live(&s, "a").unwrap().seq.load(Relaxed),
+        101,
+        "a late old-cluster token refreshes"
+    );
     put(&mut s, "a", 2, 9);
     assert_eq!(epoch(&s), Some(2), "the new cluster's registration wins");
     s.apply(&token("a", 32, 102).as_ref());
-    assert_eq!(epoch(&s), Some(2), "a later old-cluster token must not raise the epoch back");
+    assert_eq!(
+        epoch(&s),
+        Some(2),
+        "a later old-cluster token must not raise the epoch back"
+    );
     s.apply(&token("a", 2, 103).as_ref());
     let e = live(&s, "a").unwrap();
-    assert_eq!((e.epoch, e.seq.load(Relaxed)), (2, 103), "new-epoch tokens are accepted");
+    assert_eq!(
+        (e.epoch, e.seq.load(Relaxed)),
+        (2, 103),
+        "new-epoch tokens are accepted"
+    );
 }
 
 #[test]
@@ -233,5 +258,11 @@ fn a_cluster_change_of_one_scope_leaves_the_others_alone() {
     });
     s.forget_epochs(Some("other"));
     assert_eq!(live(&s, "a").map(|e| e.epoch), Some(32));
-    assert_eq!(s.services.get("other").and_then(|o| o.live("b")).map(|e| e.epoch), Some(0));
+    assert_eq!(
+        s.services
+            .get("other")
+            .and_then(|o| o.live("b"))
+            .map(|e| e.epoch),
+        Some(0)
+    );
 }
