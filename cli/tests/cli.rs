@@ -57,6 +57,31 @@ async fn announce_ls_and_graceful_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_does_not_show_a_killed_instance_as_up() {
+    let env = Env::start("killed").await;
+    let mut child = env.announce("web", "web-1", &["--lease-ttl", "30s"]);
+    let list = env.ls_json("web").await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["confirmed"], true, "it answered the probe");
+    child.kill().expect("kill -9 ends it");
+    // Its registration holds for the 30 s lease; it does not answer the probe.
+    assert!(
+        env.ls_json("web").await.is_empty(),
+        "a killed instance must not be listed as up"
+    );
+    let out = env
+        .output(&["ls", "web", "--all", "--json", "--wait", "200ms"])
+        .await;
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.len(), 1, "--all lists the silent registration: {all:?}");
+    assert_eq!(all[0]["confirmed"], false);
+    let table = env.output(&["ls", "--all", "--wait", "200ms"]).await;
+    let table = String::from_utf8_lossy(&table.stdout);
+    let row = table.lines().find(|l| l.contains("web-1")).expect("listed with --all");
+    assert!(row.contains("silent"), "marked as silent: {table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_check_drains_and_a_passing_one_brings_it_back() {
     let env = Env::start("check").await;
     let port = free_port();
