@@ -109,8 +109,14 @@ pub(crate) fn text(sub: &Subscriber) -> String {
     );
     let _ = writeln!(
         out,
-        "# HELP herald_tokens_held Tokens held while the registration they claim is awaited.\n# TYPE herald_tokens_held gauge\nherald_tokens_held {}",
-        s.held
+        "# HELP herald_tokens_held Tokens held now while the registration they claim is awaited.\n# TYPE herald_tokens_held gauge\nherald_tokens_held {}",
+        s.held_now
+    );
+    counter(
+        &mut out,
+        "herald_tokens_held_total",
+        "Tokens that arrived before etcd showed their registration (then applied or dropped).",
+        s.held,
     );
     let _ = writeln!(
         out,

@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) goodbye_unknown: AtomicU64,
     pub(crate) unregistered: AtomicU64,
     pub(crate) identity_mismatch: AtomicU64,
+    pub(crate) held_now: AtomicU64,
     pub(crate) held: AtomicU64,
     pub(crate) registrations: AtomicU64,
     pub(crate) etcd_resyncs: AtomicU64,
@@ -96,6 +97,7 @@ impl Counters {
             goodbye_unknown_drops: get(&self.goodbye_unknown),
             unregistered_drops: get(&self.unregistered),
             identity_mismatch_drops: get(&self.identity_mismatch),
+            held_now: get(&self.held_now),
             held: get(&self.held),
             registrations: get(&self.registrations),
             etcd_resyncs: get(&self.etcd_resyncs),
@@ -144,6 +146,9 @@ pub struct Stats {
     /// (registry mode), dropped.
     pub identity_mismatch_drops: u64,
     /// Tokens held now while the registration they claim is awaited (registry mode).
+    pub held_now: u64,
+    /// Tokens ever held (registry mode): each arrived before etcd showed its registration;
+    /// each was then applied or dropped.
     pub held: u64,
     /// etcd registrations applied (listing and watch).
     pub registrations: u64,

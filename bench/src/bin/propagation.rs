@@ -20,9 +20,9 @@ use futures::StreamExt;
 use herald_announcer::Announcer;
 use herald_bench::fleet::{self, Fleet, Layout};
 use herald_bench::summary::{Summary, ms};
-use herald_shared::{NatsConfig, Subjects, codec, round_trip};
+use herald_shared::{EtcdConfig, NatsConfig, Subjects, codec, round_trip};
 use herald_subscriber::{Event, EventStream, RemovalCause, Subscriber};
-use herald_testkit::NatsServer;
+use herald_testkit::{EtcdServer, NatsServer};
 
 /// Measured samples per figure.
 const SAMPLES: usize = 5_000;
@@ -67,15 +67,30 @@ async fn main() {
         ratios.push((label, ping, join, bye));
     }
 
-    let ann = announcer_latency(&config).await;
-    println!("real announcer ({ANNOUNCER_SAMPLES} samples, subscriber of its service only):");
-    println!("  {:<28} {}", "NatsConfig::connect()", ann.connect);
-    println!("  {:<28} {}", "start() -> Added", ann.start_to_added);
-    println!("  {:<28} {}", "start() returns", ann.start_returned);
-    println!(
-        "  {:<28} {}",
-        "shutdown() -> Removed", ann.shutdown_to_removed
-    );
+    let etcd = EtcdServer::start().await;
+    for etcd in [None, Some(EtcdConfig::new(etcd.endpoints()))] {
+        let label = if etcd.is_some() {
+            "with etcd (registry mode: the token must match its registration)"
+        } else {
+            "NATS only"
+        };
+        let ann = announcer_latency(&config, etcd).await;
+        println!(
+            "real announcer, {label} ({ANNOUNCER_SAMPLES} samples, subscriber of its service only):"
+        );
+        println!("  {:<28} {}", "NatsConfig::connect()", ann.connect);
+        println!("  {:<28} {}", "start() -> Added", ann.start_to_added);
+        println!("  {:<28} {}", "start() -> confirmed", ann.start_to_confirmed);
+        println!("  {:<28} {}", "start() returns", ann.start_returned);
+        println!(
+            "  {:<28} {}",
+            "shutdown() -> Removed", ann.shutdown_to_removed
+        );
+        println!(
+            "  first token ahead of its registration (held): {} of {}",
+            ann.held, ANNOUNCER_SAMPLES
+        );
+    }
 
     println!("\nHerald p99 / raw p99 of the same run (target <= 2.0):");
     for (label, ping, join, bye) in &ratios {
@@ -231,19 +246,23 @@ async fn join_and_goodbye(
 struct AnnouncerLatency {
     connect: Summary,
     start_to_added: Summary,
+    start_to_confirmed: Summary,
+    held: u64,
     start_returned: Summary,
     shutdown_to_removed: Summary,
 }
 
-async fn announcer_latency(config: &NatsConfig) -> AnnouncerLatency {
-    let subscriber = Subscriber::builder()
+async fn announcer_latency(config: &NatsConfig, etcd: Option<EtcdConfig>) -> AnnouncerLatency {
+    let mut builder = Subscriber::builder()
         .nats(config.clone())
-        .service("announced")
-        .start()
-        .await
-        .expect("subscriber starts");
+        .service("announced");
+    if let Some(etcd) = &etcd {
+        builder = builder.etcd(etcd.clone());
+    }
+    let subscriber = builder.start().await.expect("subscriber starts");
     let mut events = subscriber.events();
     let (mut added, mut returned, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut confirmed, mut held) = (Vec::new(), 0);
     let mut connects = Vec::new();
     for k in 0..ANNOUNCER_SAMPLES + ANNOUNCER_SAMPLES / 10 {
         // What a fresh NATS connection alone costs, for comparison with start().
@@ -254,15 +273,17 @@ async fn announcer_latency(config: &NatsConfig) -> AnnouncerLatency {
 
         let id = format!("announced-{k:05}");
         let t0 = Instant::now();
+        let held_before = subscriber.stats().held;
         let start = async {
-            let handle = Announcer::builder("announced", "10.9.9.9:8080")
+            let mut builder = Announcer::builder("announced", "10.9.9.9:8080")
                 .nats(config.clone())
                 .instance(id.clone())
                 .zone("eu-1a")
-                .meta("version", "1.2.3")
-                .start()
-                .await
-                .expect("announcer starts");
+                .meta("version", "1.2.3");
+            if let Some(etcd) = &etcd {
+                builder = builder.etcd(etcd.clone());
+            }
+            let handle = builder.start().await.expect("announcer starts");
             (handle, t0.elapsed())
         };
         let seen = async {
@@ -271,9 +292,17 @@ async fn announcer_latency(config: &NatsConfig) -> AnnouncerLatency {
                 |e| matches!(e, Event::Added(i) if i.id() == id),
             )
             .await;
-            t0.elapsed()
+            let added = t0.elapsed();
+            if subscriber.get("announced", &id).is_some_and(|i| !i.is_confirmed()) {
+                wait_for(&mut events, |e| {
+                    matches!(e, Event::Updated(i) if i.id() == id && i.is_confirmed())
+                })
+                .await;
+            }
+            (added, t0.elapsed())
         };
-        let ((handle, started), seen) = tokio::join!(start, seen);
+        let ((handle, started), (seen, seen_confirmed)) = tokio::join!(start, seen);
+        let held_now = subscriber.stats().held - held_before;
 
         let t1 = Instant::now();
         let stop = async {
@@ -290,6 +319,8 @@ async fn announcer_latency(config: &NatsConfig) -> AnnouncerLatency {
         if k >= ANNOUNCER_SAMPLES / 10 {
             connects.push(connected);
             added.push(seen);
+            confirmed.push(seen_confirmed);
+            held += held_now;
             returned.push(started);
             removed.push(gone);
         }
@@ -298,6 +329,8 @@ async fn announcer_latency(config: &NatsConfig) -> AnnouncerLatency {
     AnnouncerLatency {
         connect: Summary::of(&mut connects),
         start_to_added: Summary::of(&mut added),
+        start_to_confirmed: Summary::of(&mut confirmed),
+        held,
         start_returned: Summary::of(&mut returned),
         shutdown_to_removed: Summary::of(&mut removed),
     }

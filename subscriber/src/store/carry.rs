@@ -30,6 +30,7 @@ impl Store {
             let key = self.key(t.service, t.instance);
             let now = self.clock.now_ms();
             self.held.hold(key, t.to_owned(), now);
+            self.counters.held.fetch_add(1, Relaxed);
             tracing::debug!(
                 service = t.service,
                 instance = t.instance,

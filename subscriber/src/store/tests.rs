@@ -145,15 +145,15 @@ fn a_token_ahead_of_its_registration_is_held_then_applied() {
     let (mut s, _rx, c) = store(REGISTRY);
     s.apply(&token("a", 10, 5).as_ref());
     assert!(live(&s, "a").is_none(), "not applied before etcd shows it");
-    assert_eq!(c.snapshot().held, 0, "the gauge moves on flush");
+    assert_eq!(c.snapshot().held_now, 0, "the gauge moves on flush");
     s.flush();
-    assert_eq!(c.snapshot().held, 1);
+    assert_eq!(c.snapshot().held_now, 1);
     put(&mut s, "a", 10, 3);
     let e = live(&s, "a").expect("listed by its registration");
     assert!(e.is_confirmed(), "the held token confirmed it");
     assert_eq!(e.seq.load(Relaxed), 5);
     s.flush();
-    assert_eq!(c.snapshot().held, 0);
+    assert_eq!(c.snapshot().held_now, 0);
     assert_eq!(c.snapshot().accepted, 1);
 }
 
