@@ -77,7 +77,10 @@ async fn ls_does_not_show_a_killed_instance_as_up() {
     assert_eq!(all[0]["confirmed"], false);
     let table = env.output(&["ls", "--all", "--wait", "200ms"]).await;
     let table = String::from_utf8_lossy(&table.stdout);
-    let row = table.lines().find(|l| l.contains("web-1")).expect("listed with --all");
+    let row = table
+        .lines()
+        .find(|l| l.contains("web-1"))
+        .expect("listed with --all");
     assert!(row.contains("silent"), "marked as silent: {table}");
 }
 

@@ -5,6 +5,12 @@
 //! without a newer token (a crash) or it says goodbye (a graceful stop), and lets consumers
 //! pick an instance by announced load without a registry read on the hot path.
 //!
+//! With etcd ([`SubscriberBuilder::etcd`]) the registration is the identity: a token applies
+//! only with its registration's epoch, address, zone, weight, metadata and TTL, so a
+//! publisher on the bus can neither list an unregistered instance nor redirect a registered
+//! one. Instances known from etcd but not yet heard on NATS are listed as unconfirmed
+//! ([`Instance::is_confirmed`]) and picked only when no confirmed one is available.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
@@ -34,11 +40,15 @@
 //! - [`builder`](SubscriberBuilder): settings, validation, and `start()`;
 //! - `ingest`: the task that owns the store: batches tokens, sweeps, watches the connection;
 //! - `probe_pacing`: when a probe may go, thinned out while the subscription keeps overflowing;
-//! - `etcd_sync`: the etcd source: paged listing at one revision, then a resuming watch;
-//! - `merge`: the merge rules of the design, as one pure function;
-//! - `store`: live entries, expiry schedule (deadline heap + moka), snapshot publishing;
+//! - `etcd_sync`: the etcd source: per followed service (or for everything), a paged
+//!   listing at one revision, then a resuming watch;
+//! - `merge`: every rule of the design (tokens, etcd writes and deletes, cluster changes,
+//!   deadlines, held tokens), as one pure function;
+//! - `store`: carries the merge's outcomes out: live entries and registrations, tombstones
+//!   (moka), held tokens, the expiry schedule, snapshot publishing;
 //! - `view`: per-service snapshots readers share, lock-free;
-//! - `pick`: pick strategies, pure functions over a snapshot;
+//! - `pick`: pick strategies, pure functions over a snapshot (confirmed instances first);
+//! - `hash`: the stable string hash of affinity picks;
 //! - `discover` (feature `tower`): a service's instances as a `tower::discover::Discover`;
 //! - `event`: the change stream and removal causes;
 //! - `stats`: counters and the announce-to-visible latency histogram;

@@ -80,7 +80,10 @@ async fn main() {
         );
         println!("  {:<28} {}", "NatsConfig::connect()", ann.connect);
         println!("  {:<28} {}", "start() -> Added", ann.start_to_added);
-        println!("  {:<28} {}", "start() -> confirmed", ann.start_to_confirmed);
+        println!(
+            "  {:<28} {}",
+            "start() -> confirmed", ann.start_to_confirmed
+        );
         println!("  {:<28} {}", "start() returns", ann.start_returned);
         println!(
             "  {:<28} {}",
@@ -293,10 +296,14 @@ async fn announcer_latency(config: &NatsConfig, etcd: Option<EtcdConfig>) -> Ann
             )
             .await;
             let added = t0.elapsed();
-            if subscriber.get("announced", &id).is_some_and(|i| !i.is_confirmed()) {
-                wait_for(&mut events, |e| {
-                    matches!(e, Event::Updated(i) if i.id() == id && i.is_confirmed())
-                })
+            if subscriber
+                .get("announced", &id)
+                .is_some_and(|i| !i.is_confirmed())
+            {
+                wait_for(
+                    &mut events,
+                    |e| matches!(e, Event::Updated(i) if i.id() == id && i.is_confirmed()),
+                )
                 .await;
             }
             (added, t0.elapsed())

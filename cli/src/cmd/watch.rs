@@ -44,7 +44,7 @@ fn print(e: &herald_subscriber::Event, json: bool) -> anyhow::Result<()> {
     } else if let Some(i) = &j.instance {
         writeln!(
             out,
-            "{:<8} {}/{} {} load={:.3} state={} epoch={}{}",
+            "{:<8} {}/{} {} load={:.3} state={} epoch={}{}{}",
             j.event,
             i.service,
             i.instance,
@@ -52,6 +52,8 @@ fn print(e: &herald_subscriber::Event, json: bool) -> anyhow::Result<()> {
             i.load,
             i.state,
             i.epoch,
+            // Known from etcd, not heard on NATS yet: an `updated` line follows when it is.
+            if i.confirmed { "" } else { " unconfirmed" },
             j.cause.map(|c| format!(" cause={c}")).unwrap_or_default()
         )?;
     } else {

@@ -262,7 +262,9 @@ impl Store {
             }
         }
         self.counters.instances.store(self.live as u64, Relaxed);
-        self.counters.held_now.store(self.held.len() as u64, Relaxed);
+        self.counters
+            .held_now
+            .store(self.held.len() as u64, Relaxed);
         for event in self.pending.drain(..) {
             // No receiver is not an error: events are optional for consumers.
             let _ = self.events.send(event);
