@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_shared::backoff::Backoff;
 use herald_shared::{EtcdError, Token};
 
 use crate::error::{Duplicate, Error, ErrorKind};
@@ -34,13 +35,16 @@ impl Registered {
             None => self.etcd.revoke(self.lease).await,
         };
         if let Err(e) = undone {
-            tracing::warn!(error = %e, "registration not undone; it goes when its lease expires");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "registration not undone; it goes when its lease expires"
+            );
         }
     }
 }
 
-/// Pause before trying a registration call again; doubled after each try up to
-/// [`PAUSE_MAX`].
+/// Pauses before trying a registration call again: from about [`PAUSE_FIRST`], doubled after
+/// each try up to [`PAUSE_MAX`].
 const PAUSE_FIRST: Duration = Duration::from_millis(20);
 const PAUSE_MAX: Duration = Duration::from_millis(500);
 
@@ -53,16 +57,21 @@ where
     F: Future<Output = Result<T, CallError>>,
 {
     let give_up = tokio::time::Instant::now() + budget;
-    let mut pause = PAUSE_FIRST;
+    let mut backoff = Backoff::new(PAUSE_FIRST, PAUSE_MAX);
+    let mut pause = backoff.next_pause();
     let mut tries = 1u32;
     loop {
         match call().await {
             Err(CallError::Failed(EtcdError::Unreachable(e)))
                 if tokio::time::Instant::now() + pause < give_up =>
             {
-                tracing::debug!(error = %e, tries, "etcd did not answer; trying again");
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    tries,
+                    "etcd did not answer; trying again"
+                );
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(PAUSE_MAX);
+                pause = backoff.next_pause();
                 tries += 1;
             }
             other => return other,
@@ -128,14 +137,11 @@ pub(crate) async fn register(
                 session,
             });
         }
-        Ok(Claim::Held { epoch, .. }) => Error::with_source(
-            ErrorKind::DuplicateInstance,
-            Duplicate {
-                instance: token.instance.clone(),
-                key: etcd.key.clone(),
-                epoch,
-            },
-        ),
+        Ok(Claim::Held { epoch, .. }) => Error::duplicate(Duplicate {
+            instance: token.instance.clone(),
+            key: etcd.key.clone(),
+            epoch,
+        }),
         Err(e) => {
             if let (Some(session), CallError::LeaseGone) = (&session, &e) {
                 session.report_lost(lease);
@@ -146,7 +152,11 @@ pub(crate) async fn register(
     if session.is_none()
         && let Err(e) = etcd.revoke(lease).await
     {
-        tracing::warn!(error = %e, lease, "lease of a failed registration not revoked; it expires");
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            lease,
+            "lease of a failed registration not revoked; it expires"
+        );
     }
     Err(held)
 }

@@ -172,7 +172,7 @@ impl Broadcaster {
             }
             Err(e) => {
                 Counters::bump(&self.counters.publish_errors);
-                tracing::warn!(error = %e, reason = ?why, "token not published");
+                tracing::warn!(error = e as &dyn std::error::Error, reason = ?why, "token not published");
             }
         }
         sent
@@ -250,7 +250,10 @@ impl Broadcaster {
                 Ok(())
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "shut down; leaving token not sent");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "shut down; leaving token not sent"
+                );
                 Err(e)
             }
             Err(_) => {

@@ -258,7 +258,7 @@ impl SubscriberBuilder {
             };
             let listing = crate::etcd_sync::list(&mut client, &subjects)
                 .await
-                .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(&e)))?;
+                .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(e)))?;
             store.reconcile(&listing);
             store.flush();
             let (tx, rx) = tokio::sync::mpsc::channel(1024);

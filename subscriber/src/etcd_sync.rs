@@ -138,13 +138,7 @@ async fn get_with_retry(
     loop {
         match client.get(key.clone(), Some(opts.clone())).await {
             Ok(resp) => return Ok(resp),
-            Err(e)
-                if attempt < 5
-                    && !matches!(
-                        herald_shared::etcd::classify(&e),
-                        herald_shared::EtcdError::Auth(_)
-                    ) =>
-            {
+            Err(e) if attempt < 5 && !herald_shared::etcd::is_auth(&e) => {
                 attempt += 1;
                 tracing::debug!(error = %e, attempt, "etcd listing page failed; trying again");
                 tokio::time::sleep(Duration::from_millis(100)).await;

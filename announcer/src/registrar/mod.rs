@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::WatchResponse;
+use herald_shared::backoff::Backoff;
 use herald_shared::{State, Token, codec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -73,7 +74,7 @@ pub(crate) struct Registrar {
     failing: u32,
     /// When to retry pending work (registration, watch, checks) after a failure.
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     /// The key was deleted: whether by an operator or by lease expiry is still to be told.
     check_delete: bool,
     /// The watch lost its history (compaction): read the key to know where we stand.
@@ -171,7 +172,7 @@ impl Registrar {
             keep_alive_at: Instant::now() + period,
             failing: 0,
             retry_at: None,
-            backoff: RETRY_FIRST,
+            backoff: Backoff::new(RETRY_FIRST, RETRY_MAX.min(period)),
             check_delete: false,
             check_key: false,
             rewrite_due: false,
@@ -251,7 +252,7 @@ impl Registrar {
         self.retry_at = if failed {
             Some(Instant::now() + self.next_backoff())
         } else {
-            self.backoff = RETRY_FIRST;
+            self.backoff.reset();
             None
         };
     }
@@ -263,8 +264,6 @@ impl Registrar {
     }
 
     pub(super) fn next_backoff(&mut self) -> Duration {
-        let pause = self.backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
-        self.backoff = (self.backoff * 2).min(RETRY_MAX).min(self.period);
-        pause
+        self.backoff.next_pause()
     }
 }
