@@ -4,7 +4,7 @@ use tokio::time::Instant;
 
 use super::{Registrar, value_of};
 use crate::etcd_calls::{CallError, Claim, Renewal};
-use crate::session::SessionLease;
+use crate::messages::SessionLease;
 use crate::stats::Counters;
 use crate::status::Stopped;
 
@@ -152,8 +152,13 @@ impl Registrar {
     }
 
     pub(super) fn registered(&mut self, lease: i64, epoch: u64, cluster_id: u64) {
-        Counters::bump(&self.counters.registrations);
         tracing::info!(epoch, lease, "registered again");
+        self.adopt(lease, epoch, cluster_id);
+    }
+
+    /// Takes a registration written under `lease` at `epoch` as the current one.
+    pub(super) fn adopt(&mut self, lease: i64, epoch: u64, cluster_id: u64) {
+        Counters::bump(&self.counters.registrations);
         self.spare = None;
         self.lease = Some(lease);
         self.epoch = epoch;

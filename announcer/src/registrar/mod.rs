@@ -1,4 +1,5 @@
-//! The registration task: sole owner of the lease and of the instance's key in etcd. It keeps
+//! The registration task: sole owner of the lease and of the instance's key in etcd, from the
+//! first claim (`first`: the registration `start()` waits for) on. It keeps
 //! the lease alive on its own timer (etcd-client does not), registers again when the lease is
 //! lost, rewrites the key for `set_meta`, and watches the key: a write by another lease fences
 //! this incarnation, a deletion while the lease lives deregisters it. Either stops the
@@ -17,17 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive};
-use crate::register::Registered;
-use crate::session::{KeyWatch, Session, SessionLease};
+use crate::messages::{Rewrite, SessionLease, Standing};
+use crate::session::{KeyWatch, Session};
 use crate::stats::Counters;
-use crate::status::{Standing, Stopped};
+use crate::status::Stopped;
 
 mod ending;
+mod first;
 mod key_watch;
 mod lease;
 
-/// A `set_meta` request: rewrite the key with the current token.
-pub(crate) type Rewrite = oneshot::Sender<Result<(), Error>>;
+pub(crate) use first::{Setup, run};
 
 /// The first and the largest pause before retrying a call etcd did not answer.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -134,19 +135,9 @@ fn far_future() -> Instant {
 }
 
 impl Registrar {
-    /// The task that takes over `start()`'s registration.
-    pub(crate) fn new(registered: Registered, lease_ttl: Duration, links: Links) -> Self {
+    /// The task's state before its first registration.
+    fn new(etcd: Etcd, session: Option<Session>, lease_ttl: Duration, links: Links) -> Self {
         let period = lease_ttl / 3;
-        let Registered {
-            mut etcd,
-            lease,
-            epoch,
-            cluster_id,
-            session,
-        } = registered;
-        // A call that outlasts the keep-alive period would put the lease at risk: give up on
-        // it and retry instead.
-        etcd.timeout = etcd.timeout.min(period);
         let Links {
             standing,
             last_token,
@@ -160,11 +151,11 @@ impl Registrar {
             etcd,
             period,
             lease_ttl,
-            lease: Some(lease),
+            lease: None,
             spare: None,
-            epoch,
-            cluster_id,
-            seen: epoch as i64,
+            epoch: 0,
+            cluster_id: 0,
+            seen: 0,
             keeper: KeepAlive::default(),
             session_lease: session.as_ref().map(Session::watch_lease),
             session,
@@ -192,7 +183,7 @@ impl Registrar {
     /// Every step that calls etcd is boxed: etcd-client's futures are large, and a process
     /// may run thousands of these tasks that wait almost all the time, so the waiting state
     /// stays small (about 1 KiB instead of 34) and a step's state lives only while it runs.
-    pub(crate) async fn run(mut self) -> Result<(), Error> {
+    async fn run(mut self) -> Result<(), Error> {
         if !Box::pin(self.open_watch()).await {
             self.retry_at = Some(Instant::now() + RETRY_FIRST);
         }

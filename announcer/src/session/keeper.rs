@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Request, SessionCounters, SessionLease};
+use super::SessionCounters;
 use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive, Renewal};
+use crate::messages::{SessionLease, SessionRequest};
 use crate::stats::Counters;
 
 /// The first and the largest pause before retrying a call etcd did not answer.
@@ -31,7 +32,7 @@ pub(super) struct Keeper {
     backoff: Backoff,
     failing: u32,
     published: watch::Sender<SessionLease>,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<SessionRequest>,
     counters: Arc<SessionCounters>,
     stop: CancellationToken,
 }
@@ -42,7 +43,7 @@ impl Keeper {
         ttl: Duration,
         lease: i64,
         published: watch::Sender<SessionLease>,
-        requests: mpsc::Receiver<Request>,
+        requests: mpsc::Receiver<SessionRequest>,
         counters: Arc<SessionCounters>,
         stop: CancellationToken,
     ) -> Self {
@@ -73,11 +74,11 @@ impl Keeper {
                     return;
                 }
                 request = self.requests.recv() => match request {
-                    Some(Request::Lost(lease)) if Some(lease) == self.lease => {
+                    Some(SessionRequest::Lost(lease)) if Some(lease) == self.lease => {
                         self.next = Instant::now();
                     }
-                    Some(Request::Lost(_)) => {}
-                    Some(Request::Close(reply)) => {
+                    Some(SessionRequest::Lost(_)) => {}
+                    Some(SessionRequest::Close(reply)) => {
                         let _ = reply.send(self.close().await);
                         return;
                     }
