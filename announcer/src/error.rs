@@ -77,24 +77,64 @@ impl fmt::Display for ErrorKind {
 /// ```
 pub struct Error {
     kind: ErrorKind,
+    /// What this layer adds to the kind: the setting that broke its bound, or the holder of
+    /// the id. Not a cause: `Display` says it, `source()` does not repeat it.
+    detail: Option<Detail>,
     source: Option<Source>,
+}
+
+/// This layer's own facts about an error.
+#[derive(Debug)]
+enum Detail {
+    Field {
+        field: &'static str,
+        bound: &'static str,
+    },
+    Holder(Duplicate),
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Detail::Field { field, bound } => write!(f, "`{field}`: {bound}"),
+            Detail::Holder(holder) => holder.fmt(f),
+        }
+    }
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Self {
-        Error { kind, source: None }
+        Error {
+            kind,
+            detail: None,
+            source: None,
+        }
     }
 
     pub(crate) fn with_source(kind: ErrorKind, source: impl Into<Source>) -> Self {
         Error {
             kind,
+            detail: None,
             source: Some(source.into()),
         }
     }
 
     /// A [`ErrorKind::Config`] error naming `field` and the `bound` it broke.
     pub(crate) fn config(field: &'static str, bound: &'static str) -> Self {
-        Error::with_source(ErrorKind::Config, ConfigError::field(field, bound))
+        Error {
+            kind: ErrorKind::Config,
+            detail: Some(Detail::Field { field, bound }),
+            source: None,
+        }
+    }
+
+    /// A [`ErrorKind::DuplicateInstance`] error naming the holder.
+    pub(crate) fn duplicate(holder: Duplicate) -> Self {
+        Error {
+            kind: ErrorKind::DuplicateInstance,
+            detail: Some(Detail::Holder(holder)),
+            source: None,
+        }
     }
 
     /// What kind of error this is.
@@ -105,17 +145,17 @@ impl Error {
     /// For a [`ErrorKind::DuplicateInstance`] error, the epoch of the registration that holds
     /// the id (the existing key's `mod_revision`).
     pub fn holder_epoch(&self) -> Option<u64> {
-        self.source
-            .as_deref()?
-            .downcast_ref::<Duplicate>()
-            .map(|d| d.epoch)
+        match &self.detail {
+            Some(Detail::Holder(holder)) => Some(holder.epoch),
+            _ => None,
+        }
     }
 
     /// For a [`ErrorKind::Config`] error, the setting that broke its bound (`interval`,
     /// `ttl`, `service`, `nats.urls`, ...).
     pub fn field(&self) -> Option<&'static str> {
-        match self.source.as_deref()?.downcast_ref::<ConfigError>()? {
-            ConfigError::Field { field, .. } => Some(field),
+        match &self.detail {
+            Some(Detail::Field { field, .. }) => Some(field),
             _ => None,
         }
     }
@@ -123,11 +163,10 @@ impl Error {
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
-        let kind = match e {
-            ConfigError::Field { .. } => ErrorKind::Config,
-            _ => ErrorKind::Connect,
-        };
-        Error::with_source(kind, e)
+        match e {
+            ConfigError::Field { field, bound } => Error::config(field, bound),
+            _ => Error::with_source(ErrorKind::Connect, e),
+        }
     }
 }
 
@@ -140,9 +179,39 @@ impl From<EtcdError> for Error {
                 None => Error::with_source(ErrorKind::Config, e),
             },
             EtcdError::Tls(_) => Error::with_source(ErrorKind::Config, e),
-            EtcdError::Auth(_) => Error::with_source(ErrorKind::EtcdAuth, e),
+            // The kind says what the etcd error says: its cause is the next layer.
+            EtcdError::Auth(cause) => Error::with_source(ErrorKind::EtcdAuth, cause),
+            EtcdError::Unreachable(cause) => Error::with_source(ErrorKind::EtcdUnreachable, cause),
             _ => Error::with_source(ErrorKind::EtcdUnreachable, e),
         }
+    }
+}
+
+/// Words that say where a failure happened, with the failure as their source.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) what: &'static str,
+    pub(crate) cause: Source,
+}
+
+impl Context {
+    pub(crate) fn new(what: &'static str, cause: impl Into<Source>) -> Self {
+        Context {
+            what,
+            cause: cause.into(),
+        }
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
     }
 }
 
@@ -164,12 +233,10 @@ impl fmt::Display for Duplicate {
     }
 }
 
-impl std::error::Error for Duplicate {}
-
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{}: {source}", self.kind),
+        match &self.detail {
+            Some(detail) => write!(f, "{}: {detail}", self.kind),
             None => write!(f, "{}", self.kind),
         }
     }
@@ -179,6 +246,7 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
             .field("kind", &self.kind)
+            .field("detail", &self.detail)
             .field("source", &self.source)
             .finish()
     }
@@ -193,58 +261,4 @@ impl std::error::Error for Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_errors_name_field_and_bound() {
-        let e = Error::config("interval", "must be >= 50 ms");
-        assert_eq!(e.kind(), ErrorKind::Config);
-        assert_eq!(e.field(), Some("interval"));
-        assert_eq!(
-            e.to_string(),
-            "invalid configuration: invalid `interval`: must be >= 50 ms"
-        );
-        assert!(
-            std::error::Error::source(&e).is_some(),
-            "the cause must be kept"
-        );
-    }
-
-    #[test]
-    fn duplicates_name_the_instance_and_the_holder() {
-        let e = Error::with_source(
-            ErrorKind::DuplicateInstance,
-            Duplicate {
-                instance: "b-1".into(),
-                key: "/herald/services/billing/b-1".into(),
-                epoch: 42,
-            },
-        );
-        assert_eq!(e.holder_epoch(), Some(42));
-        let text = e.to_string();
-        assert!(
-            text.contains("`b-1`") && text.contains("epoch 42"),
-            "the message names the id and the holder's epoch: {text}"
-        );
-    }
-
-    #[test]
-    fn etcd_errors_say_which() {
-        let e = Error::from(EtcdError::Config(
-            "etcd.endpoints: must list at least one endpoint",
-        ));
-        assert_eq!(e.field(), Some("etcd.endpoints"));
-        let e = Error::from(EtcdError::Auth(std::sync::Arc::new("no".into())));
-        assert_eq!(e.kind(), ErrorKind::EtcdAuth);
-        let e = Error::from(EtcdError::Unreachable(std::sync::Arc::new("no".into())));
-        assert_eq!(e.kind(), ErrorKind::EtcdUnreachable);
-    }
-
-    #[test]
-    fn other_kinds_have_no_field() {
-        let e = Error::new(ErrorKind::TimedOut);
-        assert_eq!(e.to_string(), "timed out");
-        assert_eq!(e.field(), None);
-    }
-}
+mod tests;

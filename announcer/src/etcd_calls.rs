@@ -26,7 +26,17 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::LeaseGone => f.write_str("lease not found"),
+            // Transparent: the etcd error says it.
             CallError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::LeaseGone => None,
+            CallError::Failed(e) => e.source(),
         }
     }
 }
@@ -43,11 +53,10 @@ impl From<CallError> for Error {
 }
 
 fn sort(e: etcd_client::Error) -> CallError {
-    // etcd says "requested lease not found"; etcd-client's keeper says "lease not found".
-    if e.to_string().contains("lease not found") {
+    if herald_shared::etcd::is_lease_not_found(&e) {
         CallError::LeaseGone
     } else {
-        CallError::Failed(herald_shared::etcd::classify(&e))
+        CallError::Failed(herald_shared::etcd::classify(e))
     }
 }
 
@@ -80,7 +89,7 @@ pub(crate) enum Renewal {
     /// etcd says the lease is gone (expired, revoked, or unknown to this cluster).
     Gone,
     /// No answer: the stream broke, the call failed or timed out.
-    Failed(String),
+    Failed(EtcdError),
 }
 
 /// A lease's keep-alive stream, opened on first use and dropped when it breaks.
@@ -104,11 +113,14 @@ impl KeepAlive {
         let answer = tokio::time::timeout(etcd.timeout, async {
             match &mut self.stream {
                 Some((keeper, stream)) => {
-                    keeper.keep_alive().await.map_err(|e| e.to_string())?;
+                    keeper
+                        .keep_alive()
+                        .await
+                        .map_err(herald_shared::etcd::classify)?;
                     match stream.message().await {
                         Ok(Some(resp)) => Ok(resp.ttl()),
-                        Ok(None) => Err("keep-alive stream closed".to_owned()),
-                        Err(e) => Err(e.to_string()),
+                        Ok(None) => Err(EtcdError::unreachable("keep-alive stream closed")),
+                        Err(e) => Err(herald_shared::etcd::classify(e)),
                     }
                 }
                 None => match etcd.keep_alive(lease).await {
@@ -117,12 +129,12 @@ impl KeepAlive {
                         Ok(1)
                     }
                     Err(CallError::LeaseGone) => Ok(0),
-                    Err(e) => Err(e.to_string()),
+                    Err(CallError::Failed(e)) => Err(e),
                 },
             }
         })
         .await
-        .unwrap_or_else(|_| Err("no keep-alive answer in time".to_owned()));
+        .unwrap_or_else(|_| Err(EtcdError::no_answer(etcd.timeout)));
         match answer {
             Ok(ttl) if ttl > 0 => Renewal::Alive,
             Ok(_) => {
@@ -182,9 +194,7 @@ impl Etcd {
     ) -> Result<T, CallError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(sort),
-            Err(_) => Err(CallError::Failed(EtcdError::Unreachable(
-                format!("no answer within {:?}", self.timeout).into(),
-            ))),
+            Err(_) => Err(CallError::Failed(EtcdError::no_answer(self.timeout))),
         }
     }
 
@@ -241,10 +251,8 @@ impl Etcd {
                 cluster_id,
             }),
             // One transaction: the compare saw the key, so the get does too.
-            None => Err(CallError::Failed(EtcdError::Unreachable(
-                "registration transaction answered neither way"
-                    .to_owned()
-                    .into(),
+            None => Err(CallError::Failed(EtcdError::unreachable(
+                "registration transaction answered neither way",
             ))),
         }
     }

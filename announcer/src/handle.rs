@@ -11,10 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
-use crate::registrar::Rewrite;
+use crate::messages::{Command, Rewrite, Standing};
 use crate::stats::{Counters, Stats};
-use crate::status::{Standing, Stopped};
-use crate::task::Command;
+use crate::status::Stopped;
 
 /// How long `shutdown()` waits past its deadline for the registration task to report: the
 /// task bounds its revoke by the deadline itself.

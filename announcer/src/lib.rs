@@ -50,21 +50,24 @@
 //! ```
 //!
 //! # Layout
-//! - [`builder`]: [`Announcer::builder`] and its settings; validates before connecting;
-//! - `plan`: the builder's settings validated into what `start()` needs;
+//! - [`builder`]: [`Announcer::builder`] and its settings; validates them into a `Plan`
+//!   before connecting;
+//! - `plan`: what `start()` works from: the settings validated, the first token;
 //! - `settings`: defaults and bounds of the settings, and the first token's checks;
-//! - `start`: connect, subscribe and confirm probes, register, publish the first token, spawn
-//!   the tasks;
+//! - `start`: connect, subscribe and confirm probes, have the registration task register,
+//!   publish the first token, spawn the broadcast task;
+//! - `messages`: the messages between the handle, the broadcast task, the registration task
+//!   and a session (a leaf: every side imports it, it imports none of them);
 //! - `probes`: probe subscriptions shared by the announcers of a NATS connection;
 //! - `reconnects`: one poller per NATS connection that tells its announcers of a reconnect;
 //! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
-//! - `register`: the registration of `start()` (lease, create-if-absent transaction);
 //! - [`Session`]: one lease shared by the announcers of a process, kept alive by one task, and
 //!   one watch stream for all their keys;
-//! - `registrar`: the registration task, sole owner of the lease and the key: keep-alives,
-//!   registering again, the watch of its own key that fences or deregisters;
+//! - `registrar`: the registration task, sole owner of the lease and the key from the first
+//!   claim on: the registration of `start()`, keep-alives, registering again, the watch of
+//!   its own key that fences or deregisters;
 //! - `etcd_calls`: the registration's etcd calls, bounded, their answers sorted;
-//! - [`status`]: the epoch and the reason an announcer stopped ([`Stopped`]);
+//! - [`status`]: the reason an announcer stopped ([`Stopped`]);
 //! - `schedule`: the timing rules (jitter, probe coalescing, early-token rate limit), pure;
 //! - [`handle`]: [`AnnouncerHandle`], the running announcer: load, drain, metadata, shutdown;
 //! - [`stats`]: the counters;
@@ -77,10 +80,10 @@ pub mod error;
 mod etcd_calls;
 pub mod handle;
 mod instance_id;
+mod messages;
 mod plan;
 mod probes;
 mod reconnects;
-mod register;
 mod registrar;
 mod schedule;
 mod session;

@@ -1,25 +1,26 @@
 //! `start()` after validation: connect, subscribe to probes and confirm them on the server,
-//! register in etcd when configured, publish and flush the first token, then spawn the
-//! broadcast task and the registration task.
+//! spawn the registration task and wait for its first registration when etcd is configured,
+//! publish and flush the first token, then spawn the broadcast task. A failure after the
+//! registration has the registration task undo it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_shared::{round_trip, unix_micros};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind};
 use crate::handle::{AnnouncerHandle, Registration};
+use crate::messages::Standing;
 use crate::plan::{Connection, Plan};
 use crate::probes::ProbeFeed;
-use crate::register::register;
-use crate::registrar::{Links, Registrar};
+use crate::registrar::{self, Links, Setup};
 use crate::schedule::{Schedule, Why};
 use crate::stats::Counters;
-use crate::status::Standing;
 use crate::task::Broadcaster;
 
 /// Bound of the probe subscriptions' round trip and of the first token's flush.
@@ -27,6 +28,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Queue of handle requests (drain, metadata); callers wait for their reply anyway.
 const COMMAND_QUEUE: usize = 8;
+
+/// How long an undone registration waits past its deadline for the task to report.
+const ABANDON_SLACK: Duration = Duration::from_millis(100);
 
 pub(crate) async fn start(plan: Plan) -> Result<AnnouncerHandle, Error> {
     let span = tracing::debug_span!(
@@ -69,26 +73,51 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         .await
         .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))?;
 
-    // Registered before the first token, so that every token carries the epoch. Without
-    // etcd every token carries epoch 0 (unregistered).
-    let registered = match etcd {
-        Some(plan) => {
-            let key = subjects.key(&token.service, &token.instance);
-            Some(register(plan, key, &token, settings.lease_ttl).await?)
-        }
-        None => None,
-    };
-    let epoch = registered.as_ref().map_or(0, |r| r.epoch);
-    let (standing_tx, standing) = watch::channel(Standing::announcing(epoch));
+    let (standing_tx, standing) = watch::channel(Standing::announcing(0));
     let broadcast_done = CancellationToken::new();
-
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (load_tx, load_rx) = watch::channel(token.load);
     let (last_token, last_token_rx) = watch::channel(token.clone());
     let (goodbye_tx, goodbye) = oneshot::channel();
     let counters = Arc::new(Counters::default());
     let cancel = CancellationToken::new();
+    // Whatever is spawned stops if `start()` fails or is dropped; the handle keeps it.
+    let stop = cancel.clone().drop_guard();
     let (service, instance) = (token.service.clone(), token.instance.clone());
+
+    // Registered before the first token, so that every token carries the epoch (the
+    // registration task writes it to `standing`). Without etcd every token carries epoch 0
+    // (unregistered).
+    let (registration, _standing_owner, abandon_within) = match etcd {
+        Some(plan) => {
+            let abandon_within = plan.timeout;
+            let setup = Setup {
+                key: subjects.key(&token.service, &token.instance),
+                plan,
+                lease_ttl: settings.lease_ttl,
+            };
+            let (rewrite, rewrites) = mpsc::channel(COMMAND_QUEUE);
+            let (farewell, farewell_rx) = oneshot::channel();
+            let links = Links {
+                standing: standing_tx,
+                last_token: last_token_rx.clone(),
+                rewrites,
+                counters: counters.clone(),
+                cancel: cancel.clone(),
+                farewell: farewell_rx,
+                broadcast_done: broadcast_done.clone(),
+            };
+            let task = registered(setup, links, span.clone()).await?;
+            let registration = Registration {
+                rewrite,
+                farewell,
+                task,
+            };
+            (Some(registration), None, abandon_within)
+        }
+        None => (None, Some(standing_tx), Duration::ZERO),
+    };
+
     let mut broadcaster = Broadcaster {
         client: client.clone(),
         subject: subjects.announce(&token.service).into(),
@@ -125,8 +154,9 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         }
     };
     if let Err(e) = first.await {
-        if let Some(registered) = registered {
-            registered.abandon().await;
+        drop(broadcaster);
+        if let Some(registration) = registration {
+            abandon(registration, stop, abandon_within).await;
         }
         return Err(e);
     }
@@ -138,39 +168,9 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         "announcer started"
     );
 
-    let task = tokio::spawn(broadcaster.run().instrument(span.clone()));
-    let (registration, _standing_owner) = match registered {
-        Some(registered) => {
-            Counters::bump(&counters.registrations);
-            let (rewrite_tx, rewrites) = mpsc::channel(COMMAND_QUEUE);
-            let (farewell_tx, farewell) = oneshot::channel();
-            let links = Links {
-                standing: standing_tx,
-                last_token: last_token_rx.clone(),
-                rewrites,
-                counters: counters.clone(),
-                cancel: cancel.clone(),
-                farewell,
-                broadcast_done: broadcast_done.clone(),
-            };
-            // On a session, the lease is the session's: its TTL bounds the calls.
-            let lease_ttl = registered
-                .session
-                .as_ref()
-                .map_or(settings.lease_ttl, |s| s.ttl());
-            let registrar = Registrar::new(registered, lease_ttl, links);
-            let task = tokio::spawn(registrar.run().instrument(span));
-            let registration = Registration {
-                rewrite: rewrite_tx,
-                farewell: farewell_tx,
-                task,
-            };
-            (Some(registration), None)
-        }
-        None => (None, Some(standing_tx)),
-    };
+    let task = tokio::spawn(broadcaster.run().instrument(span));
     Ok(AnnouncerHandle {
-        stop: cancel.drop_guard(),
+        stop,
         service,
         instance,
         client,
@@ -186,4 +186,39 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         broadcast_done,
         registration,
     })
+}
+
+/// Spawns the registration task and waits for its first registration.
+///
+/// # Errors
+///
+/// What the first registration failed with (the task has undone it and ended).
+async fn registered(
+    setup: Setup,
+    links: Links,
+    span: tracing::Span,
+) -> Result<JoinHandle<Result<(), Error>>, Error> {
+    let (first, epoch) = oneshot::channel();
+    let task = tokio::spawn(registrar::run(setup, links, first).instrument(span));
+    match epoch.await {
+        Ok(Ok(_)) => Ok(task),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(match task.await {
+            Err(join) => Error::with_source(ErrorKind::Stopped, join),
+            Ok(_) => Error::new(ErrorKind::Stopped),
+        }),
+    }
+}
+
+/// Undoes a registration `start()` cannot go on with: the registration task revokes its own
+/// lease, or deletes the key from a session's, as at shutdown (best effort, within `within`).
+async fn abandon(registration: Registration, stop: DropGuard, within: Duration) {
+    let _ = registration.farewell.send(Instant::now() + within);
+    drop(stop);
+    if tokio::time::timeout(within + ABANDON_SLACK, registration.task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("registration not undone in time; it goes when its lease expires");
+    }
 }

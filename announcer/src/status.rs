@@ -1,6 +1,4 @@
-//! How the announcer stands with etcd's authority: the epoch its tokens carry, and why it
-//! stopped when etcd ended its incarnation. The registration task is the only writer; the
-//! broadcast task and the handle read it from one watch channel.
+//! Why an announcer stopped on its own ([`Stopped`]), as its handle reports it.
 
 use std::fmt;
 
@@ -36,29 +34,6 @@ impl fmt::Display for Stopped {
             Stopped::Deregistered => f.write_str("deregistered"),
             Stopped::Closed => f.write_str("closed"),
             Stopped::SessionClosed => f.write_str("session closed"),
-        }
-    }
-}
-
-/// The registration task's view, shared through a watch channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Standing {
-    /// The epoch tokens carry (0: not registered).
-    pub(crate) epoch: u64,
-    /// etcd ended this incarnation: no token may go out any more, not even a goodbye.
-    pub(crate) halted: bool,
-    /// Set once the announcer has stopped for this reason: the broadcast task has ended and
-    /// the registration task revoked its lease (or gave up trying).
-    pub(crate) stopped: Option<Stopped>,
-}
-
-impl Standing {
-    /// Registered (or not, with epoch 0) and announcing.
-    pub(crate) fn announcing(epoch: u64) -> Self {
-        Standing {
-            epoch,
-            halted: false,
-            stopped: None,
         }
     }
 }

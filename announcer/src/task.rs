@@ -2,7 +2,6 @@
 //! republish. Everything that publishes goes through [`Broadcaster::publish`], so `seq` and
 //! the schedule have a single writer and need no lock.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,22 +13,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
+use crate::messages::{Command, Standing};
 use crate::plan::LoadFn;
 use crate::probes::ProbeFeed;
 use crate::reconnects::Poller;
 use crate::schedule::{Schedule, Why};
 use crate::settings::check_token;
 use crate::stats::Counters;
-use crate::status::Standing;
-
-/// A request from the handle; the reply says whether the token was handed to NATS (the
-/// handle flushes afterwards, so the task never waits on the network for it).
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Announce this state (`Draining` for `drain()`, `Up` for `resume()`).
-    SetState(State, oneshot::Sender<Result<(), Error>>),
-    SetMeta(BTreeMap<String, String>, oneshot::Sender<Result<(), Error>>),
-}
 
 /// Everything the broadcast task owns.
 #[derive(Debug)]
@@ -172,7 +162,7 @@ impl Broadcaster {
             }
             Err(e) => {
                 Counters::bump(&self.counters.publish_errors);
-                tracing::warn!(error = %e, reason = ?why, "token not published");
+                tracing::warn!(error = e as &dyn std::error::Error, reason = ?why, "token not published");
             }
         }
         sent
@@ -250,7 +240,10 @@ impl Broadcaster {
                 Ok(())
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "shut down; leaving token not sent");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "shut down; leaving token not sent"
+                );
                 Err(e)
             }
             Err(_) => {

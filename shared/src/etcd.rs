@@ -5,9 +5,13 @@
 //! that an unreachable cluster or a wrong password fails `start()` quickly with an error that
 //! says which, instead of hanging on the first registration or list.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod error;
+
+pub use error::{EtcdCause, EtcdError, classify, is_auth, is_lease_not_found};
 
 /// TLS settings for etcd.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,15 +116,11 @@ impl EtcdConfig {
         if let Some(tls) = &self.tls {
             let mut t = etcd_client::TlsOptions::new();
             if let Some(ca) = &tls.ca_certificate {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| EtcdError::Tls(Arc::new(format!("{}: {e}", ca.display()))))?;
+                let pem = read_file(ca)?;
                 t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
             }
             if let Some((cert, key)) = &tls.client_certificate {
-                let c = std::fs::read(cert)
-                    .map_err(|e| EtcdError::Tls(Arc::new(format!("{}: {e}", cert.display()))))?;
-                let k = std::fs::read(key)
-                    .map_err(|e| EtcdError::Tls(Arc::new(format!("{}: {e}", key.display()))))?;
+                let (c, k) = (read_file(cert)?, read_file(key)?);
                 t = t.identity(etcd_client::Identity::from_pem(c, k));
             }
             if let Some(domain) = &tls.domain {
@@ -141,22 +141,27 @@ impl EtcdConfig {
     pub async fn connect(&self) -> Result<etcd_client::Client, EtcdError> {
         self.validate()?;
         let opts = self.options()?;
-        let last_error = std::sync::Mutex::new(None::<String>);
+        let last_error = std::sync::Mutex::new(None::<Arc<EtcdCause>>);
         let attempt = async {
             let mut client = etcd_client::Client::connect(&self.endpoints, Some(opts))
                 .await
-                .map_err(|e| classify(&e))?;
+                .map_err(classify)?;
             // Authentication happens in connect; a status call proves the cluster answers.
             // One call reaches one member, which may be the dead one of a degraded cluster:
             // try again (the channel balances over the endpoints) until the deadline.
             loop {
-                match client.status().await.map_err(|e| classify(&e)) {
+                match client.status().await.map_err(classify) {
                     Ok(_) => return Ok(client),
                     Err(e @ EtcdError::Auth(_)) => return Err(e),
                     Err(e) => {
-                        tracing::debug!(error = %e, "etcd member did not answer; trying again");
-                        if let Ok(mut last) = last_error.lock() {
-                            *last = Some(e.to_string());
+                        tracing::debug!(
+                            error = &e as &dyn std::error::Error,
+                            "etcd member did not answer; trying again"
+                        );
+                        if let (Ok(mut last), EtcdError::Unreachable(cause)) =
+                            (last_error.lock(), e)
+                        {
+                            *last = Some(cause);
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -167,48 +172,20 @@ impl EtcdConfig {
             Ok(result) => result,
             Err(_) => {
                 let last = last_error.lock().ok().and_then(|mut l| l.take());
-                Err(EtcdError::Unreachable(Arc::new(format!(
-                    "no answer from {} within {:?}{}",
-                    self.endpoints.join(","),
-                    self.connect_timeout,
-                    last.map(|e| format!(" (last error: {e})"))
-                        .unwrap_or_default()
-                ))))
+                Err(EtcdError::Unreachable(Arc::new(EtcdCause::NoAnswer {
+                    within: self.connect_timeout,
+                    last,
+                })))
             }
         }
     }
 }
 
-/// Sorts an etcd-client error into what the user must fix.
-pub fn classify(e: &etcd_client::Error) -> EtcdError {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("authentication failed")
-        || lower.contains("invalid auth")
-        || lower.contains("user name not found")
-        || lower.contains("permission denied")
-        || lower.contains("unauthenticated")
-    {
-        EtcdError::Auth(Arc::new(text))
-    } else {
-        EtcdError::Unreachable(Arc::new(text))
-    }
-}
-
-/// Why etcd could not be used.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum EtcdError {
-    /// A setting is wrong; the message names it.
-    #[error("invalid {0}")]
-    Config(&'static str),
-    /// A TLS file could not be read.
-    #[error("cannot read etcd tls file: {0}")]
-    Tls(Arc<String>),
-    /// The credentials were refused.
-    #[error("etcd refused the credentials: {0}")]
-    Auth(Arc<String>),
-    /// No endpoint answered.
-    #[error("etcd unreachable: {0}")]
-    Unreachable(Arc<String>),
+fn read_file(path: &Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|error| {
+        EtcdError::Tls(Arc::new(EtcdCause::File {
+            path: path.to_owned(),
+            error,
+        }))
+    })
 }

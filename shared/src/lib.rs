@@ -21,9 +21,11 @@
 //! - [`subject`]: NATS subjects and etcd keys, formatted only here;
 //! - [`config`]: NATS settings and the connection helper (fast, jittered reconnects);
 //! - [`etcd`]: etcd settings and the connection helper (fails fast: unreachable or refused);
-//! - [`round_trip`]: proof that subscriptions are active on the server.
+//! - [`round_trip`]: proof that subscriptions are active on the server;
+//! - [`backoff`]: the pause before trying again (exponential, capped, jittered).
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod codec;
 pub mod config;
 pub mod etcd;

@@ -288,7 +288,7 @@ impl SubscriberBuilder {
                 let mut client = client.clone();
                 let listing = crate::etcd_sync::list(&mut client, &subjects, scope)
                     .await
-                    .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(&e)))?;
+                    .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(e)))?;
                 store.reconcile(&listing);
                 store.flush();
                 let watch = crate::etcd_sync::watch(

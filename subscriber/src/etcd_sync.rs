@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 use herald_shared::Subjects;
+use herald_shared::backoff::Backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -173,13 +174,7 @@ async fn get_with_retry(
     loop {
         match client.get(key.clone(), Some(opts.clone())).await {
             Ok(resp) => return Ok(resp),
-            Err(e)
-                if attempt < 5
-                    && !matches!(
-                        herald_shared::etcd::classify(&e),
-                        herald_shared::EtcdError::Auth(_)
-                    ) =>
-            {
+            Err(e) if attempt < 5 && !herald_shared::etcd::is_auth(&e) => {
                 attempt += 1;
                 tracing::debug!(error = %e, attempt, "etcd listing page failed; trying again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -206,7 +201,7 @@ pub(crate) async fn watch(
         mut revision,
     } = from;
     let prefix = scope_prefix(&subjects, scope.as_deref());
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     'reconnect: while !cancel.is_cancelled() {
         let opts = WatchOptions::new()
             .with_prefix()
@@ -217,7 +212,7 @@ pub(crate) async fn watch(
             r = client.watch(prefix.clone(), Some(opts)) => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "etcd watch not established");
+                    tracing::warn!(error = %e, "etcd watch not established; trying again");
                     pause(&cancel, &mut backoff).await;
                     continue;
                 }
@@ -258,7 +253,7 @@ pub(crate) async fn watch(
                     continue 'reconnect;
                 }
             };
-            backoff = Duration::from_millis(50);
+            backoff.reset();
             let seen_cluster = resp.header().map_or(cluster_id, |h| h.cluster_id());
             let new_cluster = seen_cluster != cluster_id;
             if new_cluster || resp.compact_revision() > 0 || resp.canceled() {
@@ -326,13 +321,11 @@ pub(crate) async fn watch(
     }
 }
 
-async fn pause(cancel: &CancellationToken, backoff: &mut Duration) {
-    let jittered = backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
+async fn pause(cancel: &CancellationToken, backoff: &mut Backoff) {
     tokio::select! {
         () = cancel.cancelled() => {}
-        () = tokio::time::sleep(jittered) => {}
+        () = tokio::time::sleep(backoff.next_pause()) => {}
     }
-    *backoff = (*backoff * 2).min(Duration::from_secs(1));
 }
 
 #[cfg(test)]

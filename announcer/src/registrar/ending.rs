@@ -5,7 +5,7 @@
 use tokio::time::Instant;
 
 use super::{RETRY_FIRST, Registrar, value_of};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Context, Error, ErrorKind};
 use crate::etcd_calls::CallError;
 use crate::status::Stopped;
 
@@ -38,8 +38,9 @@ impl Registrar {
                 self.retry_at.get_or_insert(Instant::now() + RETRY_FIRST);
                 Err(Error::with_source(
                     ErrorKind::EtcdUnreachable,
-                    format!(
-                        "metadata published; the registration is rewritten once etcd answers: {e}"
+                    Context::new(
+                        "metadata published; the registration is rewritten once etcd answers",
+                        e,
                     ),
                 ))
             }
@@ -61,7 +62,11 @@ impl Registrar {
         };
         for lease in own_leases.into_iter().flatten() {
             if let Err(e) = self.etcd.revoke(lease).await {
-                tracing::warn!(error = %e, lease, "own lease not revoked; it expires on its own");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    lease,
+                    "own lease not revoked; it expires on its own"
+                );
             }
         }
         self.standing.send_modify(|s| s.stopped = Some(reason));
@@ -97,10 +102,16 @@ impl Registrar {
                 Ok(())
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "lease not revoked; the registration goes when it expires");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "lease not revoked; the registration goes when it expires"
+                );
                 Err(Error::with_source(
                     ErrorKind::EtcdUnreachable,
-                    format!("lease not revoked, the registration goes when it expires: {e}"),
+                    Context::new(
+                        "lease not revoked, the registration goes when it expires",
+                        e,
+                    ),
                 ))
             }
             Err(_) => {
@@ -131,10 +142,16 @@ impl Registrar {
                 Ok(())
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "registration not removed; it goes with the session's lease");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "registration not removed; it goes with the session's lease"
+                );
                 Err(Error::with_source(
                     ErrorKind::EtcdUnreachable,
-                    format!("registration not removed, it goes with the session's lease: {e}"),
+                    Context::new(
+                        "registration not removed, it goes with the session's lease",
+                        e,
+                    ),
                 ))
             }
             Err(_) => Err(Error::with_source(
@@ -157,7 +174,10 @@ impl Registrar {
         match self.etcd.delete_if_lease(lease).await {
             Ok(_) => tracing::debug!("handle dropped; registration removed after the token TTL"),
             Err(e) => {
-                tracing::warn!(error = %e, "registration of a dropped handle not removed; it goes with the session's lease")
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "registration of a dropped handle not removed; it goes with the session's lease"
+                )
             }
         }
         Ok(())

@@ -30,7 +30,10 @@ impl Registrar {
                 true
             }
             Err(e) => {
-                tracing::debug!(error = %e, "watch of the registration not opened; retrying");
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "watch of the registration not opened; retrying"
+                );
                 false
             }
         }

@@ -4,7 +4,7 @@ use tokio::time::Instant;
 
 use super::{Registrar, value_of};
 use crate::etcd_calls::{CallError, Claim, Renewal};
-use crate::session::SessionLease;
+use crate::messages::SessionLease;
 use crate::stats::Counters;
 use crate::status::Stopped;
 
@@ -26,9 +26,16 @@ impl Registrar {
                 Counters::bump(&self.counters.keep_alive_failures);
                 // One warning per outage; the retries that follow are routine.
                 if self.failing == 0 {
-                    tracing::warn!(%error, "lease keep-alive failed; still broadcasting, retrying");
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "lease keep-alive failed; still broadcasting, retrying"
+                    );
                 } else {
-                    tracing::debug!(%error, failures = self.failing, "lease keep-alive failed again");
+                    tracing::debug!(
+                        error = &error as &dyn std::error::Error,
+                        failures = self.failing,
+                        "lease keep-alive failed again"
+                    );
                 }
                 self.failing += 1;
                 self.keep_alive_at = Instant::now() + self.next_backoff();
@@ -88,7 +95,10 @@ impl Registrar {
         if self.spare.is_none() {
             match self.etcd.grant(self.lease_ttl).await {
                 Ok(lease) => self.spare = Some(lease),
-                Err(e) => tracing::debug!(error = %e, "lease not granted; retrying"),
+                Err(e) => tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "lease not granted; retrying"
+                ),
             }
         }
         self.spare
@@ -131,7 +141,10 @@ impl Registrar {
                 return false;
             }
             Err(e) => {
-                tracing::debug!(error = %e, "registration not written; retrying");
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "registration not written; retrying"
+                );
                 return false;
             }
         }
@@ -139,8 +152,13 @@ impl Registrar {
     }
 
     pub(super) fn registered(&mut self, lease: i64, epoch: u64, cluster_id: u64) {
-        Counters::bump(&self.counters.registrations);
         tracing::info!(epoch, lease, "registered again");
+        self.adopt(lease, epoch, cluster_id);
+    }
+
+    /// Takes a registration written under `lease` at `epoch` as the current one.
+    pub(super) fn adopt(&mut self, lease: i64, epoch: u64, cluster_id: u64) {
+        Counters::bump(&self.counters.registrations);
         self.spare = None;
         self.lease = Some(lease);
         self.epoch = epoch;

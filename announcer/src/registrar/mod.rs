@@ -1,4 +1,5 @@
-//! The registration task: sole owner of the lease and of the instance's key in etcd. It keeps
+//! The registration task: sole owner of the lease and of the instance's key in etcd, from the
+//! first claim (`first`: the registration `start()` waits for) on. It keeps
 //! the lease alive on its own timer (etcd-client does not), registers again when the lease is
 //! lost, rewrites the key for `set_meta`, and watches the key: a write by another lease fences
 //! this incarnation, a deletion while the lease lives deregisters it. Either stops the
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::WatchResponse;
+use herald_shared::backoff::Backoff;
 use herald_shared::{State, Token, codec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -16,17 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive};
-use crate::register::Registered;
-use crate::session::{KeyWatch, Session, SessionLease};
+use crate::messages::{Rewrite, SessionLease, Standing};
+use crate::session::{KeyWatch, Session};
 use crate::stats::Counters;
-use crate::status::{Standing, Stopped};
+use crate::status::Stopped;
 
 mod ending;
+mod first;
 mod key_watch;
 mod lease;
 
-/// A `set_meta` request: rewrite the key with the current token.
-pub(crate) type Rewrite = oneshot::Sender<Result<(), Error>>;
+pub(crate) use first::{Setup, run};
 
 /// The first and the largest pause before retrying a call etcd did not answer.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -73,7 +75,7 @@ pub(crate) struct Registrar {
     failing: u32,
     /// When to retry pending work (registration, watch, checks) after a failure.
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     /// The key was deleted: whether by an operator or by lease expiry is still to be told.
     check_delete: bool,
     /// The watch lost its history (compaction): read the key to know where we stand.
@@ -133,19 +135,9 @@ fn far_future() -> Instant {
 }
 
 impl Registrar {
-    /// The task that takes over `start()`'s registration.
-    pub(crate) fn new(registered: Registered, lease_ttl: Duration, links: Links) -> Self {
+    /// The task's state before its first registration.
+    fn new(etcd: Etcd, session: Option<Session>, lease_ttl: Duration, links: Links) -> Self {
         let period = lease_ttl / 3;
-        let Registered {
-            mut etcd,
-            lease,
-            epoch,
-            cluster_id,
-            session,
-        } = registered;
-        // A call that outlasts the keep-alive period would put the lease at risk: give up on
-        // it and retry instead.
-        etcd.timeout = etcd.timeout.min(period);
         let Links {
             standing,
             last_token,
@@ -159,11 +151,11 @@ impl Registrar {
             etcd,
             period,
             lease_ttl,
-            lease: Some(lease),
+            lease: None,
             spare: None,
-            epoch,
-            cluster_id,
-            seen: epoch as i64,
+            epoch: 0,
+            cluster_id: 0,
+            seen: 0,
             keeper: KeepAlive::default(),
             session_lease: session.as_ref().map(Session::watch_lease),
             session,
@@ -171,7 +163,7 @@ impl Registrar {
             keep_alive_at: Instant::now() + period,
             failing: 0,
             retry_at: None,
-            backoff: RETRY_FIRST,
+            backoff: Backoff::new(RETRY_FIRST, RETRY_MAX.min(period)),
             check_delete: false,
             check_key: false,
             rewrite_due: false,
@@ -191,7 +183,7 @@ impl Registrar {
     /// Every step that calls etcd is boxed: etcd-client's futures are large, and a process
     /// may run thousands of these tasks that wait almost all the time, so the waiting state
     /// stays small (about 1 KiB instead of 34) and a step's state lives only while it runs.
-    pub(crate) async fn run(mut self) -> Result<(), Error> {
+    async fn run(mut self) -> Result<(), Error> {
         if !Box::pin(self.open_watch()).await {
             self.retry_at = Some(Instant::now() + RETRY_FIRST);
         }
@@ -251,7 +243,7 @@ impl Registrar {
         self.retry_at = if failed {
             Some(Instant::now() + self.next_backoff())
         } else {
-            self.backoff = RETRY_FIRST;
+            self.backoff.reset();
             None
         };
     }
@@ -263,8 +255,6 @@ impl Registrar {
     }
 
     pub(super) fn next_backoff(&mut self) -> Duration {
-        let pause = self.backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
-        self.backoff = (self.backoff * 2).min(RETRY_MAX).min(self.period);
-        pause
+        self.backoff.next_pause()
     }
 }

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_shared::backoff::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Request, SessionCounters, SessionLease};
+use super::SessionCounters;
 use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive, Renewal};
+use crate::messages::{SessionLease, SessionRequest};
 use crate::stats::Counters;
 
 /// The first and the largest pause before retrying a call etcd did not answer.
@@ -27,10 +29,10 @@ pub(super) struct Keeper {
     lease: Option<i64>,
     keep_alive: KeepAlive,
     next: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     failing: u32,
     published: watch::Sender<SessionLease>,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<SessionRequest>,
     counters: Arc<SessionCounters>,
     stop: CancellationToken,
 }
@@ -41,7 +43,7 @@ impl Keeper {
         ttl: Duration,
         lease: i64,
         published: watch::Sender<SessionLease>,
-        requests: mpsc::Receiver<Request>,
+        requests: mpsc::Receiver<SessionRequest>,
         counters: Arc<SessionCounters>,
         stop: CancellationToken,
     ) -> Self {
@@ -53,7 +55,7 @@ impl Keeper {
             lease: Some(lease),
             keep_alive: KeepAlive::default(),
             next: Instant::now() + period,
-            backoff: RETRY_FIRST,
+            backoff: Backoff::new(RETRY_FIRST, RETRY_MAX.min(period)),
             failing: 0,
             published,
             requests,
@@ -72,11 +74,11 @@ impl Keeper {
                     return;
                 }
                 request = self.requests.recv() => match request {
-                    Some(Request::Lost(lease)) if Some(lease) == self.lease => {
+                    Some(SessionRequest::Lost(lease)) if Some(lease) == self.lease => {
                         self.next = Instant::now();
                     }
-                    Some(Request::Lost(_)) => {}
-                    Some(Request::Close(reply)) => {
+                    Some(SessionRequest::Lost(_)) => {}
+                    Some(SessionRequest::Close(reply)) => {
                         let _ = reply.send(self.close().await);
                         return;
                     }
@@ -103,7 +105,7 @@ impl Keeper {
                     tracing::info!(failures = self.failing, "session keep-alives resumed");
                 }
                 self.failing = 0;
-                self.backoff = RETRY_FIRST;
+                self.backoff.reset();
                 self.next = Instant::now() + self.period;
             }
             Renewal::Gone => {
@@ -116,9 +118,16 @@ impl Keeper {
             Renewal::Failed(error) => {
                 Counters::bump(&self.counters.keep_alive_failures);
                 if self.failing == 0 {
-                    tracing::warn!(%error, "session keep-alive failed; retrying");
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "session keep-alive failed; retrying"
+                    );
                 } else {
-                    tracing::debug!(%error, failures = self.failing, "session keep-alive failed again");
+                    tracing::debug!(
+                        error = &error as &dyn std::error::Error,
+                        failures = self.failing,
+                        "session keep-alive failed again"
+                    );
                 }
                 self.failing += 1;
                 self.next = Instant::now() + self.next_backoff();
@@ -131,12 +140,15 @@ impl Keeper {
             Ok(lease) => {
                 tracing::info!(lease, "session lease granted again");
                 self.lease = Some(lease);
-                self.backoff = RETRY_FIRST;
+                self.backoff.reset();
                 self.published.send_replace(SessionLease::Live(lease));
                 self.next = Instant::now() + self.period;
             }
             Err(error) => {
-                tracing::debug!(%error, "session lease not granted; retrying");
+                tracing::debug!(
+                    error = &error as &dyn std::error::Error,
+                    "session lease not granted; retrying"
+                );
                 self.next = Instant::now() + self.next_backoff();
             }
         }
@@ -154,15 +166,17 @@ impl Keeper {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, lease, "session lease not revoked; it expires on its own");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    lease,
+                    "session lease not revoked; it expires on its own"
+                );
                 Err(e.into())
             }
         }
     }
 
     fn next_backoff(&mut self) -> Duration {
-        let pause = self.backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
-        self.backoff = (self.backoff * 2).min(RETRY_MAX).min(self.period);
-        pause
+        self.backoff.next_pause()
     }
 }

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind};
 use crate::etcd_calls::Etcd;
+use crate::messages::{SessionLease, SessionRequest};
 use crate::settings::{MAX_LEASE_TTL, MIN_LEASE_TTL};
 
 mod keeper;
@@ -33,26 +34,6 @@ pub(crate) use watch_hub::{KeyWatch, WatchHub};
 
 /// Deadline of each etcd call of a session built on a caller's client.
 const SHARED_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The session's lease as its announcers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SessionLease {
-    /// This lease is alive: register under it.
-    Live(i64),
-    /// The lease was found gone; a new one is being granted.
-    Renewing,
-    /// [`Session::close`] revoked the lease: no registration may be written any more.
-    Closed,
-}
-
-/// What the session's task is asked to do.
-#[derive(Debug)]
-pub(crate) enum Request {
-    /// An announcer found this lease gone: check it now rather than at the next keep-alive.
-    Lost(i64),
-    /// Revoke the lease and stop.
-    Close(oneshot::Sender<Result<(), Error>>),
-}
 
 /// One etcd lease shared by the announcers of a process, kept alive by one task.
 ///
@@ -107,7 +88,7 @@ struct Inner {
     etcd: Etcd,
     ttl: Duration,
     lease: watch::Receiver<SessionLease>,
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<SessionRequest>,
     hub: WatchHub,
     counters: Arc<SessionCounters>,
     /// Stops the task when the last handle goes (the lease is left to expire).
@@ -262,7 +243,7 @@ impl Session {
         let (reply, done) = oneshot::channel();
         self.inner
             .requests
-            .send(Request::Close(reply))
+            .send(SessionRequest::Close(reply))
             .await
             .map_err(|_| Error::new(ErrorKind::Stopped))?;
         done.await.map_err(|_| Error::new(ErrorKind::Stopped))?
@@ -280,7 +261,7 @@ impl Session {
 
     /// Tells the task that `lease` was found gone.
     pub(crate) fn report_lost(&self, lease: i64) {
-        let _ = self.inner.requests.try_send(Request::Lost(lease));
+        let _ = self.inner.requests.try_send(SessionRequest::Lost(lease));
     }
 
     /// The shared watch stream.

@@ -88,11 +88,7 @@ impl WatchHub {
     /// Watches `key` from revision `from` on the shared stream.
     pub(crate) async fn watch(&self, key: String, from: i64) -> Result<KeyWatch, CallError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || {
-            CallError::Failed(herald_shared::EtcdError::Unreachable(
-                "session gone".to_owned().into(),
-            ))
-        };
+        let gone = || CallError::Failed(herald_shared::EtcdError::unreachable("session gone"));
         self.requests
             .send(HubRequest::Watch { key, from, reply })
             .map_err(|_| gone())?;
@@ -144,8 +140,8 @@ impl HubTask {
 
     async fn watch(&mut self, key: String, from: i64) -> Result<Subscription, CallError> {
         let Some(handle) = self.handle.upgrade() else {
-            return Err(CallError::Failed(herald_shared::EtcdError::Unreachable(
-                "session gone".to_owned().into(),
+            return Err(CallError::Failed(herald_shared::EtcdError::unreachable(
+                "session gone",
             )));
         };
         let id = self.next_id;
@@ -158,7 +154,7 @@ impl HubTask {
                 if let Err(e) = stream.watch(key, Some(opts)).await {
                     tracing::debug!(error = %e, "shared watch stream broken");
                     self.broken();
-                    return Err(CallError::Failed(herald_shared::etcd::classify(&e)));
+                    return Err(CallError::Failed(herald_shared::etcd::classify(e)));
                 }
             }
             None => {
@@ -171,10 +167,10 @@ impl HubTask {
                         tracing::debug!("shared watch stream opened");
                         self.stream = Some(stream);
                     }
-                    Ok(Err(e)) => return Err(CallError::Failed(herald_shared::etcd::classify(&e))),
+                    Ok(Err(e)) => return Err(CallError::Failed(herald_shared::etcd::classify(e))),
                     Err(_) => {
-                        return Err(CallError::Failed(herald_shared::EtcdError::Unreachable(
-                            format!("no answer within {:?}", self.etcd.timeout).into(),
+                        return Err(CallError::Failed(herald_shared::EtcdError::no_answer(
+                            self.etcd.timeout,
                         )));
                     }
                 }

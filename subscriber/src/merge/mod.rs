@@ -333,15 +333,11 @@ fn unregistered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
     if !grandfathered && !mode.allow_unregistered {
         return Outcome::drop(DropReason::Unregistered);
     }
-    let as_unregistered = TokenFacts { epoch: 0, ..t };
-    match bus_token(facts, as_unregistered) {
-        // A replaced cluster's token may refresh what it listed, never change its identity.
-        Outcome {
-            effect: Effect::Replace,
-            ..
-        } if grandfathered => Outcome::drop(DropReason::IdentityMismatch),
-        outcome => outcome,
+    // A replaced cluster's token may refresh what it listed, never change its identity.
+    if grandfathered && !t.same_identity {
+        return Outcome::drop(DropReason::IdentityMismatch);
     }
+    bus_token(facts, TokenFacts { epoch: 0, ..t })
 }
 
 /// Holds a token until its registration arrives, unless a deletion already fenced its epoch.

@@ -62,8 +62,11 @@ fn dropped(o: Outcome) -> Option<DropReason> {
     o.dropped
 }
 
-/// Runs every row: `(what, mode, facts, input, check)`.
-fn table(rows: &[(&str, Mode, Facts, Input, &dyn Fn(Outcome) -> bool)]) {
+/// One row: what it shows, the mode, what is known, the input, and the expected outcome.
+type Row<'a> = (&'a str, Mode, Facts, Input, &'a dyn Fn(Outcome) -> bool);
+
+/// Runs every row.
+fn table(rows: &[Row<'_>]) {
     for (what, mode, facts, input, check) in rows {
         let outcome = merge(*mode, facts, *input);
         assert!(check(outcome), "{what}: got {outcome:?}");

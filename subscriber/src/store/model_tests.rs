@@ -214,11 +214,9 @@ impl Model {
         let grandfathered =
             t.epoch > 0 && k.retired == Some(t.epoch) && k.live.is_some_and(|l| l.epoch == 0);
         if grandfathered {
-            let l = k.live.unwrap();
-            if l.addr_spoofed != t.addr_spoofed {
-                if Self::older_than_known(k, 0, t.seq).is_none() && !t.leaving {
-                    return self.drop("identity");
-                }
+            // Bound to the identity the old registration gave it.
+            if k.live.is_some_and(|l| l.addr_spoofed != t.addr_spoofed) {
+                return self.drop("identity");
             }
             return self.bus(i, MToken { epoch: 0, ..t }, false);
         }

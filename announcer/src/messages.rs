@@ -1,0 +1,73 @@
+//! The messages exchanged between the announcer's tasks, in one leaf module that every side
+//! imports: the handle's requests to the broadcast task ([`Command`]) and to the registration
+//! task ([`Rewrite`]), the registration's standing that the broadcast task and the handle read
+//! ([`Standing`]), the registration task's first answer to `start()` ([`FirstEpoch`]), and
+//! what a session and its announcers tell each other ([`SessionLease`], [`SessionRequest`]).
+
+use std::collections::BTreeMap;
+
+use herald_shared::State;
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::status::Stopped;
+
+/// A request from the handle to the broadcast task; the reply says whether the token was
+/// handed to NATS (the handle flushes afterwards, so the task never waits on the network for
+/// it).
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Announce this state (`Draining` for `drain()`, `Up` for `resume()`).
+    SetState(State, oneshot::Sender<Result<(), Error>>),
+    SetMeta(BTreeMap<String, String>, oneshot::Sender<Result<(), Error>>),
+}
+
+/// A `set_meta` request to the registration task: rewrite the key with the current token.
+pub(crate) type Rewrite = oneshot::Sender<Result<(), Error>>;
+
+/// The registration task's answer to `start()`: the epoch of the first registration, or why
+/// there is none (nothing is left behind then).
+pub(crate) type FirstEpoch = oneshot::Sender<Result<u64, Error>>;
+
+/// The registration task's view, shared through a watch channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Standing {
+    /// The epoch tokens carry (0: not registered).
+    pub(crate) epoch: u64,
+    /// etcd ended this incarnation: no token may go out any more, not even a goodbye.
+    pub(crate) halted: bool,
+    /// Set once the announcer has stopped for this reason: the broadcast task has ended and
+    /// the registration task revoked its lease (or gave up trying).
+    pub(crate) stopped: Option<Stopped>,
+}
+
+impl Standing {
+    /// Registered (or not, with epoch 0) and announcing.
+    pub(crate) fn announcing(epoch: u64) -> Self {
+        Standing {
+            epoch,
+            halted: false,
+            stopped: None,
+        }
+    }
+}
+
+/// The session's lease as its announcers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionLease {
+    /// This lease is alive: register under it.
+    Live(i64),
+    /// The lease was found gone; a new one is being granted.
+    Renewing,
+    /// `Session::close` revoked the lease: no registration may be written any more.
+    Closed,
+}
+
+/// What the session's task is asked to do.
+#[derive(Debug)]
+pub(crate) enum SessionRequest {
+    /// An announcer found this lease gone: check it now rather than at the next keep-alive.
+    Lost(i64),
+    /// Revoke the lease and stop.
+    Close(oneshot::Sender<Result<(), Error>>),
+}

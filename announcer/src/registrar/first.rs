@@ -1,0 +1,201 @@
+//! The registration task's start, which is `start()`'s registration: connect to etcd (or take
+//! the caller's or the session's client), take a lease (its own, or the session's) and claim
+//! the instance's key in one transaction, before the first token goes out. Each call is tried
+//! again, within the call deadline, when etcd does not answer: a listed member may be down.
+//! The outcome goes back to `start()`; on failure nothing is left behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_shared::EtcdError;
+use herald_shared::backoff::Backoff;
+use tracing::Instrument;
+
+use super::{Links, Registrar, value_of};
+use crate::error::{Duplicate, Error, ErrorKind};
+use crate::etcd_calls::{CallError, Claim, Etcd};
+use crate::messages::{FirstEpoch, SessionLease};
+use crate::plan::{EtcdConnection, EtcdPlan};
+use crate::session::Session;
+
+/// Pauses before trying a registration call again: from about [`PAUSE_FIRST`], doubled after
+/// each try up to [`PAUSE_MAX`].
+const PAUSE_FIRST: Duration = Duration::from_millis(20);
+const PAUSE_MAX: Duration = Duration::from_millis(500);
+
+/// What the registration task starts from.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    pub(crate) plan: EtcdPlan,
+    /// The instance's key.
+    pub(crate) key: String,
+    /// The TTL of an own lease (a session's lease has its own).
+    pub(crate) lease_ttl: Duration,
+}
+
+/// The registration task: registers, tells `start()` the epoch (or the error) through
+/// `first`, then keeps the registration until cancelled or halted by etcd.
+pub(crate) async fn run(setup: Setup, links: Links, first: FirstEpoch) -> Result<(), Error> {
+    let cancel = links.cancel.clone();
+    // Boxed: connecting and the first claim are large futures that live only while they run.
+    let started = Box::pin(start(setup, links).in_current_span());
+    let started = tokio::select! {
+        biased;
+        // `start()` was dropped: whatever was granted is left to expire.
+        () = cancel.cancelled() => return Ok(()),
+        started = started => started,
+    };
+    match started {
+        Ok(registrar) => {
+            let _ = first.send(Ok(registrar.epoch));
+            Box::pin(registrar.run()).await
+        }
+        Err(e) => {
+            let _ = first.send(Err(e));
+            Ok(())
+        }
+    }
+}
+
+async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
+    let Setup {
+        plan,
+        key,
+        lease_ttl,
+    } = setup;
+    let (client, session) = match plan.connection {
+        EtcdConnection::Config(config) => (Arc::new(config.connect().await?), None),
+        EtcdConnection::Client(client) => (Arc::new(*client), None),
+        EtcdConnection::Session(session) => (session.etcd().client.clone(), Some(session)),
+    };
+    let etcd = Etcd {
+        client,
+        key,
+        timeout: plan.timeout,
+    };
+    // On a session, the lease is the session's: its TTL sets the pace.
+    let lease_ttl = session.as_ref().map_or(lease_ttl, Session::ttl);
+    let mut registrar = Registrar::new(etcd, session, lease_ttl, links);
+    registrar.claim_first(plan.takeover).await?;
+    // A call that outlasts the keep-alive period would put the lease at risk: from now on,
+    // give up on it and retry instead.
+    registrar.etcd.timeout = registrar.etcd.timeout.min(registrar.period);
+    Ok(registrar)
+}
+
+impl Registrar {
+    /// Takes a lease (its own, or the session's) and claims the key under it.
+    ///
+    /// # Errors
+    ///
+    /// `EtcdUnreachable` or `EtcdAuth` when etcd cannot be used, `DuplicateInstance` when the
+    /// key is held (without takeover). An own lease is revoked on every error.
+    async fn claim_first(&mut self, takeover: bool) -> Result<(), Error> {
+        let budget = self.etcd.timeout;
+        let lease = match &self.session {
+            Some(session) => session_lease(session, budget).await?,
+            None => retried(budget, || self.etcd.grant(self.lease_ttl)).await?,
+        };
+        let value = value_of(&self.last_token.borrow());
+        let claim = retried(budget, || self.etcd.claim(value.clone(), lease, takeover)).await;
+        let failed = match claim {
+            Ok(Claim::Written { epoch, cluster_id }) => {
+                self.first_registered(lease, epoch, cluster_id);
+                return Ok(());
+            }
+            // Our own lease holds it: an earlier attempt landed and its answer was lost.
+            Ok(Claim::Held {
+                epoch,
+                lease: held,
+                cluster_id,
+            }) if held == lease && self.session.is_none() => {
+                self.first_registered(lease, epoch, cluster_id);
+                return Ok(());
+            }
+            Ok(Claim::Held { epoch, .. }) => Error::duplicate(Duplicate {
+                instance: self.last_token.borrow().instance.clone(),
+                key: self.etcd.key.clone(),
+                epoch,
+            }),
+            Err(e) => {
+                if let CallError::LeaseGone = e {
+                    self.report_lost(lease);
+                }
+                e.into()
+            }
+        };
+        if self.session.is_none()
+            && let Err(e) = self.etcd.revoke(lease).await
+        {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                lease,
+                "lease of a failed registration not revoked; it expires"
+            );
+        }
+        Err(failed)
+    }
+
+    fn first_registered(&mut self, lease: i64, epoch: u64, cluster_id: u64) {
+        tracing::info!(
+            epoch,
+            lease,
+            key = %self.etcd.key,
+            shared = self.session.is_some(),
+            "registered"
+        );
+        self.adopt(lease, epoch, cluster_id);
+    }
+}
+
+/// Runs `call` again while etcd gives no answer, for up to `budget` in all: a listed member
+/// may be down, and etcd-client's channel may send the next try to another. A refused
+/// connection fails at once, so many tries fit; a member that does not answer at all uses up
+/// the call's own deadline.
+async fn retried<T, F>(budget: Duration, mut call: impl FnMut() -> F) -> Result<T, CallError>
+where
+    F: Future<Output = Result<T, CallError>>,
+{
+    let give_up = tokio::time::Instant::now() + budget;
+    let mut backoff = Backoff::new(PAUSE_FIRST, PAUSE_MAX);
+    let mut tries = 1u32;
+    loop {
+        let pause = backoff.next_pause();
+        match call().await {
+            Err(CallError::Failed(e @ EtcdError::Unreachable(_)))
+                if tokio::time::Instant::now() + pause < give_up =>
+            {
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    tries,
+                    "etcd did not answer; trying again"
+                );
+                tokio::time::sleep(pause).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The session's live lease, waiting up to `timeout` while a lost one is being replaced.
+async fn session_lease(session: &Session, timeout: Duration) -> Result<i64, Error> {
+    let mut lease = session.watch_lease();
+    let closed = || Error::with_source(ErrorKind::Stopped, "the session is closed");
+    let live = tokio::time::timeout(
+        timeout,
+        lease.wait_for(|l| !matches!(l, SessionLease::Renewing)),
+    )
+    .await;
+    match live {
+        Ok(Ok(l)) => match *l {
+            SessionLease::Live(id) => Ok(id),
+            SessionLease::Renewing | SessionLease::Closed => Err(closed()),
+        },
+        Ok(Err(_)) => Err(closed()),
+        Err(_) => Err(Error::with_source(
+            ErrorKind::EtcdUnreachable,
+            "the session's lease is lost and etcd grants no new one",
+        )),
+    }
+}
