@@ -195,6 +195,45 @@ mod tests {
         out
     }
 
+    fn unconfirmed(id: &str, load: f32, zone: Option<&str>) -> Instance {
+        let i = inst(id, load, zone, 100, State::Up);
+        i.0.confirmed.store(false, Relaxed);
+        i
+    }
+
+    #[test]
+    fn confirmed_instances_come_first_and_silent_ones_only_as_a_last_resort() {
+        let every = [
+            Strategy::RoundRobin,
+            Strategy::Random,
+            Strategy::LeastLoad,
+            Strategy::PowerOfTwoChoices,
+            Strategy::WeightedRandom,
+            Strategy::Affinity("k"),
+        ];
+        // The silent one is the least loaded and in the preferred zone: still not picked.
+        let s = snap(vec![
+            unconfirmed("silent", 0.0, Some("z1")),
+            inst("heard", 0.9, Some("z2"), 100, State::Up),
+        ]);
+        for strategy in every {
+            let c = counts(&s, strategy, Some("z1"), 200);
+            assert_eq!(c.get("heard"), Some(&200), "{strategy:?}: {c:?}");
+        }
+        let s = snap(vec![
+            unconfirmed("silent", 0.0, None),
+            inst("draining", 0.0, None, 100, State::Draining),
+        ]);
+        for strategy in every {
+            let c = counts(&s, strategy, None, 50);
+            assert_eq!(
+                c.get("silent"),
+                Some(&50),
+                "{strategy:?}: no other is available"
+            );
+        }
+    }
+
     #[test]
     fn empty_service_picks_nothing() {
         let s = snap(vec![]);

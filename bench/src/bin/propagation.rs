@@ -87,6 +87,10 @@ async fn main() {
         println!("  {:<28} {}", "start() returns", ann.start_returned);
         println!(
             "  {:<28} {}",
+            "returned -> confirmed", ann.returned_to_confirmed
+        );
+        println!(
+            "  {:<28} {}",
             "shutdown() -> Removed", ann.shutdown_to_removed
         );
         println!(
@@ -250,6 +254,9 @@ struct AnnouncerLatency {
     connect: Summary,
     start_to_added: Summary,
     start_to_confirmed: Summary,
+    /// From `start()` returning (its first token was just published) until the subscriber
+    /// lists the instance as confirmed: the token's own way to the view.
+    returned_to_confirmed: Summary,
     held: u64,
     start_returned: Summary,
     shutdown_to_removed: Summary,
@@ -265,7 +272,7 @@ async fn announcer_latency(config: &NatsConfig, etcd: Option<EtcdConfig>) -> Ann
     let subscriber = builder.start().await.expect("subscriber starts");
     let mut events = subscriber.events();
     let (mut added, mut returned, mut removed) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut confirmed, mut held) = (Vec::new(), 0);
+    let (mut confirmed, mut token_to_view, mut held) = (Vec::new(), Vec::new(), 0);
     let mut connects = Vec::new();
     for k in 0..ANNOUNCER_SAMPLES + ANNOUNCER_SAMPLES / 10 {
         // What a fresh NATS connection alone costs, for comparison with start().
@@ -327,6 +334,7 @@ async fn announcer_latency(config: &NatsConfig, etcd: Option<EtcdConfig>) -> Ann
             connects.push(connected);
             added.push(seen);
             confirmed.push(seen_confirmed);
+            token_to_view.push(seen_confirmed.saturating_sub(started));
             held += held_now;
             returned.push(started);
             removed.push(gone);
@@ -337,6 +345,7 @@ async fn announcer_latency(config: &NatsConfig, etcd: Option<EtcdConfig>) -> Ann
         connect: Summary::of(&mut connects),
         start_to_added: Summary::of(&mut added),
         start_to_confirmed: Summary::of(&mut confirmed),
+        returned_to_confirmed: Summary::of(&mut token_to_view),
         held,
         start_returned: Summary::of(&mut returned),
         shutdown_to_removed: Summary::of(&mut removed),

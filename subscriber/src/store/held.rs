@@ -2,11 +2,12 @@
 //! instance and a bounded number in all, each for a fixed time. The bound is the same for
 //! every token, so the order of arrival is the order of timeouts and a queue replaces a heap.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use herald_shared::Token;
 
 use super::Key;
+use super::key_map::KeyMap;
 use crate::merge::Known;
 
 /// How long a token waits for its registration. etcd's watch delivers a write within
@@ -24,17 +25,14 @@ struct HeldToken {
 
 #[derive(Debug, Default)]
 pub(super) struct HeldTokens {
-    tokens: HashMap<Key, HeldToken>,
+    tokens: KeyMap<HeldToken>,
     timeouts: VecDeque<(u64, Key)>,
 }
 
 impl HeldTokens {
-    /// The held token's `(epoch, seq)` for `key`. Free when nothing is held.
-    pub(super) fn known(&self, key: impl FnOnce() -> Key) -> Option<Known> {
-        if self.tokens.is_empty() {
-            return None;
-        }
-        self.tokens.get(&key()).map(|h| Known {
+    /// The held token's `(epoch, seq)` for a key.
+    pub(super) fn known(&self, service: &str, instance: &str) -> Option<Known> {
+        self.tokens.get(service, instance).map(|h| Known {
             epoch: h.token.epoch,
             seq: h.token.seq,
         })
@@ -46,12 +44,12 @@ impl HeldTokens {
 
     pub(super) fn hold(&mut self, key: Key, token: Token, now: u64) {
         let until = now + HOLD_FOR_MS;
-        self.timeouts.push_back((until, key.clone()));
-        self.tokens.insert(key, HeldToken { token, until });
+        self.tokens.insert(&key, HeldToken { token, until });
+        self.timeouts.push_back((until, key));
     }
 
     pub(super) fn take(&mut self, key: &Key) -> Option<Token> {
-        self.tokens.remove(key).map(|h| h.token)
+        self.tokens.remove(&key.0, &key.1).map(|h| h.token)
     }
 
     /// The key of the next held token whose time is up, removing its queue entry.
@@ -62,7 +60,11 @@ impl HeldTokens {
             }
             let (until, key) = self.timeouts.pop_front()?;
             // A key held again since has a later deadline of its own in the queue.
-            if self.tokens.get(&key).is_some_and(|h| h.until == until) {
+            if self
+                .tokens
+                .get(&key.0, &key.1)
+                .is_some_and(|h| h.until == until)
+            {
                 return Some(key);
             }
         }

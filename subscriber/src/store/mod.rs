@@ -31,6 +31,7 @@ use crate::view::{Clock, Snapshot, Views};
 mod carry;
 mod expiry;
 mod held;
+mod key_map;
 #[cfg(test)]
 mod model_tests;
 mod registry;
@@ -39,6 +40,7 @@ mod service;
 mod tests;
 
 use held::HeldTokens;
+use key_map::KeyMap;
 use service::ServiceState;
 
 /// Cache key: (service, instance).
@@ -103,7 +105,7 @@ pub(crate) struct Store {
     held: HeldTokens,
     /// Per key, the epoch it had in an etcd cluster that has since been replaced. Empty
     /// except after a cluster change.
-    retired: HashMap<Key, u64>,
+    retired: KeyMap<u64>,
     views: Arc<Views>,
     clock: Arc<Clock>,
     counters: Arc<Counters>,
@@ -130,7 +132,7 @@ impl Store {
                 .expire_after(TombstoneExpiry)
                 .build(),
             held: HeldTokens::default(),
-            retired: HashMap::new(),
+            retired: KeyMap::default(),
             views,
             clock,
             counters,
@@ -195,7 +197,6 @@ impl Store {
         let svc = self.services.get(service);
         let slot = svc.and_then(|s| s.slots.get(instance));
         let live = slot.and_then(|s| s.live.as_ref());
-        let key = || key_of(svc.map(|s| &s.name), service, instance);
         Facts {
             live: live.map(|e| Live {
                 epoch: e.epoch,
@@ -210,14 +211,13 @@ impl Store {
                 }),
             tombstone: match live {
                 Some(_) => None,
-                None => self.tombstones.get(&key()).map(|t| t.known),
+                None => self
+                    .tombstones
+                    .get(&key_of(svc.map(|s| &s.name), service, instance))
+                    .map(|t| t.known),
             },
-            held: self.held.known(key),
-            retired: if self.retired.is_empty() {
-                None
-            } else {
-                self.retired.get(&key()).copied()
-            },
+            held: self.held.known(service, instance),
+            retired: self.retired.get(service, instance).copied(),
             hold_full: self.held.is_full(),
         }
     }

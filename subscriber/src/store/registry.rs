@@ -93,7 +93,7 @@ impl Store {
             }
         }
         if outcome.retired == RetiredChange::Clear {
-            self.retired.remove(&key);
+            self.retired.remove(&key.0, &key.1);
         }
         self.change_held(&key, outcome.held);
     }
@@ -154,8 +154,13 @@ impl Store {
             .filter(|s| in_scope(scope, &s.name))
             .flat_map(|s| s.slots.keys().map(|id| (s.name.clone(), id.clone())))
             .collect();
-        self.retired.retain(|k, _| {
-            !in_scope(scope, &k.0) || keys.iter().any(|(s, i)| *s == k.0 && *i == k.1)
+        // A retired epoch matters only while its entry is listed (see the cluster change).
+        let services = &self.services;
+        self.retired.retain(|service, id, _| {
+            !in_scope(scope, service)
+                || services
+                    .get(service)
+                    .is_some_and(|s| s.slots.contains_key(id))
         });
         for (service, id) in keys {
             let facts = self.facts(&service, &id);
@@ -172,10 +177,10 @@ impl Store {
             }
             match outcome.retired {
                 RetiredChange::Set(epoch) => {
-                    self.retired.insert(key, epoch);
+                    self.retired.insert(&key, epoch);
                 }
                 RetiredChange::Clear => {
-                    self.retired.remove(&key);
+                    self.retired.remove(&key.0, &key.1);
                 }
                 RetiredChange::Keep => {}
             }
