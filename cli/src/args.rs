@@ -106,15 +106,7 @@ pub(crate) struct Global {
     pub(crate) etcd_tls_key: Option<PathBuf>,
     /// With etcd, also list instances that announce without an etcd registration (by default
     /// their tokens are dropped: the registration is the identity).
-    #[arg(
-        long,
-        env = "HERALD_ALLOW_UNREGISTERED",
-        global = true,
-        value_parser = clap::builder::BoolishValueParser::new(),
-        default_value_t = false,
-        num_args = 0..=1,
-        default_missing_value = "true"
-    )]
+    #[arg(long, env = "HERALD_ALLOW_UNREGISTERED", global = true)]
     pub(crate) allow_unregistered: bool,
     /// How long connecting may take before the command gives up.
     #[arg(long, env = "HERALD_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
