@@ -159,12 +159,39 @@ impl Error {
             _ => None,
         }
     }
+
+    /// For a [`ErrorKind::Config`] error, the bound the setting broke, as a short phrase
+    /// (`must be > 0`), for callers that name the setting in their own words (a CLI flag).
+    ///
+    /// ```
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::NatsConfig;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:1"]))
+    ///     .weight(0)
+    ///     .start()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), Some("weight"));
+    /// assert!(err.bound().unwrap().starts_with("must be >= 1"));
+    /// # }
+    /// ```
+    pub fn bound(&self) -> Option<&'static str> {
+        match &self.detail {
+            Some(Detail::Field { bound, .. }) => Some(bound),
+            _ => None,
+        }
+    }
 }
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         match e {
             ConfigError::Field { field, bound } => Error::config(field, bound),
+            // The kind says what `Connect` says: the client's error is the next layer.
+            ConfigError::Connect(cause) => Error::with_source(ErrorKind::Connect, cause),
             _ => Error::with_source(ErrorKind::Connect, e),
         }
     }
@@ -227,7 +254,7 @@ impl fmt::Display for Duplicate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "`{}` is held by the registration of epoch {} (key {}); build with takeover(true) to replace it",
+            "`{}` is held by the live registration of epoch {} (key {})",
             self.instance, self.epoch, self.key
         )
     }

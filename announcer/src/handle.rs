@@ -282,12 +282,16 @@ impl AnnouncerHandle {
     /// for the tasks to end, all within `shutdown_timeout`. After the announcer stopped on
     /// its own (see [`stopped`](AnnouncerHandle::stopped)) there is nothing left to do.
     ///
+    /// With etcd, a goodbye that could not be broadcast (NATS down) is logged as a warning
+    /// and is not an error when the registration was deleted: subscribers with etcd remove
+    /// the instance at once through their watch.
+    ///
     /// # Errors
     ///
-    /// [`ErrorKind::TimedOut`] when the goodbye was not flushed or the lease not revoked
-    /// before the deadline (the instance then expires by TTL, the key by lease expiry),
-    /// `Publish` when the goodbye could not be sent, `EtcdUnreachable` when the revoke
-    /// failed, `Stopped` when a task had failed.
+    /// [`ErrorKind::TimedOut`] when the goodbye was not flushed (without etcd) or the lease
+    /// not revoked before the deadline (the instance then expires by TTL, the key by lease
+    /// expiry), `Publish` when the goodbye could not be sent (without etcd),
+    /// `EtcdUnreachable` when the revoke failed, `Stopped` when a task had failed.
     ///
     /// # Examples
     ///
@@ -317,9 +321,20 @@ impl AnnouncerHandle {
         let goodbye = joined(tokio::time::timeout_at(deadline, task).await);
         let revoke = match registrar {
             Some(task) => joined(tokio::time::timeout_at(deadline + REPORT_SLACK, task).await),
-            None => Ok(()),
+            None => return goodbye,
         };
-        goodbye.and(revoke)
+        match (goodbye, revoke) {
+            // The registration is gone: subscribers remove the instance at once through
+            // etcd, so the stop is graceful even though NATS did not carry the goodbye.
+            (Err(e), Ok(())) => {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "goodbye not broadcast; the registration is deleted, so subscribers with etcd remove the instance at once, others after its TTL"
+                );
+                Ok(())
+            }
+            (goodbye, revoke) => goodbye.and(revoke),
+        }
     }
 
     async fn request(

@@ -150,7 +150,7 @@ pub(crate) fn check_token(token: &Token) -> Result<(), Error> {
     if token.weight == 0 {
         return Err(Error::config(
             "weight",
-            "must be >= 1 (drain() is how an instance stops being picked)",
+            "must be >= 1 (an instance that must not be picked is drained instead)",
         ));
     }
     let mut widest = token.clone();

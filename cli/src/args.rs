@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Herald service discovery: announce, list, watch, and serve instances.
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about)]
+#[command(name = "herald", version, about, after_help = ENVIRONMENT)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,
@@ -16,8 +16,19 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// What `--help` says about logging and exit codes.
+const ENVIRONMENT: &str = "\
+Logging: RUST_LOG sets what is logged to stderr (default `warn`; e.g. RUST_LOG=info or
+RUST_LOG=herald_subscriber=debug). Colours only when stderr is a terminal and NO_COLOR is
+unset.
+
+Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 error, 2 bad command line;
+`announce` only: 3 deregistered (its etcd key was deleted), 4 fenced (another process took
+over its instance id), 5 closed otherwise.";
+
 /// Where NATS and etcd are, and how to authenticate to them.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Connection (every command)")]
 pub(crate) struct Global {
     /// NATS server URLs, comma-separated.
     #[arg(
@@ -145,15 +156,19 @@ pub(crate) struct AnnounceArgs {
     /// Token TTL (default: 3 x interval).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) ttl: Option<Duration>,
-    /// etcd lease TTL.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) lease_ttl: Option<Duration>,
-    /// Announced load.
-    #[arg(long, default_value_t = 0.0)]
+    /// etcd lease TTL (with --etcd).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) lease_ttl: Duration,
+    /// Announced load (0 or more).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub(crate) load: f32,
-    /// Weight for weighted picks.
+    /// Weight for weighted picks (1 or more).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    pub(crate) weight: u32,
+    /// Take the instance id over when a live registration holds it (with --etcd): the
+    /// other process is fenced and stops.
     #[arg(long)]
-    pub(crate) weight: Option<u32>,
+    pub(crate) takeover: bool,
     /// Zone.
     #[arg(long, env = "HERALD_ZONE")]
     pub(crate) zone: Option<String>,
@@ -161,7 +176,7 @@ pub(crate) struct AnnounceArgs {
     #[arg(long = "meta", value_parser = parse_meta)]
     pub(crate) meta: Vec<(String, String)>,
     /// Drain while a TCP connect to HOST:PORT fails.
-    #[arg(long, conflicts_with = "check_http")]
+    #[arg(long, conflicts_with = "check_http", value_parser = parse_host_port)]
     pub(crate) check_tcp: Option<String>,
     /// Drain while an HTTP GET of URL does not answer 2xx.
     #[arg(long)]
@@ -210,6 +225,37 @@ pub(crate) struct ServeArgs {
     pub(crate) zone: Option<String>,
 }
 
+/// The command-line flag that sets a library setting, for messages in the CLI's words.
+pub(crate) fn flag_of(field: &str) -> String {
+    let flag = match field {
+        "service" => "--service",
+        "addr" => "--addr",
+        "instance" => "--instance",
+        "interval" => "--interval",
+        "ttl" | "ttl_ms" => "--ttl",
+        "lease_ttl" => "--lease-ttl",
+        "weight" => "--weight",
+        "load" => "--load",
+        "zone" => "--zone",
+        "meta" => "--meta",
+        "prefix" => "--prefix",
+        "nats" | "nats.urls" => "--nats",
+        "etcd.endpoints" => "--etcd",
+        "nats.connect_timeout" | "etcd.connect_timeout" => "--connect-timeout",
+        other => return format!("`{other}`"),
+    };
+    flag.to_owned()
+}
+
+fn parse_host_port(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!("`{s}` is not HOST:PORT")),
+    }
+}
+
 fn parse_meta(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .filter(|(k, _)| !k.is_empty())
@@ -225,6 +271,47 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn check_tcp_needs_a_host_and_a_port() {
+        assert!(parse_host_port("db:5432").is_ok());
+        assert!(parse_host_port("[::1]:80").is_ok());
+        for bad in ["nohostport", ":80", "db:", "db:0", "db:99999"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn negative_numbers_reach_validation() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "herald",
+            "announce",
+            "--service",
+            "s",
+            "--addr",
+            "a:1",
+            "--load",
+            "-1",
+        ])
+        .expect("-1 is a value, not a flag");
+        let Command::Announce(a) = cli.command else {
+            panic!("announce")
+        };
+        assert_eq!(a.load, -1.0);
+        let err = Cli::try_parse_from([
+            "herald",
+            "announce",
+            "--service",
+            "s",
+            "--addr",
+            "a:1",
+            "--weight",
+            "-5",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("'-5' for '--weight"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Turns the global options into NATS and etcd settings, and builds subscribers from them.
 
-use anyhow::{Context, bail};
-use herald_shared::{EtcdConfig, EtcdTls, NatsAuth, NatsConfig, NatsTls};
+use anyhow::bail;
+use herald_shared::{ConfigError, EtcdConfig, EtcdError, EtcdTls, NatsAuth, NatsConfig, NatsTls};
 use herald_subscriber::Subscriber;
 
 use crate::args::Global;
@@ -70,6 +70,23 @@ impl Global {
                 .etcd(etcd)
                 .allow_unregistered(self.allow_unregistered);
         }
-        builder.start().await.context("cannot start the subscriber")
+        builder.start().await.map_err(subscriber_error)
     }
+}
+
+/// `start()`'s errors; a setting is named by its flag.
+fn subscriber_error(e: herald_subscriber::Error) -> anyhow::Error {
+    use std::error::Error as _;
+    if e.kind() == herald_subscriber::ErrorKind::InvalidConfig {
+        let cause = e.source();
+        if let Some(ConfigError::Field { field, bound }) = cause.and_then(|c| c.downcast_ref()) {
+            return anyhow::anyhow!("invalid {}: {bound}", crate::args::flag_of(field));
+        }
+        if let Some(EtcdError::Config(message)) = cause.and_then(|c| c.downcast_ref())
+            && let Some((field, bound)) = message.split_once(": ")
+        {
+            return anyhow::anyhow!("invalid {}: {bound}", crate::args::flag_of(field));
+        }
+    }
+    anyhow::Error::new(e).context("cannot start the subscriber")
 }

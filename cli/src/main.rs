@@ -5,6 +5,7 @@
 //! - `args`: the command line (clap), global options with their environment variables;
 //! - `connect`: NATS/etcd settings and subscribers from the global options;
 //! - `cmd`: one module per subcommand (`announce`, `ls`, `watch`, `serve`);
+//! - `exit`: exit codes, and what ends the output normally (a closed pipe);
 //! - `health`: TCP and HTTP checks for `announce`;
 //! - `json`: the JSON shapes of instances and events;
 //! - `metrics`: Prometheus text for `/metrics`.
@@ -19,6 +20,7 @@ mod cmd;
 #[cfg(test)]
 mod compose_check;
 mod connect;
+mod exit;
 mod health;
 mod json;
 mod metrics;
@@ -55,15 +57,24 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(exit::colours_wanted())
         .init();
     let result = match &cli.command {
         Command::Announce(a) => cmd::announce::run(&cli.global, a).await,
-        Command::Ls(a) => cmd::ls::run(&cli.global, a).await,
-        Command::Watch(a) => cmd::watch::run(&cli.global, a).await,
-        Command::Serve(a) => cmd::serve::run(&cli.global, a).await,
+        Command::Ls(a) => cmd::ls::run(&cli.global, a)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Watch(a) => cmd::watch::run(&cli.global, a)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Serve(a) => cmd::serve::run(&cli.global, a)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
+        // A reader that went away (`| head`) is a normal end of the output.
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: what failed and why, never a panic trace.
             eprintln!("herald: error: {e:#}");

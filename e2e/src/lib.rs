@@ -150,6 +150,18 @@ pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() ->
     }
 }
 
+/// An error and its causes, `a: b: c`, as the CLI and the logs print them.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
 /// etcd settings for test endpoints.
 pub fn etcd(endpoints: &[String]) -> herald_shared::EtcdConfig {
     herald_shared::EtcdConfig::new(endpoints.iter().cloned())

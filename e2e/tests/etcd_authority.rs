@@ -286,7 +286,8 @@ async fn unreachable_etcd_and_wrong_password_fail_fast_and_say_which() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Etcd);
-    assert!(err.to_string().contains("unreachable"), "{err}");
+    let text = herald_e2e::chain(&err);
+    assert!(text.contains("unreachable"), "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -304,7 +305,8 @@ async fn unreachable_etcd_and_wrong_password_fail_fast_and_say_which() {
         .start()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("refused the credentials"), "{err}");
+    let text = herald_e2e::chain(&err);
+    assert!(text.contains("refused the credentials"), "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "took {:?}",

@@ -85,8 +85,11 @@ async fn nats_user_and_password_are_required_and_a_wrong_password_is_refused_at_
     let took = started.elapsed();
     assert_eq!(err.kind(), SubscriberErrorKind::Connect, "{err}");
     assert!(
-        err.to_string().to_lowercase().contains("authorization"),
-        "the error says the login was refused: {err}"
+        herald_e2e::chain(&err)
+            .to_lowercase()
+            .contains("authorization"),
+        "the error says the login was refused: {}",
+        herald_e2e::chain(&err)
     );
     assert!(
         took < REFUSAL_TIMEOUT + REFUSAL_MARGIN,
@@ -479,8 +482,9 @@ async fn etcd_logins_with_least_privilege_roles_and_a_wrong_password_refused() {
         .expect_err("a wrong password must be refused");
     assert_eq!(err.kind(), SubscriberErrorKind::Etcd, "{err}");
     assert!(
-        err.to_string().contains("refused the credentials"),
-        "the error says why: {err}"
+        herald_e2e::chain(&err).contains("refused the credentials"),
+        "the error says why: {}",
+        herald_e2e::chain(&err)
     );
     assert!(started.elapsed() < REFUSAL_TIMEOUT + REFUSAL_MARGIN);
 }

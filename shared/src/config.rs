@@ -210,8 +210,8 @@ impl NatsConfig {
         match tokio::time::timeout(self.connect_timeout + Duration::from_millis(250), connect).await
         {
             Ok(Ok(client)) => Ok((client, events)),
-            Ok(Err(e)) => Err(ConfigError::Connect(Arc::new(e.to_string()))),
-            Err(_) => Err(ConfigError::Connect(Arc::new("timed out".to_owned()))),
+            Ok(Err(e)) => Err(ConfigError::Connect(Arc::new(NatsConnectError(e)))),
+            Err(_) => Err(ConfigError::ConnectTimedOut(self.connect_timeout)),
         }
     }
 }
@@ -270,9 +270,38 @@ pub enum ConfigError {
     /// The credentials file could not be read.
     #[error("cannot read nats credentials: {0}")]
     Credentials(String),
-    /// No NATS server answered.
-    #[error("cannot connect to nats: {0}")]
-    Connect(Arc<String>),
+    /// The NATS client could not connect (refused, unreachable, authorization, TLS); the
+    /// client's error is the source.
+    #[error("cannot connect to nats")]
+    Connect(#[source] Arc<NatsConnectError>),
+    /// No NATS server answered within the connect timeout.
+    #[error("no nats server answered within {0:?}")]
+    ConnectTimedOut(Duration),
+}
+
+/// The NATS client's connect error as one layer of a chain: its kind (`IO error`,
+/// `authorization violation`, `TLS error`, ...), with the underlying error as the source.
+/// (async-nats's own `Display` repeats its source, so a printed chain would say it twice.)
+#[derive(Debug)]
+pub struct NatsConnectError(pub async_nats::ConnectError);
+
+impl NatsConnectError {
+    /// What kind of connect failure this is.
+    pub fn kind(&self) -> async_nats::ConnectErrorKind {
+        self.0.kind()
+    }
+}
+
+impl std::fmt::Display for NatsConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.kind())
+    }
+}
+
+impl std::error::Error for NatsConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
 }
 
 impl ConfigError {

@@ -35,7 +35,9 @@ pub mod token;
 pub mod validate;
 
 pub use codec::Reject;
-pub use config::{ConfigError, ConnectionEvents, NatsAuth, NatsConfig, NatsEvent, NatsTls};
+pub use config::{
+    ConfigError, ConnectionEvents, NatsAuth, NatsConfig, NatsConnectError, NatsEvent, NatsTls,
+};
 pub use etcd::{EtcdConfig, EtcdError, EtcdTls};
 pub use subject::Subjects;
 pub use token::{State, Token, TokenRef};

@@ -352,7 +352,8 @@ mod tests {
     async fn error_of(b: SubscriberBuilder) -> String {
         let err = b.start().await.expect_err("invalid settings must fail");
         assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-        err.to_string()
+        let cause = std::error::Error::source(&err).expect("the cause names the field");
+        format!("{err}: {cause}")
     }
 
     // An unreachable URL: validation must fail before any connection attempt.

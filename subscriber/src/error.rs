@@ -55,15 +55,11 @@ impl fmt::Display for Error {
             ErrorKind::InvalidConfig => "invalid subscriber configuration",
             ErrorKind::Connect => "cannot connect to nats",
             ErrorKind::Subscribe => "cannot subscribe",
-            ErrorKind::Etcd => "etcd failed",
+            ErrorKind::Etcd => "etcd listing failed",
             ErrorKind::TimedOut => "timed out",
         };
-        match &self.source {
-            // The NATS connect error already says what it is.
-            Some(s) if self.kind == ErrorKind::Connect => write!(f, "{s}"),
-            Some(s) => write!(f, "{what}: {s}"),
-            None => f.write_str(what),
-        }
+        // The cause is `source()`'s to say: printers of the chain (anyhow, tracing) show it.
+        f.write_str(what)
     }
 }
 
@@ -75,10 +71,12 @@ impl std::error::Error for Error {
 
 impl From<herald_shared::ConfigError> for Error {
     fn from(e: herald_shared::ConfigError) -> Self {
-        let kind = match e {
-            herald_shared::ConfigError::Connect(_) => ErrorKind::Connect,
-            _ => ErrorKind::InvalidConfig,
-        };
-        Error::new(kind, e)
+        use herald_shared::ConfigError;
+        match e {
+            // The kind says what `Connect` says: the client's error is the next layer.
+            ConfigError::Connect(cause) => Error::new(ErrorKind::Connect, cause),
+            ConfigError::ConnectTimedOut(_) => Error::new(ErrorKind::Connect, e),
+            _ => Error::new(ErrorKind::InvalidConfig, e),
+        }
     }
 }

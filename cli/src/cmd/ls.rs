@@ -30,31 +30,67 @@ pub(crate) async fn run(global: &Global, args: &LsArgs) -> anyhow::Result<()> {
         serde_json::to_writer_pretty(&mut out, &list)?;
         writeln!(out)?;
     } else {
-        writeln!(
-            out,
-            "{:<20} {:<28} {:<22} {:>8} {:<9} {:<10} {:>8}",
-            "SERVICE", "INSTANCE", "ADDR", "LOAD", "STATE", "ZONE", "EPOCH"
-        )?;
-        for i in &instances {
+        print_table(&mut out, &instances)?;
+    }
+    subscriber.shutdown().await;
+    Ok(())
+}
+
+/// The instances as a table whose columns are as wide as their longest value.
+fn print_table(out: &mut impl Write, instances: &[Instance]) -> std::io::Result<()> {
+    let header = [
+        "SERVICE", "INSTANCE", "ADDR", "LOAD", "STATE", "ZONE", "EPOCH",
+    ];
+    let rows: Vec<[String; 7]> = instances
+        .iter()
+        .map(|i| {
             let state = if i.is_confirmed() {
                 i.state().as_str()
             } else {
                 "silent"
             };
-            writeln!(
-                out,
-                "{:<20} {:<28} {:<22} {:>8.3} {:<9} {:<10} {:>8}",
-                i.service(),
-                i.id(),
-                i.addr(),
-                i.load(),
-                state,
-                i.zone().unwrap_or("-"),
-                i.epoch()
-            )?;
+            [
+                i.service().to_owned(),
+                i.id().to_owned(),
+                i.addr().to_owned(),
+                format!("{:.3}", i.load()),
+                state.to_owned(),
+                i.zone().unwrap_or("-").to_owned(),
+                i.epoch().to_string(),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
         }
     }
-    subscriber.shutdown().await;
+    let line = |out: &mut dyn Write, cells: [&str; 7]| {
+        // Text columns left-aligned, numbers right-aligned.
+        writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:<w4$}  {:<w5$}  {:>w6$}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3],
+            w4 = width[4],
+            w5 = width[5],
+            w6 = width[6],
+        )
+    };
+    line(out, header)?;
+    for row in &rows {
+        line(out, row.each_ref().map(String::as_str))?;
+    }
     Ok(())
 }
 

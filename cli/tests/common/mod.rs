@@ -85,6 +85,54 @@ impl Env {
         child
     }
 
+    /// `herald announce` of `service`/`instance` with extra flags, once its first token is
+    /// out, and every later line of its stderr.
+    pub fn announce_watched(
+        &self,
+        service: &str,
+        instance: &str,
+        extra: &[&str],
+    ) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
+        let mut args = vec![
+            "announce",
+            "--service",
+            service,
+            "--addr",
+            "127.0.0.1:9000",
+            "--instance",
+            instance,
+            "--interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = self.herald(&args);
+        cmd.stderr(Stdio::piped());
+        let mut child = spawn_guarded(cmd);
+        let stderr = child.child_mut().stderr.take().unwrap();
+        let mut reader = BufReader::new(stderr);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Log lines may come first (a takeover warns); "announcing" means the first token is out.
+        loop {
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).unwrap();
+            assert!(read > 0, "announce ended before announcing");
+            if line.starts_with("announcing") {
+                break;
+            }
+            eprintln!("[announce] {}", line.trim_end());
+            let _ = tx.send(line);
+        }
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                eprintln!("[announce] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
     pub async fn ls_json(&self, service: &str) -> Vec<serde_json::Value> {
         let out = self
             .output(&["ls", service, "--json", "--wait", "200ms"])
@@ -111,12 +159,24 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(timeout: Duration, what: &str, 
 
 pub fn sigterm(child: &mut ChildGuard) -> std::process::ExitStatus {
     child.signal(libc_sigterm()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    exit_within(child, Duration::from_secs(5), "SIGTERM")
+}
+
+/// The child's exit status, or a panic naming `after` when it does not exit within `within`.
+pub fn exit_within(
+    child: &mut ChildGuard,
+    within: Duration,
+    after: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_status() {
             return status;
         }
-        assert!(Instant::now() < deadline, "no exit within 5 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "no exit within {within:?} of {after}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -99,7 +99,9 @@ impl fmt::Display for EtcdCause {
 impl std::error::Error for EtcdCause {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            EtcdCause::Client(etcd_client::Error::GRpcStatus(status)) => status.source(),
+            // tonic and hyper wrap a transport failure in layers that say the same words
+            // ("tcp connect error" three times): the root cause is what is worth reading.
+            EtcdCause::Client(etcd_client::Error::GRpcStatus(status)) => status.source().map(root),
             EtcdCause::Client(etcd_client::Error::TransportError(e)) => Some(e),
             EtcdCause::Client(etcd_client::Error::IoError(e)) => Some(e),
             EtcdCause::Client(_) | EtcdCause::Other(_) => None,
@@ -107,6 +109,14 @@ impl std::error::Error for EtcdCause {
             EtcdCause::File { error, .. } => Some(error),
         }
     }
+}
+
+/// The innermost cause of `e`.
+fn root<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e
 }
 
 /// Sorts an etcd-client error, by its gRPC status code, into what the user must fix:

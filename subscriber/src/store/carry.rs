@@ -22,6 +22,9 @@ impl Store {
     pub(super) fn carry_token(&mut self, t: &TokenRef<'_>, outcome: Outcome) {
         if let Some(reason) = outcome.dropped {
             self.count_drop(reason, t.service, t.instance);
+            if reason == DropReason::Duplicate {
+                self.warn_if_two_runs(t);
+            }
         }
         if let HeldChange::Hold { superseded } = outcome.held {
             if superseded {
@@ -61,6 +64,8 @@ impl Store {
             }
             (Effect::Remove(cause), Some(entry)) => {
                 entry.seq.store(t.seq, Relaxed);
+                // The removed instance reads as what it said last (`leaving` for a goodbye).
+                entry.set_state(t.state);
                 self.remove(&entry, cause);
             }
             _ => {}
@@ -70,6 +75,34 @@ impl Store {
             self.counters
                 .latency(t.sent_at_ms, herald_shared::unix_millis());
         }
+    }
+
+    /// A duplicate far behind the listed run of the same epoch: another process announces
+    /// the same instance id (without etcd nothing refuses it). Said once a minute per key.
+    fn warn_if_two_runs(&self, t: &TokenRef<'_>) {
+        let Some(live) = self
+            .services
+            .get(t.service)
+            .and_then(|s| s.live(t.instance))
+        else {
+            return;
+        };
+        let behind = live.seq.load(Relaxed).saturating_sub(t.seq);
+        if live.epoch != t.epoch || behind <= merge::NEW_RUN_JUMP {
+            return;
+        }
+        let key = self.key(t.service, t.instance);
+        if self.conflict_warned.contains_key(&key) {
+            return;
+        }
+        self.conflict_warned.insert(key, ());
+        tracing::warn!(
+            service = t.service,
+            instance = t.instance,
+            listed_addr = &*live.addr,
+            other_addr = t.addr,
+            "two processes announce the same instance id: the newer run is listed, the older one's tokens are dropped"
+        );
     }
 
     pub(super) fn count_drop(&self, reason: DropReason, service: &str, instance: &str) {

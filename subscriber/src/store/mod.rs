@@ -102,6 +102,8 @@ pub(crate) struct Store {
     dirty: Vec<Arc<str>>,
     heap: BinaryHeap<Reverse<Due>>,
     tombstones: Cache<Key, Tombstone>,
+    /// Keys recently warned of as announced by two processes at once.
+    conflict_warned: Cache<Key, ()>,
     held: HeldTokens,
     /// Per key, the epoch it had in an etcd cluster that has since been replaced. Empty
     /// except after a cluster change.
@@ -130,6 +132,10 @@ impl Store {
             tombstones: Cache::builder()
                 .max_capacity(1_000_000)
                 .expire_after(TombstoneExpiry)
+                .build(),
+            conflict_warned: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
                 .build(),
             held: HeldTokens::default(),
             retired: KeyMap::default(),

@@ -1,0 +1,29 @@
+//! How the process ends: the exit codes of `herald announce`'s stop reasons, and what counts
+//! as a normal end of the output.
+
+use std::io::IsTerminal;
+
+/// `announce`: its etcd registration was deleted (deregistered by an operator).
+pub(crate) const DEREGISTERED: u8 = 3;
+/// `announce`: another process took over its instance id.
+pub(crate) const FENCED: u8 = 4;
+/// `announce`: the announcer was closed otherwise.
+pub(crate) const CLOSED: u8 = 5;
+
+/// Whether `e` is a write to a closed pipe (the reader, e.g. `head`, has gone).
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Colours in the logs only for a terminal, and not when `NO_COLOR` is set.
+pub(crate) fn colours_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}

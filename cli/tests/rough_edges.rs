@@ -1,0 +1,302 @@
+//! The `herald` command at its edges, against real servers: an announcer ended by etcd ends
+//! the command with the reason's exit code, a stop while NATS is down is still graceful, a
+//! closed pipe is a normal end, errors say each cause once in the CLI's words, bad values are
+//! refused up front, and the output reads well.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use common::{Env, exit_within, sigterm};
+use herald_testkit::{free_port, spawn_guarded};
+
+fn key(env: &Env, service: &str, id: &str) -> String {
+    format!("/{}/services/{service}/{id}", env.prefix)
+}
+
+async fn etcd(env: &Env) -> etcd_client::Client {
+    etcd_client::Client::connect([env.etcd.endpoint()], None)
+        .await
+        .unwrap()
+}
+
+/// The first line of `lines` that contains `text`, within `within`.
+fn line_with(lines: &Receiver<String>, text: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => continue,
+            Err(_) => panic!("no line with `{text}` within {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_delete_ends_announce_with_exit_code_3() {
+    let env = Env::start("deleted").await;
+    let (mut child, lines) = env.announce_watched("web", "web-1", &[]);
+    etcd(&env)
+        .await
+        .delete(key(&env, "web", "web-1"), None)
+        .await
+        .unwrap();
+    let status = exit_within(&mut child, Duration::from_secs(5), "the key's deletion");
+    assert_eq!(status.code(), Some(3), "deregistered has its own exit code");
+    let line = line_with(&lines, "herald: announcer stopped", Duration::from_secs(1));
+    assert!(line.contains("deregistered"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_ends_the_first_announce_with_exit_code_4() {
+    let env = Env::start("fenced").await;
+    let (mut first, lines) = env.announce_watched("web", "web-1", &[]);
+    let out = env
+        .output(&[
+            "announce",
+            "--service",
+            "web",
+            "--addr",
+            "127.0.0.1:9001",
+            "--instance",
+            "web-1",
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a live id is refused without --takeover"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--takeover"), "the hint speaks CLI: {err}");
+    assert!(
+        !err.contains("takeover(true)"),
+        "no library call in a CLI message: {err}"
+    );
+    let (mut second, _) = env.announce_watched("web", "web-1", &["--takeover"]);
+    let status = exit_within(&mut first, Duration::from_secs(5), "the takeover");
+    assert_eq!(status.code(), Some(4), "fenced has its own exit code");
+    let line = line_with(&lines, "herald: announcer stopped", Duration::from_secs(1));
+    assert!(line.contains("took over"), "{line}");
+    assert!(second.try_status().is_none(), "the new owner keeps running");
+    assert!(sigterm(&mut second).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_nats_is_down_is_a_graceful_stop() {
+    let mut env = Env::start("natsdown").await;
+    let (mut child, lines) = env.announce_watched("web", "web-1", &[]);
+    env.nats.kill();
+    let status = sigterm(&mut child);
+    assert!(
+        status.success(),
+        "the lease is revoked: a graceful stop ({status:?})"
+    );
+    let warning = line_with(&lines, "goodbye not broadcast", Duration::from_secs(1));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert_eq!(
+        etcd(&env)
+            .await
+            .get(key(&env, "web", "web-1"), None)
+            .await
+            .unwrap()
+            .count(),
+        0,
+        "the registration is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_is_a_normal_end() {
+    let env = Env::start("pipe").await;
+    let _first = env.announce("web", "web-1", &[]);
+    let mut cmd = env.herald(&["watch", "--json"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut watch = spawn_guarded(cmd);
+    let stdout = watch.child_mut().stdout.take().unwrap();
+    let mut first_line = String::new();
+    BufReader::new(stdout).read_line(&mut first_line).unwrap();
+    assert!(first_line.contains("web-1"), "{first_line}");
+    // The reader is gone (`| head -1`); the next event makes watch write into the closed pipe.
+    let _second = env.announce("web", "web-2", &[]);
+    let status = exit_within(&mut watch, Duration::from_secs(5), "the closed pipe");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.child_mut().stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        status.success(),
+        "exit 0 on a closed pipe: {status:?} {err}"
+    );
+    assert!(err.is_empty(), "nothing printed: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_each_cause_once_in_the_clis_words() {
+    let env = Env::start("words").await;
+    let refused = format!("nats://127.0.0.1:{}", free_port());
+    let out = env
+        .output(&[
+            "--nats",
+            &refused,
+            "announce",
+            "--service",
+            "a",
+            "--addr",
+            "h:1",
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot connect to nats").count(), 1, "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = env
+        .output(&["--etcd", &dead, "--connect-timeout", "500ms", "ls"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcd unreachable"), "{err}");
+    assert!(
+        !err.contains("Status {") && !err.contains("details:"),
+        "no debug output: {err}"
+    );
+    assert!(err.len() < 300, "short: {err}");
+    assert_eq!(err.matches("tcp connect error").count(), 1, "{err}");
+
+    for (args, says) in [
+        (
+            vec!["announce", "--service", "bad name", "--addr", "h:1"],
+            "invalid --service",
+        ),
+        (
+            vec![
+                "announce",
+                "--service",
+                "a",
+                "--addr",
+                "h:1",
+                "--weight",
+                "0",
+            ],
+            "invalid --weight",
+        ),
+        (
+            vec![
+                "announce",
+                "--service",
+                "a",
+                "--addr",
+                "h:1",
+                "--load",
+                "-1",
+            ],
+            "invalid --load",
+        ),
+        (vec!["--prefix", "a.b", "ls"], "invalid --prefix"),
+    ] {
+        let out = env.output(&args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !err.contains("drain()") && !err.contains("`"),
+            "CLI words only: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_refused_before_anything_runs() {
+    let env = Env::start("values").await;
+    for (args, says) in [
+        (
+            vec![
+                "announce",
+                "--service",
+                "a",
+                "--addr",
+                "h:1",
+                "--check-tcp",
+                "nohostport",
+            ],
+            "HOST:PORT",
+        ),
+        (
+            vec![
+                "announce",
+                "--service",
+                "a",
+                "--addr",
+                "h:1",
+                "--check-http",
+                "notaurl",
+            ],
+            "http://",
+        ),
+        (
+            vec![
+                "announce",
+                "--service",
+                "a",
+                "--addr",
+                "h:1",
+                "--weight",
+                "-5",
+            ],
+            "'-5' for '--weight",
+        ),
+    ] {
+        let out = env.output(&args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must be refused");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !err.contains("unexpected argument"),
+            "a value, not a flag: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_reads_well() {
+    let env = Env::start("output").await;
+    let long = "an-instance-id-much-longer-than-the-old-fixed-column";
+    let _a = env.announce("web", long, &[]);
+    let _b = env.announce("web", "w2", &[]);
+    let out = env.output(&["ls", "web"]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let column = |l: &str, text: &str| l.find(text).unwrap();
+    let addr_at = column(lines[0], "ADDR");
+    for row in &lines[1..] {
+        assert_eq!(column(row, "127.0.0.1:9000"), addr_at, "aligned:\n{table}");
+    }
+
+    // A goodbye's removal says `leaving`; logs carry no colour codes off a terminal.
+    let mut cmd = env.herald(&["watch", "web", "--json"]);
+    cmd.stdout(Stdio::piped()).env("RUST_LOG", "info");
+    cmd.stderr(Stdio::piped());
+    let mut watch = spawn_guarded(cmd);
+    let stdout = BufReader::new(watch.child_mut().stdout.take().unwrap());
+    let mut leaving = env.announce("web", "w3", &[]);
+    assert!(sigterm(&mut leaving).success());
+    let removed = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("\"removed\"") && l.contains("w3"))
+        .expect("the removal of w3");
+    assert!(removed.contains("\"state\":\"leaving\""), "{removed}");
+    assert!(removed.contains("\"cause\":\"goodbye\""), "{removed}");
+    assert!(sigterm(&mut watch).success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.child_mut().stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("INFO"), "RUST_LOG=info logs: {err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI codes when stderr is not a terminal"
+    );
+}
