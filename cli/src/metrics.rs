@@ -1,156 +1,272 @@
-//! `/metrics`: the subscriber's counters and instances per service in Prometheus text format.
+//! `/metrics`: the subscriber's counters, its connections and instances per service, encoded
+//! by `prometheus-client` at each scrape from one read of the subscriber's counters.
+//!
+//! Names follow Prometheus's conventions: base units (`_seconds`), counters end in `_total`.
+//! A scraper that asks for OpenMetrics gets it as encoded; any other gets the classic text
+//! format (0.0.4), which `promtool check metrics` reads.
 
+use std::collections::HashSet;
 use std::fmt::Write;
+use std::sync::Arc;
 
-use herald_subscriber::{LATENCY_BUCKETS_MS, Subscriber};
+use herald_subscriber::{ConnectionState, LATENCY_BUCKETS_MS, Subscriber};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-    );
+/// The content type of the classic text format.
+pub(crate) const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of OpenMetrics text.
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The agent's metrics registry: one collector reading the subscriber at each scrape.
+pub(crate) fn registry(subscriber: Arc<Subscriber>) -> Registry {
+    let mut registry = Registry::with_prefix("herald");
+    registry.register_collector(Box::new(Scrape(subscriber)));
+    registry
 }
 
-pub(crate) fn text(sub: &Subscriber) -> String {
-    let s = sub.stats();
+/// The metrics as OpenMetrics text when `openmetrics`, else as classic text.
+pub(crate) fn encode(registry: &Registry, openmetrics: bool) -> String {
     let mut out = String::new();
-    counter(
-        &mut out,
-        "herald_tokens_received_total",
-        "Messages received on announce subjects.",
-        s.received,
-    );
-    counter(
-        &mut out,
-        "herald_tokens_accepted_total",
-        "Tokens accepted.",
-        s.accepted,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP herald_tokens_rejected_total Payloads rejected, by reason.\n# TYPE herald_tokens_rejected_total counter"
-    );
-    for (reason, n) in &s.rejected {
-        let _ = writeln!(
-            out,
-            "herald_tokens_rejected_total{{reason=\"{}\"}} {n}",
-            reason.label()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP herald_tokens_dropped_total Well-formed tokens dropped by the merge rules, by reason.\n# TYPE herald_tokens_dropped_total counter"
-    );
-    for (reason, n) in [
-        ("stale_epoch", s.stale_epoch_drops),
-        ("duplicate", s.duplicate_drops),
-        ("goodbye_unknown", s.goodbye_unknown_drops),
-        ("unregistered", s.unregistered_drops),
-        ("identity_mismatch", s.identity_mismatch_drops),
-    ] {
-        let _ = writeln!(
-            out,
-            "herald_tokens_dropped_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP herald_removals_total Instances removed, by cause.\n# TYPE herald_removals_total counter"
-    );
-    for (cause, n) in [
-        ("expired", s.expirations),
-        ("goodbye", s.goodbyes),
-        ("deregistered", s.deregistrations),
-        ("fenced", s.fenced),
-    ] {
-        let _ = writeln!(out, "herald_removals_total{{cause=\"{cause}\"}} {n}");
-    }
-    counter(
-        &mut out,
-        "herald_instances_added_total",
-        "Instances added.",
-        s.added,
-    );
-    counter(
-        &mut out,
-        "herald_tokens_lost_total",
-        "Tokens lost in transit, from seq gaps.",
-        s.tokens_lost,
-    );
-    counter(
-        &mut out,
-        "herald_slow_consumer_events_total",
-        "Subscription buffer overflows reported by the NATS client.",
-        s.slow_consumer_events,
-    );
-    counter(
-        &mut out,
-        "herald_probes_sent_total",
-        "Probes sent.",
-        s.probes_sent,
-    );
-    counter(
-        &mut out,
-        "herald_nats_reconnects_total",
-        "NATS reconnects.",
-        s.reconnects,
-    );
-    counter(
-        &mut out,
-        "herald_etcd_registrations_total",
-        "etcd registrations applied.",
-        s.registrations,
-    );
-    counter(
-        &mut out,
-        "herald_etcd_resyncs_total",
-        "Full etcd listings.",
-        s.etcd_resyncs,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP herald_tokens_held Tokens held now while the registration they claim is awaited.\n# TYPE herald_tokens_held gauge\nherald_tokens_held {}",
-        s.held_now
-    );
-    counter(
-        &mut out,
-        "herald_tokens_held_total",
-        "Tokens that arrived before etcd showed their registration (then applied or dropped).",
-        s.held,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP herald_instances Live instances, by service.\n# TYPE herald_instances gauge"
-    );
-    for service in sub.services() {
-        let _ = writeln!(
-            out,
-            "herald_instances{{service=\"{service}\"}} {}",
-            sub.instances(&service).len()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP herald_announce_visible_ms Announce-to-visible latency (sender clock).\n# TYPE herald_announce_visible_ms histogram"
-    );
-    let mut cumulative = 0;
-    for (i, n) in s.latency.counts.iter().enumerate() {
-        cumulative += n;
-        match LATENCY_BUCKETS_MS.get(i) {
-            Some(le) => {
-                let _ = writeln!(
-                    out,
-                    "herald_announce_visible_ms_bucket{{le=\"{le}\"}} {cumulative}"
-                );
+    // Writing to a String cannot fail, and the collector only writes.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    if openmetrics { out } else { classic_text(&out) }
+}
+
+/// OpenMetrics text as the classic text format: a counter's family is named with its
+/// `_total` suffix, and the `# UNIT` and `# EOF` lines go.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?.split_once(' ')?)));
+        match comment {
+            Some((kind, (name, rest))) if counters.contains(name) => {
+                let _ = writeln!(out, "{kind}{name}_total {rest}");
             }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "herald_announce_visible_ms_bucket{{le=\"+Inf\"}} {cumulative}"
-                );
+            _ => {
+                out.push_str(line);
+                out.push('\n');
             }
         }
     }
-    let _ = writeln!(out, "herald_announce_visible_ms_count {cumulative}");
     out
+}
+
+#[derive(Debug)]
+struct Scrape(Arc<Subscriber>);
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn labelled_counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in values {
+        ConstCounter::new(*n).encode(family.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let sub = &self.0;
+        let s = sub.stats();
+        let e = &mut encoder;
+        counter(
+            e,
+            "tokens_received",
+            "Messages received on announce subjects.",
+            s.received,
+        )?;
+        counter(e, "tokens_accepted", "Tokens accepted.", s.accepted)?;
+        let rejected: Vec<(&str, u64)> = s.rejected.iter().map(|(r, n)| (r.label(), *n)).collect();
+        labelled_counter(
+            e,
+            "tokens_rejected",
+            "Payloads rejected, by reason.",
+            "reason",
+            &rejected,
+        )?;
+        labelled_counter(
+            e,
+            "tokens_dropped",
+            "Well-formed tokens dropped by the merge rules, by reason.",
+            "reason",
+            &[
+                ("stale_epoch", s.stale_epoch_drops),
+                ("duplicate", s.duplicate_drops),
+                ("goodbye_unknown", s.goodbye_unknown_drops),
+                ("unregistered", s.unregistered_drops),
+                ("identity_mismatch", s.identity_mismatch_drops),
+            ],
+        )?;
+        labelled_counter(
+            e,
+            "removals",
+            "Instances removed, by cause.",
+            "cause",
+            &[
+                ("expired", s.expirations),
+                ("goodbye", s.goodbyes),
+                ("deregistered", s.deregistrations),
+                ("fenced", s.fenced),
+            ],
+        )?;
+        counter(e, "instances_added", "Instances added.", s.added)?;
+        counter(
+            e,
+            "instances_updated",
+            "Instances updated (load, state or record).",
+            s.updated,
+        )?;
+        counter(
+            e,
+            "tokens_lost",
+            "Tokens lost in transit, from seq gaps.",
+            s.tokens_lost,
+        )?;
+        counter(
+            e,
+            "slow_consumer_events",
+            "Subscription buffer overflows reported by the NATS client.",
+            s.slow_consumer_events,
+        )?;
+        counter(e, "probes_sent", "Probes sent.", s.probes_sent)?;
+        counter(e, "nats_reconnects", "NATS reconnects.", s.reconnects)?;
+        counter(
+            e,
+            "etcd_registrations",
+            "etcd registrations applied.",
+            s.registrations,
+        )?;
+        counter(e, "etcd_resyncs", "Full etcd listings.", s.etcd_resyncs)?;
+        counter(
+            e,
+            "etcd_cluster_changes",
+            "Times a different etcd cluster answered.",
+            s.etcd_cluster_changes,
+        )?;
+        let held_now = ConstGauge::new(s.held_now as i64);
+        held_now.encode(e.encode_descriptor(
+            "tokens_held_now",
+            "Tokens held now while the registration they claim is awaited.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        counter(
+            e,
+            "tokens_held",
+            "Tokens that arrived before etcd showed their registration (then applied or dropped).",
+            s.held,
+        )?;
+
+        let mut family = e.encode_descriptor(
+            "instances",
+            "Live instances, by service.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for service in sub.services() {
+            let n = sub.instances(&service).len() as i64;
+            ConstGauge::new(n).encode(family.encode_family(&[("service", service.as_str())])?)?;
+        }
+
+        let links = sub.connections();
+        let mut links: Vec<(&str, ConnectionState)> = vec![("nats", links.nats)];
+        if let Some(etcd) = sub.connections().etcd {
+            links.push(("etcd", etcd));
+        }
+        let mut family = e.encode_descriptor(
+            "connection_up",
+            "Whether the connection is up (1) or down (0); for etcd, the watch of every followed scope.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, state) in &links {
+            ConstGauge::new(i64::from(state.is_up()))
+                .encode(family.encode_family(&[("connection", *name)])?)?;
+        }
+        let mut family = e.encode_descriptor(
+            "connection_state_age",
+            "Seconds since the connection last went up or down.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (name, state) in &links {
+            ConstGauge::new(state.elapsed().as_secs_f64())
+                .encode(family.encode_family(&[("connection", *name)])?)?;
+        }
+
+        // The subscriber counts per millisecond bucket (the last one unbounded); Prometheus
+        // wants seconds.
+        let buckets: Vec<(f64, u64)> = s
+            .latency
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let le = LATENCY_BUCKETS_MS
+                    .get(i)
+                    .map_or(f64::MAX, |ms| *ms as f64 / 1000.0);
+                (le, *n)
+            })
+            .collect();
+        e.encode_descriptor(
+            "announce_visible",
+            "Announce-to-visible latency, from the sender's clock (skew included).",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            s.latency.sum_ms as f64 / 1000.0,
+            s.latency.total(),
+            &buckets,
+            None,
+        )?;
+        counter(
+            e,
+            "announce_visible_negative",
+            "Tokens that seemed to arrive before they were sent (the sender's clock is ahead), left out of the histogram.",
+            s.latency.negative,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counter_families_with_total() {
+        let om = "# HELP herald_probes_sent Probes sent.\n# TYPE herald_probes_sent counter\nherald_probes_sent_total 3\n# HELP herald_x_seconds X.\n# TYPE herald_x_seconds gauge\n# UNIT herald_x_seconds seconds\nherald_x_seconds 1.5\n# EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP herald_probes_sent_total Probes sent.\n# TYPE herald_probes_sent_total counter\nherald_probes_sent_total 3\n# HELP herald_x_seconds X.\n# TYPE herald_x_seconds gauge\nherald_x_seconds 1.5\n"
+        );
+    }
 }

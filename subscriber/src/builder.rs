@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::connections::Tracker;
 use crate::error::{Error, ErrorKind};
 use crate::ingest::Ingest;
 use crate::merge::Mode;
@@ -261,6 +262,7 @@ impl SubscriberBuilder {
             allow_unregistered: self.allow_unregistered || self.etcd.is_none(),
         };
         let mut store = Store::new(mode, views.clone(), counters.clone(), events.clone());
+        let connections = Arc::new(Tracker::new(self.etcd.is_some()));
         let cancel = CancellationToken::new();
         let mut etcd_rx = None;
         let mut etcd_tasks = Vec::new();
@@ -297,6 +299,7 @@ impl SubscriberBuilder {
                     listing.resume_point(),
                     tx.clone(),
                     relist.subscribe(),
+                    connections.clone(),
                     cancel.clone(),
                 );
                 let span = tracing::debug_span!("etcd_watch", scope = scope.unwrap_or("*"));
@@ -314,6 +317,7 @@ impl SubscriberBuilder {
             subjects,
             probe_subjects,
             counters: counters.clone(),
+            connections: connections.clone(),
             sweep_every: self.sweep_interval,
             ingest_delay: self.ingest_delay,
             probe_pacing: crate::probe_pacing::ProbePacing::new(Instant::now()),
@@ -336,6 +340,7 @@ impl SubscriberBuilder {
                 events,
                 zone: self.zone,
                 client,
+                connections,
             },
             cancel,
             task,

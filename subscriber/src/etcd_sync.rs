@@ -11,6 +11,7 @@
 //! snapshot to reconcile. Everything goes to the ingest task, which applies it through the
 //! same merge rules as tokens.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
@@ -18,6 +19,8 @@ use herald_shared::Subjects;
 use herald_shared::backoff::Backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::connections::{Change, Tracker, seconds};
 
 /// Keys fetched per page of the listing: 500 tokens of at most 4 KiB stay under etcd-client's
 /// 4 MiB response limit.
@@ -193,8 +196,13 @@ pub(crate) async fn watch(
     from: ResumePoint,
     tx: mpsc::Sender<EtcdUpdate>,
     mut relist: tokio::sync::watch::Receiver<u64>,
+    connections: Arc<Tracker>,
     cancel: CancellationToken,
 ) {
+    let mut link = Link {
+        up: true,
+        connections,
+    };
     let ResumePoint {
         scope,
         mut cluster_id,
@@ -212,7 +220,7 @@ pub(crate) async fn watch(
             r = client.watch(prefix.clone(), Some(opts)) => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "etcd watch not established; trying again");
+                    link.lost(revision, &e);
                     pause(&cancel, &mut backoff).await;
                     continue;
                 }
@@ -236,7 +244,7 @@ pub(crate) async fn watch(
                                 return;
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "etcd listing failed"),
+                        Err(e) => link.lost(revision, &e),
                     }
                     continue 'reconnect;
                 }
@@ -244,15 +252,19 @@ pub(crate) async fn watch(
             };
             let resp = match msg {
                 Ok(Some(resp)) => resp,
-                Ok(None) | Err(_) => {
-                    tracing::warn!(
-                        revision,
-                        "etcd watch lost; resuming from the last revision seen"
-                    );
+                Ok(None) => {
+                    link.lost(revision, &"the watch stream ended");
+                    pause(&cancel, &mut backoff).await;
+                    continue 'reconnect;
+                }
+                Err(e) => {
+                    link.lost(revision, &e);
                     pause(&cancel, &mut backoff).await;
                     continue 'reconnect;
                 }
             };
+            // The first answer of a new watch (etcd confirms its creation at once).
+            link.back(revision);
             backoff.reset();
             let seen_cluster = resp.header().map_or(cluster_id, |h| h.cluster_id());
             let new_cluster = seen_cluster != cluster_id;
@@ -286,7 +298,7 @@ pub(crate) async fn watch(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "etcd listing failed");
+                        link.lost(revision, &e);
                         pause(&cancel, &mut backoff).await;
                     }
                 }
@@ -317,6 +329,49 @@ pub(crate) async fn watch(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// One scope's watch as the readiness record sees it. Each scope reports its own transitions
+/// once; the warning and the info line go out when etcd as a whole changes, so an outage
+/// logs one warning and one recovery however many scopes and retries it spans. Retries are
+/// logged at debug.
+struct Link {
+    up: bool,
+    connections: Arc<Tracker>,
+}
+
+impl Link {
+    fn lost(&mut self, revision: i64, error: &dyn std::fmt::Display) {
+        if !self.up {
+            tracing::debug!(error = %error, revision, "etcd still unreachable; trying again");
+            return;
+        }
+        self.up = false;
+        match self.connections.etcd_watch(false) {
+            Some(Change::Lost) => tracing::warn!(
+                error = %error,
+                revision,
+                "etcd watch lost: keeping the NATS view, resuming from the last revision seen when etcd is back"
+            ),
+            _ => tracing::debug!(error = %error, revision, "etcd watch of this scope lost"),
+        }
+    }
+
+    fn back(&mut self, revision: i64) {
+        if self.up {
+            return;
+        }
+        self.up = true;
+        match self.connections.etcd_watch(true) {
+            Some(Change::Back(down)) => tracing::info!(
+                revision,
+                down_ms = down.as_millis() as u64,
+                "etcd watch resumed after {}",
+                seconds(down)
+            ),
+            _ => tracing::debug!(revision, "etcd watch of this scope resumed"),
         }
     }
 }

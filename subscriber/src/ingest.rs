@@ -18,6 +18,7 @@ use herald_shared::{NatsEvent, Subjects};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::{Change, Tracker, seconds};
 use crate::etcd_sync::EtcdUpdate;
 use crate::probe_pacing::ProbePacing;
 use crate::stats::Counters;
@@ -39,6 +40,8 @@ pub(crate) struct Ingest {
     pub(crate) subjects: Subjects,
     pub(crate) probe_subjects: Vec<String>,
     pub(crate) counters: Arc<Counters>,
+    /// Where the connection's state is published for readiness checks.
+    pub(crate) connections: Arc<Tracker>,
     pub(crate) sweep_every: Duration,
     pub(crate) ingest_delay: Option<Duration>,
     pub(crate) probe_pacing: ProbePacing,
@@ -123,14 +126,20 @@ impl Ingest {
 
     /// Self-preservation: while our own link is down nothing expires; once it is back every
     /// instance gets one fresh TTL and a probe asks everyone to answer now.
+    ///
+    /// One warning when the link is lost and one info line when it is back (with how long it
+    /// was down), whatever the number of ticks in between.
     fn watch_connection(&mut self) {
         let clock = &self.store_clock();
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         let connects = self.client.statistics().connects.load(Relaxed);
         let preserving = clock.preserving.load(Relaxed);
+        let change = self.connections.nats(connected);
         if !connected {
             if !preserving {
                 clock.preserving.store(true, Relaxed);
+            }
+            if change == Some(Change::Lost) {
                 tracing::warn!("nats connection lost: holding every instance until it is back");
             }
             return;
@@ -144,7 +153,17 @@ impl Ingest {
                 .fetch_add(connects.saturating_sub(self.connects).max(1), Relaxed);
             self.connects = connects;
             self.probe_wanted = true;
-            tracing::info!("nats connection back: fresh TTL for every instance, probing");
+            match change {
+                Some(Change::Back(down)) => tracing::info!(
+                    down_ms = down.as_millis() as u64,
+                    "nats reconnected after {}: fresh TTL for every instance, probing",
+                    seconds(down)
+                ),
+                // Lost and back between two ticks: never seen down.
+                _ => tracing::info!(
+                    "nats reconnected after a brief disconnect: fresh TTL for every instance, probing"
+                ),
+            }
         }
     }
 

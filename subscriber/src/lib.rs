@@ -39,6 +39,7 @@
 //! # Layout
 //! - [`builder`](SubscriberBuilder): settings, validation, and `start()`;
 //! - `ingest`: the task that owns the store: batches tokens, sweeps, watches the connection;
+//! - `connections`: whether NATS and the etcd watch are up, and since when;
 //! - `probe_pacing`: when a probe may go, thinned out while the subscription keeps overflowing;
 //! - `etcd_sync`: the etcd source: per followed service (or for everything), a paged
 //!   listing at one revision, then a resuming watch;
@@ -56,6 +57,7 @@
 #![deny(missing_docs)]
 
 mod builder;
+mod connections;
 #[cfg(feature = "tower")]
 mod discover;
 mod error;
@@ -73,6 +75,7 @@ mod subscriber;
 mod view;
 
 pub use builder::SubscriberBuilder;
+pub use connections::{ConnectionState, Connections};
 #[cfg(feature = "tower")]
 pub use discover::Discover;
 pub use error::{Error, ErrorKind};

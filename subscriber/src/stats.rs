@@ -37,6 +37,9 @@ pub(crate) struct Counters {
     pub(crate) probes_sent: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    /// Running sum of the latencies counted in `latency`, so that a mean (and Prometheus's
+    /// `_sum`) can be derived.
+    pub(crate) latency_sum_ms: AtomicU64,
     pub(crate) negative_latency: AtomicU64,
 }
 
@@ -81,6 +84,7 @@ impl Counters {
         };
         let i = LATENCY_BUCKETS_MS.partition_point(|b| *b < ms);
         self.latency[i].fetch_add(1, Relaxed);
+        self.latency_sum_ms.fetch_add(ms, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -114,6 +118,7 @@ impl Counters {
             reconnects: get(&self.reconnects),
             latency: LatencyHistogram {
                 counts: self.latency.iter().map(get).collect(),
+                sum_ms: get(&self.latency_sum_ms),
                 negative: get(&self.negative_latency),
             },
         }
@@ -200,6 +205,8 @@ impl Stats {
 pub struct LatencyHistogram {
     /// One count per bucket, plus a last one for slower tokens.
     pub counts: Vec<u64>,
+    /// Sum of every sample, in milliseconds.
+    pub sum_ms: u64,
     /// Tokens that seemed to arrive before they were sent (the sender's clock is ahead).
     pub negative: u64,
 }
@@ -246,6 +253,11 @@ mod tests {
         assert_eq!(s.latency.counts[3], 2, "3 ms goes to the <=5 ms bucket");
         assert_eq!(*s.latency.counts.last().unwrap(), 1);
         assert_eq!(s.latency.negative, 1);
+        assert_eq!(
+            s.latency.sum_ms,
+            3 + 3 + 99_000,
+            "the sum counts every sample but the negative one"
+        );
         assert_eq!(s.latency.quantile_ms(0.5), Some(5));
         assert_eq!(s.latency.quantile_ms(0.01), Some(0));
     }

@@ -8,6 +8,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::connections::{Connections, Tracker};
 use crate::error::Error;
 use crate::event::{Event, EventStream};
 use crate::pick::{self, Strategy};
@@ -21,6 +22,7 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) zone: Option<String>,
     pub(crate) client: async_nats::Client,
+    pub(crate) connections: Arc<Tracker>,
 }
 
 thread_local! {
@@ -218,6 +220,22 @@ impl Subscriber {
     /// The counters.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
+    }
+
+    /// Whether the NATS connection and the etcd watch are up, and since when: a readiness
+    /// check. While NATS is down the view is the last one known (nothing expires); while the
+    /// etcd watch is down, registrations and deletions wait until it resumes.
+    ///
+    /// ```no_run
+    /// # fn f(subscriber: &herald_subscriber::Subscriber) {
+    /// let links = subscriber.connections();
+    /// if !links.all_up() {
+    ///     eprintln!("degraded: nats up {}, for {:?}", links.nats.is_up(), links.nats.elapsed());
+    /// }
+    /// # }
+    /// ```
+    pub fn connections(&self) -> Connections {
+        self.shared.connections.snapshot()
     }
 
     /// The NATS client in use.

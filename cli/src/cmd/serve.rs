@@ -9,12 +9,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use futures::{Stream, StreamExt};
-use herald_subscriber::{Strategy, Subscriber};
+use herald_subscriber::{ConnectionState, Connections, Strategy, Subscriber};
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,7 @@ use crate::json::{EventJson, InstanceJson};
 #[derive(Clone)]
 struct Agent {
     subscriber: Arc<Subscriber>,
+    metrics: Arc<Registry>,
     shutdown: CancellationToken,
 }
 
@@ -40,6 +42,7 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
     let subscriber = Arc::new(global.subscriber(None, args.zone.as_deref()).await?);
     let shutdown = CancellationToken::new();
     let app = router(Agent {
+        metrics: Arc::new(crate::metrics::registry(subscriber.clone())),
         subscriber,
         shutdown: shutdown.clone(),
     });
@@ -58,7 +61,7 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
 
 fn router(agent: Agent) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/v1/services", get(services))
         .route("/v1/services/{service}", get(instances))
         .route("/v1/pick/{service}", get(pick))
@@ -69,11 +72,63 @@ fn router(agent: Agent) -> Router {
         .with_state(agent)
 }
 
-async fn metrics(State(agent): State<Agent>) -> impl IntoResponse {
+/// Prometheus asks for OpenMetrics and gets it; anyone else gets the classic text format.
+async fn metrics(State(agent): State<Agent>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        crate::metrics::OPENMETRICS
+    } else {
+        crate::metrics::TEXT
+    };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::text(&agent.subscriber),
+        [(header::CONTENT_TYPE, content_type)],
+        crate::metrics::encode(&agent.metrics, openmetrics),
     )
+}
+
+/// Readiness: 200 while NATS and the etcd watch are up, 503 naming what is down and since
+/// when. The agent keeps answering either way, from the last view it knows.
+async fn healthz(State(agent): State<Agent>) -> Response {
+    let (status, body) = readiness(&agent.subscriber.connections());
+    (status, Json(body)).into_response()
+}
+
+fn readiness(links: &Connections) -> (StatusCode, serde_json::Value) {
+    let mut body = serde_json::json!({
+        "status": if links.all_up() { "ok" } else { "degraded" },
+        "nats": link_json(&links.nats),
+    });
+    if let Some(etcd) = &links.etcd {
+        body["etcd"] = link_json(etcd);
+    }
+    if !links.nats.is_up() {
+        body["note"] = "serving the last known view (self-preservation)".into();
+    } else if !links.all_up() {
+        body["note"] =
+            "serving the NATS view; registrations and deletions wait for the etcd watch".into();
+    }
+    let status = if links.all_up() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
+}
+
+/// `{"up": true, "up_since": RFC 3339, "up_for_seconds": 12.1}`, or the same with `down_`.
+fn link_json(state: &ConnectionState) -> serde_json::Value {
+    let word = if state.is_up() { "up" } else { "down" };
+    let since = humantime::format_rfc3339_millis(state.since()).to_string();
+    let seconds = (state.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    serde_json::json!({
+        "up": state.is_up(),
+        format!("{word}_since"): since,
+        format!("{word}_for_seconds"): seconds,
+    })
 }
 
 async fn services(
