@@ -1,16 +1,18 @@
-//! A minimal plain-HTTP client over a tokio `TcpStream`, for the servers' health and monitoring
-//! endpoints on loopback: HTTP/1.0 requests (so responses are never chunked), the whole body
-//! read until the server closes.
+//! HTTP requests to the servers' health and monitoring endpoints on loopback, through
+//! `reqwest`: one plain-HTTP GET or JSON POST with a deadline, the answer as status and text,
+//! and JSON bodies decoded with `serde_json` into the caller's type.
+//!
+//! Each call builds its own client: a pooled connection belongs to the tokio runtime that
+//! opened it, and every `#[tokio::test]` has a runtime of its own.
 
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use serde::de::DeserializeOwned;
 
 use crate::ports::LOCALHOST;
 
-/// How long one request may take, connection included.
+/// How long one request may take, connection and body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A response: status code and body.
@@ -22,77 +24,68 @@ pub struct Response {
     pub body: String,
 }
 
+impl Response {
+    /// The body decoded as JSON into `T`.
+    ///
+    /// # Errors
+    /// `InvalidData` when the body is not JSON of that shape.
+    pub fn json<T: DeserializeOwned>(&self) -> io::Result<T> {
+        serde_json::from_str(&self.body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
 /// `GET path` on 127.0.0.1:`port`.
+///
+/// # Errors
+/// `TimedOut` after two seconds; any other failure to connect or read as `Other`.
 pub async fn get(port: u16, path: &str) -> io::Result<Response> {
-    request(port, "GET", path, None).await
+    let client = client()?;
+    send(client.get(url(port, path))).await
 }
 
 /// `POST path` on 127.0.0.1:`port` with a JSON body.
+///
+/// # Errors
+/// As for [`get`].
 pub async fn post_json(port: u16, path: &str, body: &str) -> io::Result<Response> {
-    request(port, "POST", path, Some(body)).await
+    let client = client()?;
+    let request = client
+        .post(url(port, path))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_owned());
+    send(request).await
 }
 
-async fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> io::Result<Response> {
-    tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut stream = TcpStream::connect((LOCALHOST, port)).await?;
-        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
-        if let Some(body) = body {
-            req.push_str("Content-Type: application/json\r\n");
-            req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        } else {
-            req.push_str("\r\n");
-        }
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        parse(&raw)
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "HTTP request timed out"))?
+fn url(port: u16, path: &str) -> String {
+    format!("http://{LOCALHOST}:{port}{path}")
 }
 
-fn parse(raw: &[u8]) -> io::Result<Response> {
-    let text = String::from_utf8_lossy(raw);
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad HTTP response: {text:?}"),
-        )
-    };
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
+fn client() -> io::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        // Loopback only: a proxy from the environment must not be asked.
+        .no_proxy()
+        .build()
+        .map_err(io_error)
+}
+
+async fn send(request: reqwest::RequestBuilder) -> io::Result<Response> {
+    let response = request.send().await.map_err(io_error)?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.map_err(io_error)?;
     Ok(Response {
         status,
-        body: body.to_owned(),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
     })
 }
 
-/// The string value of `"key": "value"` in a flat JSON text (first occurrence), enough for the
-/// few fields the kit reads from monitoring responses without a JSON parser.
-pub(crate) fn json_str<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    let rest = json_value(json, key)?;
-    let rest = rest.strip_prefix('"')?;
-    rest.find('"').map(|end| &rest[..end])
-}
-
-/// The numeric value of `"key": 123` in a JSON text (first occurrence).
-pub(crate) fn json_u64(json: &str, key: &str) -> Option<u64> {
-    let rest = json_value(json, key)?;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-fn json_value<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    let pattern = format!("\"{key}\"");
-    let at = json.find(&pattern)? + pattern.len();
-    let rest = json[at..].trim_start().strip_prefix(':')?;
-    Some(rest.trim_start())
+fn io_error(e: reqwest::Error) -> io::Error {
+    let kind = if e.is_timeout() {
+        io::ErrorKind::TimedOut
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, e)
 }
 
 #[cfg(test)]
@@ -100,18 +93,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_status_and_body() {
-        let r = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body, "{}");
+    fn decodes_json_bodies() {
+        #[derive(serde::Deserialize)]
+        struct Routez {
+            num_routes: u64,
+        }
+        let r = Response {
+            status: 200,
+            body: r#"{"num_routes": 2, "routes": []}"#.into(),
+        };
+        assert_eq!(r.json::<Routez>().unwrap().num_routes, 2);
+        let bad = Response {
+            status: 200,
+            body: "not json".into(),
+        };
+        let err = bad.json::<Routez>().err().expect("text is not JSON");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
-    #[test]
-    fn reads_flat_json_fields() {
-        let j = r#"{"header":{"member_id":"42"}, "leader": "42", "num_routes": 2,}"#;
-        assert_eq!(json_str(j, "member_id"), Some("42"));
-        assert_eq!(json_str(j, "leader"), Some("42"));
-        assert_eq!(json_u64(j, "num_routes"), Some(2));
-        assert_eq!(json_u64(j, "missing"), None);
+    #[tokio::test]
+    async fn refused_connection_is_an_error() {
+        let port = crate::ports::free_port();
+        assert!(get(port, "/").await.is_err(), "nothing listens on {port}");
     }
 }

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,8 +53,14 @@ pub(crate) fn find_binary(name: &str, env_override: &str, fallbacks: &[&str]) ->
         })
 }
 
-/// Spawns `program args` with stdout and stderr appended to `log`. Returns the guard and the
-/// log length before this run, so only this run's output is searched for errors.
+/// Spawns `program args` with stdout and stderr appended to `log`, in a process group of its
+/// own. Returns the guard and the log length before this run, so only this run's output is
+/// searched for errors.
+///
+/// A terminal's Ctrl-C signals its whole foreground process group: in the caller's group the
+/// servers would die at the same moment as the program using them, which could then not shut
+/// down cleanly. Out of that group they still go with the caller: the guard kills them on drop
+/// and the parent-death signal when the caller dies without unwinding.
 pub(crate) fn spawn_logged(
     program: &Path,
     args: &[OsString],
@@ -72,7 +79,8 @@ pub(crate) fn spawn_logged(
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
-        .stderr(Stdio::from(stderr));
+        .stderr(Stdio::from(stderr))
+        .process_group(0);
     let child = try_spawn_guarded(cmd)
         .map_err(|e| LaunchError::Failed(format!("cannot spawn {}: {e}", program.display())))?;
     Ok((child, offset))

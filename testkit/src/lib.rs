@@ -16,6 +16,8 @@
 //!
 //! Binaries are looked up on `PATH`, then in Debian's locations (`/usr/sbin/nats-server`,
 //! `/usr/bin/etcd`); `HERALD_NATS_SERVER`, `HERALD_ETCD` and `HERALD_ETCDCTL` override them.
+//! Each server runs in a process group of its own, so a terminal's Ctrl-C reaches only the
+//! program that started it, which can then shut down before stopping its servers.
 //! Every start waits for real readiness and panics with the tail of the server's log when it
 //! does not come.
 //!
@@ -29,9 +31,9 @@
 //! - [`etcd`]: one `etcd` member ([`EtcdServer`], [`EtcdBuilder`]), with `etcdctl`, auth and
 //!   status calls in `etcd::ctl`;
 //! - [`etcd_cluster`]: a multi-member `etcd` cluster ([`EtcdCluster`]);
-//! - [`http`]: the tiny HTTP/1.0 client used for health and monitoring endpoints;
+//! - [`http`]: GET and POST to health and monitoring endpoints, JSON answers decoded;
 //! - `launch` (private): binary lookup, log files, readiness loop;
-//! - `sys` (private): the only `unsafe` code, the parent-death signal and `kill(2)`.
+//! - `sys` (private): the parent-death signal and `kill(2)`, through rustix.
 #![deny(missing_docs)]
 
 pub mod etcd;

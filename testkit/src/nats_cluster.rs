@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use crate::http;
 use crate::nats::{NatsRoutes, NatsServer};
 use crate::ports::free_port;
@@ -100,27 +102,48 @@ impl NatsCluster {
             let Ok(varz) = http::get(node.monitor_port(), "/varz").await else {
                 return false;
             };
-            let Some(id) = http::json_str(&varz.body, "server_id") else {
+            let Ok(varz) = varz.json::<Varz>() else {
                 return false;
             };
-            ids.push(id.to_owned());
+            ids.push(varz.server_id);
         }
         for (node, own_id) in running.iter().zip(&ids) {
             let Ok(routez) = http::get(node.monitor_port(), "/routez").await else {
                 return false;
             };
-            let expected = running.len() - 1;
-            if http::json_u64(&routez.body, "num_routes") != Some(expected as u64) {
+            let Ok(routez) = routez.json::<Routez>() else {
+                return false;
+            };
+            if routez.num_routes != running.len() - 1 {
                 return false;
             }
             let sees_all = ids
                 .iter()
                 .filter(|id| *id != own_id)
-                .all(|id| routez.body.contains(&format!("\"remote_id\": \"{id}\"")));
+                .all(|id| routez.routes.iter().any(|r| r.remote_id == *id));
             if !sees_all {
                 return false;
             }
         }
         true
     }
+}
+
+/// The part of monitoring's `/varz` the wait reads.
+#[derive(Deserialize)]
+struct Varz {
+    server_id: String,
+}
+
+/// The part of monitoring's `/routez` the wait reads.
+#[derive(Deserialize)]
+struct Routez {
+    num_routes: usize,
+    #[serde(default)]
+    routes: Vec<Route>,
+}
+
+#[derive(Deserialize)]
+struct Route {
+    remote_id: String,
 }

@@ -130,12 +130,21 @@ impl ChildGuard {
         self.status
     }
 
-    /// Sends `sig` (a `libc::SIG*` number) unless the child already exited.
+    /// Sends `sig` (a signal number such as 15 for SIGTERM) unless the child already exited.
     pub fn signal(&mut self, sig: i32) -> io::Result<()> {
         if self.try_status().is_some() {
             return Ok(());
         }
         crate::sys::signal(self.pid(), sig)
+    }
+
+    /// Sends `sig` to the process group led by the child (as a terminal's Ctrl-C does), for a
+    /// child spawned with `CommandExt::process_group(0)`; nothing if the child already exited.
+    pub fn signal_group(&mut self, sig: i32) -> io::Result<()> {
+        if self.try_status().is_some() {
+            return Ok(());
+        }
+        crate::sys::signal_group(self.pid(), sig)
     }
 
     /// Waits up to `timeout` for the child to exit by itself; `None` if it is still running.
@@ -154,7 +163,7 @@ impl ChildGuard {
 
     /// SIGTERM, then waits up to `grace` for a clean exit, then SIGKILL. Returns the status.
     pub async fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
-        if let Err(e) = self.signal(libc::SIGTERM) {
+        if let Err(e) = self.signal(rustix::process::Signal::TERM.as_raw()) {
             tracing::warn!(pid = self.pid(), "SIGTERM failed: {e}");
         }
         match self.wait_exit(grace).await {

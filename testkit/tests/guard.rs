@@ -84,7 +84,10 @@ async fn guarded_child_stops_on_sigterm() {
     let status = child.stop(Duration::from_secs(5)).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    assert_eq!(
+        status.signal(),
+        Some(rustix::process::Signal::TERM.as_raw())
+    );
 }
 
 #[test]
@@ -169,4 +172,21 @@ fn free_ports_are_never_repeated() {
     unique.dedup();
     assert_eq!(unique.len(), ports.len());
     assert!(!ports.contains(&4222) && !ports.contains(&2379));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_run_in_their_own_process_group() {
+    use rustix::process::{Pid, getpgid, getpgrp};
+    let nats = NatsServer::start().await;
+    let pid = Pid::from_raw(nats.pid().unwrap() as i32).unwrap();
+    let group = getpgid(Some(pid)).unwrap();
+    assert_eq!(
+        group, pid,
+        "nats-server must lead a process group of its own"
+    );
+    assert_ne!(
+        group,
+        getpgrp(),
+        "a Ctrl-C to the test's group must not reach the server"
+    );
 }

@@ -3,6 +3,8 @@
 
 use std::process::Output;
 
+use serde::Deserialize;
+
 use super::EtcdServer;
 use crate::http;
 use crate::launch;
@@ -84,20 +86,60 @@ impl EtcdServer {
         if resp.status != 200 {
             return None;
         }
-        let num = |key: &str| http::json_str(&resp.body, key).and_then(|v| v.parse().ok());
+        let json: StatusJson = resp.json().ok()?;
         Some(EtcdStatus {
-            cluster_id: num("cluster_id")?,
-            member_id: num("member_id")?,
-            leader: num("leader").unwrap_or(0),
-            raft_term: num("raftTerm").unwrap_or(0),
+            cluster_id: json.header.cluster_id.get()?,
+            member_id: json.header.member_id.get()?,
+            leader: json.leader.and_then(JsonU64::get).unwrap_or(0),
+            raft_term: json.raft_term.and_then(JsonU64::get).unwrap_or(0),
         })
     }
+}
+
+/// The body of `/v3/maintenance/status`; fields at zero may be left out.
+#[derive(Deserialize)]
+struct StatusJson {
+    header: HeaderJson,
+    leader: Option<JsonU64>,
+    #[serde(rename = "raftTerm")]
+    raft_term: Option<JsonU64>,
+}
+
+#[derive(Deserialize)]
+struct HeaderJson {
+    cluster_id: JsonU64,
+    member_id: JsonU64,
+}
+
+/// A 64-bit number, which etcd's JSON gateway writes as a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonU64 {
+    Text(String),
+    Number(u64),
+}
+
+impl JsonU64 {
+    fn get(self) -> Option<u64> {
+        match self {
+            JsonU64::Text(text) => text.parse().ok(),
+            JsonU64::Number(n) => Some(n),
+        }
+    }
+}
+
+/// The body of `/health`.
+#[derive(Deserialize)]
+struct HealthJson {
+    health: String,
 }
 
 /// Whether `GET /health` on the metrics port answers `{"health":"true"}`.
 pub(crate) async fn healthy(metrics_port: u16) -> bool {
     match http::get(metrics_port, "/health").await {
-        Ok(resp) => resp.status == 200 && resp.body.contains(r#""health":"true""#),
+        Ok(resp) => {
+            resp.status == 200 && resp.json::<HealthJson>().is_ok_and(|h| h.health == "true")
+        }
         Err(_) => false,
     }
 }

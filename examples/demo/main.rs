@@ -3,18 +3,23 @@
 //! TTL) and stops another gracefully (it disappears at once).
 //!
 //! Uses `HERALD_NATS_URL` and `HERALD_ETCD_ENDPOINTS` when set; otherwise starts a local
-//! `nats-server` and `etcd` on free ports and removes them on exit. `HERALD_DEMO_SECONDS`
-//! bounds the run (default: until Ctrl-C).
+//! `nats-server` and `etcd` on free ports and stops them on exit. `HERALD_DEMO_SECONDS`
+//! bounds the run (default: until Ctrl-C or SIGTERM, after which the announcers say goodbye,
+//! the subscriber stops, then the local servers; a second Ctrl-C quits at once).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use herald_announcer::{Announcer, AnnouncerHandle};
 use herald_shared::{EtcdConfig, NatsConfig};
-use herald_subscriber::{Event, Strategy, Subscriber};
+use herald_subscriber::{Event, Subscriber};
+use herald_testkit::{EtcdServer, NatsServer};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+mod view;
 
 const INTERVAL: Duration = Duration::from_millis(500);
 const TTL: Duration = Duration::from_millis(1500);
@@ -30,26 +35,71 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs);
+    // Handlers first, so a Ctrl-C during start-up also ends in a clean shutdown.
+    let stop = stop_on_signal()?;
 
-    // Keep the local server alive for the whole demo; dropping it kills it.
-    let (_local, url) = match std::env::var("HERALD_NATS_URL") {
+    // The local servers run in process groups of their own (the test kit starts them so): a
+    // terminal's Ctrl-C reaches only this process, which stops them after its own shutdown.
+    let (mut local_nats, url) = match std::env::var("HERALD_NATS_URL") {
         Ok(url) if !url.is_empty() => (None, url),
         _ => {
-            let server = herald_testkit::NatsServer::start().await;
+            let server = NatsServer::start().await;
             let url = server.url();
             println!("started a local nats-server at {url}");
             (Some(server), url)
         }
     };
-    let (_local_etcd, endpoints) = match std::env::var("HERALD_ETCD_ENDPOINTS") {
+    let (mut local_etcd, endpoints) = match std::env::var("HERALD_ETCD_ENDPOINTS") {
         Ok(e) if !e.is_empty() => (None, e),
         _ => {
-            let server = herald_testkit::EtcdServer::start().await;
+            let server = EtcdServer::start().await;
             let endpoint = server.endpoint();
             println!("started a local etcd at {endpoint}");
             (Some(server), endpoint)
         }
     };
+    let outcome = run(&url, &endpoints, limit, stop).await;
+    if let Some(nats) = &mut local_nats {
+        nats.stop().await;
+    }
+    if let Some(etcd) = &mut local_etcd {
+        etcd.stop().await;
+    }
+    outcome?;
+    println!("demo stopped: announcers said goodbye and local servers are down. Bye!");
+    Ok(())
+}
+
+/// Turns the first SIGINT or SIGTERM into `true` on the returned channel; a second one ends
+/// the process at once (the test kit's parent-death signal still takes the servers down).
+fn stop_on_signal() -> std::io::Result<watch::Receiver<bool>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        for round in 0..2 {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            if round == 0 {
+                println!("\nstopping; Ctrl-C again to quit at once");
+                let _ = tx.send(true);
+            }
+        }
+        std::process::exit(130);
+    });
+    Ok(rx)
+}
+
+/// The demo itself: announcers and a subscriber until `limit` passes or `stop` turns true,
+/// then announcers and subscriber shut down.
+async fn run(
+    url: &str,
+    endpoints: &str,
+    limit: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let nats = NatsConfig::new(url.split(',').map(str::to_owned));
     let etcd = EtcdConfig::new(endpoints.split(',').map(str::to_owned));
 
@@ -92,20 +142,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
-
     let started = Instant::now();
     let mut step = 0u32;
     let mut narration = String::from("six instances of three services announce themselves");
-    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    while !*stop.borrow() && limit.is_none_or(|l| started.elapsed() < l) {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
         step += 1;
         for (n, a) in running.values().enumerate() {
             let wave = ((step as f32 + n as f32 * 1.7) / 3.0).sin() * 0.4 + 0.5;
@@ -157,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
             }
             _ => {}
         }
-        render(&subscriber, &narration, &log.lock().unwrap());
+        view::render(&subscriber, &narration, &log.lock().unwrap());
     }
 
     for (_, a) in running {
@@ -189,50 +234,4 @@ async fn announce(
         .start()
         .await?;
     Ok((id, a))
-}
-
-fn render(subscriber: &Subscriber, narration: &str, log: &[String]) {
-    let mut out = String::from("\x1b[2J\x1b[H");
-    out.push_str("Herald live view  (Ctrl-C to stop)\n\n");
-    out.push_str(&format!(
-        "{:<10} {:<14} {:<16} {:>6} {:<9} {}\n",
-        "service", "instance", "addr", "load", "state", "zone"
-    ));
-    for service in subscriber.services() {
-        for i in subscriber.instances(&service).iter() {
-            out.push_str(&format!(
-                "{:<10} {:<14} {:<16} {:>6.2} {:<9} {}\n",
-                service,
-                i.id(),
-                i.addr(),
-                i.load(),
-                i.state().as_str(),
-                i.zone().unwrap_or("-")
-            ));
-        }
-        let snapshot = subscriber.instances(&service);
-        let loads: Vec<f32> = snapshot.iter().map(|i| i.load()).collect();
-        let mean = loads.iter().sum::<f32>() / loads.len().max(1) as f32;
-        let max = loads.iter().copied().fold(0.0, f32::max);
-        let pick = subscriber
-            .pick(&service, Strategy::PowerOfTwoChoices)
-            .map_or("-".to_owned(), |p| p.id().to_owned());
-        out.push_str(&format!(
-            "{:<10} {} instances, mean load {mean:.2}, max {max:.2}, p2c pick -> {pick}\n",
-            "",
-            loads.len()
-        ));
-    }
-    let stats = subscriber.stats();
-    out.push_str(&format!(
-        "\nnow: {narration}\nrecent: {}\n\naccepted {}  rejected {}  expired {}  goodbyes {}  lost {}  p99 visible <= {} ms\n",
-        log.join("  |  "),
-        stats.accepted,
-        stats.rejected_total(),
-        stats.expirations,
-        stats.goodbyes,
-        stats.tokens_lost,
-        stats.latency.quantile_ms(0.99).map_or("-".into(), |v| v.to_string()),
-    ));
-    print!("{out}");
 }
