@@ -54,7 +54,9 @@ async fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // Warnings, and the line that says a lost link is back (with how long it was down).
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,herald::connection=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(exit::colours_wanted())

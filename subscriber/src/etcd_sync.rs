@@ -20,7 +20,7 @@ use herald_shared::backoff::Backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::connections::{Change, Tracker, seconds};
+use crate::connections::{CONNECTION_LOG, Change, Tracker, seconds};
 
 /// Keys fetched per page of the listing: 500 tokens of at most 4 KiB stay under etcd-client's
 /// 4 MiB response limit.
@@ -351,6 +351,7 @@ impl Link {
         self.up = false;
         match self.connections.etcd_watch(false) {
             Some(Change::Lost) => tracing::warn!(
+                target: CONNECTION_LOG,
                 error = %error,
                 revision,
                 "etcd watch lost: keeping the NATS view, resuming from the last revision seen when etcd is back"
@@ -366,6 +367,7 @@ impl Link {
         self.up = true;
         match self.connections.etcd_watch(true) {
             Some(Change::Back(down)) => tracing::info!(
+                target: CONNECTION_LOG,
                 revision,
                 down_ms = down.as_millis() as u64,
                 "etcd watch resumed after {}",

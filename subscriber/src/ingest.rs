@@ -18,7 +18,7 @@ use herald_shared::{NatsEvent, Subjects};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::connections::{Change, Tracker, seconds};
+use crate::connections::{CONNECTION_LOG, Change, Tracker, seconds};
 use crate::etcd_sync::EtcdUpdate;
 use crate::probe_pacing::ProbePacing;
 use crate::stats::Counters;
@@ -140,7 +140,10 @@ impl Ingest {
                 clock.preserving.store(true, Relaxed);
             }
             if change == Some(Change::Lost) {
-                tracing::warn!("nats connection lost: holding every instance until it is back");
+                tracing::warn!(
+                    target: CONNECTION_LOG,
+                    "nats connection lost: holding every instance until it is back"
+                );
             }
             return;
         }
@@ -155,12 +158,14 @@ impl Ingest {
             self.probe_wanted = true;
             match change {
                 Some(Change::Back(down)) => tracing::info!(
+                    target: CONNECTION_LOG,
                     down_ms = down.as_millis() as u64,
                     "nats reconnected after {}: fresh TTL for every instance, probing",
                     seconds(down)
                 ),
                 // Lost and back between two ticks: never seen down.
                 _ => tracing::info!(
+                    target: CONNECTION_LOG,
                     "nats reconnected after a brief disconnect: fresh TTL for every instance, probing"
                 ),
             }

@@ -75,7 +75,7 @@ mod subscriber;
 mod view;
 
 pub use builder::SubscriberBuilder;
-pub use connections::{ConnectionState, Connections};
+pub use connections::{CONNECTION_LOG, ConnectionState, Connections};
 #[cfg(feature = "tower")]
 pub use discover::Discover;
 pub use error::{Error, ErrorKind};
