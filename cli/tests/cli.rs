@@ -225,13 +225,24 @@ async fn serve_answers_every_endpoint() {
         first["instance"], second["instance"],
         "affinity keeps a key on its instance"
     );
-    assert_eq!(
-        http::get(port, "/v1/pick/pay?strategy=bogus")
-            .await
-            .unwrap()
-            .status,
-        400
-    );
+    // Errors answer JSON with the right status.
+    for (path, status, says) in [
+        ("/v1/pick/pay?strategy=bogus", 400, "unknown strategy"),
+        ("/v1/pick/pay?strategy=affinity", 400, "key"),
+        ("/v1/services/bad.name", 400, "not a service name"),
+        ("/v1/pick/bad.name", 400, "not a service name"),
+        ("/v1/watch/bad.name", 400, "not a service name"),
+        ("/v1/pick/nobody", 503, "no available instance"),
+        ("/v1/nothing/here", 404, "no such endpoint"),
+    ] {
+        let r = http::get(port, path).await.unwrap();
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON error body");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{path}: {body}"
+        );
+    }
 
     let r = http::get(port, "/v1/sd/prometheus").await.unwrap();
     let groups: Vec<serde_json::Value> = serde_json::from_str(&r.body).unwrap();

@@ -69,7 +69,25 @@ fn router(agent: Agent) -> Router {
         .route("/v1/watch", get(watch_all))
         .route("/v1/watch/{service}", get(watch_service))
         .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".to_owned()) })
         .with_state(agent)
+}
+
+/// An error answer: `{"error": message}` with `status`.
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// A 400 answer when `service` is not a valid service name.
+fn invalid_service(service: &str) -> Option<Response> {
+    herald_shared::validate::service_name(service)
+        .err()
+        .map(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("`{service}` is not a service name ([A-Za-z0-9_-]{{1,64}})"),
+            )
+        })
 }
 
 /// Prometheus asks for OpenMetrics and gets it; anyone else gets the classic text format.
@@ -153,6 +171,9 @@ async fn instances(
     }): State<Shared>,
     Path(service): Path<String>,
 ) -> Response {
+    if let Some(bad) = invalid_service(&service) {
+        return bad;
+    }
     let snap = sub.instances(&service);
     let list: Vec<InstanceJson<'_>> = snap.iter().map(InstanceJson::from).collect();
     Json(list).into_response()
@@ -171,29 +192,31 @@ async fn pick(
     Path(service): Path<String>,
     Query(q): Query<PickQuery>,
 ) -> Response {
+    if let Some(bad) = invalid_service(&service) {
+        return bad;
+    }
     let strategy = match (q.strategy.as_deref(), q.key.as_deref()) {
         (Some("affinity"), Some(key)) => Strategy::Affinity(key),
         (Some("affinity"), None) => {
-            return (StatusCode::BAD_REQUEST, "affinity needs ?key=\n").into_response();
+            return error(StatusCode::BAD_REQUEST, "affinity needs ?key=".to_owned());
         }
         (None, _) => Strategy::PowerOfTwoChoices,
         (Some(name), _) => match Strategy::parse(name) {
             Some(s) => s,
             None => {
                 let msg = format!(
-                    "unknown strategy `{name}`: round_robin, random, least_load, p2c, weighted_random, affinity\n"
+                    "unknown strategy `{name}`: round_robin, random, least_load, p2c, weighted_random, affinity"
                 );
-                return (StatusCode::BAD_REQUEST, msg).into_response();
+                return error(StatusCode::BAD_REQUEST, msg);
             }
         },
     };
     match sub.pick(&service, strategy) {
         Some(i) => Json(InstanceJson::from(&i)).into_response(),
-        None => (
+        None => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("no available instance of `{service}`\n"),
-        )
-            .into_response(),
+            format!("no available instance of `{service}`"),
+        ),
     }
 }
 
@@ -241,11 +264,11 @@ async fn watch_all(
     sse(&agent, None)
 }
 
-async fn watch_service(
-    State(agent): State<Shared>,
-    Path(service): Path<String>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    sse(&agent, Some(service))
+async fn watch_service(State(agent): State<Shared>, Path(service): Path<String>) -> Response {
+    match invalid_service(&service) {
+        Some(bad) => bad,
+        None => sse(&agent, Some(service)).into_response(),
+    }
 }
 
 fn sse(
