@@ -18,9 +18,10 @@ pub(crate) struct Cli {
 
 /// What `--help` says about logging and exit codes.
 const ENVIRONMENT: &str = "\
-Logging: RUST_LOG sets what is logged to stderr (default: warnings, and the line saying
-that a lost NATS or etcd link is back, `warn,herald::connection=info`; e.g. RUST_LOG=info
-or RUST_LOG=herald_subscriber=debug). Colours only when stderr is a terminal and NO_COLOR
+Logging: RUST_LOG sets what is logged to stderr (default: warnings, and the lines saying
+that a lost NATS or etcd link or a failing check is back,
+`warn,herald::connection=info,herald::check=info`; e.g. RUST_LOG=info or
+RUST_LOG=herald_subscriber=debug). Colours only when stderr is a terminal and NO_COLOR
 is unset.
 
 Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 error, 2 bad command line;

@@ -54,9 +54,10 @@ async fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            // Warnings, and the line that says a lost link is back (with how long it was down).
+            // Warnings, and the lines that say a lost link or a failing check is back (with
+            // how long it was down).
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,herald::connection=info".into()),
+                .unwrap_or_else(|_| "warn,herald::connection=info,herald::check=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(exit::colours_wanted())

@@ -152,6 +152,12 @@ impl Collector for Scrape {
         )?;
         counter(
             e,
+            "instance_id_conflicts",
+            "Times two processes were heard announcing one instance id at once.",
+            s.two_runs,
+        )?;
+        counter(
+            e,
             "slow_consumer_events",
             "Subscription buffer overflows reported by the NATS client.",
             s.slow_consumer_events,

@@ -90,7 +90,7 @@ async fn a_failing_check_drains_and_a_passing_one_brings_it_back() {
     let port = free_port();
     let target = format!("127.0.0.1:{port}");
     let listener = std::net::TcpListener::bind(&target).unwrap();
-    let _child = env.announce(
+    let (_child, lines) = env.announce_watched(
         "db",
         "db-1",
         &["--check-tcp", &target, "--check-interval", "100ms"],
@@ -119,6 +119,21 @@ async fn a_failing_check_drains_and_a_passing_one_brings_it_back() {
         state().await.as_deref() == Some("up")
     })
     .await;
+    // Each change is one line, shown without RUST_LOG.
+    let mut logged = Vec::new();
+    while !logged
+        .iter()
+        .any(|l: &String| l.contains("check passes: up again after"))
+    {
+        match lines.recv_timeout(Duration::from_secs(2)) {
+            Ok(line) => logged.push(line),
+            Err(_) => panic!("no `up again` line: {logged:?}"),
+        }
+    }
+    let fails = logged
+        .iter()
+        .filter(|l| l.contains("check fails: draining"));
+    assert_eq!(fails.count(), 1, "{logged:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

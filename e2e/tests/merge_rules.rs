@@ -99,3 +99,51 @@ async fn stale_and_duplicate_tokens_are_dropped_and_counted() {
     );
     assert_eq!(sub.stats().goodbyes, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_instance_id_are_noticed_without_etcd() {
+    init_tracing();
+    let nats = NatsServer::start().await;
+    let prefix = prefix("tworuns");
+    let sub = subscriber(&nats.url(), &prefix).await;
+    let start = |addr: &'static str| {
+        herald_announcer::Announcer::builder("svc", addr)
+            .nats(herald_e2e::nats(&nats.url()))
+            .prefix(&prefix)
+            .instance("same")
+            .interval(Duration::from_millis(100))
+            .start()
+    };
+    let older = start("10.0.0.1:1").await.unwrap();
+    herald_e2e::eventually(Duration::from_secs(2), "the first run listed", || {
+        sub.get("svc", "same").is_some()
+    })
+    .await;
+    // A second process with the same id: a later run, so a larger seq.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let newer = start("10.0.0.2:2").await.unwrap();
+    herald_e2e::eventually(Duration::from_secs(3), "the conflict counted", || {
+        sub.stats().two_runs == 1
+    })
+    .await;
+    assert_eq!(
+        sub.get("svc", "same")
+            .map(|i| i.addr().to_owned())
+            .as_deref(),
+        Some("10.0.0.2:2"),
+        "the newer run is listed"
+    );
+    let dropped = sub.stats().duplicate_drops;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        sub.stats().duplicate_drops > dropped,
+        "the older run keeps being dropped"
+    );
+    assert_eq!(
+        sub.stats().two_runs,
+        1,
+        "counted once a minute, not per token"
+    );
+    older.shutdown().await.ok();
+    newer.shutdown().await.unwrap();
+}

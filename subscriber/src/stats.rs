@@ -33,6 +33,7 @@ pub(crate) struct Counters {
     pub(crate) updated: AtomicU64,
     pub(crate) removed: [AtomicU64; 4],
     pub(crate) tokens_lost: AtomicU64,
+    pub(crate) two_runs: AtomicU64,
     pub(crate) slow_consumer_events: AtomicU64,
     pub(crate) probes_sent: AtomicU64,
     pub(crate) reconnects: AtomicU64,
@@ -113,6 +114,7 @@ impl Counters {
             deregistrations: get(&self.removed[2]),
             fenced: get(&self.removed[3]),
             tokens_lost: get(&self.tokens_lost),
+            two_runs: get(&self.two_runs),
             slow_consumer_events: get(&self.slow_consumer_events),
             probes_sent: get(&self.probes_sent),
             reconnects: get(&self.reconnects),
@@ -175,6 +177,10 @@ pub struct Stats {
     pub fenced: u64,
     /// Tokens lost in transit, counted from `seq` gaps within a run.
     pub tokens_lost: u64,
+    /// Times two processes were heard announcing the same instance id at once (an older
+    /// run's tokens far behind the listed run's; counted at most once a minute per
+    /// instance). Without etcd nothing refuses the second process: the newer run is listed.
+    pub two_runs: u64,
     /// Times async-nats dropped messages for a full subscription buffer.
     pub slow_consumer_events: u64,
     /// Probes sent.

@@ -96,6 +96,9 @@ fn start_error(e: herald_announcer::Error) -> anyhow::Error {
     }
 }
 
+/// The `tracing` target of the health check's verdict changes, shown by default.
+pub(crate) const CHECK_LOG: &str = "herald::check";
+
 /// The health check's last verdict, and since when it fails.
 #[derive(Debug)]
 struct Health {
@@ -123,13 +126,14 @@ impl Health {
         if ok {
             let down = self.failing_since.take().map(|t| t.elapsed());
             tracing::info!(
-                after = ?down.unwrap_or_default(),
-                "check passes: up again"
+                target: CHECK_LOG,
+                "check passes: up again after {:.1} s",
+                down.unwrap_or_default().as_secs_f64()
             );
             announcer.resume().await?;
         } else {
             self.failing_since = Some(Instant::now());
-            tracing::warn!("check fails: draining");
+            tracing::warn!(target: CHECK_LOG, "check fails: draining");
             announcer.drain().await?;
         }
         Ok(())

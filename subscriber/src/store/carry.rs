@@ -96,6 +96,7 @@ impl Store {
             return;
         }
         self.conflict_warned.insert(key, ());
+        self.counters.two_runs.fetch_add(1, Relaxed);
         tracing::warn!(
             service = t.service,
             instance = t.instance,
