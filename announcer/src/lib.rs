@@ -81,6 +81,7 @@ mod etcd_calls;
 pub mod handle;
 mod instance_id;
 mod messages;
+mod namesake;
 mod plan;
 mod probes;
 mod reconnects;

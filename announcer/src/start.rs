@@ -118,6 +118,13 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         None => (None, Some(standing_tx), Duration::ZERO),
     };
 
+    // Without etcd nothing refuses a second process with this id: listen for one (see
+    // `namesake`), subscribed before the first token goes out.
+    let namesake_tokens = match &registration {
+        None => client.subscribe(subjects.announce(&service)).await.ok(),
+        Some(_) => None,
+    };
+
     let mut broadcaster = Broadcaster {
         client: client.clone(),
         subject: subjects.announce(&token.service).into(),
@@ -168,6 +175,18 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         "announcer started"
     );
 
+    if let Some(tokens) = namesake_tokens {
+        let check = crate::namesake::Check {
+            tokens,
+            interval: settings.timing.interval,
+            service: service.clone(),
+            instance: instance.clone(),
+            first_seq: broadcaster.token.seq,
+            counters: counters.clone(),
+        };
+        // Ends by itself after two intervals (30 s at most), or when the announcer stops.
+        tokio::spawn(check.run(cancel.clone()).instrument(span.clone()));
+    }
     let task = tokio::spawn(broadcaster.run().instrument(span));
     Ok(AnnouncerHandle {
         stop,

@@ -30,6 +30,9 @@ pub struct Stats {
     /// Leases found gone (expired, revoked, or unknown to the cluster that answers), each
     /// followed by a new registration.
     pub lease_losses: u64,
+    /// Times another process was heard announcing this instance id (checked once at start,
+    /// without etcd; see the warning it logs).
+    pub namesakes_heard: u64,
 }
 
 /// The live counters, shared by the broadcast task (writer) and the handle (reader).
@@ -44,6 +47,7 @@ pub(crate) struct Counters {
     pub(crate) keep_alives: AtomicU64,
     pub(crate) keep_alive_failures: AtomicU64,
     pub(crate) lease_losses: AtomicU64,
+    pub(crate) namesakes_heard: AtomicU64,
 }
 
 impl Counters {
@@ -62,6 +66,7 @@ impl Counters {
             keep_alives: self.keep_alives.load(Ordering::Relaxed),
             keep_alive_failures: self.keep_alive_failures.load(Ordering::Relaxed),
             lease_losses: self.lease_losses.load(Ordering::Relaxed),
+            namesakes_heard: self.namesakes_heard.load(Ordering::Relaxed),
         }
     }
 }

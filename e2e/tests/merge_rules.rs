@@ -119,8 +119,9 @@ async fn two_processes_with_one_instance_id_are_noticed_without_etcd() {
         sub.get("svc", "same").is_some()
     })
     .await;
-    // A second process with the same id: a later run, so a larger seq.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A second process with the same id, after the first one's start-up check (1 s) is over:
+    // only the newcomer's check hears the other run (a later run, so a larger seq).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let newer = start("10.0.0.2:2").await.unwrap();
     herald_e2e::eventually(Duration::from_secs(3), "the conflict counted", || {
         sub.stats().two_runs == 1
@@ -143,6 +144,15 @@ async fn two_processes_with_one_instance_id_are_noticed_without_etcd() {
         sub.stats().two_runs,
         1,
         "counted once a minute, not per token"
+    );
+    herald_e2e::eventually(Duration::from_secs(3), "the newer process warned", || {
+        newer.stats().namesakes_heard == 1
+    })
+    .await;
+    assert_eq!(
+        older.stats().namesakes_heard,
+        0,
+        "it started alone and listens only at start"
     );
     older.shutdown().await.ok();
     newer.shutdown().await.unwrap();

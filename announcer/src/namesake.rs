@@ -1,0 +1,75 @@
+//! Another process announcing the same instance id, without etcd.
+//!
+//! With etcd a second process is refused (or takes over and fences the first). Without etcd
+//! nothing refuses it: subscribers list the newer run and drop the older one's tokens as
+//! duplicates. So an announcer without etcd listens at start, for about two intervals, to its
+//! service's tokens: a token of its own id whose `seq` is not of its own run means another
+//! process uses the id. It warns and counts
+//! ([`Stats::namesakes_heard`](crate::stats::Stats::namesakes_heard)); subscribers warn as
+//! well.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Subscriber;
+use futures::StreamExt;
+use herald_shared::codec;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::Counters;
+
+/// Bounds of how long the start-up check listens (two intervals): another process's periodic
+/// token comes within one of its intervals. The check sends no probe, which would make every
+/// announcer of the service answer.
+const LISTEN_MIN: Duration = Duration::from_secs(1);
+const LISTEN_MAX: Duration = Duration::from_secs(30);
+
+/// A `seq` this far above the run's first one belongs to a run started later.
+const OTHER_RUN_JUMP: u64 = 10_000;
+
+/// What the check needs to tell this run's tokens from another run's.
+#[derive(Debug)]
+pub(crate) struct Check {
+    /// Subscribed to the service's announce subject before the first token went out.
+    pub(crate) tokens: Subscriber,
+    pub(crate) interval: Duration,
+    pub(crate) service: String,
+    pub(crate) instance: String,
+    pub(crate) first_seq: u64,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl Check {
+    /// Listens for two intervals (within [`LISTEN_MIN`] and [`LISTEN_MAX`]); ends early when
+    /// `cancel` fires (the announcer stopped) or when another run was heard.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let listen_for = (self.interval * 2).clamp(LISTEN_MIN, LISTEN_MAX);
+        let listen = async {
+            while let Some(msg) = self.tokens.next().await {
+                let Ok(token) = codec::accept(&msg.payload, &self.service) else {
+                    continue;
+                };
+                let other_run = token.seq < self.first_seq
+                    || token.seq > self.first_seq.saturating_add(OTHER_RUN_JUMP);
+                if token.instance == self.instance && token.epoch == 0 && other_run {
+                    return Some(token.addr.to_owned());
+                }
+            }
+            None
+        };
+        let heard = tokio::select! {
+            () = cancel.cancelled() => None,
+            heard = tokio::time::timeout(listen_for, listen) => heard.ok().flatten(),
+        };
+        if let Some(other_addr) = heard {
+            Counters::bump(&self.counters.namesakes_heard);
+            tracing::warn!(
+                service = self.service,
+                instance = self.instance,
+                other_addr,
+                "another process announces this instance id: subscribers list the newer run and drop the other's tokens; give each process its own instance id"
+            );
+        }
+        // Dropping the subscriber unsubscribes.
+    }
+}
