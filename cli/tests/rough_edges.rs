@@ -234,7 +234,7 @@ async fn bad_values_are_refused_before_anything_runs() {
                 "--check-http",
                 "notaurl",
             ],
-            "http://",
+            "--check-http: bad URL",
         ),
         (
             vec![
