@@ -24,6 +24,10 @@ use crate::stats::Counters;
 const LISTEN_MIN: Duration = Duration::from_secs(1);
 const LISTEN_MAX: Duration = Duration::from_secs(30);
 
+/// Most tokens the check reads: the server ends the subscription after these, so that a
+/// large service (or a flood on its subject) cannot pile up in this process's buffers.
+const MAX_TOKENS: u64 = 4_096;
+
 /// A `seq` this far above the run's first one belongs to a run started later.
 const OTHER_RUN_JUMP: u64 = 10_000;
 
@@ -44,6 +48,10 @@ impl Check {
     /// `cancel` fires (the announcer stopped) or when another run was heard.
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let listen_for = (self.interval * 2).clamp(LISTEN_MIN, LISTEN_MAX);
+        if let Err(e) = self.tokens.unsubscribe_after(MAX_TOKENS).await {
+            tracing::debug!(error = %e, "instance id check not bounded; not checking");
+            return;
+        }
         let listen = async {
             while let Some(msg) = self.tokens.next().await {
                 let Ok(token) = codec::accept(&msg.payload, &self.service) else {

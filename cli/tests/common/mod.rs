@@ -52,37 +52,7 @@ impl Env {
         addr: &str,
         extra: &[&str],
     ) -> ChildGuard {
-        let mut args = vec![
-            "announce",
-            "--service",
-            service,
-            "--addr",
-            addr,
-            "--instance",
-            instance,
-            "--interval",
-            "200ms",
-        ];
-        args.extend_from_slice(extra);
-        let mut cmd = self.herald(&args);
-        cmd.stderr(Stdio::piped());
-        let mut child = spawn_guarded(cmd);
-        // It prints "announcing ..." once its first token is out.
-        let stderr = child.child_mut().stderr.take().unwrap();
-        let mut reader = BufReader::new(stderr);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("announcing"),
-            "unexpected first line: {line}"
-        );
-        // Keep reading: a closed pipe would fail the child's later log writes.
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                eprintln!("[announce] {line}");
-            }
-        });
-        child
+        self.announce_watched_at(service, instance, addr, extra).0
     }
 
     /// `herald announce` of `service`/`instance` with extra flags, once its first token is
@@ -93,12 +63,22 @@ impl Env {
         instance: &str,
         extra: &[&str],
     ) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
+        self.announce_watched_at(service, instance, "127.0.0.1:9000", extra)
+    }
+
+    fn announce_watched_at(
+        &self,
+        service: &str,
+        instance: &str,
+        addr: &str,
+        extra: &[&str],
+    ) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
         let mut args = vec![
             "announce",
             "--service",
             service,
             "--addr",
-            "127.0.0.1:9000",
+            addr,
             "--instance",
             instance,
             "--interval",
@@ -122,12 +102,12 @@ impl Env {
             eprintln!("[announce] {}", line.trim_end());
             let _ = tx.send(line);
         }
+        // Keep reading even when nobody listens: a closed pipe would fail the child's later
+        // log writes.
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
                 eprintln!("[announce] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         (child, rx)
