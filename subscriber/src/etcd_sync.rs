@@ -202,6 +202,8 @@ pub(crate) async fn watch(
     let mut link = Link {
         up: true,
         connections,
+        back_at: None,
+        flapping: false,
     };
     let ResumePoint {
         scope,
@@ -340,7 +342,15 @@ pub(crate) async fn watch(
 struct Link {
     up: bool,
     connections: Arc<Tracker>,
+    /// When the watch last came back. A watch that breaks again within [`SETTLE`] (a
+    /// restarted member drops the first stream) belongs to the same outage: logged at debug.
+    back_at: Option<std::time::Instant>,
+    /// The current loss is such a flap: its end is not announced again either.
+    flapping: bool,
 }
+
+/// How long a resumed watch must hold before a new loss is a new outage.
+const SETTLE: Duration = Duration::from_secs(2);
 
 impl Link {
     fn lost(&mut self, revision: i64, error: &dyn std::fmt::Display) {
@@ -349,7 +359,12 @@ impl Link {
             return;
         }
         self.up = false;
+        let flap = self.back_at.is_some_and(|t| t.elapsed() < SETTLE);
+        self.flapping = flap;
         match self.connections.etcd_watch(false) {
+            Some(Change::Lost) if flap => {
+                tracing::debug!(error = %error, revision, "etcd watch broke again just after resuming");
+            }
             Some(Change::Lost) => tracing::warn!(
                 target: CONNECTION_LOG,
                 error = %error,
@@ -365,7 +380,11 @@ impl Link {
             return;
         }
         self.up = true;
+        self.back_at = Some(std::time::Instant::now());
         match self.connections.etcd_watch(true) {
+            Some(Change::Back(_)) if std::mem::take(&mut self.flapping) => {
+                tracing::debug!(revision, "etcd watch resumed again");
+            }
             Some(Change::Back(down)) => tracing::info!(
                 target: CONNECTION_LOG,
                 revision,
