@@ -2,17 +2,19 @@
 //!
 //! A reconnect is read from the connection's counter (`Client::statistics().connects`), which
 //! works the same for a client the announcer built and for one it was given, and cannot lag or
-//! overflow as an event channel can. Reading it every [`RECONNECT_POLL`] in each announcer would
-//! wake thousands of tasks 20 times a second in a process that announces thousands of
-//! instances on one connection; one poller task per connection reads it instead and publishes
-//! the count on a watch channel that every announcer on that connection awaits.
+//! overflow as an event channel can. Beside it the poller reads which server connection
+//! carries the tokens (`{server_id}/{client_id}` from the server's INFO, the token's `conn`),
+//! which changes with every reconnect. Reading them every [`RECONNECT_POLL`] in each announcer
+//! would wake thousands of tasks 20 times a second in a process that announces thousands of
+//! instances on one connection; one poller task per connection reads them instead and
+//! publishes them on a watch channel that every announcer on that connection awaits.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_nats::{Client, Statistics};
+use async_nats::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -20,10 +22,30 @@ use tokio::time::MissedTickBehavior;
 /// How often a connection's counter is read: small next to the reconnect backoff.
 pub(crate) const RECONNECT_POLL: Duration = Duration::from_millis(50);
 
+/// What the poller reports of its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// How many times the client has connected (1 after the first connect).
+    pub(crate) connects: u64,
+    /// The server connection that carries the tokens, `{server_id}/{client_id}`; `None`
+    /// before the first connect.
+    pub(crate) conn: Option<Arc<str>>,
+}
+
+impl Link {
+    fn read(client: &Client) -> Link {
+        let connects = client.statistics().connects.load(Ordering::Relaxed);
+        let info = client.server_info();
+        let conn = (!info.server_id.is_empty())
+            .then(|| Arc::from(format!("{}/{}", info.server_id, info.client_id)));
+        Link { connects, conn }
+    }
+}
+
 /// The poller of one connection; it stops when the last announcer on the connection drops it.
 #[derive(Debug)]
 pub(crate) struct Poller {
-    connects: watch::Receiver<u64>,
+    link: watch::Receiver<Link>,
     task: JoinHandle<()>,
 }
 
@@ -34,9 +56,9 @@ impl Drop for Poller {
 }
 
 impl Poller {
-    /// The connection's connect count as it changes.
-    pub(crate) fn connects(&self) -> watch::Receiver<u64> {
-        self.connects.clone()
+    /// The connection's connect count and server connection as they change.
+    pub(crate) fn link(&self) -> watch::Receiver<Link> {
+        self.link.clone()
     }
 }
 
@@ -56,21 +78,23 @@ pub(crate) fn poller(client: &Client) -> Arc<Poller> {
         return live;
     }
     pollers.retain(|_, p| p.strong_count() > 0);
-    let (tx, connects) = watch::channel(stats.connects.load(Ordering::Relaxed));
-    let task = tokio::spawn(poll(stats, tx));
-    let poller = Arc::new(Poller { connects, task });
+    let (tx, link) = watch::channel(Link::read(client));
+    // The task holds a clone of the client, not the statistics alone: the entry's key stays
+    // the live connection's, and the poller reads its INFO.
+    let task = tokio::spawn(poll(client.clone(), tx));
+    let poller = Arc::new(Poller { link, task });
     pollers.insert(key, Arc::downgrade(&poller));
     poller
 }
 
-async fn poll(stats: Arc<Statistics>, tx: watch::Sender<u64>) {
+async fn poll(client: Client, tx: watch::Sender<Link>) {
     let mut tick = tokio::time::interval(RECONNECT_POLL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = stats.connects.load(Ordering::Relaxed);
+        let now = Link::read(&client);
         tx.send_if_modified(|seen| {
-            let newer = now > *seen;
+            let newer = now.connects > seen.connects || now.conn != seen.conn;
             if newer {
                 *seen = now;
             }

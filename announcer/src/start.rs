@@ -46,18 +46,27 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         connection,
         subjects,
         settings,
-        token,
+        mut token,
         load_fn,
         etcd,
     } = plan;
     let client = match connection {
         // Reconnects are noticed through the connection counter (see `reconnects`)
         // for both kinds of connection, so the event receiver is not needed.
-        Connection::Config(config) => config.connect().await?.0,
+        Connection::Config(mut config) => {
+            // Named after the instance, so that the server's monitoring and its disconnect
+            // advisories say whose connection it is.
+            if config.name.is_none() {
+                config.name = Some(format!("herald {}/{}", token.service, token.instance));
+            }
+            config.connect().await?.0
+        }
         Connection::Client(client) => client,
     };
     let reconnects = crate::reconnects::poller(&client);
-    let connects_seen = *reconnects.connects().borrow();
+    let link_seen = reconnects.link().borrow().clone();
+    // Every token names the connection that carries it, the registration's value too.
+    token.conn = link_seen.conn.as_deref().map(str::to_owned);
 
     let subscribe_error =
         |e: async_nats::SubscribeError| Error::with_source(ErrorKind::Subscribe, e);
@@ -143,7 +152,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         load_fn,
         load_sample_interval: settings.load_sample_interval,
         standing: standing.clone(),
-        connects_seen,
+        link_seen,
         reconnects,
         counters: counters.clone(),
         last_token,

@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind};
 use crate::messages::{Command, Standing};
 use crate::plan::LoadFn;
 use crate::probes::ProbeFeed;
-use crate::reconnects::Poller;
+use crate::reconnects::{Link, Poller};
 use crate::schedule::{Schedule, Why};
 use crate::settings::check_token;
 use crate::stats::Counters;
@@ -42,7 +42,8 @@ pub(crate) struct Broadcaster {
     /// A new epoch is published at once, so subscribers learn it without waiting a period; a
     /// halt stops the task without a goodbye.
     pub(crate) standing: watch::Receiver<Standing>,
-    pub(crate) connects_seen: u64,
+    /// The connection as the last token saw it.
+    pub(crate) link_seen: Link,
     /// The connection's reconnect poller, shared with every announcer on the connection.
     pub(crate) reconnects: Arc<Poller>,
     pub(crate) counters: Arc<Counters>,
@@ -61,12 +62,12 @@ impl Broadcaster {
     pub(crate) async fn run(mut self) -> Result<(), Error> {
         let mut load_tick = tokio::time::interval(self.load_sample_interval);
         load_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut connects = self.reconnects.connects();
+        let mut link = self.reconnects.link();
         let wake = tokio::time::sleep_until(self.schedule.next_wake());
         tokio::pin!(wake);
         let (mut probes_open, mut commands_open, mut load_open, mut standing_open) =
             (true, true, true, true);
-        let mut connects_open = true;
+        let mut link_open = true;
         let sampling = self.load_fn.is_some();
 
         loop {
@@ -93,12 +94,12 @@ impl Broadcaster {
                     Err(_) => load_open = false,
                 },
                 _ = load_tick.tick(), if sampling => self.sample_load(),
-                changed = connects.changed(), if connects_open => match changed {
+                changed = link.changed(), if link_open => match changed {
                     Ok(()) => {
-                        let now = *connects.borrow_and_update();
+                        let now = link.borrow_and_update().clone();
                         self.check_reconnect(now).await;
                     }
-                    Err(_) => connects_open = false,
+                    Err(_) => link_open = false,
                 },
                 changed = self.standing.changed(), if standing_open => match changed {
                     Ok(()) => {
@@ -206,14 +207,24 @@ impl Broadcaster {
         }
     }
 
-    async fn check_reconnect(&mut self, connects: u64) {
-        if connects > self.connects_seen {
-            let new = connects - self.connects_seen;
-            self.connects_seen = connects;
-            self.counters.reconnects.fetch_add(new, Ordering::Relaxed);
-            let sent = self.publish(Why::Reconnect).await;
-            tracing::info!(ok = sent.is_ok(), "nats reconnected; token republished");
+    /// After a reconnect, or once the new connection's INFO names it, the token goes out at
+    /// once naming the connection that carries it: a subscriber that follows disconnect
+    /// advisories must not take the old connection's close for a crash.
+    async fn check_reconnect(&mut self, now: Link) {
+        let new = now.connects.saturating_sub(self.link_seen.connects);
+        let moved = now.conn != self.link_seen.conn;
+        if new == 0 && !moved {
+            return;
         }
+        self.counters.reconnects.fetch_add(new, Ordering::Relaxed);
+        self.token.conn = now.conn.as_deref().map(str::to_owned);
+        self.link_seen = now;
+        let sent = self.publish(Why::Reconnect).await;
+        tracing::info!(
+            ok = sent.is_ok(),
+            conn = self.token.conn.as_deref().unwrap_or("-"),
+            "nats reconnected; token republished"
+        );
     }
 
     /// After cancellation or a halt: the goodbye when `shutdown()` asked, else nothing.

@@ -121,6 +121,20 @@ pub(crate) struct Global {
     /// their tokens are dropped: the registration is the identity).
     #[arg(long, env = "HERALD_ALLOW_UNREGISTERED", global = true)]
     pub(crate) allow_unregistered: bool,
+    /// The subject where this NATS account receives disconnect advisories (the system
+    /// account's `$SYS.ACCOUNT.<account>.DISCONNECT`, imported; see the README). A killed
+    /// announcer then disappears when its connection closes, not after its TTL.
+    #[arg(
+        long,
+        env = "HERALD_NATS_ADVISORIES",
+        global = true,
+        value_name = "SUBJECT"
+    )]
+    pub(crate) nats_advisories: Option<String>,
+    /// With --nats-advisories: how long a closed connection's instances wait for a token over
+    /// another connection (a reconnecting client) before they are removed.
+    #[arg(long, env = "HERALD_DISCONNECT_GRACE", default_value = "200ms", value_parser = humantime::parse_duration, global = true)]
+    pub(crate) disconnect_grace: Duration,
     /// How long connecting may take before the command gives up.
     #[arg(long, env = "HERALD_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
     pub(crate) connect_timeout: Duration,
@@ -244,6 +258,8 @@ pub(crate) fn flag_of(field: &str) -> String {
         "nats" | "nats.urls" => "--nats",
         "etcd.endpoints" => "--etcd",
         "nats.connect_timeout" | "etcd.connect_timeout" => "--connect-timeout",
+        "disconnect_advisories" => "--nats-advisories",
+        "disconnect_grace" => "--disconnect-grace",
         other => return format!("`{other}`"),
     };
     flag.to_owned()

@@ -65,6 +65,11 @@ impl Global {
         if let Some(z) = zone {
             builder = builder.zone(z);
         }
+        if let Some(subject) = &self.nats_advisories {
+            builder = builder
+                .disconnect_advisories(subject)
+                .disconnect_grace(self.disconnect_grace);
+        }
         if let Some(etcd) = self.etcd_config() {
             builder = builder
                 .etcd(etcd)

@@ -135,6 +135,7 @@ impl Collector for Scrape {
                 ("goodbye", s.goodbyes),
                 ("deregistered", s.deregistrations),
                 ("fenced", s.fenced),
+                ("disconnected", s.disconnections),
             ],
         )?;
         counter(e, "instances_added", "Instances added.", s.added)?;
@@ -164,6 +165,18 @@ impl Collector for Scrape {
         )?;
         counter(e, "probes_sent", "Probes sent.", s.probes_sent)?;
         counter(e, "nats_reconnects", "NATS reconnects.", s.reconnects)?;
+        counter(
+            e,
+            "disconnect_advisories",
+            "NATS disconnect advisories received (--nats-advisories).",
+            s.disconnect_advisories,
+        )?;
+        counter(
+            e,
+            "connections_closed",
+            "Advisories of connections closed by their client's host (a process died).",
+            s.connections_closed,
+        )?;
         counter(
             e,
             "etcd_registrations",

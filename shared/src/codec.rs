@@ -62,6 +62,7 @@ impl Reject {
             Reject::Invalid(Field::Zone) => "invalid_zone",
             Reject::Invalid(Field::Meta) => "invalid_meta",
             Reject::Invalid(Field::Ttl) => "invalid_ttl",
+            Reject::Invalid(Field::Conn) => "invalid_conn",
         }
     }
 }

@@ -100,6 +100,11 @@ pub struct Token {
     /// Sender's wall clock at send time, in Unix milliseconds (informational only).
     #[serde(default)]
     pub sent_at_ms: u64,
+    /// The NATS connection that carries the token, `{server_id}/{client_id}` from the
+    /// server's INFO; it changes after a reconnect. A subscriber that follows disconnect
+    /// advisories removes the instance when this connection closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<String>,
 }
 
 impl Token {
@@ -124,6 +129,7 @@ impl Token {
             seq: 1,
             ttl_ms: 3_000,
             sent_at_ms: 0,
+            conn: None,
         }
     }
 
@@ -147,6 +153,7 @@ impl Token {
             seq: self.seq,
             ttl_ms: self.ttl_ms,
             sent_at_ms: self.sent_at_ms,
+            conn: self.conn.as_deref(),
         }
     }
 }
@@ -187,6 +194,9 @@ pub struct TokenRef<'a> {
     /// See [`Token::sent_at_ms`].
     #[serde(default)]
     pub sent_at_ms: u64,
+    /// See [`Token::conn`].
+    #[serde(default, borrow)]
+    pub conn: Option<&'a str>,
 }
 
 impl TokenRef<'_> {
@@ -210,6 +220,7 @@ impl TokenRef<'_> {
             seq: self.seq,
             ttl_ms: self.ttl_ms,
             sent_at_ms: self.sent_at_ms,
+            conn: self.conn.map(str::to_owned),
         }
     }
 }

@@ -25,6 +25,8 @@ pub const MAX_META_VALUE_LEN: usize = 256;
 pub const MIN_TTL_MS: u32 = 100;
 /// Longest token TTL, in milliseconds.
 pub const MAX_TTL_MS: u32 = 3_600_000;
+/// Longest connection name (`conn`), in bytes.
+pub const MAX_CONN_LEN: usize = 128;
 
 /// Which field of a token broke its bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,11 +48,13 @@ pub enum Field {
     Meta,
     /// `ttl_ms`
     Ttl,
+    /// `conn`
+    Conn,
 }
 
 impl Field {
     /// Every field, in declaration order (for per-reason counters).
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 9] = [
         Field::Version,
         Field::Service,
         Field::Instance,
@@ -59,6 +63,7 @@ impl Field {
         Field::Zone,
         Field::Meta,
         Field::Ttl,
+        Field::Conn,
     ];
 
     /// The field's wire name.
@@ -72,6 +77,7 @@ impl Field {
             Field::Zone => "zone",
             Field::Meta => "meta",
             Field::Ttl => "ttl_ms",
+            Field::Conn => "conn",
         }
     }
 }
@@ -175,6 +181,15 @@ pub fn ttl_ms(ms: u32) -> Result<(), Invalid> {
     }
 }
 
+/// Checks a connection name (`{server_id}/{client_id}`): `[A-Za-z0-9_/-]{1,128}`.
+pub fn conn(s: &str) -> Result<(), Invalid> {
+    if name_ok(s, MAX_CONN_LEN, b"/") {
+        Ok(())
+    } else {
+        Err(invalid(Field::Conn, "must match [A-Za-z0-9_/-]{1,128}"))
+    }
+}
+
 /// Checks metadata: at most 32 entries, keys 1..=64 bytes, values up to 256 bytes.
 pub fn meta<'a>(entries: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Result<(), Invalid> {
     if entries.len() > MAX_META_ENTRIES {
@@ -207,6 +222,9 @@ pub fn token(t: &TokenRef<'_>) -> Result<(), Invalid> {
         return Err(invalid(Field::Meta, "at most 32 entries"));
     }
     meta(t.meta.iter())?;
+    if let Some(c) = t.conn {
+        conn(c)?;
+    }
     ttl_ms(t.ttl_ms)
 }
 

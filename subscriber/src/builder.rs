@@ -70,7 +70,16 @@ pub struct SubscriberBuilder {
     sweep_interval: Duration,
     confirm_timeout: Duration,
     ingest_delay: Option<Duration>,
+    advisories: Option<String>,
+    disconnect_grace: Duration,
 }
+
+/// How long a closed connection's instances wait for a token over another connection before
+/// they are removed: a client that reconnects republishes at once.
+pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_millis(200);
+
+/// Longest grace: past a few seconds the TTL decides anyway.
+const MAX_DISCONNECT_GRACE: Duration = Duration::from_secs(10);
 
 impl Default for SubscriberBuilder {
     fn default() -> Self {
@@ -85,6 +94,8 @@ impl Default for SubscriberBuilder {
             sweep_interval: Duration::from_millis(20),
             confirm_timeout: Duration::from_secs(5),
             ingest_delay: None,
+            advisories: None,
+            disconnect_grace: DEFAULT_DISCONNECT_GRACE,
         }
     }
 }
@@ -174,6 +185,44 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Follow NATS disconnect advisories on `subject`, where the application account
+    /// receives the `$SYS.ACCOUNT.{account}.DISCONNECT` stream it imports (the README shows
+    /// the server configuration). When an announcer's process dies, its host closes its
+    /// connection and the server says so within milliseconds: every instance whose latest
+    /// token came over that connection is removed (cause
+    /// [`Disconnected`](crate::RemovalCause::Disconnected)) after the
+    /// [grace](SubscriberBuilder::disconnect_grace), unless a token of it comes over another
+    /// connection meanwhile. Connections that end for other reasons (server shutdown, lame
+    /// duck, a stale connection of a hung process) change nothing: the TTL decides.
+    ///
+    /// At start the subscriber opens and closes a test connection (with its own NATS
+    /// settings) and warns if its advisory does not arrive within 5 s.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), herald_subscriber::Error> {
+    /// use herald_shared::NatsConfig;
+    /// use herald_subscriber::Subscriber;
+    ///
+    /// let subscriber = Subscriber::builder()
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+    ///     .disconnect_advisories("herald.sys.disconnect")
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn disconnect_advisories(mut self, subject: impl Into<String>) -> Self {
+        self.advisories = Some(subject.into());
+        self
+    }
+
+    /// How long a closed connection's instances wait for a token over another connection
+    /// before they are removed (default 200 ms, at most 10 s); see
+    /// [`disconnect_advisories`](SubscriberBuilder::disconnect_advisories).
+    pub fn disconnect_grace(mut self, grace: Duration) -> Self {
+        self.disconnect_grace = grace;
+        self
+    }
+
     /// Slows ingest down by `delay` per token, to exercise overload in tests.
     #[doc(hidden)]
     pub fn ingest_delay_for_tests(mut self, delay: Duration) -> Self {
@@ -203,6 +252,17 @@ impl SubscriberBuilder {
         if self.sweep_interval.is_zero() || self.sweep_interval > Duration::from_millis(100) {
             return Err(invalid("sweep_interval", "must be within (0, 100 ms]"));
         }
+        if let Some(subject) = &self.advisories
+            && !subject_ok(subject)
+        {
+            return Err(invalid(
+                "disconnect_advisories",
+                "must be a NATS subject: dot-separated tokens, no spaces or wildcards",
+            ));
+        }
+        if self.disconnect_grace > MAX_DISCONNECT_GRACE {
+            return Err(invalid("disconnect_grace", "must be at most 10 s"));
+        }
         if let Some(Etcd::Config(c)) = &self.etcd {
             c.validate()
                 .map_err(|e| Error::new(ErrorKind::InvalidConfig, e))?;
@@ -223,12 +283,12 @@ impl SubscriberBuilder {
     /// [`ErrorKind::Connect`] or [`ErrorKind::Subscribe`] when NATS fails.
     pub async fn start(self) -> Result<Subscriber, Error> {
         let subjects = self.validate()?;
-        let (client, nats_events) = match self.nats {
+        let (client, nats_events, own_config) = match self.nats {
             Some(Nats::Config(c)) => {
                 let (client, events) = c.connect().await?;
-                (client, Some(events.subscribe()))
+                (client, Some(events.subscribe()), Some(c))
             }
-            Some(Nats::Client(c)) => (c, None),
+            Some(Nats::Client(c)) => (c, None, None),
             None => unreachable!("validated above"),
         };
         let mut subs = Vec::new();
@@ -244,9 +304,33 @@ impl SubscriberBuilder {
                 .map_err(|e| Error::new(ErrorKind::Subscribe, e))?;
             subs.push(sub);
         }
+        let advisories = match &self.advisories {
+            Some(subject) => Some(
+                client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Subscribe, e))?,
+            ),
+            None => None,
+        };
         round_trip::confirm_subscriptions(&client, self.confirm_timeout)
             .await
             .map_err(|e| Error::new(ErrorKind::Subscribe, e))?;
+        let advisory_check = match (&self.advisories, &own_config) {
+            (Some(subject), Some(config)) => {
+                match crate::advisories::Check::start(config, subject).await {
+                    Ok(check) => Some(check),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "cannot open a test connection to check that disconnect advisories arrive"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
 
         let clock = Arc::new(Clock::new());
         let views = Arc::new(Views::new(clock));
@@ -262,6 +346,9 @@ impl SubscriberBuilder {
             allow_unregistered: self.allow_unregistered || self.etcd.is_none(),
         };
         let mut store = Store::new(mode, views.clone(), counters.clone(), events.clone());
+        if self.advisories.is_some() {
+            store.follow_connections(self.disconnect_grace);
+        }
         let connections = Arc::new(Tracker::new(self.etcd.is_some()));
         let cancel = CancellationToken::new();
         let mut etcd_rx = None;
@@ -326,6 +413,8 @@ impl SubscriberBuilder {
                 .statistics()
                 .connects
                 .load(std::sync::atomic::Ordering::Relaxed),
+            advisories,
+            advisory_check,
         };
         ingest.probe().await;
         let _ = client.flush().await;
@@ -347,6 +436,19 @@ impl SubscriberBuilder {
             etcd_tasks,
         ))
     }
+}
+
+/// Whether `s` is a subject one can subscribe to without wildcards.
+fn subject_ok(s: &str) -> bool {
+    s.len() <= 255
+        && s.split('.').all(|t| {
+            !t.is_empty()
+                && t != "*"
+                && t != ">"
+                && !t
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        })
 }
 
 #[cfg(test)]

@@ -21,16 +21,21 @@ pub enum RemovalCause {
     Deregistered,
     /// A newer incarnation took over its id.
     Fenced,
+    /// The NATS connection that carried its latest token closed (its process died), and no
+    /// token came over another connection within the grace. Only with disconnect advisories
+    /// ([`crate::SubscriberBuilder::disconnect_advisories`]).
+    Disconnected,
 }
 
 impl RemovalCause {
-    /// A short label: `expired`, `goodbye`, `deregistered` or `fenced`.
+    /// A short label: `expired`, `goodbye`, `deregistered`, `fenced` or `disconnected`.
     pub fn as_str(self) -> &'static str {
         match self {
             RemovalCause::Expired => "expired",
             RemovalCause::Goodbye => "goodbye",
             RemovalCause::Deregistered => "deregistered",
             RemovalCause::Fenced => "fenced",
+            RemovalCause::Disconnected => "disconnected",
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! It reads tokens from the NATS subscriptions in batches, sweeps expired instances on a
 //! short timer, watches its own connection (self-preservation while it is down, a fresh TTL
-//! and a probe once it is back), and reacts to slow-consumer reports (probes paced by
-//! `probe_pacing`). Sweeping comes before
+//! and a probe once it is back), reacts to slow-consumer reports (probes paced by
+//! `probe_pacing`), and, when asked to, to disconnect advisories (`advisories`). Sweeping
+//! comes before
 //! tokens in its `select!`, so a flood of tokens cannot delay expiry.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use herald_shared::{NatsEvent, Subjects};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::advisories::{Check, Disconnect};
 use crate::connections::{CONNECTION_LOG, Change, Tracker, seconds};
 use crate::etcd_sync::EtcdUpdate;
 use crate::probe_pacing::ProbePacing;
@@ -47,6 +49,10 @@ pub(crate) struct Ingest {
     pub(crate) probe_pacing: ProbePacing,
     pub(crate) probe_wanted: bool,
     pub(crate) connects: u64,
+    /// The subscription to disconnect advisories, when the subscriber follows them.
+    pub(crate) advisories: Option<async_nats::Subscriber>,
+    /// The start-up check that advisories arrive, until it passes or gives up.
+    pub(crate) advisory_check: Option<Check>,
 }
 
 impl Ingest {
@@ -59,6 +65,10 @@ impl Ingest {
                 () = cancel.cancelled() => break,
                 _ = tick.tick() => self.on_tick().await,
                 event = recv_event(&mut self.nats_events) => self.on_nats_event(event),
+                msg = recv_advisory(&mut self.advisories) => {
+                    self.on_advisory(msg);
+                    self.store.flush();
+                }
                 update = recv_etcd(&mut self.etcd) => {
                     // Tokens already received go first: a graceful stop sends its goodbye
                     // before revoking its lease, and should read as a goodbye, not as a
@@ -111,6 +121,7 @@ impl Ingest {
 
     async fn on_tick(&mut self) {
         self.watch_connection();
+        self.give_up_advisory_check();
         if !self.deferred_deletes.is_empty() {
             self.drain_ready_tokens();
             for (service, instance, revision) in std::mem::take(&mut self.deferred_deletes) {
@@ -169,6 +180,71 @@ impl Ingest {
                     "nats reconnected after a brief disconnect: fresh TTL for every instance, probing"
                 ),
             }
+        }
+    }
+
+    /// A disconnect advisory: a connection closed by its client's host takes its instances
+    /// with it (after the grace); any other ending leaves them to their TTL.
+    fn on_advisory(&mut self, msg: Option<async_nats::Message>) {
+        let Some(msg) = msg else {
+            tracing::warn!(
+                "disconnect advisory subscription closed; crashes are found by TTL only"
+            );
+            self.advisories = None;
+            return;
+        };
+        let Some(d) = Disconnect::parse(&msg.payload) else {
+            tracing::debug!(subject = %msg.subject, "not a disconnect advisory; ignored");
+            return;
+        };
+        self.counters.disconnect_advisories.fetch_add(1, Relaxed);
+        if self
+            .advisory_check
+            .as_ref()
+            .is_some_and(|c| c.conn == d.conn)
+        {
+            let check = self.advisory_check.take().expect("checked above");
+            tracing::info!(
+                target: CONNECTION_LOG,
+                subject = check.subject,
+                "disconnect advisories arrive: a killed process is removed when its connection closes"
+            );
+        }
+        let name = d.name.as_deref().unwrap_or("-");
+        if d.closed_by_host() {
+            self.counters.connections_closed.fetch_add(1, Relaxed);
+            if self.store.connection_closed(&d.conn) {
+                tracing::debug!(
+                    conn = d.conn,
+                    name,
+                    reason = d.reason,
+                    "connection closed by its host: its instances go unless they reconnect within the grace"
+                );
+            }
+        } else {
+            self.store.connection_ended(&d.conn);
+            tracing::debug!(
+                conn = d.conn,
+                name,
+                reason = d.reason,
+                "connection ended; its instances keep their TTL"
+            );
+        }
+    }
+
+    fn give_up_advisory_check(&mut self) {
+        if self
+            .advisory_check
+            .as_ref()
+            .is_some_and(|c| Instant::now() >= c.give_up)
+        {
+            let check = self.advisory_check.take().expect("checked above");
+            tracing::warn!(
+                target: CONNECTION_LOG,
+                subject = check.subject,
+                "no disconnect advisory arrived for a test connection within {}: crashes are found by TTL only. Does the account import $SYS.ACCOUNT.<account>.DISCONNECT to this subject, and may this user subscribe to it?",
+                seconds(crate::advisories::CHECK_WITHIN)
+            );
         }
     }
 
@@ -247,6 +323,13 @@ impl Ingest {
 async fn recv_etcd(rx: &mut Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>) -> Option<EtcdUpdate> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_advisory(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match sub {
+        Some(sub) => sub.next().await,
         None => std::future::pending().await,
     }
 }

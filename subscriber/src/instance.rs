@@ -35,6 +35,9 @@ pub(crate) struct Entry {
     /// A token of it was heard since the subscriber started; an entry known only from its
     /// etcd registration is unconfirmed.
     pub(crate) confirmed: AtomicBool,
+    /// The number of the NATS connection its latest token came over (0: unknown), kept only
+    /// when the subscriber follows disconnect advisories (`store::conns`).
+    pub(crate) conn: AtomicU32,
     /// Fingerprint of the identity fields, so that a refresh compares one inline word
     /// instead of reading the strings from their separate heap blocks.
     identity: u64,
@@ -124,6 +127,7 @@ impl Entry {
             ttl_ms: AtomicU32::new(t.ttl_ms),
             deadline: AtomicU64::new(deadline),
             confirmed: AtomicBool::new(true),
+            conn: AtomicU32::new(0),
             identity: identity(t),
         }
     }
@@ -163,6 +167,7 @@ impl Entry {
             ttl_ms: AtomicU32::new(self.ttl_ms.load(Relaxed)),
             deadline: AtomicU64::new(self.deadline.load(Relaxed)),
             confirmed: AtomicBool::new(self.confirmed.load(Relaxed)),
+            conn: AtomicU32::new(self.conn.load(Relaxed)),
             identity: self.identity,
         }
     }

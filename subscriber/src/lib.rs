@@ -40,6 +40,8 @@
 //! - [`builder`](SubscriberBuilder): settings, validation, and `start()`;
 //! - `ingest`: the task that owns the store: batches tokens, sweeps, watches the connection;
 //! - `connections`: whether NATS and the etcd watch are up, and since when;
+//! - `advisories`: NATS disconnect advisories (a crash seen as a closed connection) and the
+//!   start-up check that they arrive;
 //! - `probe_pacing`: when a probe may go, thinned out while the subscription keeps overflowing;
 //! - `etcd_sync`: the etcd source: per followed service (or for everything), a paged
 //!   listing at one revision, then a resuming watch;
@@ -56,6 +58,7 @@
 //! - `instance`: the instance handle.
 #![deny(missing_docs)]
 
+mod advisories;
 mod builder;
 mod connections;
 #[cfg(feature = "tower")]
@@ -74,7 +77,7 @@ mod store;
 mod subscriber;
 mod view;
 
-pub use builder::SubscriberBuilder;
+pub use builder::{DEFAULT_DISCONNECT_GRACE, SubscriberBuilder};
 pub use connections::{CONNECTION_LOG, ConnectionState, Connections};
 #[cfg(feature = "tower")]
 pub use discover::Discover;

@@ -31,12 +31,14 @@ pub(crate) struct Counters {
     pub(crate) etcd_cluster_changes: AtomicU64,
     pub(crate) added: AtomicU64,
     pub(crate) updated: AtomicU64,
-    pub(crate) removed: [AtomicU64; 4],
+    pub(crate) removed: [AtomicU64; 5],
     pub(crate) tokens_lost: AtomicU64,
     pub(crate) two_runs: AtomicU64,
     pub(crate) slow_consumer_events: AtomicU64,
     pub(crate) probes_sent: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    pub(crate) disconnect_advisories: AtomicU64,
+    pub(crate) connections_closed: AtomicU64,
     pub(crate) latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     /// Running sum of the latencies counted in `latency`, so that a mean (and Prometheus's
     /// `_sum`) can be derived.
@@ -50,6 +52,7 @@ fn cause_index(c: RemovalCause) -> usize {
         RemovalCause::Goodbye => 1,
         RemovalCause::Deregistered => 2,
         RemovalCause::Fenced => 3,
+        RemovalCause::Disconnected => 4,
     }
 }
 
@@ -113,11 +116,14 @@ impl Counters {
             goodbyes: get(&self.removed[1]),
             deregistrations: get(&self.removed[2]),
             fenced: get(&self.removed[3]),
+            disconnections: get(&self.removed[4]),
             tokens_lost: get(&self.tokens_lost),
             two_runs: get(&self.two_runs),
             slow_consumer_events: get(&self.slow_consumer_events),
             probes_sent: get(&self.probes_sent),
             reconnects: get(&self.reconnects),
+            disconnect_advisories: get(&self.disconnect_advisories),
+            connections_closed: get(&self.connections_closed),
             latency: LatencyHistogram {
                 counts: self.latency.iter().map(get).collect(),
                 sum_ms: get(&self.latency_sum_ms),
@@ -175,6 +181,9 @@ pub struct Stats {
     pub deregistrations: u64,
     /// Instances removed because a newer incarnation took over.
     pub fenced: u64,
+    /// Instances removed because the connection that carried their latest token closed
+    /// (with disconnect advisories).
+    pub disconnections: u64,
     /// Tokens lost in transit, counted from `seq` gaps within a run.
     pub tokens_lost: u64,
     /// Times two processes were heard announcing the same instance id at once (an older
@@ -187,6 +196,13 @@ pub struct Stats {
     pub probes_sent: u64,
     /// Reconnects to NATS seen.
     pub reconnects: u64,
+    /// Disconnect advisories received (with
+    /// [`disconnect_advisories`](crate::SubscriberBuilder::disconnect_advisories)), whatever
+    /// their reason.
+    pub disconnect_advisories: u64,
+    /// Advisories that said a client's host closed the connection (a crash), which removed
+    /// the instances whose latest token came over it (see `disconnections`).
+    pub connections_closed: u64,
     /// Announce-to-visible latency (from the sender's clock).
     pub latency: LatencyHistogram,
 }

@@ -48,7 +48,7 @@ mod sys;
 
 pub use etcd::{EtcdBuilder, EtcdServer, EtcdStatus, EtcdTls};
 pub use etcd_cluster::EtcdCluster;
-pub use nats::{NatsBuilder, NatsRoutes, NatsServer, NatsTls};
+pub use nats::{ADVISORY_SUBJECT, NatsBuilder, NatsRoutes, NatsServer, NatsTls};
 pub use nats_cluster::NatsCluster;
 pub use ports::free_port;
 pub use process::{ChildGuard, pid_alive, spawn_guarded, try_spawn_guarded};

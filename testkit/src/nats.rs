@@ -16,6 +16,8 @@ use crate::process::ChildGuard;
 
 mod conf;
 
+pub use conf::advisory_accounts;
+
 /// How long a start or restart may take before the test fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `stop` waits after SIGTERM before SIGKILL.
@@ -68,8 +70,13 @@ pub struct NatsBuilder {
     token: Option<String>,
     tls: Option<NatsTls>,
     cluster: Option<NatsRoutes>,
+    advisories: bool,
     extra_config: String,
 }
+
+/// Where a server started with [`NatsBuilder::advisories`] delivers disconnect advisories to
+/// its clients.
+pub const ADVISORY_SUBJECT: &str = "herald.sys.disconnect";
 
 impl NatsBuilder {
     /// Listen for clients on this port instead of a free one.
@@ -102,6 +109,15 @@ impl NatsBuilder {
         self
     }
 
+    /// Publish disconnect advisories to clients: accounts `SYS` (the system account, which
+    /// exports `$SYS.ACCOUNT.APP.DISCONNECT`) and `APP` (which imports it as
+    /// [`ADVISORY_SUBJECT`]); clients without credentials are `APP`'s. Not with
+    /// [`user`](NatsBuilder::user) or [`token`](NatsBuilder::token).
+    pub fn advisories(mut self) -> Self {
+        self.advisories = true;
+        self
+    }
+
     /// Join a cluster: listen for routes and connect to the given ones.
     pub fn cluster(mut self, routes: NatsRoutes) -> Self {
         self.cluster = Some(routes);
@@ -118,6 +134,10 @@ impl NatsBuilder {
     /// Starts the server and waits until it greets clients. Panics (quoting the server's log)
     /// if it is not ready within 20 s.
     pub async fn start(self) -> NatsServer {
+        assert!(
+            !(self.advisories && (self.user.is_some() || self.token.is_some())),
+            "advisories() sets up accounts; it does not combine with user() or token()"
+        );
         let dir = tempfile::Builder::new()
             .prefix("herald-nats-")
             .tempdir()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::http;
-use crate::nats::{NatsRoutes, NatsServer};
+use crate::nats::{NatsBuilder, NatsRoutes, NatsServer};
 use crate::ports::free_port;
 
 /// How long the routes may take to form.
@@ -22,6 +22,15 @@ impl NatsCluster {
     /// Starts `n` servers, each with routes to all the others, and waits until every route is
     /// up (panics after 30 s, quoting the logs).
     pub async fn start(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, |b| b).await
+    }
+
+    /// As [`start`](NatsCluster::start), each member's options first passed through
+    /// `configure` (e.g. [`NatsBuilder::advisories`]).
+    pub async fn start_with(
+        n: usize,
+        configure: impl Fn(NatsBuilder) -> NatsBuilder,
+    ) -> NatsCluster {
         assert!(n >= 1, "a cluster needs at least one server");
         let name = format!("herald-test-{}", free_port());
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -32,7 +41,7 @@ impl NatsCluster {
                 .filter(|&&p| p != port)
                 .map(|p| format!("nats-route://127.0.0.1:{p}"))
                 .collect();
-            let node = NatsServer::builder()
+            let node = configure(NatsServer::builder())
                 .name(format!("n{i}"))
                 .cluster(NatsRoutes {
                     name: name.clone(),

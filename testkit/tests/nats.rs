@@ -179,3 +179,54 @@ fn self_signed(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::
         .ok()?;
     status.success().then_some((cert, key))
 }
+
+/// Reads lines until one satisfies `done`, or panics after 5 s quoting what was read.
+async fn read_until(conn: &mut BufReader<TcpStream>, done: impl Fn(&str) -> bool) -> String {
+    let mut seen = String::new();
+    let read = async {
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line).await.unwrap() == 0 {
+                return None;
+            }
+            seen.push_str(&line);
+            if done(&line) {
+                return Some(line);
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Some(line)) => line,
+        _ => panic!("expected line not received; read so far:\n{seen}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn advisories_reach_plain_clients_when_a_connection_closes() {
+    let nats = NatsServer::builder().advisories().start().await;
+    let (_, mut watcher) = first_line(nats.port()).await.unwrap();
+    let subscribe = format!(
+        "CONNECT {{\"verbose\":false}}\r\nSUB {} 1\r\nPING\r\n",
+        herald_testkit::ADVISORY_SUBJECT
+    );
+    watcher
+        .get_mut()
+        .write_all(subscribe.as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut watcher, |l| l.starts_with("PONG")).await;
+
+    let reply = connect_reply(nats.port(), ",\"name\":\"victim\"").await;
+    assert!(
+        reply.starts_with("PONG"),
+        "a plain client is let in: {reply}"
+    );
+    // `connect_reply` dropped its socket: the server reports the closed connection.
+    read_until(&mut watcher, |l| l.starts_with("MSG ")).await;
+    let advisory = read_until(&mut watcher, |_| true).await;
+    assert!(advisory.contains("\"name\":\"victim\""), "{advisory}");
+    assert!(
+        advisory.contains("\"reason\":\"Client Closed\""),
+        "{advisory}"
+    );
+}

@@ -13,8 +13,11 @@ use crate::exit;
 use crate::health::Check;
 
 pub(crate) async fn run(global: &Global, args: &AnnounceArgs) -> anyhow::Result<ExitCode> {
+    let mut nats = global.nats_config()?;
+    // The announcer names its connection after the instance ("herald svc/id").
+    nats.name = None;
     let mut builder = Announcer::builder(&args.service, &args.addr)
-        .nats(global.nats_config()?)
+        .nats(nats)
         .prefix(&global.prefix)
         .interval(args.interval)
         .load(args.load)

@@ -117,6 +117,10 @@ pub(crate) enum Input {
     Deadline { preserving: bool },
     /// The held token waited its whole bound without a registration.
     HeldTimeout,
+    /// The NATS connection that carried the live entry's latest token closed (a disconnect
+    /// advisory said its client's host closed it), and the grace passed without a token over
+    /// another connection.
+    ConnectionClosed,
 }
 
 /// What becomes of the live entry.
@@ -259,6 +263,17 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
             None => Outcome::NOTHING,
             Some(_) if preserving => Outcome::effect(Effect::Extend),
             Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Expired)).tombstone(
+                TombstoneChange::Set(Known {
+                    epoch: l.epoch,
+                    seq: l.seq,
+                }),
+            ),
+        },
+        // The process died: as final as a missed deadline, only sooner. A token of a later
+        // seq (a false alarm) lists it again.
+        Input::ConnectionClosed => match facts.live {
+            None => Outcome::NOTHING,
+            Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Disconnected)).tombstone(
                 TombstoneChange::Set(Known {
                     epoch: l.epoch,
                     seq: l.seq,

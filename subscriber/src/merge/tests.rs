@@ -527,6 +527,64 @@ fn deadlines_expire_unless_our_own_link_is_down() {
 }
 
 #[test]
+fn a_closed_connection_removes_at_once_and_a_later_token_lists_again() {
+    let f = Facts {
+        live: live(10, 5),
+        registration: reg(10, 7),
+        ..Facts::default()
+    };
+    let gone = Facts {
+        live: None,
+        tombstone: known(10, 5),
+        ..f
+    };
+    table(&[
+        (
+            "its connection closed: removed as disconnected, late tokens fenced",
+            REGISTRY,
+            f,
+            Input::ConnectionClosed,
+            &|o| {
+                effect(o) == Effect::Remove(RemovalCause::Disconnected)
+                    && o.tombstone == TombstoneChange::Set(Known { epoch: 10, seq: 5 })
+                    && o.registration == RegistrationChange::Keep
+            },
+        ),
+        (
+            "the same without etcd",
+            Mode::BUS,
+            Facts {
+                registration: None,
+                ..f
+            },
+            Input::ConnectionClosed,
+            &|o| effect(o) == Effect::Remove(RemovalCause::Disconnected),
+        ),
+        (
+            "nothing listed: nothing to do",
+            REGISTRY,
+            gone,
+            Input::ConnectionClosed,
+            &|o| o == Outcome::NOTHING,
+        ),
+        (
+            "a token it sent before dying arrives late: dropped",
+            REGISTRY,
+            gone,
+            tok(10, 5),
+            &|o| dropped(o) == Some(DropReason::Duplicate),
+        ),
+        (
+            "a false alarm: its next token (newer seq, same epoch) lists it again",
+            REGISTRY,
+            gone,
+            tok(10, 6),
+            &|o| effect(o) == Effect::Add { confirmed: true },
+        ),
+    ]);
+}
+
+#[test]
 fn a_cluster_change_forgets_epochs_and_keeps_live_entries() {
     let f = Facts {
         live: live(32, 100),

@@ -53,7 +53,12 @@ impl Store {
                 let lease = self.registered_lease(t.service, t.instance);
                 self.insert(t, now, None, lease);
             }
-            (Effect::Refresh, Some(entry)) => self.refresh(&entry, t, now),
+            (Effect::Refresh, Some(entry)) => {
+                self.refresh(&entry, t, now);
+                if let Some(conns) = &mut self.conns {
+                    conns.carried(&entry, t.conn);
+                }
+            }
             (Effect::Replace, Some(old)) => {
                 if old.epoch == t.epoch {
                     let lost = merge::lost_between(old.seq.load(Relaxed), t.seq);
@@ -162,6 +167,13 @@ impl Store {
         let zone = t.zone.map(Arc::from);
         let entry = Entry::new(svc.name.clone(), zone, t, now + u64::from(t.ttl_ms));
         entry.lease.store(lease, Relaxed);
+        if let Some(conns) = &mut self.conns {
+            // Moved from the old record's connection, if it changed.
+            if let Some(old) = &old {
+                entry.conn.store(old.conn.load(Relaxed), Relaxed);
+            }
+            conns.carried(&entry, t.conn);
+        }
         self.list(Arc::new(entry), old);
     }
 
@@ -195,6 +207,9 @@ impl Store {
         }
         svc.take(&entry.id);
         let service = svc.name.clone();
+        if let Some(conns) = &mut self.conns {
+            conns.forget(entry);
+        }
         self.mark_dirty(&service);
         self.live -= 1;
         self.counters.removed(cause);

@@ -1,5 +1,6 @@
-//! Time: deadlines of live entries (a min-heap swept every few milliseconds) and the bound of
-//! held tokens. The merge rules decide what a passed deadline means; this only finds them.
+//! Time: deadlines of live entries (a min-heap swept every few milliseconds), the bound of
+//! held tokens, and the grace of closed connections. The merge rules decide what a passed
+//! deadline or a closed connection means; this only finds them.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -31,6 +32,11 @@ impl Store {
             }
             self.deadline_passed(&entry, now, preserving);
         }
+        while let Some((conn, keys)) = self.conns.as_mut().and_then(|c| c.next_due(now)) {
+            for key in keys {
+                self.connection_gone(&key, conn);
+            }
+        }
         while let Some(key) = self.held.next_timed_out(now) {
             let facts = self.facts(&key.0, &key.1);
             let outcome = merge::merge(self.mode, &facts, Input::HeldTimeout);
@@ -59,6 +65,31 @@ impl Store {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// The grace of connection number `conn` passed: the instance `key` goes if its latest
+    /// token still came over it.
+    fn connection_gone(&mut self, key: &super::Key, conn: u32) {
+        let Some(entry) = self
+            .services
+            .get(&key.0)
+            .and_then(|s| s.live(&key.1))
+            .filter(|e| e.conn.load(Relaxed) == conn)
+            .cloned()
+        else {
+            return;
+        };
+        let facts = self.facts(&key.0, &key.1);
+        let outcome = merge::merge(self.mode, &facts, Input::ConnectionClosed);
+        if let Effect::Remove(cause) = outcome.effect {
+            self.remove(&entry, cause);
+            self.change_tombstone(
+                &key.0,
+                &key.1,
+                outcome.tombstone,
+                entry.ttl_ms.load(Relaxed),
+            );
         }
     }
 

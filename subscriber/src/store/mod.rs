@@ -3,7 +3,8 @@
 //! For each instance it keeps the live entry and the etcd registration (`service`), and
 //! beside them the tombstones of recent removals (moka: keyed, read on every token of an
 //! unknown instance, each with its own time to live) and the tokens held while their
-//! registration is awaited (`held`). Every input is judged by [`crate::merge::merge`]; the
+//! registration is awaited (`held`), and, with disconnect advisories, which connection carried
+//! each instance's latest token (`conns`). Every input is judged by [`crate::merge::merge`]; the
 //! store gathers the facts it needs and carries the outcome out (`carry`), nothing more.
 //!
 //! One task applies every change, so the per-service index and the expiry schedule can never
@@ -29,6 +30,9 @@ use crate::stats::Counters;
 use crate::view::{Clock, Snapshot, Views};
 
 mod carry;
+#[cfg(test)]
+mod conn_tests;
+mod conns;
 mod expiry;
 mod held;
 mod key_map;
@@ -39,6 +43,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+use conns::Conns;
 use held::HeldTokens;
 use key_map::KeyMap;
 use service::ServiceState;
@@ -105,6 +110,9 @@ pub(crate) struct Store {
     /// Keys recently warned of as announced by two processes at once.
     conflict_warned: Cache<Key, ()>,
     held: HeldTokens,
+    /// Which connection carried each instance's latest token; only with disconnect
+    /// advisories.
+    conns: Option<Conns>,
     /// Per key, the epoch it had in an etcd cluster that has since been replaced. Empty
     /// except after a cluster change.
     retired: KeyMap<u64>,
@@ -138,6 +146,7 @@ impl Store {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             held: HeldTokens::default(),
+            conns: None,
             retired: KeyMap::default(),
             views,
             clock,
@@ -150,6 +159,28 @@ impl Store {
 
     pub(crate) fn clock(&self) -> Arc<Clock> {
         self.clock.clone()
+    }
+
+    /// Follows which connection carries each instance, so that a closed connection removes
+    /// its instances after `grace` (see [`Store::connection_closed`]).
+    pub(crate) fn follow_connections(&mut self, grace: Duration) {
+        self.conns = Some(Conns::new(grace.as_millis() as u64));
+    }
+
+    /// A disconnect advisory said the host of connection `conn` closed it: once the grace
+    /// has passed, every instance whose latest token still came over it is removed. Returns
+    /// whether any instance came over it.
+    pub(crate) fn connection_closed(&mut self, conn: &str) -> bool {
+        let now = self.clock.now_ms();
+        self.conns.as_mut().is_some_and(|c| c.closed(conn, now))
+    }
+
+    /// A connection ended for a reason that says nothing of its instances' processes
+    /// (server shutdown, lame duck, stale connection): their TTL still decides.
+    pub(crate) fn connection_ended(&mut self, conn: &str) {
+        if let Some(c) = &mut self.conns {
+            c.ended(conn);
+        }
     }
 
     /// Applies one payload received on the announce subject of `subject_service`.

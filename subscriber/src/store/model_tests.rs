@@ -462,6 +462,7 @@ fn store_events(rx: &mut broadcast::Receiver<Event>) -> Vec<MEvent> {
                     RemovalCause::Goodbye => "goodbye",
                     RemovalCause::Deregistered => "deregistered",
                     RemovalCause::Fenced => "fenced",
+                    RemovalCause::Disconnected => "disconnected",
                 },
             ),
             Event::Lagged { .. } => unreachable!("the channel is large enough"),

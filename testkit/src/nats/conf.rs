@@ -1,5 +1,6 @@
 //! The `nats-server` config file generated from a [`super::NatsBuilder`]: server name, the
-//! `tls { .. }` and `cluster { .. }` blocks, then the caller's extra text.
+//! `tls { .. }` and `cluster { .. }` blocks, the accounts that deliver disconnect advisories,
+//! then the caller's extra text.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -34,9 +35,33 @@ impl NatsServer {
             let _ = writeln!(text, "  ]");
             let _ = writeln!(text, "}}");
         }
+        if self.opts.advisories {
+            text.push_str(&advisory_accounts(super::ADVISORY_SUBJECT));
+        }
         text.push_str(&self.opts.extra_config);
         text
     }
+}
+
+/// Accounts that deliver disconnect advisories to clients: the system account `SYS` exports
+/// the `APP` account's `DISCONNECT` stream, `APP` imports it as `subject`, and clients that
+/// give no credentials are `APP`'s. The README shows this text.
+pub fn advisory_accounts(subject: &str) -> String {
+    format!(
+        r#"accounts {{
+  SYS {{
+    users: [{{user: sys, password: sys}}]
+    exports: [{{stream: "$SYS.ACCOUNT.APP.DISCONNECT"}}]
+  }}
+  APP {{
+    users: [{{user: app, password: app}}]
+    imports: [{{stream: {{account: SYS, subject: "$SYS.ACCOUNT.APP.DISCONNECT"}}, to: "{subject}"}}]
+  }}
+}}
+system_account: SYS
+no_auth_user: app
+"#
+    )
 }
 
 fn quote(s: &str) -> String {
