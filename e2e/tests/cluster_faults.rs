@@ -2,14 +2,17 @@
 //! there to absorb:
 //! - the NATS node the announcers use dies: they move to another node, their tokens keep
 //!   coming, and no subscriber (each on another node) drops them;
+//! - the same node is restarted in lame-duck mode: it closes every announcer's connection
+//!   (advisories say `Server Shutdown`), they move, and nothing is removed;
 //! - the etcd leader dies: no registration is lost, epochs stay, keep-alives go on after the
 //!   election, and the subscribers' watches keep delivering;
 //! - both at once, with an announcer crashing meanwhile: once every killed process is back,
 //!   every subscriber lists exactly the live instances, each added once, and the crashed one
-//!   is gone after its TTL and stays gone.
+//!   is gone (its connection closed: within its TTL) and stays gone.
 //!
 //! Each client lists its preferred node first with `retain_servers_order`, the other nodes
-//! after it for failover.
+//! after it for failover. The servers publish disconnect advisories and every subscriber
+//! follows them: none of these faults may read as a crash.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,7 +22,7 @@ use herald_announcer::{Announcer, AnnouncerBuilder, AnnouncerHandle};
 use herald_e2e::{etcd, etcd_client, eventually, init_tracing, is_added, is_removed, prefix};
 use herald_shared::{NatsConfig, Subjects};
 use herald_subscriber::{Event, EventStream, RemovalCause, Subscriber};
-use herald_testkit::{EtcdCluster, NatsCluster, http};
+use herald_testkit::{ADVISORY_SUBJECT, EtcdCluster, NatsCluster, http};
 
 const SVC: &str = "svc";
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -27,6 +30,9 @@ const TTL: Duration = Duration::from_millis(1_000);
 /// Long enough that an election (500 ms timeout here) and a loaded machine cannot lose it;
 /// renewed every 2 s.
 const LEASE_TTL: Duration = Duration::from_secs(6);
+/// nats-server 2.9's shortest lame-duck mode: clients are closed from 1 s on, at most 1 s
+/// apart.
+const LAME_DUCK: &str = "lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"";
 /// The node the announcers connect to (the one killed); subscribers use the others.
 const ANNOUNCER_NODE: usize = 0;
 
@@ -40,7 +46,10 @@ struct Clusters {
 impl Clusters {
     async fn start(test: &str) -> Clusters {
         let started = Instant::now();
-        let (nats, etcd) = tokio::join!(NatsCluster::start(3), EtcdCluster::start(3));
+        let (nats, etcd) = tokio::join!(
+            NatsCluster::start_with(3, |b| b.advisories().config(LAME_DUCK)),
+            EtcdCluster::start(3)
+        );
         eprintln!("{test}: clusters formed in {:?}", started.elapsed());
         Clusters {
             nats,
@@ -83,6 +92,7 @@ impl Clusters {
             .nats(self.preferring(node, &format!("sub-n{node}")))
             .etcd(etcd(&self.etcd.endpoints()))
             .prefix(&self.prefix)
+            .disconnect_advisories(ADVISORY_SUBJECT)
             .start()
             .await
             .expect("subscriber starts");
@@ -295,6 +305,59 @@ async fn announcers_move_to_another_nats_node_and_no_subscriber_drops_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lame_duck_restart_of_the_announcers_node_removes_nothing() {
+    init_tracing();
+    let mut c = Clusters::start("lameduck").await;
+    let subs = [c.subscriber(1).await, c.subscriber(2).await];
+    let mut events: Vec<EventStream> = subs.iter().map(Subscriber::events).collect();
+    let ids = ["l0", "l1", "l2"];
+    let announcers = start_all(&c, &ids).await;
+    for sub in &subs {
+        lists_exactly(sub, &ids, "every announcer listed").await;
+    }
+
+    let began = Instant::now();
+    c.nats
+        .node(ANNOUNCER_NODE)
+        .lame_duck(Duration::from_secs(20))
+        .await;
+    let left = began.elapsed();
+    eventually(
+        Duration::from_secs(10),
+        "every announcer reconnected",
+        || announcers.iter().all(|a| a.stats().reconnects >= 1),
+    )
+    .await;
+    c.assert_on(&[1, 2], &ids, "after lame-duck mode").await;
+    for sub in &subs {
+        eventually(
+            Duration::from_secs(10),
+            "the closed connections were reported to the subscriber",
+            || sub.stats().disconnect_advisories >= 1,
+        )
+        .await;
+    }
+    c.nats.node(ANNOUNCER_NODE).restart().await;
+    c.nats.wait_for_routes().await;
+    // A grace and a TTL after the last close: a false removal would have happened by now.
+    let settled: Vec<_> = subs.iter().map(seqs).collect();
+    tokio::time::sleep(TTL + Duration::from_millis(500)).await;
+    for ((sub, events), before) in subs.iter().zip(&mut events).zip(&settled) {
+        lists_exactly(sub, &ids, "the same three listed throughout").await;
+        assert!(advanced(sub, before), "tokens keep coming: {:?}", seqs(sub));
+        let removed = removals(&drain(events));
+        assert!(
+            removed.is_empty(),
+            "a server leaving in lame-duck mode is no crash of its clients: {removed:?}"
+        );
+        let stats = sub.stats();
+        assert_eq!(stats.added, 3, "each instance added once: {stats:?}");
+        assert_eq!(stats.disconnections, 0, "{stats:?}");
+    }
+    eprintln!("lameduck: the node closed its clients and left in {left:?}; nothing was removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_leader_dies_and_no_registration_is_lost() {
     init_tracing();
     let mut c = Clusters::start("leader").await;
@@ -444,7 +507,7 @@ async fn after_both_faults_heal_every_subscriber_converges_without_zombies() {
                 .await
                 .unwrap_or_else(|_| panic!("subscriber {i}: doomed not expired; saw {seen:?}"))
                 .expect("event stream open");
-            let gone = is_removed(&e, "doomed", RemovalCause::Expired);
+            let gone = is_removed(&e, "doomed", RemovalCause::Disconnected);
             seen.push(e);
             if gone {
                 return (i, crashed.elapsed(), seen);
@@ -458,8 +521,9 @@ async fn after_both_faults_heal_every_subscriber_converges_without_zombies() {
             "subscriber {i}: only the crashed instance leaves: {seen:?}"
         );
         assert!(
-            gone >= TTL - INTERVAL * 2,
-            "subscriber {i}: the crashed instance left {gone:?} after the crash, before its TTL"
+            gone < TTL,
+            "subscriber {i}: the crashed instance's connection closed, yet it left only {gone:?} \
+             after the crash, not before its TTL"
         );
         expiry.push(gone);
     }
@@ -507,12 +571,13 @@ async fn after_both_faults_heal_every_subscriber_converges_without_zombies() {
         );
         assert_eq!(
             (
+                stats.disconnections,
                 stats.expirations,
                 stats.goodbyes,
                 stats.deregistrations,
                 stats.fenced
             ),
-            (1, 0, 0, 0),
+            (1, 0, 0, 0, 0),
             "subscriber {i}: only the crash removed anything: {stats:?}"
         );
         let rest = drain(events);
@@ -546,7 +611,7 @@ async fn after_both_faults_heal_every_subscriber_converges_without_zombies() {
         Some(late.epoch())
     );
     eprintln!(
-        "converge: crashed instance expired {expiry:?} after the crash (per subscriber); \
+        "converge: crashed instance removed {expiry:?} after the crash (per subscriber); \
          both faults healed {healed:?} after the kills; its key went {key_gone:?} after the \
          crash; the late start() took {late_start:?}"
     );

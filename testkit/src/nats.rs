@@ -249,6 +249,29 @@ impl NatsServer {
         }
     }
 
+    /// Lame-duck mode (`nats-server --signal ldm`, SIGUSR2): the server stops accepting
+    /// clients, closes its clients one by one (they reconnect elsewhere), then exits. Waits up
+    /// to `within` for the exit; panics otherwise. nats-server 2.9 spreads the closes over
+    /// `lame_duck_duration` (at least 30 s) after `lame_duck_grace_period`, at most 1 s apart:
+    /// configure both (see [`NatsBuilder::config`]) to keep this short.
+    pub async fn lame_duck(&mut self, within: Duration) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        child
+            .signal(rustix::process::Signal::USR2.as_raw())
+            .expect("signal nats-server");
+        let pid = child.pid();
+        let status = child.wait_exit(within).await;
+        assert!(
+            status.is_some(),
+            "nats-server (pid {pid}) still runs {within:?} after lame-duck mode began:\n{}",
+            self.log_tail()
+        );
+        self.child = None;
+        tracing::info!(port = self.port, pid, "nats-server left in lame-duck mode");
+    }
+
     /// SIGTERM, then waits for exit (SIGKILL after 5 s).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
