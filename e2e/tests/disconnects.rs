@@ -1,0 +1,229 @@
+//! A crash seen as a closed connection (DESIGN.md): with a server that publishes disconnect
+//! advisories and a subscriber that follows them, a killed announcer process is removed as
+//! `disconnected` long before its TTL; a hung one (SIGSTOP, socket open) still waits for its
+//! TTL; a graceful stop is still a goodbye; one process that carried many announcers on one
+//! connection takes all of them, and only them. Without advisories in the server, the
+//! subscriber says so.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald_e2e::{etcd, init_tracing, is_added, is_removed, nats, prefix, wait_event};
+use herald_subscriber::{Event, EventStream, RemovalCause, Subscriber};
+use herald_testkit::{ADVISORY_SUBJECT, ChildGuard, EtcdServer, NatsServer, spawn_guarded};
+
+const INTERVAL: Duration = Duration::from_millis(300);
+/// Long next to the grace (200 ms), so that "well inside one TTL" means something.
+const TTL: Duration = Duration::from_secs(3);
+
+async fn subscriber(nats_url: &str, prefix: &str, etcd_endpoints: Option<&[String]>) -> Subscriber {
+    let mut b = Subscriber::builder()
+        .nats(nats(nats_url))
+        .prefix(prefix)
+        .disconnect_advisories(ADVISORY_SUBJECT);
+    if let Some(endpoints) = etcd_endpoints {
+        b = b.etcd(etcd(endpoints));
+    }
+    b.start().await.expect("subscriber starts")
+}
+
+/// Starts `announce_child` (or `register_child` with etcd) and waits for its `ready` line.
+async fn child(args: Vec<String>, registered: bool) -> ChildGuard {
+    let bin = if registered {
+        env!("CARGO_BIN_EXE_register_child")
+    } else {
+        env!("CARGO_BIN_EXE_announce_child")
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdout(Stdio::piped());
+    let mut child = spawn_guarded(cmd);
+    let stdout = child.child_mut().stdout.take().expect("piped stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("reader task")
+    .expect("child stdout");
+    assert!(line.starts_with("ready"), "child printed {line:?}");
+    child
+}
+
+fn announce_args(url: &str, prefix: &str, id: &str, count: usize) -> Vec<String> {
+    vec![
+        url.to_owned(),
+        prefix.to_owned(),
+        "svc".into(),
+        id.to_owned(),
+        INTERVAL.as_millis().to_string(),
+        TTL.as_millis().to_string(),
+        count.to_string(),
+    ]
+}
+
+async fn added(events: &mut EventStream, id: &str) {
+    wait_event(
+        events,
+        Duration::from_secs(5),
+        &format!("Added({id})"),
+        |e| is_added(e, id),
+    )
+    .await;
+}
+
+/// Waits for the removal of `id` and returns it with how long after `since` it came;
+/// panics on any other removal.
+async fn removal(events: &mut EventStream, id: &str, since: Instant) -> (RemovalCause, Duration) {
+    let e = wait_event(
+        events,
+        TTL + Duration::from_secs(3),
+        &format!("Removed({id})"),
+        |e| matches!(e, Event::Removed { .. }),
+    )
+    .await;
+    match e {
+        Event::Removed { instance, cause } if instance.id() == id => (cause, since.elapsed()),
+        other => panic!("expected the removal of {id}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_is_removed_when_its_connection_closes() {
+    init_tracing();
+    let nats_server = NatsServer::builder().advisories().start().await;
+    let etcd_server = EtcdServer::start().await;
+    let endpoints = etcd_server.endpoints();
+    let prefix = prefix("killed");
+    let sub = subscriber(&nats_server.url(), &prefix, Some(&endpoints)).await;
+    let mut events = sub.events();
+    let mut c = child(
+        vec![
+            nats_server.url(),
+            endpoints.join(","),
+            prefix.clone(),
+            "svc".into(),
+            "k".into(),
+            INTERVAL.as_millis().to_string(),
+            TTL.as_millis().to_string(),
+            "30".into(),
+        ],
+        true,
+    )
+    .await;
+    added(&mut events, "k").await;
+    // A full token went out over the child's connection: the subscriber knows it.
+    herald_e2e::eventually(Duration::from_secs(5), "a token after the first", || {
+        sub.get("svc", "k").is_some_and(|i| i.is_confirmed())
+    })
+    .await;
+
+    let killed = Instant::now();
+    c.kill();
+    let (cause, after) = removal(&mut events, "k", killed).await;
+    assert_eq!(cause, RemovalCause::Disconnected);
+    assert!(
+        after < TTL / 2,
+        "a killed process goes when its connection closes, well inside its TTL ({TTL:?}): \
+         took {after:?}"
+    );
+    let stats = sub.stats();
+    assert_eq!(
+        (stats.disconnections, stats.expirations),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(stats.connections_closed >= 1, "{stats:?}");
+    eprintln!("killed: removed {after:?} after kill -9 (TTL {TTL:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_process_waits_for_its_ttl_and_a_graceful_stop_is_a_goodbye() {
+    init_tracing();
+    let server = NatsServer::builder().advisories().start().await;
+    let prefix = prefix("hung");
+    let sub = subscriber(&server.url(), &prefix, None).await;
+    let mut events = sub.events();
+    let mut hung = child(announce_args(&server.url(), &prefix, "h", 1), false).await;
+    added(&mut events, "h").await;
+    let mut polite = child(announce_args(&server.url(), &prefix, "p", 1), false).await;
+    added(&mut events, "p").await;
+
+    let stopped = Instant::now();
+    hung.signal(rustix::process::Signal::STOP.as_raw())
+        .expect("SIGSTOP");
+    let (cause, after) = removal(&mut events, "h", stopped).await;
+    hung.kill();
+    assert_eq!(
+        cause,
+        RemovalCause::Expired,
+        "a hung process keeps its connection open: only its TTL finds it"
+    );
+    assert!(
+        after >= TTL - INTERVAL * 2,
+        "a hung process is removed by its TTL ({TTL:?}), not sooner: took {after:?}"
+    );
+
+    let asked = Instant::now();
+    polite
+        .signal(rustix::process::Signal::TERM.as_raw())
+        .expect("SIGTERM");
+    let (cause, _) = removal(&mut events, "p", asked).await;
+    assert_eq!(cause, RemovalCause::Goodbye);
+    polite.wait_exit(Duration::from_secs(5)).await;
+    // Its closed connection comes after the goodbye and removes nothing more.
+    herald_e2e::eventually(Duration::from_secs(5), "both advisories read", || {
+        sub.stats().connections_closed >= 2
+    })
+    .await;
+    let stats = sub.stats();
+    assert_eq!(
+        (stats.disconnections, stats.expirations, stats.goodbyes),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_of_many_announcers_takes_all_of_them_and_only_them() {
+    init_tracing();
+    let server = NatsServer::builder().advisories().start().await;
+    let prefix = prefix("fleet");
+    let sub = subscriber(&server.url(), &prefix, None).await;
+    let mut events = sub.events();
+    let mut fleet = child(announce_args(&server.url(), &prefix, "f", 20), false).await;
+    let _other = child(announce_args(&server.url(), &prefix, "solo", 1), false).await;
+    herald_e2e::eventually(Duration::from_secs(5), "21 instances listed", || {
+        sub.instances("svc").len() == 21
+    })
+    .await;
+
+    let killed = Instant::now();
+    fleet.kill();
+    let mut gone = Vec::new();
+    while gone.len() < 20 {
+        let e = wait_event(&mut events, TTL, "the fleet's removals", |e| {
+            matches!(e, Event::Removed { .. })
+        })
+        .await;
+        if let Event::Removed { instance, cause } = e {
+            assert_eq!(cause, RemovalCause::Disconnected, "{}", instance.id());
+            gone.push(instance.id().to_owned());
+        }
+    }
+    let after = killed.elapsed();
+    gone.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    want.sort();
+    assert_eq!(gone, want, "every announcer of the killed connection, once");
+    assert!(after < TTL / 2, "all gone in {after:?}");
+    assert_eq!(sub.instances("svc").ids(), ["solo"]);
+    assert!(
+        !std::iter::from_fn(
+            || futures::FutureExt::now_or_never(futures::StreamExt::next(&mut events)).flatten()
+        )
+        .any(|e| is_removed(&e, "solo", RemovalCause::Disconnected)),
+        "the other process's instance stays"
+    );
+    eprintln!("fleet: 20 announcers on one connection removed {after:?} after kill -9");
+}
