@@ -358,6 +358,76 @@ async fn nats_permissions_keep_a_client_without_publish_rights_from_injecting_an
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_accounts_deliver_a_dead_announcers_disconnect_to_the_subscriber_user() {
+    let _serial = SERIAL.lock().await;
+    init_tracing();
+    let prefix = prefix("nats_advisories");
+    let block = readme_block("HERALD_ANNOUNCER = {");
+    let config = block.replace("\"herald.", &format!("\"{prefix}."));
+    assert!(
+        config.contains("system_account")
+            && config.contains(&format!("\"{prefix}.sys.disconnect\"")),
+        "README's advisory accounts have an unexpected shape:\n{block}"
+    );
+    let server = NatsServer::builder()
+        .config(format!(
+            "HERALD_SYSTEM_PASSWORD: \"system-pw\"\nHERALD_ANNOUNCER_PASSWORD: \"announcer-pw\"\n\
+             HERALD_SUBSCRIBER_PASSWORD: \"subscriber-pw\"\n{config}"
+        ))
+        .start()
+        .await;
+    let login = |user: &str| {
+        let mut config = nats(&server.url());
+        config.auth = NatsAuth::UserPassword {
+            user: user.into(),
+            password: format!("{user}-pw"),
+        };
+        config
+    };
+    let sub = Subscriber::builder()
+        .nats(login("subscriber"))
+        .prefix(&prefix)
+        .disconnect_advisories(format!("{prefix}.sys.disconnect"))
+        .start()
+        .await
+        .expect("the subscriber starts with the documented permissions");
+    eventually(EVENT_WAIT, "the start-up check's own advisory", || {
+        sub.stats().disconnect_advisories >= 1
+    })
+    .await;
+    let mut events = sub.events();
+    let announcer = Announcer::builder("svc", "127.0.0.1:9000")
+        .nats(login("announcer"))
+        .prefix(&prefix)
+        .instance("mortal")
+        .interval(INTERVAL)
+        .start()
+        .await
+        .expect("the announcer starts with the documented permissions");
+    wait_event(&mut events, EVENT_WAIT, "Added(mortal)", |e| {
+        is_added(e, "mortal")
+    })
+    .await;
+    // Dropped without shutdown: no goodbye, and its own connection closes.
+    drop(announcer);
+    wait_event(
+        &mut events,
+        EVENT_WAIT,
+        "Removed(mortal, disconnected)",
+        |e| {
+            matches!(e, Event::Removed { instance, cause }
+            if instance.id() == "mortal" && *cause == herald_subscriber::RemovalCause::Disconnected)
+        },
+    )
+    .await;
+    assert!(
+        !server.log_tail().contains("Violation"),
+        "no permission is missing:\n{}",
+        server.log_tail()
+    );
+}
+
 /// README.md's NATS permissions for `prefix`, with the passwords `{user}-pw` and one more
 /// user, `rogue`, with the subscriber's permissions.
 fn permissions_config(prefix: &str) -> String {
