@@ -1,9 +1,12 @@
 //! Herald's live demo: a few services announce with shifting load, and a subscriber prints
-//! its live table while the demo scales out, crashes one instance (it disappears after its
-//! TTL) and stops another gracefully (it disappears at once).
+//! its live table while the demo scales out, crashes one instance (its connection closes: it
+//! disappears within a quarter of a second) next to one that hangs (its connection stays
+//! open: it disappears after its TTL), and stops another gracefully (it disappears at once).
 //!
-//! Uses `HERALD_NATS_URL` and `HERALD_ETCD_ENDPOINTS` when set; otherwise starts a local
-//! `nats-server` and `etcd` on free ports and stops them on exit. `HERALD_DEMO_SECONDS`
+//! Uses `HERALD_NATS_URL` and `HERALD_ETCD_ENDPOINTS` when set (and
+//! `HERALD_NATS_ADVISORIES`, the subject of the server's disconnect advisories, if it has
+//! them); otherwise starts a local `nats-server` (with advisories) and `etcd` on free ports and
+//! stops them on exit. `HERALD_DEMO_SECONDS`
 //! bounds the run (default: until Ctrl-C or SIGTERM, after which the announcers say goodbye,
 //! the subscriber stops, then the local servers; a second Ctrl-C quits at once).
 
@@ -15,7 +18,7 @@ use futures::StreamExt;
 use herald_announcer::{Announcer, AnnouncerHandle};
 use herald_shared::{EtcdConfig, NatsConfig};
 use herald_subscriber::{Event, Subscriber};
-use herald_testkit::{EtcdServer, NatsServer};
+use herald_testkit::{ADVISORY_SUBJECT, EtcdServer, NatsServer};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -40,13 +43,19 @@ async fn main() -> anyhow::Result<()> {
 
     // The local servers run in process groups of their own (the test kit starts them so): a
     // terminal's Ctrl-C reaches only this process, which stops them after its own shutdown.
-    let (mut local_nats, url) = match std::env::var("HERALD_NATS_URL") {
-        Ok(url) if !url.is_empty() => (None, url),
+    let (mut local_nats, url, advisories) = match std::env::var("HERALD_NATS_URL") {
+        Ok(url) if !url.is_empty() => (
+            None,
+            url,
+            std::env::var("HERALD_NATS_ADVISORIES")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        ),
         _ => {
-            let server = NatsServer::start().await;
+            let server = NatsServer::builder().advisories().start().await;
             let url = server.url();
-            println!("started a local nats-server at {url}");
-            (Some(server), url)
+            println!("started a local nats-server at {url} (with disconnect advisories)");
+            (Some(server), url, Some(ADVISORY_SUBJECT.to_owned()))
         }
     };
     let (mut local_etcd, endpoints) = match std::env::var("HERALD_ETCD_ENDPOINTS") {
@@ -58,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             (Some(server), endpoint)
         }
     };
-    let outcome = run(&url, &endpoints, limit, stop).await;
+    let outcome = run(&url, &endpoints, advisories, limit, stop).await;
     if let Some(nats) = &mut local_nats {
         nats.stop().await;
     }
@@ -97,28 +106,42 @@ fn stop_on_signal() -> std::io::Result<watch::Receiver<bool>> {
 async fn run(
     url: &str,
     endpoints: &str,
+    advisories: Option<String>,
     limit: Option<Duration>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let nats = NatsConfig::new(url.split(',').map(str::to_owned));
     let etcd = EtcdConfig::new(endpoints.split(',').map(str::to_owned));
+    // Announcers that share this connection outlive any one of them: one that stops sending
+    // while it stays open is what a hung process looks like.
+    let (shared, _events) = nats.connect().await?;
 
-    let subscriber = Subscriber::builder()
-        .nats(nats.clone())
-        .etcd(etcd.clone())
-        .start()
-        .await?;
+    let mut builder = Subscriber::builder().nats(nats.clone()).etcd(etcd.clone());
+    if let Some(subject) = &advisories {
+        builder = builder.disconnect_advisories(subject);
+    }
+    let subscriber = builder.start().await?;
     let mut events = subscriber.events();
     let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    // When each silent instance stopped, to show how long its removal took.
+    let stopped: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
     {
         let log = log.clone();
+        let stopped = stopped.clone();
         tokio::spawn(async move {
             while let Some(e) = events.next().await {
                 let line = match e {
                     Event::Added(i) => format!("+ {}/{} at {}", i.service(), i.id(), i.addr()),
                     Event::Removed { instance, cause } => {
+                        let after = stopped
+                            .lock()
+                            .unwrap()
+                            .remove(instance.id())
+                            .map_or(String::new(), |at| {
+                                format!(", {:.2} s after", at.elapsed().as_secs_f64())
+                            });
                         format!(
-                            "- {}/{} ({})",
+                            "- {}/{} ({}{after})",
                             instance.service(),
                             instance.id(),
                             cause.as_str()
@@ -135,9 +158,15 @@ async fn run(
     }
 
     let mut running: BTreeMap<String, AnnouncerHandle> = BTreeMap::new();
+    // The instances on the shared connection (the others own theirs).
+    let mut on_shared: Vec<String> = Vec::new();
     for (service, n) in [("billing", 2), ("search", 3), ("auth", 1)] {
         for i in 0..n {
-            let (id, a) = announce(&nats, &etcd, service, i).await?;
+            let conn = (service == "search" && i == 1).then_some(&shared);
+            let (id, a) = announce(&nats, conn, &etcd, service, i).await?;
+            if conn.is_some() {
+                on_shared.push(id.clone());
+            }
             running.insert(id, a);
         }
     }
@@ -158,15 +187,37 @@ async fn run(
         }
         match step % 15 {
             4 => {
-                let (id, a) = announce(&nats, &etcd, "search", 3 + step).await?;
+                // The scaled-out instance hangs later: it shares the connection.
+                let (id, a) = announce(&nats, Some(&shared), &etcd, "search", 3 + step).await?;
                 narration = format!("scale-out: {id} joins and is listed at once");
+                on_shared.push(id.clone());
                 running.insert(id, a);
             }
             8 => {
-                if let Some(id) = running.keys().find(|k| k.starts_with("search")).cloned() {
+                let own = |k: &&String| k.starts_with("search") && !on_shared.contains(k);
+                let crashed = running.keys().find(own).cloned();
+                let hung = on_shared.iter().find(|k| running.contains_key(*k)).cloned();
+                let mut said = Vec::new();
+                if let Some(id) = crashed {
+                    // Its own connection closes with it, as a killed process's does.
+                    stopped.lock().unwrap().insert(id.clone(), Instant::now());
                     drop(running.remove(&id));
-                    narration =
-                        format!("crash: {id} stops silently; it goes after its {TTL:?} TTL");
+                    said.push(if advisories.is_some() {
+                        format!("{id} crashes: its connection closes, so it goes at once")
+                    } else {
+                        format!("{id} crashes: it goes after its {TTL:?} TTL (no advisories)")
+                    });
+                }
+                if let Some(id) = hung {
+                    stopped.lock().unwrap().insert(id.clone(), Instant::now());
+                    drop(running.remove(&id));
+                    on_shared.retain(|k| *k != id);
+                    said.push(format!(
+                        "{id} hangs with its connection open: it goes after its {TTL:?} TTL"
+                    ));
+                }
+                if !said.is_empty() {
+                    narration = said.join("; ");
                 }
             }
             12 => {
@@ -176,7 +227,7 @@ async fn run(
                 }
             }
             14 => {
-                let (id, a) = announce(&nats, &etcd, "billing", 100 + step).await?;
+                let (id, a) = announce(&nats, None, &etcd, "billing", 100 + step).await?;
                 narration = format!("{id} replaces the stopped billing instance");
                 running.insert(id, a);
             }
@@ -212,15 +263,21 @@ async fn run(
     Ok(())
 }
 
+/// Starts an announcer on its own connection, or on `shared`.
 async fn announce(
     nats: &NatsConfig,
+    shared: Option<&async_nats::Client>,
     etcd: &EtcdConfig,
     service: &str,
     n: u32,
 ) -> anyhow::Result<(String, AnnouncerHandle)> {
     let id = format!("{service}-{n}");
-    let a = Announcer::builder(service, format!("127.0.0.1:{}", 8000 + n))
-        .nats(nats.clone())
+    let builder = Announcer::builder(service, format!("127.0.0.1:{}", 8000 + n));
+    let builder = match shared {
+        Some(client) => builder.client(client.clone()),
+        None => builder.nats(nats.clone()),
+    };
+    let a = builder
         .etcd(etcd.clone())
         .instance(id.clone())
         .interval(INTERVAL)

@@ -38,10 +38,11 @@ pub(crate) fn render(subscriber: &Subscriber, narration: &str, log: &[String]) {
     }
     let stats = subscriber.stats();
     out.push_str(&format!(
-        "\nnow: {narration}\nrecent: {}\n\naccepted {}  rejected {}  expired {}  goodbyes {}  lost {}  p99 visible <= {} ms\n",
+        "\nnow: {narration}\nrecent: {}\n\naccepted {}  rejected {}  disconnected {}  expired {}  goodbyes {}  lost {}  p99 visible <= {} ms\n",
         log.join("  |  "),
         stats.accepted,
         stats.rejected_total(),
+        stats.disconnections,
         stats.expirations,
         stats.goodbyes,
         stats.tokens_lost,
