@@ -227,3 +227,118 @@ async fn one_connection_of_many_announcers_takes_all_of_them_and_only_them() {
     );
     eprintln!("fleet: 20 announcers on one connection removed {after:?} after kill -9");
 }
+
+/// The next advisory on `sub` for a connection named `name`, as JSON text.
+async fn advisory_for(sub: &mut async_nats::Subscriber, name: &str) -> String {
+    let wait = async {
+        loop {
+            let msg = futures::StreamExt::next(sub)
+                .await
+                .expect("advisories open");
+            let text = String::from_utf8_lossy(&msg.payload).into_owned();
+            if text.contains(&format!("\"name\":\"{name}\"")) {
+                return text;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no advisory for {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_with_unread_data_in_its_socket_is_removed_too() {
+    init_tracing();
+    let server = NatsServer::builder().advisories().start().await;
+    let prefix = prefix("unread");
+    let sub = subscriber(&server.url(), &prefix, None).await;
+    let mut events = sub.events();
+    let raw = async_nats::connect(server.url()).await.expect("connect");
+    let mut advisories = raw.subscribe(ADVISORY_SUBJECT).await.expect("subscribe");
+    raw.flush().await.expect("flush");
+    let mut c = child(announce_args(&server.url(), &prefix, "u", 1), false).await;
+    added(&mut events, "u").await;
+
+    // Stopped, it reads nothing: probes (which it subscribes to) pile up in its socket.
+    c.signal(rustix::process::Signal::STOP.as_raw())
+        .expect("SIGSTOP");
+    let probe = herald_shared::Subjects::new(&prefix).unwrap().probe("svc");
+    let filler = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
+    for _ in 0..256 {
+        raw.publish(probe.clone(), filler.clone())
+            .await
+            .expect("publish");
+    }
+    raw.flush().await.expect("flush");
+    let killed = Instant::now();
+    c.kill();
+    let (cause, after) = removal(&mut events, "u", killed).await;
+    let advisory = advisory_for(&mut advisories, "herald svc/u").await;
+    assert!(
+        advisory.contains("\"reason\":\"Read Error\"")
+            || advisory.contains("\"reason\":\"Write Error\"")
+            || advisory.contains("\"reason\":\"Client Closed\""),
+        "{advisory}"
+    );
+    assert_eq!(cause, RemovalCause::Disconnected, "advisory: {advisory}");
+    assert!(after < TTL / 2, "took {after:?}");
+    eprintln!(
+        "unread: removed {after:?} after kill -9; the server said {}",
+        advisory
+            .split("\"reason\":")
+            .nth(1)
+            .unwrap_or("?")
+            .trim_end_matches('}')
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_keeps_its_instances() {
+    init_tracing();
+    let server = NatsServer::builder().advisories().start().await;
+    let prefix = prefix("reconnect");
+    let sub = subscriber(&server.url(), &prefix, None).await;
+    let mut events = sub.events();
+    let client = async_nats::ConnectOptions::new()
+        .name("reconnecting")
+        .connect(server.url())
+        .await
+        .expect("connect");
+    let announcer = herald_announcer::Announcer::builder("svc", "127.0.0.1:9000")
+        .client(client.clone())
+        .prefix(&prefix)
+        .instance("r")
+        .interval(INTERVAL)
+        .ttl(TTL)
+        .start()
+        .await
+        .expect("announcer starts");
+    added(&mut events, "r").await;
+    let seq_before = sub.get("svc", "r").expect("listed").seq();
+
+    client.force_reconnect().await.expect("reconnect");
+    herald_e2e::eventually(
+        Duration::from_secs(5),
+        "the old connection's advisory",
+        || sub.stats().connections_closed >= 1,
+    )
+    .await;
+    herald_e2e::eventually(
+        Duration::from_secs(5),
+        "a token over the new connection",
+        || {
+            announcer.stats().reconnects >= 1
+                && sub.get("svc", "r").is_some_and(|i| i.seq() > seq_before)
+        },
+    )
+    .await;
+    // Past the grace, with room to spare: nothing was removed.
+    tokio::time::sleep(herald_subscriber::DEFAULT_DISCONNECT_GRACE * 3).await;
+    assert!(sub.get("svc", "r").is_some());
+    let stats = sub.stats();
+    assert_eq!(
+        (stats.disconnections, stats.added),
+        (0, 1),
+        "a reconnect is not a crash: {stats:?}"
+    );
+}
