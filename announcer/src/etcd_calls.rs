@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
 };
-use herald_shared::EtcdError;
+use herald_shared::{EtcdError, codec};
 
 use crate::error::{Error, ErrorKind};
 
@@ -70,6 +70,8 @@ pub(crate) enum Claim {
     Held {
         epoch: u64,
         lease: i64,
+        /// The holder's token TTL, from its registered value.
+        token_ttl: Option<Duration>,
         cluster_id: u64,
     },
 }
@@ -79,6 +81,20 @@ pub(crate) enum Claim {
 pub(crate) struct Holder {
     pub(crate) epoch: u64,
     pub(crate) lease: i64,
+    /// The token TTL its registered value names (`None` when the value is not a token).
+    pub(crate) token_ttl: Option<Duration>,
+}
+
+impl Holder {
+    fn of(kv: &KeyValue) -> Holder {
+        Holder {
+            epoch: kv.mod_revision().max(0) as u64,
+            lease: kv.lease(),
+            token_ttl: codec::decode(kv.value())
+                .ok()
+                .map(|t| Duration::from_millis(u64::from(t.ttl_ms))),
+        }
+    }
 }
 
 /// What one keep-alive learned.
@@ -214,13 +230,8 @@ impl Etcd {
         lease: i64,
         takeover: bool,
     ) -> Result<Claim, CallError> {
-        let put = TxnOp::put(
-            self.key.clone(),
-            value,
-            Some(PutOptions::new().with_lease(lease).with_prev_key()),
-        );
         let txn = if takeover {
-            Txn::new().and_then([put])
+            Txn::new().and_then([self.put(value, lease)])
         } else {
             Txn::new()
                 .when([Compare::create_revision(
@@ -228,9 +239,50 @@ impl Etcd {
                     CompareOp::Equal,
                     0,
                 )])
-                .and_then([put])
+                .and_then([self.put(value, lease)])
                 .or_else([TxnOp::get(self.key.clone(), None)])
         };
+        // One transaction: the compare saw the key, so the get does too.
+        self.settle(txn).await?.ok_or_else(|| {
+            CallError::Failed(EtcdError::unreachable(
+                "registration transaction answered neither way",
+            ))
+        })
+    }
+
+    /// Registers `value` under `lease` over the incarnation at `holder_epoch`, if the key is
+    /// still that one's; if the key is gone meanwhile, claims it as new.
+    pub(crate) async fn replace(
+        &self,
+        value: Vec<u8>,
+        lease: i64,
+        holder_epoch: u64,
+    ) -> Result<Claim, CallError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                holder_epoch as i64,
+            )])
+            .and_then([self.put(value.clone(), lease)])
+            .or_else([TxnOp::get(self.key.clone(), None)]);
+        match self.settle(txn).await? {
+            Some(claim) => Ok(claim),
+            None => self.claim(value, lease, false).await,
+        }
+    }
+
+    fn put(&self, value: Vec<u8>, lease: i64) -> TxnOp {
+        TxnOp::put(
+            self.key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(lease).with_prev_key()),
+        )
+    }
+
+    /// Runs a registration transaction: written (noting an incarnation it replaced), held by
+    /// the holder its `or_else` read, or `None` when its compare failed on an absent key.
+    async fn settle(&self, txn: Txn) -> Result<Option<Claim>, CallError> {
         let mut client = Client::clone(&self.client);
         let resp = self.bounded(client.txn(txn)).await?;
         let (epoch, cluster_id) = revision(resp.header());
@@ -242,19 +294,14 @@ impl Etcd {
                     "took over the registration of another incarnation"
                 );
             }
-            return Ok(Claim::Written { epoch, cluster_id });
+            return Ok(Some(Claim::Written { epoch, cluster_id }));
         }
-        match read(&resp) {
-            Some(h) => Ok(Claim::Held {
-                epoch: h.epoch,
-                lease: h.lease,
-                cluster_id,
-            }),
-            // One transaction: the compare saw the key, so the get does too.
-            None => Err(CallError::Failed(EtcdError::unreachable(
-                "registration transaction answered neither way",
-            ))),
-        }
+        Ok(read(&resp).map(|h| Claim::Held {
+            epoch: h.epoch,
+            lease: h.lease,
+            token_ttl: h.token_ttl,
+            cluster_id,
+        }))
     }
 
     /// Rewrites the key with `value` if it is still attached to `lease`; the new epoch, or
@@ -291,10 +338,7 @@ impl Etcd {
         let mut client = Client::clone(&self.client);
         let resp = self.bounded(client.get(self.key.clone(), None)).await?;
         let (rev, cluster) = revision(resp.header());
-        let holder = resp.kvs().first().map(|kv| Holder {
-            epoch: kv.mod_revision().max(0) as u64,
-            lease: kv.lease(),
-        });
+        let holder = resp.kvs().first().map(Holder::of);
         Ok((holder, rev, cluster))
     }
 
@@ -338,20 +382,14 @@ impl Etcd {
 
 fn previous(resp: &TxnResponse) -> Option<Holder> {
     resp.op_responses().into_iter().find_map(|op| match op {
-        TxnOpResponse::Put(p) => p.prev_key().map(|kv| Holder {
-            epoch: kv.mod_revision().max(0) as u64,
-            lease: kv.lease(),
-        }),
+        TxnOpResponse::Put(p) => p.prev_key().map(Holder::of),
         _ => None,
     })
 }
 
 fn read(resp: &TxnResponse) -> Option<Holder> {
     resp.op_responses().into_iter().find_map(|op| match op {
-        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| Holder {
-            epoch: kv.mod_revision().max(0) as u64,
-            lease: kv.lease(),
-        }),
+        TxnOpResponse::Get(g) => g.kvs().first().map(Holder::of),
         _ => None,
     })
 }

@@ -83,6 +83,7 @@ mod instance_id;
 mod messages;
 mod namesake;
 mod plan;
+mod predecessor;
 mod probes;
 mod reconnects;
 mod registrar;

@@ -17,6 +17,7 @@ use crate::error::{Error, ErrorKind};
 use crate::handle::{AnnouncerHandle, Registration};
 use crate::messages::Standing;
 use crate::plan::{Connection, Plan};
+use crate::predecessor::Predecessor;
 use crate::probes::ProbeFeed;
 use crate::registrar::{self, Links, Setup};
 use crate::schedule::{Schedule, Why};
@@ -100,10 +101,18 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
     let (registration, _standing_owner, abandon_within) = match etcd {
         Some(plan) => {
             let abandon_within = plan.timeout;
+            let predecessor = (!plan.takeover).then(|| Predecessor {
+                client: client.clone(),
+                announce: subjects.announce(&token.service),
+                probe: subjects.probe(&token.service),
+                service: token.service.clone(),
+                instance: token.instance.clone(),
+            });
             let setup = Setup {
                 key: subjects.key(&token.service, &token.instance),
                 plan,
                 lease_ttl: settings.lease_ttl,
+                predecessor,
             };
             let (rewrite, rewrites) = mpsc::channel(COMMAND_QUEUE);
             let (farewell, farewell_rx) = oneshot::channel();

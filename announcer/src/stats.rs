@@ -33,6 +33,9 @@ pub struct Stats {
     /// Times another process was heard announcing this instance id (checked once at start,
     /// without etcd; see the warning it logs).
     pub namesakes_heard: u64,
+    /// Registrations of `start()` that took the key over from a holder that sent no token
+    /// within its TTL when probed (a crashed predecessor whose lease had not expired yet).
+    pub silent_holders_replaced: u64,
 }
 
 /// The live counters, shared by the broadcast task (writer) and the handle (reader).
@@ -48,6 +51,7 @@ pub(crate) struct Counters {
     pub(crate) keep_alive_failures: AtomicU64,
     pub(crate) lease_losses: AtomicU64,
     pub(crate) namesakes_heard: AtomicU64,
+    pub(crate) silent_holders_replaced: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +71,7 @@ impl Counters {
             keep_alive_failures: self.keep_alive_failures.load(Ordering::Relaxed),
             lease_losses: self.lease_losses.load(Ordering::Relaxed),
             namesakes_heard: self.namesakes_heard.load(Ordering::Relaxed),
+            silent_holders_replaced: self.silent_holders_replaced.load(Ordering::Relaxed),
         }
     }
 }

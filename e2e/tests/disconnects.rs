@@ -30,6 +30,22 @@ async fn subscriber(nats_url: &str, prefix: &str, etcd_endpoints: Option<&[Strin
 
 /// Starts `announce_child` (or `register_child` with etcd) and waits for its `ready` line.
 async fn child(args: Vec<String>, registered: bool) -> ChildGuard {
+    child_ready(args, registered).await.0
+}
+
+/// Starts a `register_child` and returns it with the epoch its `ready` line names.
+async fn registered_child(args: Vec<String>) -> (ChildGuard, u64) {
+    let (child, line) = child_ready(args, true).await;
+    let epoch = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("ready line without an epoch: {line:?}"));
+    (child, epoch)
+}
+
+/// Starts a child and waits for its `ready` line, which it returns.
+async fn child_ready(args: Vec<String>, registered: bool) -> (ChildGuard, String) {
     let bin = if registered {
         env!("CARGO_BIN_EXE_register_child")
     } else {
@@ -47,7 +63,7 @@ async fn child(args: Vec<String>, registered: bool) -> ChildGuard {
     .expect("reader task")
     .expect("child stdout");
     assert!(line.starts_with("ready"), "child printed {line:?}");
-    child
+    (child, line)
 }
 
 fn announce_args(url: &str, prefix: &str, id: &str, count: usize) -> Vec<String> {
@@ -340,5 +356,85 @@ async fn a_client_that_reconnects_keeps_its_instances() {
         (stats.disconnections, stats.added),
         (0, 1),
         "a reconnect is not a crash: {stats:?}"
+    );
+}
+
+fn register_args(nats_url: &str, etcd: &[String], prefix: &str, id: &str) -> Vec<String> {
+    vec![
+        nats_url.to_owned(),
+        etcd.join(","),
+        prefix.to_owned(),
+        "svc".into(),
+        id.to_owned(),
+        INTERVAL.as_millis().to_string(),
+        TTL.as_millis().to_string(),
+        // The whole default lease: a refusal would last this long.
+        "30".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_same_id_takes_over_from_its_killed_predecessor() {
+    init_tracing();
+    let nats_server = NatsServer::builder().advisories().start().await;
+    let etcd_server = EtcdServer::start().await;
+    let endpoints = etcd_server.endpoints();
+    let prefix = prefix("restart");
+    let sub = subscriber(&nats_server.url(), &prefix, Some(&endpoints)).await;
+    let mut events = sub.events();
+    let args = register_args(&nats_server.url(), &endpoints, &prefix, "d0");
+    let (mut first, first_epoch) = registered_child(args.clone()).await;
+    added(&mut events, "d0").await;
+
+    // As a supervisor does: kill -9, then start again at once with the same id. The dead
+    // predecessor's lease holds the key for 30 s more.
+    first.kill();
+    let restarted = Instant::now();
+    let (_second, second_epoch) = registered_child(args).await;
+    let took = restarted.elapsed();
+    assert!(
+        second_epoch > first_epoch,
+        "the restart registers on a higher epoch: {first_epoch} then {second_epoch}"
+    );
+    assert!(
+        took >= TTL - INTERVAL && took < TTL + Duration::from_secs(5),
+        "registered after its silent predecessor's TTL ({TTL:?}), long before its lease \
+         (30 s): took {took:?}"
+    );
+    herald_e2e::eventually(Duration::from_secs(5), "the new incarnation listed", || {
+        sub.get("svc", "d0")
+            .is_some_and(|i| i.epoch() == second_epoch)
+    })
+    .await;
+    eprintln!("restart: registered {took:?} after kill -9 (token TTL {TTL:?}, lease 30 s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_id_of_a_live_holder_is_refused_at_once() {
+    init_tracing();
+    let nats_server = NatsServer::builder().advisories().start().await;
+    let etcd_server = EtcdServer::start().await;
+    let endpoints = etcd_server.endpoints();
+    let prefix = prefix("live-holder");
+    let args = register_args(&nats_server.url(), &endpoints, &prefix, "d1");
+    let (_first, first_epoch) = registered_child(args).await;
+
+    let asked = Instant::now();
+    let err = herald_announcer::Announcer::builder("svc", "127.0.0.1:9001")
+        .nats(nats(&nats_server.url()))
+        .etcd(etcd(&endpoints))
+        .prefix(&prefix)
+        .instance("d1")
+        .interval(INTERVAL)
+        .ttl(TTL)
+        .start()
+        .await
+        .expect_err("a live holder keeps its id");
+    let took = asked.elapsed();
+    assert_eq!(err.kind(), herald_announcer::ErrorKind::DuplicateInstance);
+    assert_eq!(err.holder_epoch(), Some(first_epoch));
+    assert!(
+        took < TTL,
+        "a live holder answers the probe at once: refused in {took:?}, not after its TTL"
     );
 }

@@ -16,7 +16,9 @@ use crate::error::{Duplicate, Error, ErrorKind};
 use crate::etcd_calls::{CallError, Claim, Etcd};
 use crate::messages::{FirstEpoch, SessionLease};
 use crate::plan::{EtcdConnection, EtcdPlan};
+use crate::predecessor::{Holder, Predecessor};
 use crate::session::Session;
+use crate::stats::Counters;
 
 /// Pauses before trying a registration call again: from about [`PAUSE_FIRST`], doubled after
 /// each try up to [`PAUSE_MAX`].
@@ -31,6 +33,9 @@ pub(crate) struct Setup {
     pub(crate) key: String,
     /// The TTL of an own lease (a session's lease has its own).
     pub(crate) lease_ttl: Duration,
+    /// Asks a holder of the key whether it lives, before the id is refused (not with
+    /// takeover, which replaces any holder).
+    pub(crate) predecessor: Option<Predecessor>,
 }
 
 /// The registration task: registers, tells `start()` the epoch (or the error) through
@@ -62,6 +67,7 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
         plan,
         key,
         lease_ttl,
+        predecessor,
     } = setup;
     let (client, session) = match plan.connection {
         EtcdConnection::Config(config) => (Arc::new(config.connect().await?), None),
@@ -76,7 +82,7 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
     // On a session, the lease is the session's: its TTL sets the pace.
     let lease_ttl = session.as_ref().map_or(lease_ttl, Session::ttl);
     let mut registrar = Registrar::new(etcd, session, lease_ttl, links);
-    registrar.claim_first(plan.takeover).await?;
+    registrar.claim_first(plan.takeover, predecessor).await?;
     // A call that outlasts the keep-alive period would put the lease at risk: from now on,
     // give up on it and retry instead.
     registrar.etcd.timeout = registrar.etcd.timeout.min(registrar.period);
@@ -89,15 +95,41 @@ impl Registrar {
     /// # Errors
     ///
     /// `EtcdUnreachable` or `EtcdAuth` when etcd cannot be used, `DuplicateInstance` when the
-    /// key is held (without takeover). An own lease is revoked on every error.
-    async fn claim_first(&mut self, takeover: bool) -> Result<(), Error> {
+    /// key is held by a live holder (without takeover); what NATS said when the holder could
+    /// not be asked. An own lease is revoked on every error.
+    async fn claim_first(
+        &mut self,
+        takeover: bool,
+        predecessor: Option<Predecessor>,
+    ) -> Result<(), Error> {
         let budget = self.etcd.timeout;
         let lease = match &self.session {
             Some(session) => session_lease(session, budget).await?,
             None => retried(budget, || self.etcd.grant(self.lease_ttl)).await?,
         };
         let value = value_of(&self.last_token.borrow());
-        let claim = retried(budget, || self.etcd.claim(value.clone(), lease, takeover)).await;
+        let mut claim = retried(budget, || self.etcd.claim(value.clone(), lease, takeover)).await;
+        if let Ok(Claim::Held {
+            epoch,
+            lease: held,
+            token_ttl,
+            ..
+        }) = claim
+            && held != lease
+            && let Some(predecessor) = predecessor
+        {
+            match self.ask(&predecessor, epoch, token_ttl).await {
+                Ok(Holder::Answered) => {}
+                Ok(Holder::Silent) => {
+                    claim =
+                        retried(budget, || self.etcd.replace(value.clone(), lease, epoch)).await;
+                    if let Ok(Claim::Written { .. }) = claim {
+                        Counters::bump(&self.counters.silent_holders_replaced);
+                    }
+                }
+                Err(e) => return Err(self.undo(lease, e).await),
+            }
+        }
         let failed = match claim {
             Ok(Claim::Written { epoch, cluster_id }) => {
                 self.first_registered(lease, epoch, cluster_id);
@@ -108,6 +140,7 @@ impl Registrar {
                 epoch,
                 lease: held,
                 cluster_id,
+                ..
             }) if held == lease && self.session.is_none() => {
                 self.first_registered(lease, epoch, cluster_id);
                 return Ok(());
@@ -124,6 +157,40 @@ impl Registrar {
                 e.into()
             }
         };
+        Err(self.undo(lease, failed).await)
+    }
+
+    /// Asks the holder of the key at `epoch` whether it lives, waiting up to its token TTL
+    /// (`token_ttl`, or this instance's own when its value does not say).
+    async fn ask(
+        &self,
+        predecessor: &Predecessor,
+        epoch: u64,
+        token_ttl: Option<Duration>,
+    ) -> Result<Holder, Error> {
+        let own = Duration::from_millis(u64::from(self.last_token.borrow().ttl_ms));
+        let ttl = token_ttl.unwrap_or(own);
+        tracing::info!(
+            holder_epoch = epoch,
+            ttl_ms = ttl.as_millis() as u64,
+            "the instance id is registered; probing its holder"
+        );
+        let holder = predecessor.ask(epoch, ttl).await?;
+        match holder {
+            Holder::Answered => tracing::debug!(holder_epoch = epoch, "the holder answered"),
+            Holder::Silent => tracing::warn!(
+                holder_epoch = epoch,
+                ttl_ms = ttl.as_millis() as u64,
+                "the holder sent no token within its TTL (a crashed predecessor); taking over \
+                 its registration"
+            ),
+        }
+        Ok(holder)
+    }
+
+    /// Gives up the registration `start()` failed with: revokes an own lease (a session's
+    /// stays); returns `failed`.
+    async fn undo(&self, lease: i64, failed: Error) -> Error {
         if self.session.is_none()
             && let Err(e) = self.etcd.revoke(lease).await
         {
@@ -133,7 +200,7 @@ impl Registrar {
                 "lease of a failed registration not revoked; it expires"
             );
         }
-        Err(failed)
+        failed
     }
 
     fn first_registered(&mut self, lease: i64, epoch: u64, cluster_id: u64) {

@@ -124,6 +124,7 @@ impl Registrar {
                 epoch,
                 lease: held,
                 cluster_id,
+                ..
             }) if held == lease => {
                 // Our earlier attempt landed; its answer was lost.
                 self.registered(lease, epoch, cluster_id);
