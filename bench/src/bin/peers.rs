@@ -15,11 +15,8 @@ use std::time::{Duration, Instant};
 use herald_bench::peers::servers::Servers;
 use herald_bench::peers::{Kind, Settings, quiet, report, scenario};
 
-/// Each cell waits for a spell this long without `rustc` or `cargo` on the machine ...
-const QUIET: Duration = Duration::from_secs(10);
-/// ... but no longer than this before it runs anyway.
-const QUIET_LIMIT: Duration = Duration::from_secs(90);
-/// A cell that overlapped a build is run again, up to this many times in all.
+/// A cell that overlapped a build is run again, up to this many times in all (each attempt
+/// first waits for the machine to be quiet: `quiet::gated`).
 const ATTEMPTS: usize = 3;
 
 fn main() {
@@ -72,31 +69,19 @@ async fn run(settings: Settings) {
     let mut outcomes = Vec::new();
     for &size in &settings.sizes {
         for &kind in &settings.kinds {
-            let mut outcome = None;
-            for attempt in 1..=ATTEMPTS {
-                if !quiet::wait_quiet(QUIET, QUIET_LIMIT).await {
+            let outcome = quiet::gated(
+                ATTEMPTS,
+                || {
                     println!(
-                        "  (no {QUIET:?} without a build within {QUIET_LIMIT:?}; running anyway)"
+                        "[{:>5.1} s] {} at {size} ...",
+                        began.elapsed().as_secs_f64(),
+                        kind.label()
                     );
-                }
-                println!(
-                    "[{:>5.1} s] {} at {size} ...",
-                    began.elapsed().as_secs_f64(),
-                    kind.label()
-                );
-                let run = scenario::run(kind, size, &settings).await;
-                let (clean, other) = (!run.disturbed(), run.load.other_cpu);
-                outcome = Some(run);
-                if clean {
-                    break;
-                }
-                println!(
-                    "  a build or other work ran meanwhile ({:.2} other cores; attempt {attempt} of \
-                     {ATTEMPTS})",
-                    other
-                );
-            }
-            let outcome = outcome.expect("at least one attempt");
+                    scenario::run(kind, size, &settings)
+                },
+                |run| run.disturbed().then_some(run.load.other_cpu),
+            )
+            .await;
             println!(
                 "  done: etcd {:.0} req/s ({:.0} keep-alives/s), etcd CPU {:.2}, \
                  {} false removals",

@@ -18,7 +18,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::peers::observer::Observer;
 use crate::peers::processes::Processes;
-use crate::peers::servers::Servers;
+use crate::peers::servers::{Endpoints, Servers};
 use crate::peers::settings::Timing;
 use crate::peers::system::{Background, SERVICE, System};
 
@@ -109,8 +109,8 @@ impl Registration {
 }
 
 impl EtcdOnly {
-    /// Connects one client per process, and the consumer's own, to `servers`.
-    pub async fn connect(servers: &Servers, timing: Timing, processes: usize) -> EtcdOnly {
+    /// Connects one client per process, and the consumer's own, to the servers at `servers`.
+    pub async fn connect(servers: &Endpoints, timing: Timing, processes: usize) -> EtcdOnly {
         let each = Servers::connect_many(processes, || servers.etcd_client()).await;
         EtcdOnly {
             etcd: Processes::new(each),

@@ -5,8 +5,12 @@
 //! the process on one [`Session`] (one lease, one keep-alive per third of its TTL, one watch
 //! stream). The instances are spread over the run's simulated processes (by default one),
 //! so the session variant has one lease per process.
+//!
+//! The consumer ([`consumer`]) may also follow disconnect advisories: then a process that dies
+//! is seen when its NATS connection closes, not when the TTL runs out.
 
 use std::fmt;
+use std::time::Duration;
 
 use futures::StreamExt;
 use herald_announcer::{Announcer, AnnouncerHandle, Session};
@@ -15,7 +19,7 @@ use herald_subscriber::{Event, Subscriber};
 
 use crate::peers::observer::Observer;
 use crate::peers::processes::Processes;
-use crate::peers::servers::Servers;
+use crate::peers::servers::{Endpoints, Servers};
 use crate::peers::settings::Timing;
 use crate::peers::system::{Background, SERVICE, System};
 
@@ -25,8 +29,7 @@ const EVENT_CAPACITY: usize = 1 << 16;
 /// Herald, with one etcd lease per announcer or one [`Session`] per process.
 pub struct Herald {
     processes: Processes<Process>,
-    nats_url: String,
-    etcd_endpoint: String,
+    endpoints: Endpoints,
     timing: Timing,
 }
 
@@ -47,11 +50,11 @@ impl fmt::Debug for Herald {
 }
 
 impl Herald {
-    /// Connects each of `processes` processes to `servers` (one NATS and one etcd client
-    /// each); with `shared_lease`, also opens each process's session (its lease TTL is
-    /// Herald's default lease TTL).
+    /// Connects each of `processes` processes to the servers at `servers` (one NATS and one
+    /// etcd client each); with `shared_lease`, also opens each process's session (its lease
+    /// TTL is Herald's default lease TTL).
     pub async fn connect(
-        servers: &Servers,
+        servers: &Endpoints,
         timing: Timing,
         shared_lease: bool,
         processes: usize,
@@ -73,8 +76,7 @@ impl Herald {
         .await;
         Herald {
             processes: Processes::new(each),
-            nats_url: servers.nats.url(),
-            etcd_endpoint: servers.etcd.endpoint(),
+            endpoints: servers.clone(),
             timing,
         }
     }
@@ -95,45 +97,61 @@ impl Herald {
                 .lease_ttl(self.timing.herald_lease),
         }
     }
+}
 
-    /// A subscriber of the service with its own connections and etcd as the authority,
-    /// reporting into `observer` until stopped.
-    pub async fn consumer(&self, observer: Observer) -> Background {
-        let subscriber = Subscriber::builder()
-            .nats(NatsConfig::new([self.nats_url.clone()]))
-            .etcd(EtcdConfig::new([self.etcd_endpoint.clone()]))
-            .service(SERVICE)
-            .event_capacity(EVENT_CAPACITY)
-            .start()
-            .await
-            .expect("subscriber starts");
-        let mut events = subscriber.events();
-        Background::spawn(move |mut stop| async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => break,
-                    event = events.next() => match event {
-                        Some(Event::Added(i)) => observer.added(i.id()),
-                        Some(Event::Removed { instance, cause }) => {
-                            observer.removed(instance.id(), cause.as_str());
-                        }
-                        Some(Event::Lagged { missed }) => observer.lagged(missed),
-                        Some(_) => {}
-                        None => break,
-                    },
-                }
-            }
-            subscriber.shutdown().await;
-        })
+/// A subscriber of the service with its own connections to `servers` and etcd as the
+/// authority, reporting into `observer` until stopped; with `advisories`, it also follows
+/// disconnect advisories on [`herald_testkit::ADVISORY_SUBJECT`] with that grace. When
+/// stopped, it leaves its removal counters in `observer`.
+pub async fn consumer(
+    servers: &Endpoints,
+    advisories: Option<Duration>,
+    observer: Observer,
+) -> Background {
+    let mut builder = Subscriber::builder()
+        .nats(NatsConfig::new([servers.nats.clone()]))
+        .etcd(EtcdConfig::new([servers.etcd.clone()]))
+        .service(SERVICE)
+        .event_capacity(EVENT_CAPACITY);
+    if let Some(grace) = advisories {
+        builder = builder
+            .disconnect_advisories(herald_testkit::ADVISORY_SUBJECT)
+            .disconnect_grace(grace);
     }
+    let subscriber = builder.start().await.expect("subscriber starts");
+    let mut events = subscriber.events();
+    Background::spawn(move |mut stop| async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                event = events.next() => match event {
+                    Some(Event::Added(i)) => observer.added(i.id()),
+                    Some(Event::Removed { instance, cause }) => {
+                        observer.removed(instance.id(), cause.as_str());
+                    }
+                    Some(Event::Lagged { missed }) => observer.lagged(missed),
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        let s = subscriber.stats();
+        observer.counters(vec![
+            ("expirations", s.expirations),
+            ("disconnections", s.disconnections),
+            ("disconnect advisories", s.disconnect_advisories),
+            ("connections closed", s.connections_closed),
+        ]);
+        subscriber.shutdown().await;
+    })
 }
 
 impl System for Herald {
     type Instance = AnnouncerHandle;
 
     async fn start_consumer(&self, observer: Observer) -> Background {
-        self.consumer(observer).await
+        consumer(&self.endpoints, None, observer).await
     }
 
     async fn start_instance(&self, id: String) -> Result<AnnouncerHandle, String> {

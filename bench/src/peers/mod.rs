@@ -34,15 +34,18 @@
 //! - [`herald`], [`etcd_only`], [`polling`]: the three systems;
 //! - [`observer`]: what a consumer saw and when, by instance id;
 //! - [`phases`]: joins, leaves and crashes spread over a span, and their latencies;
-//! - [`servers`]: a run's fresh servers and clients;
+//! - [`servers`]: a run's fresh servers, where they listen, and clients;
 //! - [`processes`]: the simulated processes, each with its own connections;
 //! - [`load`], [`prometheus`]: etcd, NATS and CPU load over a window;
 //! - [`quiet`]: waiting for builds on the machine to end, and noticing them;
 //! - [`scenario`]: one system at one size, start to finish;
-//! - [`report`]: the table, the details and the verdict.
+//! - [`report`]: the table, the details and the verdict;
+//! - [`kill`]: crashes as real processes die (SIGKILL of host processes), with and without
+//!   disconnect advisories, against polling.
 
 pub mod etcd_only;
 pub mod herald;
+pub mod kill;
 pub mod load;
 pub mod observer;
 pub mod phases;

@@ -27,6 +27,7 @@ pub struct Seen {
     records: HashMap<String, Record>,
     listed: usize,
     lagged: u64,
+    counters: Vec<(&'static str, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +74,12 @@ impl Seen {
     /// incomplete.
     pub fn lagged(&self) -> u64 {
         self.lagged
+    }
+
+    /// The consumer's own counters, as it left them when it stopped (empty before, and for a
+    /// consumer that keeps none).
+    pub fn counters(&self) -> &[(&'static str, u64)] {
+        &self.counters
     }
 }
 
@@ -126,6 +133,11 @@ impl Observer {
     /// The consumer's event stream dropped `missed` events.
     pub fn lagged(&self, missed: u64) {
         self.change(|s| s.lagged += missed);
+    }
+
+    /// The consumer's own counters when it stopped (see [`Seen::counters`]).
+    pub fn counters(&self, counters: Vec<(&'static str, u64)>) {
+        self.change(|s| s.counters = counters);
     }
 
     /// Reads the record.

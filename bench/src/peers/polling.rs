@@ -16,7 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::peers::observer::Observer;
 use crate::peers::processes::Processes;
-use crate::peers::servers::Servers;
+use crate::peers::servers::{Endpoints, Servers};
 use crate::peers::settings::Timing;
 use crate::peers::system::{Background, SERVICE, System};
 
@@ -29,7 +29,7 @@ fn ping_subject() -> String {
 #[derive(Debug)]
 pub struct Polling {
     nats: Processes<async_nats::Client>,
-    consumer_nats: async_nats::Client,
+    endpoints: Endpoints,
     timing: Timing,
 }
 
@@ -40,15 +40,48 @@ pub struct PollingInstance {
 }
 
 impl Polling {
-    /// Connects one client per process, and the consumer's own, to `servers`.
-    pub async fn connect(servers: &Servers, timing: Timing, processes: usize) -> Polling {
+    /// Connects one client per process to the servers at `servers` (the consumer connects
+    /// its own when it starts).
+    pub async fn connect(servers: &Endpoints, timing: Timing, processes: usize) -> Polling {
         let each = Servers::connect_many(processes, || servers.nats_client()).await;
         Polling {
             nats: Processes::new(each),
-            consumer_nats: servers.nats_client().await,
+            endpoints: servers.clone(),
             timing,
         }
     }
+}
+
+/// A poller on its own connection to `servers`, polling as `timing` says and reporting into
+/// `observer` until stopped.
+pub async fn consumer(servers: &Endpoints, timing: Timing, observer: Observer) -> Background {
+    let nats = servers.nats_client().await;
+    let inbox = nats.new_inbox();
+    let replies = nats
+        .subscribe(format!("{inbox}.*"))
+        .await
+        .expect("reply inbox subscribed");
+    let mut poller = Poller {
+        nats,
+        replies,
+        inbox,
+        window: timing.poll_window,
+        known: HashSet::new(),
+        observer,
+    };
+    let period = timing.poll_period;
+    Background::spawn(move |mut stop| async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        for round in 0u64.. {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            poller.poll(round).await;
+        }
+    })
 }
 
 /// The instance id in a PING reply (`"id":"..."`).
@@ -104,33 +137,7 @@ impl System for Polling {
     type Instance = PollingInstance;
 
     async fn start_consumer(&self, observer: Observer) -> Background {
-        let nats = self.consumer_nats.clone();
-        let inbox = nats.new_inbox();
-        let replies = nats
-            .subscribe(format!("{inbox}.*"))
-            .await
-            .expect("reply inbox subscribed");
-        let mut poller = Poller {
-            nats,
-            replies,
-            inbox,
-            window: self.timing.poll_window,
-            known: HashSet::new(),
-            observer,
-        };
-        let period = self.timing.poll_period;
-        Background::spawn(move |mut stop| async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            for round in 0u64.. {
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => break,
-                    _ = tick.tick() => {}
-                }
-                poller.poll(round).await;
-            }
-        })
+        consumer(&self.endpoints, self.timing, observer).await
     }
 
     async fn start_instance(&self, id: String) -> Result<PollingInstance, String> {

@@ -1,8 +1,10 @@
 //! Other work on the same machine skews the figures: [`wait_quiet`] waits until no `rustc`
 //! or `cargo` process has run and the machine has been nearly idle for a while,
-//! [`BuildWatch`] tells whether a build ran during a measurement, and [`machine_busy`] reads
-//! the CPU the whole machine used (to tell this run's share from everyone else's).
+//! [`BuildWatch`] tells whether a build ran during a measurement, [`machine_busy`] reads
+//! the CPU the whole machine used (to tell this run's share from everyone else's), and
+//! [`gated`] runs a measurement when the machine is quiet, again when it was not.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -71,6 +73,41 @@ pub async fn wait_quiet(quiet: Duration, limit: Duration) -> bool {
         }
         tokio::time::sleep(SCAN_EVERY).await;
     }
+}
+
+/// [`gated`] waits for a spell this long without a build before each attempt ...
+pub const QUIET: Duration = Duration::from_secs(10);
+/// ... but no longer than this before it runs anyway.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(90);
+
+/// Runs `run` once the machine is quiet ([`wait_quiet`] for [`QUIET`], at most
+/// [`QUIET_LIMIT`]), and again, up to `attempts` runs in all, while `disturbed` says other
+/// work overlapped the last one (with the cores other processes used); returns the last run.
+pub async fn gated<T, F, Fut>(
+    attempts: usize,
+    mut run: F,
+    disturbed: impl Fn(&T) -> Option<f64>,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let attempts = attempts.max(1);
+    let mut last = None;
+    for attempt in 1..=attempts {
+        if !wait_quiet(QUIET, QUIET_LIMIT).await {
+            println!("  (no {QUIET:?} without a build within {QUIET_LIMIT:?}; running anyway)");
+        }
+        let outcome = run().await;
+        let other = disturbed(&outcome);
+        last = Some(outcome);
+        let Some(other) = other else { break };
+        println!(
+            "  a build or other work ran meanwhile ({other:.2} other cores; attempt {attempt} of \
+             {attempts})"
+        );
+    }
+    last.expect("at least one attempt")
 }
 
 /// Scans for builds in the background until dropped.

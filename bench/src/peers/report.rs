@@ -9,7 +9,7 @@ use crate::peers::scenario::Outcome;
 use crate::peers::settings::Kind;
 
 /// Milliseconds, with fewer decimals as they grow.
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1e3;
     match v {
         v if v < 10.0 => format!("{v:.2}"),
@@ -19,7 +19,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// A rate or a share with two significant decimals when small.
-fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     if v == 0.0 {
         "0".to_owned()
     } else if v < 1.0 {

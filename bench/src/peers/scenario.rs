@@ -72,21 +72,22 @@ pub async fn run(kind: Kind, size: usize, settings: &Settings) -> Outcome {
     let servers = Servers::start().await;
     let timing = settings.timing();
     let processes = processes::count(size, settings.per_process);
+    let endpoints = servers.endpoints();
     let outcome = match kind {
         Kind::Herald => {
-            let system = Herald::connect(&servers, timing, false, processes).await;
+            let system = Herald::connect(&endpoints, timing, false, processes).await;
             run_system(kind, system, &servers, (size, processes), settings).await
         }
         Kind::HeraldShared => {
-            let system = Herald::connect(&servers, timing, true, processes).await;
+            let system = Herald::connect(&endpoints, timing, true, processes).await;
             run_system(kind, system, &servers, (size, processes), settings).await
         }
         Kind::EtcdOnly => {
-            let system = EtcdOnly::connect(&servers, timing, processes).await;
+            let system = EtcdOnly::connect(&endpoints, timing, processes).await;
             run_system(kind, system, &servers, (size, processes), settings).await
         }
         Kind::Polling => {
-            let system = Polling::connect(&servers, timing, processes).await;
+            let system = Polling::connect(&endpoints, timing, processes).await;
             run_system(kind, system, &servers, (size, processes), settings).await
         }
     };
@@ -97,7 +98,8 @@ pub async fn run(kind: Kind, size: usize, settings: &Settings) -> Outcome {
     }
 }
 
-fn instance_id(k: usize) -> String {
+/// The id of the bench's `k`-th instance.
+pub fn instance_id(k: usize) -> String {
     format!("{SERVICE}-{k:05}")
 }
 

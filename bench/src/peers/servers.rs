@@ -1,11 +1,12 @@
-//! [`Servers`]: the fresh `nats-server` and `etcd` of one run, and connections to them.
+//! [`Servers`]: the fresh `nats-server` and `etcd` of one run, and [`Endpoints`]: where they
+//! listen, and connections to them (from this process or from a host process).
 
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use herald_shared::{EtcdConfig, NatsConfig};
-use herald_testkit::{EtcdServer, NatsServer};
+use herald_testkit::{EtcdServer, NatsBuilder, NatsServer};
 
 /// Connections opened at once by [`Servers::connect_many`].
 const CONNECTS_AT_ONCE: usize = 32;
@@ -19,16 +20,19 @@ pub struct Servers {
     pub etcd: EtcdServer,
 }
 
-impl Servers {
-    /// Starts both, on free loopback ports.
-    pub async fn start() -> Servers {
-        let (nats, etcd) = tokio::join!(NatsServer::start(), EtcdServer::start());
-        Servers { nats, etcd }
-    }
+/// Where a run's servers listen: all a process needs to connect to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The NATS URL.
+    pub nats: String,
+    /// The etcd endpoint.
+    pub etcd: String,
+}
 
+impl Endpoints {
     /// A new NATS connection.
     pub async fn nats_client(&self) -> async_nats::Client {
-        NatsConfig::new([self.nats.url()])
+        NatsConfig::new([self.nats.clone()])
             .connect()
             .await
             .expect("NATS connects")
@@ -37,10 +41,42 @@ impl Servers {
 
     /// A new etcd client (one gRPC channel; each call bounded by 5 s).
     pub async fn etcd_client(&self) -> etcd_client::Client {
-        EtcdConfig::new([self.etcd.endpoint()])
+        EtcdConfig::new([self.etcd.clone()])
             .connect()
             .await
             .expect("etcd connects")
+    }
+}
+
+impl Servers {
+    /// Starts both, on free loopback ports.
+    pub async fn start() -> Servers {
+        Servers::start_with(NatsServer::builder()).await
+    }
+
+    /// Starts both, nats-server with the options of `nats` (such as
+    /// [`NatsBuilder::advisories`]).
+    pub async fn start_with(nats: NatsBuilder) -> Servers {
+        let (nats, etcd) = tokio::join!(nats.start(), EtcdServer::start());
+        Servers { nats, etcd }
+    }
+
+    /// Where both listen.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            nats: self.nats.url(),
+            etcd: self.etcd.endpoint(),
+        }
+    }
+
+    /// A new NATS connection.
+    pub async fn nats_client(&self) -> async_nats::Client {
+        self.endpoints().nats_client().await
+    }
+
+    /// A new etcd client (one gRPC channel; each call bounded by 5 s).
+    pub async fn etcd_client(&self) -> etcd_client::Client {
+        self.endpoints().etcd_client().await
     }
 
     /// `n` connections made by `connect`, a few at a time (thousands of simulated processes
