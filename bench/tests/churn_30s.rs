@@ -52,3 +52,45 @@ async fn thirty_seconds_of_churn_lose_nothing_and_leave_no_zombie() {
     let problems = report.problems(RSS_GROWTH_BOUND);
     assert!(problems.is_empty(), "the soak failed: {problems:#?}");
 }
+
+/// With disconnect advisories, every crash (its connection closed as the handle drops) is
+/// removed as `disconnected`, long before its TTL, and no live instance is removed: the
+/// connection an advisory names carried only the crashed announcer's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_seconds_of_churn_with_advisories_remove_every_crash_as_disconnected() {
+    let program = env!("CARGO_BIN_EXE_churn");
+    let mut settings = Settings::new(program, Duration::from_secs(30), 31);
+    settings.disconnect_grace = Some(herald_subscriber::DEFAULT_DISCONNECT_GRACE);
+    let report = churn::run(settings).await;
+    println!("{report}");
+    assert!(
+        report.false_removals.is_empty(),
+        "no live instance may be removed by an advisory or before its TTL: {:?}",
+        report.false_removals
+    );
+    assert!(
+        report.violations.is_empty(),
+        "every crash removed as disconnected, and a clean event stream: {:?}",
+        report.violations
+    );
+    let crashes = report.actions[1];
+    let disconnected = report
+        .causes
+        .iter()
+        .find(|(ending, cause, _)| {
+            *ending == "crash" && *cause == herald_subscriber::RemovalCause::Disconnected
+        })
+        .map_or(0, |(_, _, n)| *n);
+    assert!(
+        crashes >= 5,
+        "the run must really crash announcers: {crashes}"
+    );
+    assert_eq!(disconnected, crashes, "every crash removed as disconnected");
+    let removal = report.crash_removal.expect("crash removals measured");
+    assert!(
+        removal.max < report.settings.ttl,
+        "a crash is removed well inside its TTL with advisories: {removal}"
+    );
+    let problems = report.problems(RSS_GROWTH_BOUND);
+    assert!(problems.is_empty(), "the soak failed: {problems:#?}");
+}

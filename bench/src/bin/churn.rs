@@ -3,7 +3,11 @@
 //! checked and how). Prints the report; exits with status 1 when a check failed.
 //!
 //! `cargo run --release -p herald-bench --bin churn [-- --duration 600s] [--seed N]
-//! [--event-capacity N] [--rss-growth-mib N]`
+//! [--event-capacity N] [--advisories] [--disconnect-grace 200ms] [--rss-growth-mib N]`
+//!
+//! `--advisories` starts nats-server with the accounts that deliver disconnect advisories and
+//! the subscriber reading them (default grace); `--disconnect-grace` sets another grace and
+//! implies `--advisories`. A crash must then be removed as `disconnected`.
 //!
 //! Started with `--fleet`, this program is the announcers' process instead: it reads
 //! orders on stdin and answers each on stdout when it is carried out.
@@ -16,6 +20,7 @@ use std::time::Duration;
 use herald_announcer::{Announcer, AnnouncerHandle};
 use herald_bench::churn::{self, Answer, FleetArgs, Order, SERVICE, Settings};
 use herald_shared::{EtcdConfig, NatsConfig};
+use herald_subscriber::DEFAULT_DISCONNECT_GRACE;
 use tokio::sync::mpsc;
 
 /// Counts live heap bytes, reported next to the RSS (the fleet process counts too, unread).
@@ -39,6 +44,7 @@ fn main() {
     let mut seed = None;
     let mut rss_growth_mib = DEFAULT_RSS_GROWTH_MIB;
     let mut event_capacity = None;
+    let mut disconnect_grace = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -58,6 +64,12 @@ fn main() {
                         .unwrap_or_else(|_| usage("bad event capacity")),
                 );
             }
+            "--advisories" => disconnect_grace = Some(DEFAULT_DISCONNECT_GRACE),
+            "--disconnect-grace" => {
+                let v = value();
+                disconnect_grace =
+                    Some(parse_duration(v).unwrap_or_else(|| usage(&format!("bad grace {v}"))));
+            }
             "--rss-growth-mib" => {
                 rss_growth_mib = value().parse().unwrap_or_else(|_| usage("bad MiB count"));
             }
@@ -70,6 +82,7 @@ fn main() {
     if let Some(capacity) = event_capacity {
         settings.event_capacity = capacity;
     }
+    settings.disconnect_grace = disconnect_grace;
     println!(
         "churn: {duration:?} of churn with seed {seed} (rerun with --seed {seed} for the same \
          decisions)"
@@ -91,7 +104,7 @@ fn main() {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "{problem}\nusage: churn [--duration 600s|10m|30s|500ms] [--seed N] [--event-capacity N] \
-         [--rss-growth-mib N]"
+         [--advisories] [--disconnect-grace 200ms] [--rss-growth-mib N]"
     );
     std::process::exit(2);
 }

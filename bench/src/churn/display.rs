@@ -28,6 +28,17 @@ impl fmt::Display for Report {
             s.event_capacity,
             self.elapsed.as_secs_f64()
         )?;
+        match s.disconnect_grace {
+            Some(grace) => writeln!(
+                f,
+                "disconnect advisories on, grace {} ms: a crash must be removed as disconnected",
+                grace.as_millis()
+            )?,
+            None => writeln!(
+                f,
+                "disconnect advisories off: a crash must be removed as expired, after its TTL"
+            )?,
+        }
         let [joins, crashes, leaves, loads] = self.actions;
         writeln!(
             f,
@@ -58,7 +69,8 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "max staleness: {} ms (largest gap between the view and the truth, by the delays \
-             above and the listing checks; a crash is meant to stay listed up to its TTL)",
+             above and the listing checks; without advisories a crash is meant to stay listed \
+             up to its TTL)",
             ms(max_staleness)
         )?;
         let causes: Vec<String> = self
@@ -104,9 +116,12 @@ impl fmt::Display for Report {
         let st = &self.stats;
         writeln!(
             f,
-            "subscriber stats: expirations {}, goodbyes {}, deregistrations {}, fenced {}, \
-             tokens lost {}, registrations {}, duplicate drops {}, stale-epoch drops {}",
+            "subscriber stats: expirations {}, disconnections {} (of {} advisories), goodbyes {}, \
+             deregistrations {}, fenced {}, tokens lost {}, registrations {}, duplicate drops {}, \
+             stale-epoch drops {}",
             st.expirations,
+            st.disconnections,
+            st.disconnect_advisories,
             st.goodbyes,
             st.deregistrations,
             st.fenced,

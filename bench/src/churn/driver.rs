@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use herald_shared::{EtcdConfig, NatsConfig, Subjects, round_trip};
 use herald_subscriber::Subscriber;
-use herald_testkit::{EtcdServer, NatsServer};
+use herald_testkit::{ADVISORY_SUBJECT, EtcdServer, NatsServer};
 
 use super::child::Fleet;
 use super::protocol::FleetArgs;
@@ -26,19 +26,25 @@ const UNANSWERED_LIMIT: Duration = Duration::from_secs(15);
 /// When a server, the subscriber or the fleet cannot start.
 pub async fn run(settings: Settings) -> Report {
     let started = Instant::now();
-    let nats = NatsServer::start().await;
+    let nats = match settings.disconnect_grace {
+        Some(_) => NatsServer::builder().advisories().start().await,
+        None => NatsServer::start().await,
+    };
     let etcd = EtcdServer::start().await;
     let prefix = format!("churn{}", settings.seed % 1_000_000);
     let subjects = Subjects::new(&prefix).expect("valid prefix");
-    let sub = Subscriber::builder()
+    let mut sub = Subscriber::builder()
         .nats(NatsConfig::new([nats.url()]))
         .etcd(EtcdConfig::new(etcd.endpoints()))
         .prefix(&prefix)
         .service(SERVICE)
-        .event_capacity(settings.event_capacity)
-        .start()
-        .await
-        .expect("subscriber starts");
+        .event_capacity(settings.event_capacity);
+    if let Some(grace) = settings.disconnect_grace {
+        sub = sub
+            .disconnect_advisories(ADVISORY_SUBJECT)
+            .disconnect_grace(grace);
+    }
+    let sub = sub.start().await.expect("subscriber starts");
     let mut events = sub.events();
     let observer = async_nats::connect(nats.url())
         .await

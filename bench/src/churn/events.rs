@@ -104,6 +104,7 @@ impl Soak {
         let ttl = self.settings.ttl;
         let slack = self.settings.expiry_slack;
         let margin = self.settings.sweep_margin;
+        let crash_cause = self.settings.crash_cause();
         let inc = self.instances.get_mut(id).expect("known instance");
         if !inc.listed {
             let detail = format!("{id} ({})", cause.as_str());
@@ -142,10 +143,12 @@ impl Soak {
                 }
             }
             Some(Kind::Crash) => {
-                if cause != RemovalCause::Expired {
+                if cause != crash_cause {
                     let detail = format!("{id}: crash removed as {}", cause.as_str());
                     self.violation(Violation::WrongCause, detail);
-                } else if since_token.is_some_and(|s| s + slack < ttl) {
+                } else if cause == RemovalCause::Expired
+                    && since_token.is_some_and(|s| s + slack < ttl)
+                {
                     self.early_expiries
                         .push(format!("{id} expired {since_token:?} after its last token"));
                 }

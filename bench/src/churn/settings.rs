@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herald_subscriber::RemovalCause;
+
 /// The one service every announcer of the soak announces.
 pub const SERVICE: &str = "churn";
 
@@ -45,6 +47,11 @@ pub struct Settings {
     pub event_capacity: usize,
     /// The `churn` program, started with `--fleet` to run the announcers.
     pub fleet_program: PathBuf,
+    /// With `Some(grace)`, nats-server delivers disconnect advisories and the subscriber
+    /// reads them with this grace: a crash (its connection closed by the dropped handle) is
+    /// then expected to be removed as `disconnected` within the grace, not as `expired`
+    /// after its TTL.
+    pub disconnect_grace: Option<Duration>,
 }
 
 impl Settings {
@@ -66,6 +73,16 @@ impl Settings {
             rss_warmup: Duration::from_secs(5).min(duration / 4),
             event_capacity: 4096,
             fleet_program: fleet_program.into(),
+            disconnect_grace: None,
+        }
+    }
+
+    /// How a crash must be removed: `disconnected` with advisories, `expired` without.
+    pub fn crash_cause(&self) -> RemovalCause {
+        if self.disconnect_grace.is_some() {
+            RemovalCause::Disconnected
+        } else {
+            RemovalCause::Expired
         }
     }
 }

@@ -74,7 +74,7 @@ pub(super) enum Violation {
     Unknown,
     /// The stream lagged: events were lost.
     Lagged,
-    /// A crash removed as anything but expired, or any fencing.
+    /// A crash removed by another cause than [`Settings::crash_cause`](super::settings::Settings::crash_cause), or any fencing.
     WrongCause,
     /// A joined instance never added.
     MissingAdded,
