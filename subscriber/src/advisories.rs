@@ -16,9 +16,10 @@
 //! and waits for its advisory ([`Check`]); if none comes, it says so.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::time::Instant;
 
 /// How long the start-up check waits for the advisory of its own test connection.
 pub(crate) const CHECK_WITHIN: Duration = Duration::from_secs(5);

@@ -1,7 +1,7 @@
 //! Building and starting a subscriber.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_shared::{EtcdConfig, NatsConfig, Subjects, round_trip, validate};
 use tokio::sync::broadcast;
@@ -407,7 +407,7 @@ impl SubscriberBuilder {
             connections: connections.clone(),
             sweep_every: self.sweep_interval,
             ingest_delay: self.ingest_delay,
-            probe_pacing: crate::probe_pacing::ProbePacing::new(Instant::now()),
+            probe_pacing: crate::probe_pacing::ProbePacing::new(tokio::time::Instant::now()),
             probe_wanted: false,
             connects: client
                 .statistics()

@@ -344,7 +344,7 @@ struct Link {
     connections: Arc<Tracker>,
     /// When the watch last came back. A watch that breaks again within [`SETTLE`] (a
     /// restarted member drops the first stream) belongs to the same outage: logged at debug.
-    back_at: Option<std::time::Instant>,
+    back_at: Option<tokio::time::Instant>,
     /// The current loss is such a flap: its end is not announced again either.
     flapping: bool,
 }
@@ -380,7 +380,7 @@ impl Link {
             return;
         }
         self.up = true;
-        self.back_at = Some(std::time::Instant::now());
+        self.back_at = Some(tokio::time::Instant::now());
         match self.connections.etcd_watch(true) {
             Some(Change::Back(_)) if std::mem::take(&mut self.flapping) => {
                 tracing::debug!(revision, "etcd watch resumed again");

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use futures::{FutureExt, Stream, StreamExt, stream::SelectAll};
 use herald_shared::{NatsEvent, Subjects};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::advisories::{Check, Disconnect};

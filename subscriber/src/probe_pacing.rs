@@ -10,7 +10,9 @@
 //! coming, probes thin out; once none has come for [`CALM`], the normal gap is back. Dropped
 //! tokens are repaired anyway by each announcer's next periodic token, well within its TTL.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Least time between two probes: one answer serves every subscriber, so a burst of
 /// reasons to probe needs only one.

@@ -6,20 +6,23 @@
 //! `pick_wait`). The registry of services is itself an `ArcSwap`'d map that changes only when
 //! a service is seen for the first time.
 
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::time::Instant;
-
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::Instance;
 use crate::instance::Entry;
 
 /// The subscriber's clock: deadlines are milliseconds since `origin`. While `preserving`
 /// (our own NATS link is down) nothing counts as expired.
+///
+/// It reads tokio's clock, the same as the sweep timer's: in production that is the system's
+/// monotonic clock, and in a test with paused time the store's deadlines, the sweep and the
+/// test's own sleeps all follow one virtual timeline.
 #[derive(Debug)]
 pub(crate) struct Clock {
     origin: Instant,
@@ -62,7 +65,9 @@ impl Clock {
         if let Some(ms) = &self.manual {
             return ms.load(Relaxed);
         }
-        self.origin.elapsed().as_millis() as u64
+        Instant::now()
+            .saturating_duration_since(self.origin)
+            .as_millis() as u64
     }
 
     pub(crate) fn is_live(&self, e: &Entry, now_ms: u64) -> bool {

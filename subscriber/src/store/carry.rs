@@ -238,8 +238,14 @@ impl Store {
                 } else {
                     Duration::from_millis(u64::from(ttl_ms))
                 };
+                let until_ms = self.clock.now_ms() + ttl.as_millis() as u64;
+                let tombstone = Tombstone {
+                    known,
+                    ttl,
+                    until_ms,
+                };
                 self.tombstones
-                    .insert(self.key(service, instance), Tombstone { known, ttl });
+                    .insert(self.key(service, instance), tombstone);
             }
         }
     }

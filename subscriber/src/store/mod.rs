@@ -53,17 +53,30 @@ use service::ServiceState;
 pub(crate) struct Key(Arc<str>, Arc<str>);
 
 /// A removed instance's last `(epoch, seq)`, kept while its late tokens could still arrive.
+///
+/// It holds until `until_ms` on the store's clock; moka keeps it `ttl` (plus
+/// [`EVICTION_SLACK`]) of real time, only to reclaim its memory.
 #[derive(Debug, Clone, Copy)]
 struct Tombstone {
     known: Known,
     ttl: Duration,
+    until_ms: u64,
 }
+
+/// How much longer than its TTL moka keeps a tombstone: the store's clock decides when it
+/// stops holding, so a test that drives that clock by hand or pauses tokio's must not see it
+/// evicted by real time first.
+const EVICTION_SLACK: Duration = if cfg!(test) {
+    Duration::from_secs(3600)
+} else {
+    Duration::ZERO
+};
 
 struct TombstoneExpiry;
 
 impl moka::Expiry<Key, Tombstone> for TombstoneExpiry {
     fn expire_after_create(&self, _: &Key, t: &Tombstone, _: Instant) -> Option<Duration> {
-        Some(t.ttl)
+        Some(t.ttl + EVICTION_SLACK)
     }
 
     fn expire_after_update(
@@ -73,7 +86,7 @@ impl moka::Expiry<Key, Tombstone> for TombstoneExpiry {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(t.ttl)
+        Some(t.ttl + EVICTION_SLACK)
     }
 }
 
@@ -251,6 +264,7 @@ impl Store {
                 None => self
                     .tombstones
                     .get(&key_of(svc.map(|s| &s.name), service, instance))
+                    .filter(|t| t.until_ms > self.clock.now_ms())
                     .map(|t| t.known),
             },
             held: self.held.known(service, instance),

@@ -19,7 +19,7 @@ use crate::stats::Stats;
 use crate::view::Clock;
 
 const TTL: u32 = 60_000;
-/// Longer than any real test run, so that moka's (real-time) tombstones never expire here.
+/// Another TTL, for tokens that change it.
 const OTHER_TTL: u32 = 120_000;
 const HOLD: u64 = super::held::HOLD_FOR_MS;
 
@@ -154,6 +154,9 @@ struct MKey {
     reg: Option<(u64, i64, bool)>,
     /// (epoch, seq, fence)
     tomb: Option<(u64, u64, bool)>,
+    /// When the tombstone stops holding: the TTL of the token that left or expired, or
+    /// ten minutes for a deletion's fence.
+    tomb_until: u64,
     held: Option<(MToken, u64)>,
     retired: Option<u64>,
 }
@@ -169,6 +172,21 @@ struct Model {
     drops: BTreeMap<&'static str, u64>,
 }
 
+impl MKey {
+    /// The tombstone, while it holds.
+    fn tomb(&self, now: u64) -> Option<(u64, u64, bool)> {
+        self.tomb.filter(|_| self.tomb_until > now)
+    }
+
+    fn bury(&mut self, tomb: (u64, u64, bool), until: u64) {
+        self.tomb = Some(tomb);
+        self.tomb_until = until;
+    }
+}
+
+/// How long a deletion's fence holds.
+const FENCE_MS: u64 = 600_000;
+
 impl Model {
     fn drop(&mut self, why: &'static str) {
         *self.drops.entry(why).or_default() += 1;
@@ -176,8 +194,8 @@ impl Model {
 
     /// "e < E: stale; e == E and s <= S: duplicate" against the live entry, else the
     /// tombstone (a deletion's tombstone fences its whole epoch).
-    fn older_than_known(k: &MKey, e: u64, s: u64) -> Option<&'static str> {
-        let (ke, ks, fence) = match (k.live, k.tomb) {
+    fn older_than_known(k: &MKey, e: u64, s: u64, now: u64) -> Option<&'static str> {
+        let (ke, ks, fence) = match (k.live, k.tomb(now)) {
             (Some(l), _) => (l.epoch, l.seq, false),
             (None, Some(t)) => t,
             (None, None) => return None,
@@ -232,7 +250,7 @@ impl Model {
     fn hold(&mut self, i: u8, t: MToken) {
         let k = self.keys.get_mut(&i).unwrap();
         if k.live.is_none()
-            && let Some(why) = Self::older_than_known(k, t.epoch, t.seq)
+            && let Some(why) = Self::older_than_known(k, t.epoch, t.seq, self.now)
         {
             return self.drop(why);
         }
@@ -251,11 +269,11 @@ impl Model {
     fn bus(&mut self, i: u8, t: MToken, may_replace: bool) {
         let now = self.now;
         let k = self.keys.get_mut(&i).unwrap();
-        if let Some(why) = Self::older_than_known(k, t.epoch, t.seq) {
+        if let Some(why) = Self::older_than_known(k, t.epoch, t.seq, now) {
             return self.drop(why);
         }
         if t.leaving {
-            k.tomb = Some((t.epoch, t.seq, false));
+            k.bury((t.epoch, t.seq, false), now + u64::from(t.ttl));
             if k.live.take().is_some() {
                 self.events.push(('-', i, "goodbye"));
             } else {
@@ -300,7 +318,7 @@ impl Model {
         let k = self.keys.entry(i).or_default();
         let seen = k.reg.is_some_and(|r| r.0 >= revision)
             || k.live.is_some_and(|l| l.epoch >= revision)
-            || (k.live.is_none() && k.tomb.is_some_and(|t| t.0 >= revision));
+            || (k.live.is_none() && k.tomb(now).is_some_and(|t| t.0 >= revision));
         if seen {
             return;
         }
@@ -348,6 +366,7 @@ impl Model {
     }
 
     fn delete(&mut self, i: u8, revision: u64) {
+        let now = self.now;
         let k = self.keys.entry(i).or_default();
         if k.reg.is_some_and(|r| r.0 >= revision) || k.live.is_some_and(|l| l.epoch >= revision) {
             return;
@@ -357,8 +376,8 @@ impl Model {
         }
         k.reg = None;
         let fence = revision - 1;
-        if !k.tomb.is_some_and(|t| t.0 > fence || (t.0 == fence && t.2)) {
-            k.tomb = Some((fence, u64::MAX, true));
+        if !k.tomb(now).is_some_and(|t| t.0 > fence || (t.0 == fence && t.2)) {
+            k.bury((fence, u64::MAX, true), now + FENCE_MS);
         }
         if k.held.is_some_and(|(h, _)| h.epoch < revision) {
             k.held = None;
@@ -376,7 +395,7 @@ impl Model {
                 && l.deadline <= now
             {
                 k.live = None;
-                k.tomb = Some((l.epoch, l.seq, false));
+                k.bury((l.epoch, l.seq, false), now + u64::from(l.ttl));
                 expired.push(*i);
             }
             if k.held.is_some_and(|(_, until)| until <= now) {

@@ -86,6 +86,19 @@ fn goodbye_leaves_a_tombstone_against_late_tokens() {
         "a late token must not resurrect a departed instance"
     );
     assert_eq!(c.snapshot().duplicate_drops, 1);
+    s.clock.advance(199);
+    s.apply(&token("a", 0, 10).as_ref());
+    assert!(
+        ids(&s).is_empty(),
+        "the tombstone holds for the token's TTL"
+    );
+    s.clock.advance(1);
+    s.apply(&token("a", 0, 10).as_ref());
+    assert_eq!(
+        ids(&s),
+        vec!["a"],
+        "after its TTL the tombstone holds no more (on the store's clock, not moka's)"
+    );
 }
 
 #[test]
