@@ -11,10 +11,12 @@ use herald_e2e::{RawPublisher, init_tracing, prefix, subscriber, token};
 use herald_subscriber::{Event, RemovalCause};
 use herald_testkit::NatsServer;
 
-const TTL: Duration = Duration::from_millis(200);
-const REFRESH: Duration = Duration::from_millis(25);
-/// Allowance for delivery and scheduling on a loaded machine.
-const MARGIN: Duration = Duration::from_millis(150);
+const TTL: Duration = Duration::from_millis(1_000);
+const REFRESH: Duration = Duration::from_millis(50);
+/// Allowance for delivery and scheduling on a loaded machine: a steady instance is removed
+/// only if its producer stalls for almost a whole TTL. The exact deadline rule is the
+/// store's unit and paused-time tests'.
+const MARGIN: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_racing_expiry_keeps_index_and_view_in_step() {
@@ -30,7 +32,7 @@ async fn refresh_racing_expiry_keeps_index_and_view_in_step() {
     let last_sent: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
     let steady: Vec<String> = (0..10).map(|i| format!("steady{i}")).collect();
     let flappers: Vec<String> = (0..10).map(|i| format!("flap{i}")).collect();
-    let run_for = Duration::from_secs(4);
+    let run_for = Duration::from_secs(6);
     let start = Instant::now();
 
     let producer = {
@@ -121,9 +123,14 @@ async fn refresh_racing_expiry_keeps_index_and_view_in_step() {
     }
     assert!(checks > 100, "the checker ran only {checks} times");
 
-    // Quiet period: everything expires; events replay to the (empty) view.
-    tokio::time::sleep(TTL + MARGIN).await;
-    while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+    // Quiet period: everything expires; events replay to the (empty) view. A snapshot hides
+    // an instance as soon as its deadline passes, the sweep removes it (with its event) up
+    // to a sweep period later: read events until they account for every removal.
+    let quiet = tokio::time::Instant::now() + TTL + Duration::from_secs(5);
+    while !listed_by_events.is_empty() {
+        let Ok(Some(e)) = tokio::time::timeout_at(quiet, events.next()).await else {
+            break;
+        };
         match e {
             Event::Added(i) => assert!(listed_by_events.insert(i.id().to_owned())),
             Event::Removed { instance, .. } => assert!(listed_by_events.remove(instance.id())),
@@ -141,7 +148,7 @@ async fn refresh_racing_expiry_keeps_index_and_view_in_step() {
     );
     let stats = sub.stats();
     assert!(
-        stats.expirations >= 10,
+        stats.expirations >= 5,
         "flappers expired {} times",
         stats.expirations
     );

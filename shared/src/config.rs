@@ -383,7 +383,8 @@ mod tests {
             let url = |l: &TcpListener| format!("nats://{}", l.local_addr().unwrap());
             let mut config = NatsConfig::new([url(&preferred), url(&other)]);
             config.retain_servers_order = true;
-            config.connect_timeout = Duration::from_millis(200);
+            // Long enough that the first attempt is still pending while the test looks.
+            config.connect_timeout = Duration::from_secs(5);
             let connect = tokio::spawn(async move { config.connect().await.map(drop) });
             let (_conn, _) = tokio::time::timeout(Duration::from_secs(5), preferred.accept())
                 .await

@@ -406,7 +406,7 @@ impl SubscriberBuilder {
             counters: counters.clone(),
             connections: connections.clone(),
             sweep_every: self.sweep_interval,
-            ingest_delay: self.ingest_delay,
+            ingest_delay: self.ingest_delay.map(crate::ingest::SlowIngest::new),
             probe_pacing: crate::probe_pacing::ProbePacing::new(tokio::time::Instant::now()),
             probe_wanted: false,
             connects: client

@@ -46,7 +46,7 @@ pub(crate) struct Ingest {
     /// Where the connection's state is published for readiness checks.
     pub(crate) connections: Arc<Tracker>,
     pub(crate) sweep_every: Duration,
-    pub(crate) ingest_delay: Option<Duration>,
+    pub(crate) ingest_delay: Option<SlowIngest>,
     pub(crate) probe_pacing: ProbePacing,
     pub(crate) probe_wanted: bool,
     pub(crate) connects: u64,
@@ -93,6 +93,9 @@ impl Ingest {
         self.ingest_one(&first);
         self.drain_ready_tokens();
         self.store.flush();
+        if let Some(slow) = &mut self.ingest_delay {
+            slow.pay().await;
+        }
     }
 
     /// Applies the tokens already waiting, up to one batch, without waiting for more.
@@ -106,10 +109,8 @@ impl Ingest {
     }
 
     fn ingest_one(&mut self, msg: &async_nats::Message) {
-        if let Some(delay) = self.ingest_delay {
-            // Blocking on purpose: a test hook that must hold sub-millisecond delays, which
-            // the timer wheel rounds up to a millisecond.
-            std::thread::sleep(delay);
+        if let Some(slow) = &mut self.ingest_delay {
+            slow.owe();
         }
         match self.subjects.service_of_announce(msg.subject.as_str()) {
             Some(service) => self.store.ingest(service, &msg.payload),
@@ -373,6 +374,34 @@ impl Stream for Subscriptions {
         match self.get_mut() {
             Subscriptions::One(s) => s.poll_next_unpin(cx),
             Subscriptions::Many(m) => m.poll_next_unpin(cx),
+        }
+    }
+}
+
+/// A test hook that slows ingest down by a fixed time per token, to exercise overload. The
+/// time is owed per token and paid in sleeps of at least a millisecond (the timer's
+/// granularity) after each batch, so that no runtime worker is ever blocked.
+#[derive(Debug)]
+pub(crate) struct SlowIngest {
+    per_token: Duration,
+    owed: Duration,
+}
+
+impl SlowIngest {
+    pub(crate) fn new(per_token: Duration) -> Self {
+        SlowIngest {
+            per_token,
+            owed: Duration::ZERO,
+        }
+    }
+
+    fn owe(&mut self) {
+        self.owed += self.per_token;
+    }
+
+    async fn pay(&mut self) {
+        if self.owed >= Duration::from_millis(1) {
+            tokio::time::sleep(std::mem::take(&mut self.owed)).await;
         }
     }
 }

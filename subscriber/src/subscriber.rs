@@ -154,23 +154,11 @@ impl Subscriber {
         strategy: Strategy<'_>,
         timeout: Duration,
     ) -> Result<Instance, Error> {
-        if let Some(i) = self.pick(service, strategy) {
-            return Ok(i);
-        }
-        let mut rx = self.shared.views.get_or_create(service).tx.subscribe();
-        let wait = async {
-            loop {
-                if let Some(i) = self.pick(service, strategy) {
-                    return Ok(i);
-                }
-                if rx.changed().await.is_err() {
-                    return Err(Error::timed_out());
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
+        self.shared
+            .views
+            .wait_for(service, timeout, || self.pick(service, strategy))
             .await
-            .unwrap_or_else(|_| Err(Error::timed_out()))
+            .ok_or_else(Error::timed_out)
     }
 
     /// A receiver of `service`'s snapshot, updated whenever an instance joins, leaves, or

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -258,5 +259,87 @@ impl Views {
     /// Names of the services seen so far.
     pub(crate) fn names(&self) -> Vec<Arc<str>> {
         self.services.load().keys().cloned().collect()
+    }
+
+    /// Waits up to `timeout` for `found` to give something, asking it again each time
+    /// `service`'s snapshot changes; `None` when the time ran out.
+    pub(crate) async fn wait_for<T>(
+        &self,
+        service: &str,
+        timeout: Duration,
+        mut found: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        if let Some(t) = found() {
+            return Some(t);
+        }
+        // Subscribed before asking again: a change between the two wakes the loop.
+        let mut rx = self.get_or_create(service).tx.subscribe();
+        let wait = async {
+            loop {
+                if let Some(t) = found() {
+                    return Some(t);
+                }
+                rx.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A waiter parked on a service wakes on the snapshot change itself, not on a timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_when_the_snapshot_changes_and_times_out_at_its_deadline() {
+        let views = Arc::new(Views::new(Arc::new(Clock::new())));
+        let ready = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (views, ready) = (views.clone(), ready.clone());
+            tokio::spawn(async move {
+                let found = views
+                    .wait_for("svc", Duration::from_secs(10), || {
+                        ready.load(Relaxed).then_some("found")
+                    })
+                    .await;
+                (found, Instant::now())
+            })
+        };
+        let view = views.get_or_create("svc");
+        while view.tx.receiver_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_secs(3)).await;
+        ready.store(true, Relaxed);
+        let changed = Instant::now();
+        view.publish(Arc::new(Snapshot::build(Vec::new(), views.clock.clone())));
+        let (found, woke) = waiter.await.unwrap();
+        assert_eq!(found, Some("found"));
+        assert_eq!(woke, changed, "woken by the change, with no time passing");
+
+        let started = Instant::now();
+        let none = views
+            .wait_for("svc", Duration::from_secs(10), || None::<()>)
+            .await;
+        assert_eq!(none, None);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(10),
+            "gives up at its timeout"
+        );
+    }
+
+    /// The clock reads tokio's time: a test that pauses it drives every deadline.
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_follows_paused_time() {
+        let clock = Clock::new();
+        let start = clock.now_ms();
+        tokio::time::advance(Duration::from_millis(199)).await;
+        assert_eq!(clock.now_ms() - start, 199);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(clock.now_ms() - start, 200);
     }
 }

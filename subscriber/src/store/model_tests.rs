@@ -376,7 +376,10 @@ impl Model {
         }
         k.reg = None;
         let fence = revision - 1;
-        if !k.tomb(now).is_some_and(|t| t.0 > fence || (t.0 == fence && t.2)) {
+        if !k
+            .tomb(now)
+            .is_some_and(|t| t.0 > fence || (t.0 == fence && t.2))
+        {
             k.bury((fence, u64::MAX, true), now + FENCE_MS);
         }
         if k.held.is_some_and(|(h, _)| h.epoch < revision) {

@@ -101,6 +101,27 @@ fn goodbye_leaves_a_tombstone_against_late_tokens() {
     );
 }
 
+/// On tokio's clock, with the sweep on a 20 ms timer as the ingest loop runs it, an
+/// instance goes within one sweep period after its TTL, and not before.
+#[tokio::test(start_paused = true)]
+async fn on_paused_time_the_sweep_removes_an_instance_within_a_period_after_its_ttl() {
+    let views = Arc::new(Views::new(Arc::new(Clock::new())));
+    let (tx, _rx) = broadcast::channel(16);
+    let mut s = Store::new(Mode::BUS, views, Arc::new(Counters::default()), tx);
+    let start = tokio::time::Instant::now();
+    s.apply(&token("a", 0, 1).as_ref());
+    let mut sweeps = tokio::time::interval(std::time::Duration::from_millis(20));
+    while !ids(&s).is_empty() {
+        sweeps.tick().await;
+        s.sweep();
+    }
+    let gone = start.elapsed().as_millis();
+    assert!(
+        (200..=220).contains(&gone),
+        "TTL 200 ms, swept every 20 ms: gone after {gone} ms"
+    );
+}
+
 #[test]
 fn seq_gaps_count_lost_tokens() {
     let (mut s, _rx, c) = store(Mode::BUS);
