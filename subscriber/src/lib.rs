@@ -69,6 +69,8 @@ mod event;
 mod hash;
 mod ingest;
 mod instance;
+#[cfg(feature = "internals")]
+pub mod internals;
 mod merge;
 mod pick;
 mod probe_pacing;
