@@ -10,7 +10,16 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Whether allocations are counted: on unless [`count`] turned it off.
+static COUNTING: AtomicBool = AtomicBool::new(true);
+
+/// Turns counting on or off for the whole process. A program that measures no memory turns it
+/// off first thing; the allocator then costs it one relaxed load per call.
+pub fn count(on: bool) {
+    COUNTING.store(on, Relaxed);
+}
 
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 static LIVE_CHUNK_BYTES: AtomicI64 = AtomicI64::new(0);
@@ -43,6 +52,9 @@ fn chunk(size: usize) -> i64 {
 }
 
 fn on_alloc(size: usize) {
+    if !COUNTING.load(Relaxed) {
+        return;
+    }
     LIVE_BYTES.fetch_add(size as i64, Relaxed);
     LIVE_CHUNK_BYTES.fetch_add(chunk(size), Relaxed);
     LIVE_BY_CLASS[class(size)].fetch_add(size as i64, Relaxed);
@@ -51,6 +63,9 @@ fn on_alloc(size: usize) {
 }
 
 fn on_dealloc(size: usize) {
+    if !COUNTING.load(Relaxed) {
+        return;
+    }
     LIVE_BYTES.fetch_sub(size as i64, Relaxed);
     LIVE_CHUNK_BYTES.fetch_sub(chunk(size), Relaxed);
     LIVE_BY_CLASS[class(size)].fetch_sub(size as i64, Relaxed);

@@ -1,16 +1,17 @@
-//! Herald's benchmarks, and the few pieces they share.
+//! Herald's benchmarks, and the pieces they share.
 //!
-//! Each benchmark is a program that starts its own `nats-server` (through `herald-testkit`)
-//! and prints its figures; `BENCHMARKS.md` at the repository root records how they were run
-//! and what they gave.
+//! One program, `herald-bench`, runs them, a subcommand each (`herald-bench help`); each
+//! starts its own `nats-server` and etcd (through `herald-testkit`) and prints its figures.
+//! `BENCHMARKS.md` at the repository root records how they were run and what they gave.
 //!
-//! - `propagation` (bin): publish-to-visible latency, raw NATS against Herald's join and
-//!   goodbye, and a real announcer's start;
-//! - `ingest` (bin): tokens per second and CPU per token of a subscriber under a flood,
-//!   against a plain NATS subscription of the same messages;
-//! - `memory` (bin): live heap bytes per cached instance;
-//! - `pick` (criterion bench): nanoseconds per pick for each strategy, and the allocations
-//!   100,000 picks make.
+//! - `propagation`: publish-to-visible latency, raw NATS against Herald's join and goodbye,
+//!   and a real announcer's start;
+//! - `ingest`: tokens per second and CPU per token of a subscriber under a flood, against a
+//!   plain NATS subscription of the same messages;
+//! - `memory`: live heap bytes per cached instance;
+//! - `scale` ([`scale`]), `peers` and `peers-kill` ([`peers`]), `churn` ([`churn`]);
+//! - criterion benches: `pick` (nanoseconds per pick for each strategy, and the allocations
+//!   100,000 picks make) and `hot_path` (each step of ingest on its own).
 //!
 //! # Layout
 //! - [`fleet`]: typical tokens for a fleet of instances, pre-encoded with patchable fields;

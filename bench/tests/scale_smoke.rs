@@ -14,7 +14,7 @@ async fn two_hosts_of_twenty_on_sessions_are_listed_and_measured() {
     let mut c = Case::parse("2x20/4~2s").expect("valid case");
     c.concurrency = 10;
     let settings = Settings {
-        host_program: PathBuf::from(env!("CARGO_BIN_EXE_scale_host")),
+        host_program: PathBuf::from(env!("CARGO_BIN_EXE_herald-bench")),
         window: Duration::from_secs(2),
         settle: Duration::from_millis(500),
         start_timeout: Duration::from_secs(20),

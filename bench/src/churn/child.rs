@@ -1,4 +1,4 @@
-//! The fleet process, as the harness drives it: started with `--fleet`, sent orders on its
+//! The fleet process, as the harness drives it: started as `herald-bench churn-fleet`, sent orders on its
 //! stdin, its answers read and stamped on arrival by a thread of their own.
 
 use std::io::{BufRead, BufReader, Write};
@@ -22,7 +22,7 @@ pub(super) struct Fleet {
 impl Fleet {
     pub(super) fn spawn(program: &PathBuf, args: &FleetArgs) -> Fleet {
         let mut cmd = Command::new(program);
-        cmd.arg("--fleet")
+        cmd.arg("churn-fleet")
             .args(args.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

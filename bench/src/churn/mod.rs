@@ -2,7 +2,7 @@
 //! random against one subscriber with etcd, while this harness keeps the ground truth and
 //! checks the subscriber against it.
 //!
-//! The announcers run in a child process, the `churn` program started with `--fleet`, so
+//! The announcers run in a child process, `herald-bench churn-fleet`, so
 //! that the RSS sampled here is the subscriber's (with this harness's bookkeeping), not the
 //! fleet's. The harness sends the fleet one [`Order`] per line on its stdin; the fleet
 //! answers each with an [`Answer`] on its stdout, stamped on arrival here. The harness also

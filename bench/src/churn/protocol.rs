@@ -109,7 +109,7 @@ pub struct FleetArgs {
 }
 
 impl FleetArgs {
-    /// The arguments after `--fleet`.
+    /// The arguments after `churn-fleet`.
     pub fn to_args(&self) -> Vec<String> {
         vec![
             self.nats.clone(),

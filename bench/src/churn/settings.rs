@@ -45,7 +45,7 @@ pub struct Settings {
     /// The subscriber's `event_capacity`. Its event ring holds that many events, each with
     /// its instance, until they are overwritten: RSS grows until the ring is full.
     pub event_capacity: usize,
-    /// The `churn` program, started with `--fleet` to run the announcers.
+    /// The `herald-bench` program, which runs the announcers with its `churn-fleet` subcommand.
     pub fleet_program: PathBuf,
     /// With `Some(grace)`, nats-server delivers disconnect advisories and the subscriber
     /// reads them with this grace: a crash (its connection closed by the dropped handle) is

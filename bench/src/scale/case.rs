@@ -22,7 +22,7 @@ use crate::scale::settle::{exact_listing, settle};
 /// How a case is measured.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The `scale_host` program.
+    /// The `herald-bench` program, which runs a host with its `scale-host` subcommand.
     pub host_program: PathBuf,
     /// Length of the steady window.
     pub window: Duration,

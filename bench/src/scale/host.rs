@@ -135,7 +135,7 @@ async fn serve(args: &HostArgs) -> Result<(), String> {
             *kinds.entry(f).or_default() += 1;
         }
         eprintln!(
-            "scale_host {}: shutdown errors by kind: {kinds:?}",
+            "scale-host {}: shutdown errors by kind: {kinds:?}",
             args.host
         );
     }

@@ -1,4 +1,4 @@
-//! The command line of a host process (`scale_host`), written by the parent and read by the
+//! The command line of a host process (`herald-bench scale-host`), written by the parent and read by the
 //! host, so that both sides agree on it.
 
 use crate::scale::plan::Case;
@@ -18,7 +18,7 @@ pub struct HostArgs {
 }
 
 impl HostArgs {
-    /// The arguments of `scale_host` (without the program name).
+    /// The arguments of `herald-bench scale-host` (after the subcommand).
     pub fn to_args(&self) -> Vec<String> {
         vec![
             "--nats".to_owned(),

@@ -14,6 +14,9 @@ use crate::scale::host_args::HostArgs;
 use crate::scale::plan::Case;
 use crate::scale::report_line::{HostStats, ReportLine};
 
+/// The subcommand of `herald-bench` that runs a host.
+pub const HOST_SUBCOMMAND: &str = "scale-host";
+
 /// One host process.
 #[derive(Debug)]
 struct Host {
@@ -82,7 +85,8 @@ impl Hosts {
                     c.arg("-n").arg(nice.to_string()).arg(program);
                     c
                 };
-                cmd.args(args.to_args())
+                cmd.arg(HOST_SUBCOMMAND)
+                    .args(args.to_args())
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit());

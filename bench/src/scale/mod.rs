@@ -1,7 +1,7 @@
 //! The scale benchmark: tens of thousands of announcers, simulated by a few host processes,
 //! against one subscriber of every service.
 //!
-//! A host (`scale_host`) runs many announcers on one NATS connection and, by default, one
+//! A host (`herald-bench scale-host`) runs many announcers on one NATS connection and, by default, one
 //! `Session` (one etcd lease, one keep-alive timer and one watch stream for the whole
 //! process, as etcd's own sessions do), or a lease per announcer for comparison. A case
 //! starts fresh servers and its hosts, cold-starts a subscriber with etcd in this process,
@@ -13,7 +13,7 @@
 //! # async fn run() -> Result<(), String> {
 //! use herald_bench::scale::{case, plan::Case, report};
 //!
-//! let settings = case::Settings::bench("target/release/scale_host".into());
+//! let settings = case::Settings::bench("target/release/herald-bench".into());
 //! let outcome = case::run(&Case::parse("10x1000").unwrap(), &settings).await?;
 //! assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
 //! println!("{}", report::figures(std::slice::from_ref(&outcome)));

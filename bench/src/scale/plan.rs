@@ -92,7 +92,7 @@ impl Case {
     /// `10x5000`, `10x1000:instance`, `10x5000@5s`, `2x20/4~2s`. Durations take `ms` or `s`.
     pub fn parse(spec: &str) -> Option<Case> {
         let (spec, lease_ttl) = match spec.split_once('~') {
-            Some((r, t)) => (r, Some(parse_duration(t)?)),
+            Some((r, t)) => (r, Some(humantime::parse_duration(t).ok()?)),
             None => (spec, None),
         };
         let (rest, services) = match spec.split_once('/') {
@@ -100,7 +100,7 @@ impl Case {
             None => (spec, None),
         };
         let (rest, interval) = match rest.split_once('@') {
-            Some((r, i)) => (r, Some(parse_duration(i)?)),
+            Some((r, i)) => (r, Some(humantime::parse_duration(i).ok()?)),
             None => (rest, None),
         };
         let (shape, leases) = match rest.split_once(':') {
@@ -172,19 +172,6 @@ impl fmt::Display for Case {
             self.interval.as_millis()
         )
     }
-}
-
-/// `500ms`, `2s`, `30s`, `10m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -65,7 +65,9 @@ impl Cell {
         let (name, target) = spec.split_once('@')?;
         Some(Cell {
             detector: Detector::from_name(name)?,
-            target: parse_duration(target).filter(|t| !t.is_zero())?,
+            target: humantime::parse_duration(target)
+                .ok()
+                .filter(|t| !t.is_zero())?,
         })
     }
 
@@ -150,7 +152,7 @@ pub struct KillSettings {
     pub listing_timeout: Duration,
     /// Seed of the kill order and offsets.
     pub seed: u64,
-    /// The `peers_host` program.
+    /// The `herald-bench` program, which runs a host with its `kill-host` subcommand.
     pub host_program: PathBuf,
 }
 
@@ -182,19 +184,6 @@ impl KillSettings {
     /// crash: the cell's mechanism with room for a loaded machine.
     pub fn phase_timeout(&self, cell: &Cell) -> Duration {
         cell.bound(self.grace) * 2 + Duration::from_secs(5)
-    }
-}
-
-/// `2s`, `1500ms`, `0.5s`, or a bare number of seconds.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    match v.strip_suffix("ms") {
-        Some(n) => n.parse().ok().map(Duration::from_millis),
-        None => v
-            .trim_end_matches('s')
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64),
     }
 }
 

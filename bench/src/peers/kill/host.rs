@@ -1,4 +1,4 @@
-//! A host process (the `peers_host` program): a few instances of one system in a process of
+//! A host process (`herald-bench kill-host`): a few instances of one system in a process of
 //! their own, on one NATS connection (and one etcd client for Herald), as the instances of a
 //! real process would be. Killing it is the crash.
 //!
@@ -48,7 +48,7 @@ pub struct HostArgs {
 }
 
 impl HostArgs {
-    /// The arguments of `peers_host` (without the program name).
+    /// The arguments of `herald-bench kill-host` (after the subcommand).
     pub fn to_args(&self) -> Vec<String> {
         let system = match self.system {
             HostSystem::Herald => "herald",

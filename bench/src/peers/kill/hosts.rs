@@ -12,6 +12,9 @@ use tokio::task::JoinHandle;
 use crate::peers::kill::host::HostArgs;
 
 /// `SIGKILL`: the process dies at once, and its host closes its connections.
+/// The subcommand of `herald-bench` that runs a host.
+pub const HOST_SUBCOMMAND: &str = "kill-host";
+
 const SIGKILL: i32 = 9;
 
 /// One host process.
@@ -38,7 +41,8 @@ impl Hosts {
             .iter()
             .map(|a| {
                 let mut cmd = Command::new(program);
-                cmd.args(a.to_args())
+                cmd.arg(HOST_SUBCOMMAND)
+                    .args(a.to_args())
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit());

@@ -1,5 +1,5 @@
-//! Crashes as real processes die: instances live in host processes (the `peers_host`
-//! program), and a crash is a SIGKILL of one of them. Every consumer's view is timed from the
+//! Crashes as real processes die: instances live in host processes (`herald-bench kill-host`),
+//! and a crash is a SIGKILL of one of them. Every consumer's view is timed from the
 //! kill to its `Removed`, for three ways of finding a dead process:
 //!
 //! - **herald + advisories**: the subscriber follows NATS disconnect advisories; the killed
@@ -20,7 +20,7 @@
 //! # async fn run() {
 //! use herald_bench::peers::kill::{self, Cell, KillSettings};
 //!
-//! let mut settings = KillSettings::bench("target/release/peers_host");
+//! let mut settings = KillSettings::bench("target/release/herald-bench");
 //! settings.cells = vec![Cell::parse("herald-advisories@3s").unwrap()];
 //! let outcome = kill::run(&settings.cells[0], &settings).await;
 //! println!("{}", kill::report::table(&[outcome]));

@@ -3,8 +3,9 @@
 //! join, leave and crash-detection latency with the load each puts on etcd and NATS, then
 //! the verdict on the claim it tests.
 //!
-//! `cargo run --release -p herald-bench --bin peers [-- --sizes 1000,5000] [--samples 100]
-//! [--target 2s] [--steady 10s] [--only herald,herald-shared,etcd,polling] [--per-process N] [--herald-lease 30s] [--seed N]`
+//! `cargo run --release -p herald-bench -- peers [--sizes 1000,5000] [--samples 100]
+//! [--target 2s] [--steady 10s] [--only herald,herald-shared,etcd,polling] [--per-process N]
+//! [--herald-lease 30s] [--seed N]`
 //!
 //! Without `--per-process`, every instance lives in this one process, on one NATS and one
 //! etcd connection; with it, instances are spread over simulated processes of N instances,
@@ -19,17 +20,60 @@ use herald_bench::peers::{Kind, Settings, quiet, report, scenario};
 /// first waits for the machine to be quiet: `quiet::gated`).
 const ATTEMPTS: usize = 3;
 
-fn main() {
-    let settings = parse(std::env::args().skip(1).collect());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(run(settings));
+/// What `peers` takes; each value defaults to the bench's.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Instances kept up in each run, one run per size.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Joins measured per run (as many leave, as many crash).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// The crash-detection target every system is set for.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    target: Option<Duration>,
+    /// The steady window over which the load is read.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    steady: Option<Duration>,
+    /// Systems to run, of herald, herald-shared, etcd, polling.
+    #[arg(long, value_delimiter = ',', value_parser = kind)]
+    only: Vec<Kind>,
+    /// Instances per simulated process, each with its own connections (default: all in one).
+    #[arg(long, value_parser = crate::positive)]
+    per_process: Option<usize>,
+    /// Herald's etcd lease (the authority only).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    herald_lease: Option<Duration>,
+    /// Seed of the offsets and choices.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
-async fn run(settings: Settings) {
+fn kind(name: &str) -> Result<Kind, String> {
+    Kind::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+pub(crate) fn run(args: Args) {
+    let mut s = Settings::bench();
+    if !args.sizes.is_empty() {
+        s.sizes = args.sizes;
+    }
+    if !args.only.is_empty() {
+        s.kinds = args.only;
+    }
+    s.samples = args.samples.unwrap_or(s.samples);
+    s.target = args.target.unwrap_or(s.target);
+    s.steady = args.steady.unwrap_or(s.steady);
+    s.per_process = args.per_process.or(s.per_process);
+    s.herald_lease = args.herald_lease.unwrap_or(s.herald_lease);
+    s.seed = args.seed.unwrap_or(s.seed);
+    crate::runtime().block_on(compare(s));
+}
+
+async fn compare(settings: Settings) {
     let began = Instant::now();
     let timing = settings.timing();
     let (min_ttl, granted) = {
@@ -97,61 +141,4 @@ async fn run(settings: Settings) {
     println!("{}", report::details(&outcomes));
     println!("verdict:\n{}", report::verdict(&outcomes, &settings.sizes));
     println!("run took {:.1} s", began.elapsed().as_secs_f64());
-}
-
-fn parse(args: Vec<String>) -> Settings {
-    let mut s = Settings::bench();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
-                .as_str()
-        };
-        match arg.as_str() {
-            "--sizes" => {
-                s.sizes = value()
-                    .split(',')
-                    .map(|n| n.parse().unwrap_or_else(|_| usage("bad size")))
-                    .collect();
-            }
-            "--samples" => s.samples = value().parse().unwrap_or_else(|_| usage("bad count")),
-            "--target" => s.target = duration(value()),
-            "--steady" => s.steady = duration(value()),
-            "--herald-lease" => s.herald_lease = duration(value()),
-            "--per-process" => {
-                s.per_process = Some(value().parse().unwrap_or_else(|_| usage("bad count")));
-            }
-            "--seed" => s.seed = value().parse().unwrap_or_else(|_| usage("bad seed")),
-            "--only" => {
-                s.kinds = value()
-                    .split(',')
-                    .map(|k| Kind::from_name(k).unwrap_or_else(|| usage(&format!("no system {k}"))))
-                    .collect();
-            }
-            other => usage(&format!("unknown argument {other}")),
-        }
-    }
-    s
-}
-
-/// `2s`, `1500ms`, or a bare number of seconds.
-fn duration(v: &str) -> Duration {
-    let parsed = match v.strip_suffix("ms") {
-        Some(n) => n.parse().ok().map(Duration::from_millis),
-        None => v
-            .trim_end_matches('s')
-            .parse()
-            .ok()
-            .map(Duration::from_secs),
-    };
-    parsed.unwrap_or_else(|| usage(&format!("bad duration {v}")))
-}
-
-fn usage(problem: &str) -> ! {
-    eprintln!(
-        "{problem}\nusage: peers [--sizes 1000,5000] [--samples 100] [--target 2s] [--steady 10s] \
-         [--only herald,herald-shared,etcd,polling] [--per-process N] [--herald-lease 30s] [--seed N]"
-    );
-    std::process::exit(2);
 }

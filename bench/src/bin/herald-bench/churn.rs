@@ -2,15 +2,15 @@
 //! checked every second against the ground truth (see `herald_bench::churn` for what is
 //! checked and how). Prints the report; exits with status 1 when a check failed.
 //!
-//! `cargo run --release -p herald-bench --bin churn [-- --duration 600s] [--seed N]
+//! `cargo run --release -p herald-bench -- churn [--duration 600s] [--seed N]
 //! [--event-capacity N] [--advisories] [--disconnect-grace 200ms] [--rss-growth-mib N]`
 //!
 //! `--advisories` starts nats-server with the accounts that deliver disconnect advisories and
 //! the subscriber reading them (default grace); `--disconnect-grace` sets another grace and
 //! implies `--advisories`. A crash must then be removed as `disconnected`.
 //!
-//! Started with `--fleet`, this program is the announcers' process instead: it reads
-//! orders on stdin and answers each on stdout when it is carried out.
+//! The announcers run in this program started with the hidden `churn-fleet` subcommand: it
+//! reads orders on stdin and answers each on stdout when it is carried out.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -23,73 +23,48 @@ use herald_shared::{EtcdConfig, NatsConfig};
 use herald_subscriber::DEFAULT_DISCONNECT_GRACE;
 use tokio::sync::mpsc;
 
-/// Counts live heap bytes, reported next to the RSS (the fleet process counts too, unread).
-#[global_allocator]
-static ALLOC: herald_bench::alloc::Counting = herald_bench::alloc::Counting;
+/// What `churn` takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// How long announcers churn (the run then settles and winds down, a few seconds more).
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Seed of the decisions (default: a random one, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The subscriber's event capacity.
+    #[arg(long)]
+    event_capacity: Option<usize>,
+    /// Start nats-server with the accounts that deliver disconnect advisories, and the
+    /// subscriber reading them: a crash must then be removed as `disconnected`.
+    #[arg(long)]
+    advisories: bool,
+    /// The subscriber's grace after a disconnect advisory (implies `--advisories`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    disconnect_grace: Option<Duration>,
+    /// RSS growth (last sample - first) tolerated before the run counts as failed.
+    #[arg(long, default_value_t = 16)]
+    rss_growth_mib: u64,
+}
 
-/// Churn time unless `--duration` says otherwise.
-const DEFAULT_DURATION: Duration = Duration::from_secs(600);
-/// RSS growth (last sample - first) tolerated before the run counts as failed.
-const DEFAULT_RSS_GROWTH_MIB: u64 = 16;
-
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--fleet") {
-        let fleet = FleetArgs::from_args(&args[1..])
-            .expect("usage: churn --fleet NATS ETCD[,ETCD] PREFIX INTERVAL_MS TTL_MS LEASE_MS");
-        runtime().block_on(serve_fleet(fleet));
-        return;
-    }
-    let mut duration = DEFAULT_DURATION;
-    let mut seed = None;
-    let mut rss_growth_mib = DEFAULT_RSS_GROWTH_MIB;
-    let mut event_capacity = None;
-    let mut disconnect_grace = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--duration" => {
-                let v = value();
-                duration = parse_duration(v).unwrap_or_else(|| usage(&format!("bad duration {v}")));
-            }
-            "--seed" => seed = Some(value().parse().unwrap_or_else(|_| usage("bad seed"))),
-            "--event-capacity" => {
-                event_capacity = Some(
-                    value()
-                        .parse()
-                        .unwrap_or_else(|_| usage("bad event capacity")),
-                );
-            }
-            "--advisories" => disconnect_grace = Some(DEFAULT_DISCONNECT_GRACE),
-            "--disconnect-grace" => {
-                let v = value();
-                disconnect_grace =
-                    Some(parse_duration(v).unwrap_or_else(|| usage(&format!("bad grace {v}"))));
-            }
-            "--rss-growth-mib" => {
-                rss_growth_mib = value().parse().unwrap_or_else(|_| usage("bad MiB count"));
-            }
-            other => usage(&format!("unknown argument {other}")),
-        }
-    }
-    let seed = seed.unwrap_or_else(|| fastrand::u64(..1_000_000));
+pub(crate) fn run(args: Args) {
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..1_000_000));
     let program = std::env::current_exe().expect("own path");
-    let mut settings = Settings::new(program, duration, seed);
-    if let Some(capacity) = event_capacity {
+    let mut settings = Settings::new(program, args.duration, seed);
+    if let Some(capacity) = args.event_capacity {
         settings.event_capacity = capacity;
     }
-    settings.disconnect_grace = disconnect_grace;
+    settings.disconnect_grace = args
+        .disconnect_grace
+        .or(args.advisories.then_some(DEFAULT_DISCONNECT_GRACE));
     println!(
-        "churn: {duration:?} of churn with seed {seed} (rerun with --seed {seed} for the same \
-         decisions)"
+        "churn: {:?} of churn with seed {seed} (rerun with --seed {seed} for the same \
+         decisions)",
+        args.duration
     );
-    let report = runtime().block_on(churn::run(settings));
+    let report = crate::runtime().block_on(churn::run(settings));
     println!("{report}");
-    let problems = report.problems(rss_growth_mib * 1024 * 1024);
+    let problems = report.problems(args.rss_growth_mib * 1024 * 1024);
     if problems.is_empty() {
         println!("all checks passed");
     } else {
@@ -101,34 +76,15 @@ fn main() {
     }
 }
 
-fn usage(problem: &str) -> ! {
-    eprintln!(
-        "{problem}\nusage: churn [--duration 600s|10m|30s|500ms] [--seed N] [--event-capacity N] \
-         [--advisories] [--disconnect-grace 200ms] [--rss-growth-mib N]"
-    );
-    std::process::exit(2);
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// `600s`, `10m`, `1h`, `500ms`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return None,
-    })
+/// The announcers' process, its arguments after the subcommand.
+pub(crate) fn fleet_process(args: &[String]) {
+    let fleet = FleetArgs::from_args(args).unwrap_or_else(|| {
+        eprintln!(
+            "usage: herald-bench churn-fleet NATS ETCD[,ETCD] PREFIX INTERVAL_MS TTL_MS LEASE_MS"
+        );
+        std::process::exit(2);
+    });
+    crate::runtime().block_on(serve_fleet(fleet));
 }
 
 /// The announcers' process: one announcer per joined id, each with its own NATS and etcd

@@ -2,7 +2,8 @@
 //! applies, and the CPU it spends per token, against a plain async-nats subscription of the
 //! same messages.
 //!
-//! The publisher runs in a separate process (this program, re-executed with `--publisher`),
+//! The publisher runs in a separate process (this program, started with its hidden
+//! `ingest-publisher` subcommand),
 //! so that the CPU time read from `/proc/self/stat` is the subscribing side's alone. It
 //! sends pre-encoded tokens of 10,000 instances in turn (`seq` + 1 per instance per round),
 //! as fast as the receiver keeps up: it stays at most [`WINDOW`] tokens ahead of the
@@ -21,7 +22,7 @@
 //! Every run is repeated (3 rounds by default) and the medians are printed: other work on
 //! a small machine moves single rounds.
 //!
-//! `cargo run --release -p herald-bench --bin ingest [-- --tokens N] [--rounds N]
+//! `cargo run --release -p herald-bench -- ingest [--tokens N] [--rounds N]
 //! [--only raw|decode|herald] [--layout SxP]`
 
 use std::process::Command;
@@ -48,37 +49,36 @@ const CTL: &str = "bench.ctl";
 const CREDIT: &str = "bench.credit";
 const DONE: &str = "bench.done";
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--publisher") {
-        let url = args.get(2).expect("--publisher URL").clone();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(publisher(url));
-        return;
-    }
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .map(|i| args.get(i + 1).cloned().unwrap_or_default())
-    };
-    let tokens = flag("--tokens").map_or(DEFAULT_TOKENS, |n| n.parse().expect("--tokens N"));
-    // Rounds of every run; the figures are medians, so that another process's burst on
-    // this small machine moves one round, not the result.
-    let reps = flag("--rounds").map_or(DEFAULT_ROUNDS, |n| n.parse().expect("--rounds N"));
-    // `--only raw|decode|herald`: one kind of run, for profiling.
-    let only = flag("--only");
-    // `--layout SxP`: S services of P instances instead of the two standard layouts.
-    let layouts = match flag("--layout") {
-        Some(l) => {
-            let (s, p) = l.split_once('x').expect("--layout SxP");
-            vec![Layout {
-                services: s.parse().expect("--layout SxP"),
-                per_service: p.parse().expect("--layout SxP"),
-            }]
-        }
+/// What `ingest` takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Tokens per measured run.
+    #[arg(long, default_value_t = DEFAULT_TOKENS)]
+    tokens: u64,
+    /// Rounds of every run; the figures are medians, so that another process's burst on this
+    /// small machine moves one round, not the result.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+    rounds: usize,
+    /// One kind of run only, for profiling.
+    #[arg(long, value_parser = ["raw", "decode", "herald"])]
+    only: Option<String>,
+    /// S services of P instances (`SxP`) instead of the two standard layouts.
+    #[arg(long, value_parser = layout)]
+    layout: Option<Layout>,
+}
+
+fn layout(s: &str) -> Result<Layout, String> {
+    let (services, per_service) = s.split_once('x').ok_or("expected SxP, e.g. 100x100")?;
+    let count = |n: &str| n.parse::<usize>().map_err(|e| format!("{n}: {e}"));
+    Ok(Layout {
+        services: count(services)?,
+        per_service: count(per_service)?,
+    })
+}
+
+pub(crate) fn run(args: Args) {
+    let layouts = match args.layout {
+        Some(l) => vec![l],
         None => vec![
             Layout {
                 services: 100,
@@ -94,7 +94,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(run(tokens, reps, only, layouts));
+        .block_on(measure(args.tokens, args.rounds, args.only, layouts));
+}
+
+/// The publishing process, started by [`run`] with its NATS URL.
+pub(crate) fn publisher_process(url: String) {
+    crate::current_thread().block_on(publisher(url));
 }
 
 // ---- publishing process -------------------------------------------------------------------
@@ -414,7 +419,7 @@ fn decode_only(layout: Layout) -> f64 {
     start.elapsed().as_nanos() as f64 / (rounds * msgs.len()) as f64
 }
 
-async fn run(count: u64, reps: usize, only: Option<String>, layouts: Vec<Layout>) {
+async fn measure(count: u64, reps: usize, only: Option<String>, layouts: Vec<Layout>) {
     let wants = |kind: &str| only.as_deref().is_none_or(|o| o == kind);
     let nats = NatsServer::start().await;
     let url = nats.url();
@@ -427,7 +432,7 @@ async fn run(count: u64, reps: usize, only: Option<String>, layouts: Vec<Layout>
         .await
         .expect("subscription active");
     let mut cmd = Command::new(std::env::current_exe().expect("own path"));
-    cmd.arg("--publisher").arg(&url);
+    cmd.arg("ingest-publisher").arg(&url);
     let publisher = herald_testkit::spawn_guarded(cmd);
     tokio::time::timeout(Duration::from_secs(10), done.next())
         .await

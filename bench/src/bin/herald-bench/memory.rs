@@ -10,22 +10,17 @@
 //! For comparison, the same instances as the naive structure a hand-written cache would
 //! start with: `HashMap<(String, String), Token>`.
 //!
-//! `cargo run --release -p herald-bench --bin memory [-- --classes]`
+//! `cargo run --release -p herald-bench -- memory [--classes]`
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_bench::alloc::{
-    Counting, SIZE_CLASSES, live_bytes, live_bytes_by_class, live_chunk_bytes,
-};
+use herald_bench::alloc::{SIZE_CLASSES, live_bytes, live_bytes_by_class, live_chunk_bytes};
 use herald_bench::fleet::{self, Fleet, Layout};
 use herald_shared::{NatsConfig, Subjects, Token};
 use herald_subscriber::{Instance, Subscriber};
 use herald_testkit::NatsServer;
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 /// Live bytes as requested, and as glibc lays them out.
 #[derive(Debug, Clone, Copy)]
@@ -230,10 +225,19 @@ fn naive_bytes(layout: Layout) -> (f64, f64) {
     per
 }
 
-#[tokio::main]
-async fn main() {
-    // `--classes`: also print which request sizes the live bytes are in (what moved).
-    let by_class = std::env::args().any(|a| a == "--classes");
+/// What `memory` takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Also print which request sizes the live bytes are in (what moved).
+    #[arg(long)]
+    classes: bool,
+}
+
+pub(crate) fn run(args: Args) {
+    crate::runtime().block_on(measure(args.classes));
+}
+
+async fn measure(by_class: bool) {
     let nats = NatsServer::start().await;
     println!(
         "memory per cached instance (live heap bytes / instances; 'malloc' adds glibc's \

@@ -11,7 +11,7 @@
 //! Raw samples are taken in the same loop as Herald's (one raw message, one join, one
 //! goodbye, in turn), so that both see the same machine state.
 //!
-//! `cargo run --release -p herald-bench --bin propagation`
+//! `cargo run --release -p herald-bench -- propagation`
 
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,11 @@ const ANNOUNCER_SAMPLES: usize = 300;
 /// Longest wait for one event before the benchmark gives up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[tokio::main]
-async fn main() {
+pub(crate) fn run() {
+    crate::runtime().block_on(measure());
+}
+
+async fn measure() {
     let nats = NatsServer::start().await;
     let config = NatsConfig::new([nats.url()]);
     println!(

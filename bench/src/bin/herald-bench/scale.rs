@@ -1,0 +1,177 @@
+//! The scale benchmark: 10k and 50k announcers in host processes against one subscriber of
+//! every service, each case on fresh servers and in a fresh process of its own (so that one
+//! case's memory does not carry into the next). Prints the figures and the cost per
+//! instance as Markdown tables; exits with status 1 when a check failed.
+//!
+//! ```text
+//! cargo run --release -p herald-bench -- scale [--case 10x1000 --case 10x1000:instance
+//!     --case 10x5000 --window 30s --settle 5s --picks 200000 --concurrency 100 --host-nice 10]
+//! ```
+//!
+//! A case is `HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES][~LEASE_TTL]` (see
+//! `herald_bench::scale::plan::Case::parse`); without `--case`: 10k with a lease per host,
+//! 10k with a lease per instance, 50k with a lease per host, and 50k with a 5 s interval.
+//! Each case runs in this program started again with the hidden `scale-case` subcommand,
+//! which prints its outcome as a `result {json}` line; the hosts are this program too
+//! (`scale-host`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use herald_bench::scale::case::{self, Settings};
+use herald_bench::scale::host;
+use herald_bench::scale::host_args::HostArgs;
+use herald_bench::scale::outcome::Outcome;
+use herald_bench::scale::plan::Case;
+use herald_bench::scale::{cost, report};
+use herald_testkit::spawn_guarded;
+
+const DEFAULT_CASES: [&str; 4] = ["10x1000", "10x1000:instance", "10x5000", "10x5000@5s"];
+
+/// What `scale` (and each of its cases) takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// A case, `HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES][~LEASE_TTL]`
+    /// (repeatable; default: the four cases of BENCHMARKS.md).
+    #[arg(long = "case", value_parser = case)]
+    cases: Vec<Case>,
+    /// The measured steady window.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// Settling time after every instance is listed, before the window.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    settle: Option<Duration>,
+    /// Longest wait for the hosts to start their announcers.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    start_timeout: Option<Duration>,
+    /// Picks timed per strategy.
+    #[arg(long)]
+    picks: Option<usize>,
+    /// Announcers each host starts at a time.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Niceness of the host processes (0: as this one).
+    #[arg(long, allow_negative_numbers = true)]
+    host_nice: Option<i32>,
+}
+
+fn case(spec: &str) -> Result<Case, String> {
+    Case::parse(spec).ok_or_else(|| {
+        "expected HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES][~LEASE_TTL]".to_owned()
+    })
+}
+
+impl Args {
+    fn settings(&self) -> Settings {
+        let mut s = Settings::bench(std::env::current_exe().expect("own path"));
+        s.window = self.window.unwrap_or(s.window);
+        s.settle = self.settle.unwrap_or(s.settle);
+        s.start_timeout = self.start_timeout.unwrap_or(s.start_timeout);
+        s.picks = self.picks.unwrap_or(s.picks);
+        s.host_nice = self.host_nice.unwrap_or(s.host_nice);
+        s
+    }
+
+    fn cases(&self) -> Vec<Case> {
+        let mut cases = if self.cases.is_empty() {
+            DEFAULT_CASES
+                .iter()
+                .map(|c| case(c).expect("valid"))
+                .collect()
+        } else {
+            self.cases.clone()
+        };
+        if let Some(n) = self.concurrency {
+            cases.iter_mut().for_each(|c| c.concurrency = n);
+        }
+        cases
+    }
+
+    /// The command line of one case's process.
+    fn case_args(&self, case: &Case) -> Vec<String> {
+        let mut args = vec!["scale-case".to_owned(), "--case".to_owned(), case.spec()];
+        let mut add = |flag: &str, value: Option<String>| {
+            if let Some(v) = value {
+                args.extend([flag.to_owned(), v]);
+            }
+        };
+        let human = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        add("--window", human(self.window));
+        add("--settle", human(self.settle));
+        add("--start-timeout", human(self.start_timeout));
+        add("--picks", self.picks.map(|n| n.to_string()));
+        add("--host-nice", self.host_nice.map(|n| n.to_string()));
+        args
+    }
+}
+
+/// One case, in a process of its own: its outcome as a `result {json}` line.
+pub(crate) fn run_case(args: Args) {
+    let cases = args.cases();
+    let [case] = cases.as_slice() else {
+        eprintln!("scale-case takes exactly one --case");
+        std::process::exit(2);
+    };
+    match crate::runtime().block_on(case::run(case, &args.settings())) {
+        Ok(o) => println!(
+            "result {}",
+            serde_json::to_string(&o).expect("serialisable")
+        ),
+        Err(e) => {
+            eprintln!("case {case} failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A host process: many announcers on one NATS connection, on one thread, as
+/// `herald_bench::scale::host` describes.
+pub(crate) fn host_process(args: &[String]) {
+    let args = HostArgs::parse(args).unwrap_or_else(|e| {
+        eprintln!("scale-host: {e}");
+        std::process::exit(2);
+    });
+    // One thread drives every announcer of the host: the host's cost is then what its
+    // announcers need, not what a thread pool spends waking up.
+    if crate::current_thread().block_on(host::run(args)).is_err() {
+        std::process::exit(1);
+    }
+}
+
+pub(crate) fn run(args: Args) {
+    let me = std::env::current_exe().expect("own path");
+    let cases = args.cases();
+    let mut outcomes = Vec::new();
+    for c in &cases {
+        println!("case {c}");
+        let mut cmd = Command::new(&me);
+        cmd.args(args.case_args(c))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = spawn_guarded(cmd);
+        let stdout = child.child_mut().stdout.take().expect("piped stdout");
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            match line.strip_prefix("result ") {
+                Some(json) => match serde_json::from_str::<Outcome>(json) {
+                    Ok(o) => outcomes.push(o),
+                    Err(e) => eprintln!("unreadable result: {e}"),
+                },
+                None => println!("{line}"),
+            }
+        }
+        let status = child.child_mut().wait().ok();
+        if !status.is_some_and(|s| s.success()) {
+            println!("case {c} could not be measured ({status:?})");
+        }
+    }
+    if outcomes.is_empty() {
+        std::process::exit(1);
+    }
+    println!("\n## Figures\n\n{}", report::figures(&outcomes));
+    println!("## Cost per instance\n\n{}", cost::cost_model(&outcomes));
+    if outcomes.iter().any(|o| !o.problems.is_empty()) || outcomes.len() < cases.len() {
+        println!("FAILED: see the problems row");
+        std::process::exit(1);
+    }
+}
