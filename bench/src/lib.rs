@@ -15,15 +15,17 @@
 //!
 //! # Layout
 //! - [`fleet`]: typical tokens for a fleet of instances, pre-encoded with patchable fields;
-//! - [`summary`]: percentiles of latency samples;
-//! - [`cpu`]: CPU time of a process, from `/proc`;
+//! - [`stats`]: percentiles and medians of samples;
+//! - [`process`]: CPU time, RSS and system calls of a process, and the machine's CPU, from `/proc`;
+//! - [`metrics`]: etcd's and nats-server's counters;
 //! - [`alloc`]: a counting global allocator (live bytes, allocations per thread).
 #![deny(missing_docs)]
 
 pub mod alloc;
 pub mod churn;
-pub mod cpu;
 pub mod fleet;
+pub mod metrics;
 pub mod peers;
+pub mod process;
 pub mod scale;
-pub mod summary;
+pub mod stats;

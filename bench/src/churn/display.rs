@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::report::Report;
-use crate::summary::{Summary, ms};
+use crate::stats::{Summary, ms};
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))

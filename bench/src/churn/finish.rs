@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::report::Report;
 use super::soak::Soak;
 use super::truth::Violation;
-use crate::summary::Summary;
+use crate::stats::Summary;
 
 impl Soak {
     pub(super) fn finish(mut self, stats: herald_subscriber::Stats, elapsed: Duration) -> Report {

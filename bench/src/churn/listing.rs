@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use herald_subscriber::Subscriber;
 
-use super::report::rss_bytes;
 use super::settings::SERVICE;
 use super::soak::Soak;
+use crate::process::rss_bytes;
 
 impl Soak {
     /// Compares the listing with the truth, and samples RSS.
@@ -81,7 +81,7 @@ impl Soak {
         self.retire(now);
         let since_start = now.saturating_duration_since(self.started);
         if since_start >= self.settings.rss_warmup {
-            if let Some(rss) = rss_bytes() {
+            if let Some(rss) = rss_bytes(None) {
                 self.rss.push((since_start, rss));
             }
             let heap = crate::alloc::live_bytes();

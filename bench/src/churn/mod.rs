@@ -53,5 +53,5 @@ mod truth;
 
 pub use driver::run;
 pub use protocol::{Answer, FleetArgs, Order};
-pub use report::{Report, rss_bytes};
+pub use report::Report;
 pub use settings::{SERVICE, Settings};

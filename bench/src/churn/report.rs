@@ -1,12 +1,12 @@
 //! What a soak found ([`Report`]), the criteria it is judged by ([`Report::problems`]), and
-//! the RSS reading ([`rss_bytes`]) it samples.
+//! the RSS it samples.
 
 use std::time::Duration;
 
 use herald_subscriber::RemovalCause;
 
 use super::settings::Settings;
-use crate::summary::Summary;
+use crate::stats::Summary;
 
 /// What a soak found. `Display` prints the report.
 #[derive(Debug, Clone)]
@@ -140,12 +140,4 @@ impl Report {
         }
         p
     }
-}
-
-/// This process's resident set size, from `/proc/self/status`.
-pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

@@ -4,18 +4,15 @@
 
 use std::time::Instant;
 
-use herald_testkit::http;
-
-use crate::cpu::CpuSample;
-use crate::peers::prometheus::{EtcdCounters, varz_u64};
-use crate::peers::quiet;
+use crate::metrics::{EtcdMetrics, NatsVarz};
 use crate::peers::servers::Servers;
+use crate::process::CpuSample;
 
 /// The counters at one moment.
 #[derive(Debug, Clone)]
 pub struct LoadSample {
     at: Instant,
-    etcd: EtcdCounters,
+    etcd: EtcdMetrics,
     nats_msgs: u64,
     cpu: CpuSample,
     machine: Option<std::time::Duration>,
@@ -48,19 +45,17 @@ pub struct Load {
 impl LoadSample {
     /// Reads every counter now. Panics when a server's endpoint does not answer.
     pub async fn take(servers: &Servers) -> LoadSample {
-        let (metrics, varz) = tokio::join!(
-            http::get(servers.etcd_metrics_port(), "/metrics"),
-            http::get(servers.nats.monitor_port(), "/varz"),
+        let (etcd, varz) = tokio::join!(
+            EtcdMetrics::read(&servers.etcd),
+            NatsVarz::read(&servers.nats)
         );
-        let metrics = metrics.expect("etcd /metrics answers");
         let varz = varz.expect("nats /varz answers");
-        let msgs = |key| varz_u64(&varz.body, key).expect("varz has message counters");
         LoadSample {
             at: Instant::now(),
-            etcd: EtcdCounters::parse(&metrics.body),
-            nats_msgs: msgs("in_msgs") + msgs("out_msgs"),
+            etcd: etcd.expect("etcd /metrics answers"),
+            nats_msgs: varz.in_msgs + varz.out_msgs,
             cpu: CpuSample::take(&[servers.etcd.pid(), servers.nats.pid(), None]),
-            machine: quiet::machine_busy(),
+            machine: crate::process::machine_busy(),
         }
     }
 }

@@ -36,7 +36,7 @@
 //! - [`phases`]: joins, leaves and crashes spread over a span, and their latencies;
 //! - [`servers`]: a run's fresh servers, where they listen, and clients;
 //! - [`processes`]: the simulated processes, each with its own connections;
-//! - [`load`], [`prometheus`]: etcd, NATS and CPU load over a window;
+//! - [`load`]: etcd, NATS and CPU load over a window (counters from [`crate::metrics`]);
 //! - [`quiet`]: waiting for builds on the machine to end, and noticing them;
 //! - [`scenario`]: one system at one size, start to finish;
 //! - [`report`]: the table, the details and the verdict;
@@ -51,7 +51,6 @@ pub mod observer;
 pub mod phases;
 pub mod polling;
 pub mod processes;
-pub mod prometheus;
 pub mod quiet;
 pub mod report;
 pub mod scenario;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::peers::observer::Observer;
 use crate::peers::system::System;
-use crate::summary::Summary;
+use crate::stats::Summary;
 
 /// The figures of one phase.
 #[derive(Debug, Clone, Default)]

@@ -84,11 +84,15 @@ pub async fn consumer(servers: &Endpoints, timing: Timing, observer: Observer) -
     })
 }
 
-/// The instance id in a PING reply (`"id":"..."`).
+/// The instance id in a PING reply (`{"id": "...", ...}`).
 pub fn reply_id(payload: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let rest = &text[text.find("\"id\":\"")? + 6..];
-    Some(&rest[..rest.find('"')?])
+    #[derive(serde::Deserialize)]
+    struct Reply<'a> {
+        id: &'a str,
+    }
+    serde_json::from_slice::<Reply<'_>>(payload)
+        .ok()
+        .map(|r| r.id)
 }
 
 /// The consumer: its connection, its reply inbox, and what it knows.

@@ -1,6 +1,6 @@
 //! Other work on the same machine skews the figures: [`wait_quiet`] waits until no `rustc`
 //! or `cargo` process has run and the machine has been nearly idle for a while,
-//! [`BuildWatch`] tells whether a build ran during a measurement, [`machine_busy`] reads
+//! [`BuildWatch`] tells whether a build ran during a measurement, [`crate::process::machine_busy`] reads
 //! the CPU the whole machine used (to tell this run's share from everyone else's), and
 //! [`gated`] runs a measurement when the machine is quiet, again when it was not.
 
@@ -9,41 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::process::{build_running, machine_busy};
+
 /// How often the process table is scanned.
 const SCAN_EVERY: Duration = Duration::from_millis(500);
-
-/// Whether a `rustc` or `cargo` process runs now (read from `/proc/*/comm`).
-pub fn build_running() -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten().any(|entry| {
-        std::fs::read_to_string(entry.path().join("comm"))
-            .is_ok_and(|comm| matches!(comm.trim_end(), "rustc" | "cargo"))
-    })
-}
-
-/// CPU time used by the whole machine so far (every core, all but idle and iowait), from
-/// the first line of `/proc/stat`.
-pub fn machine_busy() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
-    let busy: u64 = fields
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, v)| v)
-        .sum();
-    Some(Duration::from_millis(busy * 10))
-}
 
 /// Below this many busy cores, the machine counts as idle between runs.
 const IDLE_CORES: f64 = 0.3;

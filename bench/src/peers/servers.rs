@@ -93,15 +93,6 @@ impl Servers {
             .await
     }
 
-    /// The port of etcd's plain-HTTP metrics listener.
-    pub fn etcd_metrics_port(&self) -> u16 {
-        let url = self.etcd.metrics_url();
-        url.rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("metrics URL ends with a port")
-    }
-
     /// The TTL etcd grants when asked for `ttl`: its minimum lease TTL is 1.5 election
     /// timeouts rounded up to whole seconds, so a short request may come back longer.
     pub async fn granted_lease_ttl(&self, ttl: Duration) -> Duration {

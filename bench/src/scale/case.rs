@@ -10,12 +10,12 @@ use herald_subscriber::Subscriber;
 use herald_testkit::{EtcdServer, NatsServer};
 
 use crate::fleet;
+use crate::metrics::NatsVarz;
+use crate::process::rss_bytes;
 use crate::scale::hosts::Hosts;
-use crate::scale::metrics::NatsVarz;
 use crate::scale::outcome::{EtcdState, Memory, Outcome, Startup, Trouble};
 use crate::scale::picks::{clock_overhead_ns, time_picks};
 use crate::scale::plan::Case;
-use crate::scale::procfs::rss_bytes;
 use crate::scale::sample::{Sample, Window};
 use crate::scale::settle::{exact_listing, settle};
 

@@ -15,9 +15,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::fleet;
+use crate::process::rss_bytes;
 use crate::scale::host_args::HostArgs;
 use crate::scale::plan::{Case, Leases};
-use crate::scale::procfs::rss_bytes;
 use crate::scale::report_line::{HostStats, ReportLine};
 
 /// How the announcers of this host reach etcd.

@@ -9,6 +9,8 @@ use std::time::Instant;
 use herald_subscriber::{Strategy, Subscriber};
 use serde::{Deserialize, Serialize};
 
+use crate::stats::{median, nearest_rank};
+
 /// The strategies timed, by the names `Strategy::parse` reads.
 pub const STRATEGIES: [&str; 3] = ["p2c", "least_load", "round_robin"];
 
@@ -62,10 +64,7 @@ pub fn time_picks(sub: &Subscriber, services: &[String], picks: usize) -> Vec<Pi
 
 fn summarise(name: &str, mut samples: Vec<u64>, misses: usize) -> PickTiming {
     samples.sort_unstable();
-    let rank = |q: f64| {
-        let i = (q * samples.len() as f64).ceil() as usize;
-        samples[i.clamp(1, samples.len()) - 1]
-    };
+    let rank = |q: f64| nearest_rank(&samples, q);
     PickTiming {
         strategy: name.to_owned(),
         picks: samples.len(),
@@ -78,15 +77,14 @@ fn summarise(name: &str, mut samples: Vec<u64>, misses: usize) -> PickTiming {
 
 /// Median cost of an `Instant::now()` pair with nothing between, nanoseconds.
 pub fn clock_overhead_ns() -> u64 {
-    let mut samples: Vec<u64> = (0..100_000)
+    let samples: Vec<u64> = (0..100_000)
         .map(|_| {
             let t = Instant::now();
             std::hint::black_box(());
             t.elapsed().as_nanos() as u64
         })
         .collect();
-    samples.sort_unstable();
-    samples[samples.len() / 2]
+    median(&samples)
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use herald_subscriber::{LATENCY_BUCKETS_MS, LatencyHistogram};
 use herald_testkit::{EtcdServer, NatsServer};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::CpuSample;
+use crate::metrics::{EtcdMetrics, NatsVarz};
+use crate::process::CpuSample;
+use crate::process::syscalls;
 use crate::scale::hosts::Hosts;
-use crate::scale::metrics::{EtcdMetrics, NatsVarz};
-use crate::scale::procfs::syscalls;
 use crate::scale::report_line::HostStats;
 
 /// The counters at one moment.

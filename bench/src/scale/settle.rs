@@ -7,8 +7,8 @@ use herald_subscriber::Subscriber;
 use herald_testkit::EtcdServer;
 
 use crate::fleet;
+use crate::metrics::EtcdMetrics;
 use crate::scale::hosts::Hosts;
-use crate::scale::metrics::EtcdMetrics;
 use crate::scale::plan::{Case, Leases};
 
 /// Each service's listing against the ids the hosts run; one problem per service that

@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use herald_bench::cpu::CpuSample;
 use herald_bench::fleet::{Fleet, Layout};
+use herald_bench::process::CpuSample;
+use herald_bench::stats::median;
 use herald_shared::{NatsConfig, NatsEvent, Subjects, codec, round_trip};
 use herald_subscriber::Subscriber;
 use herald_testkit::NatsServer;
@@ -290,12 +291,6 @@ impl Driver {
             drops: String::new(),
         }
     }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn min(v: &[f64]) -> f64 {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use herald_announcer::Announcer;
 use herald_bench::fleet::{self, Fleet, Layout};
-use herald_bench::summary::{Summary, ms};
+use herald_bench::stats::{Summary, ms};
 use herald_shared::{EtcdConfig, NatsConfig, Subjects, codec, round_trip};
 use herald_subscriber::{Event, EventStream, RemovalCause, Subscriber};
 use herald_testkit::{EtcdServer, NatsServer};

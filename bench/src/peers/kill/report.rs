@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::peers::kill::cell::Detector;
 use crate::peers::kill::scenario::KillOutcome;
 use crate::peers::report::{ms, num};
-use crate::summary::Summary;
+use crate::stats::Summary;
 
 /// The target's bound on advisories' p99, kill to removed at every consumer.
 pub const TARGET_P99: Duration = Duration::from_millis(300);

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use herald_testkit::NatsServer;
 
-use crate::cpu::CpuSample;
 use crate::peers::kill::cell::{Cell, Detector, KillSettings};
 use crate::peers::kill::host::{HostArgs, HostSystem};
 use crate::peers::kill::hosts::Hosts;
@@ -17,7 +16,8 @@ use crate::peers::quiet::BuildWatch;
 use crate::peers::scenario::{OTHER_CPU_LIMIT, instance_id};
 use crate::peers::servers::{Endpoints, Servers};
 use crate::peers::{herald, polling};
-use crate::summary::Summary;
+use crate::process::CpuSample;
+use crate::stats::Summary;
 
 /// The figures of one cell.
 #[derive(Debug, Clone)]

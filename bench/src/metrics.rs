@@ -1,7 +1,9 @@
-//! The counters a scale case reads from the servers: etcd's Prometheus text (`/metrics`) and
-//! nats-server's `/varz` JSON, read without a parser library.
+//! The counters the benchmarks read from the servers: etcd's Prometheus text (`/metrics`,
+//! the few lines of it that matter, read here) and nats-server's `/varz` JSON.
 
 use std::io;
+
+use serde::Deserialize;
 
 use herald_testkit::{EtcdServer, NatsServer, http};
 
@@ -18,6 +20,8 @@ pub struct EtcdMetrics {
     pub keep_alives: f64,
     /// `etcd_debugging_lease_renewed_total`: keep-alives that renewed a lease.
     pub leases_renewed: f64,
+    /// `etcd_debugging_lease_revoked_total`: leases revoked by a client or by expiry.
+    pub leases_revoked: f64,
     /// `grpc_server_started_total` minus `grpc_server_handled_total` of `Watch`: gRPC watch
     /// streams open now.
     pub grpc_watch_streams: f64,
@@ -63,6 +67,7 @@ impl EtcdMetrics {
                     }
                 }
                 "etcd_debugging_lease_renewed_total" => m.leases_renewed += value,
+                "etcd_debugging_lease_revoked_total" => m.leases_revoked += value,
                 "etcd_debugging_mvcc_watch_stream_total" => m.watch_streams = value,
                 "etcd_debugging_mvcc_watcher_total" => m.watchers = value,
                 "etcd_debugging_mvcc_slow_watcher_total" => m.slow_watchers = value,
@@ -93,7 +98,8 @@ impl EtcdMetrics {
 
 /// nats-server's message and byte counters at one moment (`/varz`). Bytes are payload bytes,
 /// without the protocol lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct NatsVarz {
     /// Messages received from clients.
     pub in_msgs: u64,
@@ -111,16 +117,12 @@ pub struct NatsVarz {
 
 impl NatsVarz {
     /// Reads the counters from `/varz`'s JSON.
-    pub fn parse(json: &str) -> NatsVarz {
-        let get = |key| varz_u64(json, key).unwrap_or(0);
-        NatsVarz {
-            in_msgs: get("in_msgs"),
-            out_msgs: get("out_msgs"),
-            in_bytes: get("in_bytes"),
-            out_bytes: get("out_bytes"),
-            slow_consumers: get("slow_consumers"),
-            subscriptions: get("subscriptions"),
-        }
+    ///
+    /// # Errors
+    ///
+    /// When the text is not a JSON object of these counters.
+    pub fn parse(json: &str) -> serde_json::Result<NatsVarz> {
+        serde_json::from_str(json)
     }
 
     /// Reads `server`'s `/varz` now.
@@ -129,21 +131,9 @@ impl NatsVarz {
     ///
     /// When the endpoint does not answer.
     pub async fn read(server: &NatsServer) -> io::Result<NatsVarz> {
-        Ok(NatsVarz::parse(
-            &http::get(server.monitor_port(), "/varz").await?.body,
-        ))
+        let body = http::get(server.monitor_port(), "/varz").await?.body;
+        NatsVarz::parse(&body).map_err(io::Error::other)
     }
-}
-
-/// The numeric value of `"key": 123` in JSON (first occurrence).
-fn varz_u64(json: &str, key: &str) -> Option<u64> {
-    let pattern = format!("\"{key}\"");
-    let at = json.find(&pattern)? + pattern.len();
-    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start();
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 /// The port of `http://127.0.0.1:PORT`.
@@ -167,6 +157,7 @@ grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",
 grpc_server_msg_received_total{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 15
 grpc_server_msg_received_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"} 40
 grpc_server_msg_received_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 3
+etcd_debugging_lease_revoked_total 7
 etcd_debugging_mvcc_watch_stream_total 10
 etcd_debugging_mvcc_watcher_total 5000
 etcd_mvcc_db_total_size_in_bytes 2.097152e+06
@@ -182,17 +173,20 @@ etcd_mvcc_db_total_size_in_bytes 2.097152e+06
         assert_eq!(m.grpc_watch_streams, 10.0, "12 started, 2 ended");
         assert_eq!((m.watch_streams, m.watchers), (10.0, 5000.0));
         assert_eq!(m.db_size, 2_097_152.0);
+        assert_eq!(m.leases_revoked, 7.0);
     }
 
     #[test]
     fn reads_varz_numbers() {
-        let j = r#"{"in_msgs": 1200, "out_msgs":3400, "in_bytes": 9, "out_bytes": 10, "subscriptions": 7}"#;
-        let v = NatsVarz::parse(j);
+        let j = r#"{"server_id": "N1", "in_msgs": 1200, "out_msgs":3400, "in_bytes": 9,
+            "out_bytes": 10, "subscriptions": 7, "routes": 0}"#;
+        let v = NatsVarz::parse(j).expect("a varz object");
         assert_eq!(
             (v.in_msgs, v.out_msgs, v.in_bytes, v.out_bytes),
             (1200, 3400, 9, 10)
         );
         assert_eq!((v.slow_consumers, v.subscriptions), (0, 7));
         assert_eq!(port_of("http://127.0.0.1:8222"), 8222);
+        assert!(NatsVarz::parse("not json").is_err());
     }
 }

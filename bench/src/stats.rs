@@ -1,4 +1,5 @@
-//! Percentiles of latency samples.
+//! Statistics of samples, in one place: nearest-rank percentiles ([`nearest_rank`],
+//! [`Summary`] of latencies) and medians ([`median`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -23,10 +24,7 @@ impl Summary {
     pub fn of(samples: &mut [Duration]) -> Summary {
         assert!(!samples.is_empty(), "a summary needs at least one sample");
         samples.sort_unstable();
-        let rank = |q: f64| {
-            let i = (q * samples.len() as f64).ceil() as usize;
-            samples[i.clamp(1, samples.len()) - 1]
-        };
+        let rank = |q: f64| nearest_rank(samples, q);
         Summary {
             n: samples.len(),
             p50: rank(0.50),
@@ -35,6 +33,20 @@ impl Summary {
             max: samples[samples.len() - 1],
         }
     }
+}
+
+/// The nearest-rank `q` quantile (`0 < q <= 1`) of `sorted`, which must not be empty: the
+/// smallest sample with at least `q` of them at or below it.
+pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> T {
+    let i = (q * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of `values` (the upper one of an even count), which must not be empty.
+pub fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
 }
 
 /// Milliseconds with three decimals.
@@ -73,5 +85,11 @@ mod tests {
             (Duration::from_micros(7), Duration::from_micros(7)),
             "one sample is every percentile"
         );
+    }
+
+    #[test]
+    fn medians_take_the_upper_middle() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4_u64, 1, 3, 2]), 3);
     }
 }
