@@ -18,10 +18,12 @@
 //! - [`stats`]: percentiles and medians of samples;
 //! - [`process`]: CPU time, RSS and system calls of a process, and the machine's CPU, from `/proc`;
 //! - [`metrics`]: etcd's and nats-server's counters;
+//! - [`child`]: the one protocol with child processes (JSON settings, JSON lines);
 //! - [`alloc`]: a counting global allocator (live bytes, allocations per thread).
 #![deny(missing_docs)]
 
 pub mod alloc;
+pub mod child;
 pub mod churn;
 pub mod fleet;
 pub mod metrics;

@@ -8,11 +8,14 @@ use herald_shared::{EtcdConfig, NatsConfig, Subjects, round_trip};
 use herald_subscriber::Subscriber;
 use herald_testkit::{ADVISORY_SUBJECT, EtcdServer, NatsServer};
 
-use super::child::Fleet;
-use super::protocol::FleetArgs;
+use super::protocol::{Answer, FleetArgs};
 use super::report::Report;
 use super::settings::{SERVICE, Settings};
 use super::soak::Soak;
+use crate::child::Child;
+
+/// The subcommand of `herald-bench` that runs the fleet.
+pub const FLEET_SUBCOMMAND: &str = "churn-fleet";
 
 /// How long the settling waits for the fleet's last answers before going on without them
 /// (they are then reported as unanswered).
@@ -56,8 +59,10 @@ pub async fn run(settings: Settings) -> Report {
     round_trip::confirm_subscriptions(&observer, Duration::from_secs(5))
         .await
         .expect("observer subscription active");
-    let mut fleet = Fleet::spawn(
+    let mut fleet: Child<Answer> = Child::spawn(
         &settings.fleet_program,
+        0,
+        FLEET_SUBCOMMAND,
         &FleetArgs {
             nats: nats.url(),
             etcd: etcd.endpoints(),
@@ -82,11 +87,11 @@ pub async fn run(settings: Settings) -> Report {
             biased;
             Some(e) = events.next() => soak.on_event(e, Instant::now()),
             Some(msg) = raw.next() => soak.on_token(&msg.payload, Instant::now()),
-            Some((at, answer)) = fleet.answers.recv() => soak.on_answer(answer, at),
+            Some((at, answer)) = fleet.reports().recv() => soak.on_answer(answer, at),
             _ = checks.tick() => soak.check(&sub, Instant::now()),
             _ = tokio::time::sleep_until(next_action), if phase == Phase::Churn => {
                 if let Some(order) = soak.next_order(&mut rng, Instant::now()) {
-                    fleet.send(&order);
+                    fleet.send(&order).expect("the fleet takes orders");
                 }
                 let gap = soak.settings.mean_gap.mul_f64(0.5 + rng.f64());
                 next_action = tokio::time::Instant::now() + gap;
@@ -111,7 +116,7 @@ pub async fn run(settings: Settings) -> Report {
                         soak.check(&sub, Instant::now());
                         soak.converged = soak.listing_matches(&sub);
                         for order in soak.leave_all(Instant::now()) {
-                            fleet.send(&order);
+                            fleet.send(&order).expect("the fleet takes orders");
                         }
                         phase = Phase::WindDown;
                         phase_deadline = tokio::time::Instant::now() + Duration::from_secs(5);

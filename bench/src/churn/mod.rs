@@ -26,9 +26,8 @@
 //!
 //! # Layout
 //! - `settings.rs`: how a soak runs, and the service it announces;
-//! - `protocol.rs`: the orders and answers exchanged with the fleet, one per line, and the
-//!   fleet's command line;
-//! - `child.rs`: the fleet process, started, sent orders, its answers stamped on arrival;
+//! - `protocol.rs`: the fleet's settings, and the orders and answers exchanged with it
+//!   through [`crate::child`];
 //! - `truth.rs`: one instance's truth (start, ending, last token, what the events said), and
 //!   the kinds of event-stream violation;
 //! - `soak.rs`: the harness's state and its bookkeeping; the checks are `impl Soak` blocks
@@ -38,7 +37,6 @@
 //! - `driver.rs`: [`run`], the main loop through churn, settle and wind-down;
 //! - `report.rs`, `display.rs`: the [`Report`], its criteria, and how it prints.
 
-mod child;
 mod display;
 mod driver;
 mod events;
@@ -51,7 +49,7 @@ mod settings;
 mod soak;
 mod truth;
 
-pub use driver::run;
+pub use driver::{FLEET_SUBCOMMAND, run};
 pub use protocol::{Answer, FleetArgs, Order};
 pub use report::Report;
 pub use settings::{SERVICE, Settings};

@@ -21,7 +21,7 @@ pub struct Servers {
 }
 
 /// Where a run's servers listen: all a process needs to connect to them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoints {
     /// The NATS URL.
     pub nats: String,

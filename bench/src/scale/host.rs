@@ -2,9 +2,9 @@
 //! lease for the whole process) or one shared etcd client with a lease per announcer, and
 //! `per_host` announcers on them, started a bounded number at a time.
 //!
-//! It says `ready` on stdout once every announcer has started, answers `stats` lines on
-//! stdin, and when stdin closes or SIGTERM comes, shuts every announcer down (goodbye token,
-//! key deleted or lease revoked), closes the session and says `stopped`.
+//! It reports `Ready` once every announcer has started, answers `Stats` orders, and when
+//! stdin closes or SIGTERM comes, shuts every announcer down (goodbye token, key deleted or
+//! lease revoked), closes the session and reports `Stopped`.
 
 use std::time::Instant;
 
@@ -12,13 +12,12 @@ use futures::{StreamExt, stream};
 use herald_announcer::{Announcer, AnnouncerHandle, Session};
 use herald_shared::{EtcdConfig, NatsConfig};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 
+use crate::child;
 use crate::fleet;
 use crate::process::rss_bytes;
-use crate::scale::host_args::HostArgs;
 use crate::scale::plan::{Case, Leases};
-use crate::scale::report_line::{HostStats, ReportLine};
+use crate::scale::protocol::{HostArgs, HostOrder, HostStats, ReportLine};
 
 /// How the announcers of this host reach etcd.
 #[derive(Clone)]
@@ -28,7 +27,7 @@ enum Etcd {
     Client(Box<etcd_client::Client>),
 }
 
-/// Runs the host until stdin closes or SIGTERM; says `failed` and returns the error when it
+/// Runs the host until stdin closes or SIGTERM; reports `Failed` and returns the error when it
 /// cannot start.
 ///
 /// # Errors
@@ -37,24 +36,15 @@ enum Etcd {
 pub async fn run(args: HostArgs) -> Result<(), String> {
     let result = serve(&args).await;
     if let Err(why) = &result {
-        println!("{}", ReportLine::Failed(why.clone()));
+        child::report(&ReportLine::Failed(why.clone()));
     }
     result
 }
 
 async fn serve(args: &HostArgs) -> Result<(), String> {
     let case = args.case;
-    // Orders from the parent: `stats` lines; the channel closes with stdin.
-    let (order_tx, mut orders) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-            if order_tx.send(line.trim().to_owned()).is_err() {
-                break;
-            }
-            line.clear();
-        }
-    });
+    // The channel closes with stdin.
+    let mut orders = child::orders::<HostOrder>();
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
 
     let (nats, _events) = NatsConfig::new([args.nats.clone()])
@@ -96,20 +86,16 @@ async fn serve(args: &HostArgs) -> Result<(), String> {
             case.per_host
         ));
     }
-    println!(
-        "{}",
-        ReportLine::Ready {
-            started: handles.len(),
-            millis,
-            base_rss,
-        }
-    );
+    child::report(&ReportLine::Ready {
+        started: handles.len(),
+        millis,
+        base_rss,
+    });
 
     loop {
         tokio::select! {
-            order = orders.recv() => match order.as_deref() {
-                Some("stats") => println!("{}", ReportLine::Stats(stats(&handles, &etcd))),
-                Some(_) => {}
+            order = orders.recv() => match order {
+                Some(HostOrder::Stats) => child::report(&ReportLine::Stats(stats(&handles, &etcd))),
                 None => break,
             },
             _ = term.recv() => break,
@@ -139,13 +125,10 @@ async fn serve(args: &HostArgs) -> Result<(), String> {
             args.host
         );
     }
-    println!(
-        "{}",
-        ReportLine::Stopped {
-            millis: stopping.elapsed().as_millis() as u64,
-            errors,
-        }
-    );
+    child::report(&ReportLine::Stopped {
+        millis: stopping.elapsed().as_millis() as u64,
+        errors,
+    });
     Ok(())
 }
 

@@ -2,44 +2,24 @@
 //! parent even on panic), read their report lines with the time each arrived, ask for their
 //! counters, and stop them gracefully.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herald_testkit::{ChildGuard, spawn_guarded};
-use tokio::sync::mpsc;
-
-use crate::scale::host_args::HostArgs;
+use crate::child::Child;
 use crate::scale::plan::Case;
-use crate::scale::report_line::{HostStats, ReportLine};
+use crate::scale::protocol::{HostArgs, HostOrder, HostStats, ReportLine};
 
 /// The subcommand of `herald-bench` that runs a host.
 pub const HOST_SUBCOMMAND: &str = "scale-host";
 
 /// One host process.
-#[derive(Debug)]
-struct Host {
-    child: ChildGuard,
-    stdin: Option<ChildStdin>,
-    /// Report lines, with the time each was read.
-    lines: mpsc::UnboundedReceiver<(Instant, ReportLine)>,
-}
+type Host = Child<ReportLine>;
 
-impl Host {
-    /// The next report line, or why there is none.
-    async fn next(&mut self, deadline: Instant) -> Result<(Instant, ReportLine), String> {
-        let pid = self.child.pid();
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.lines.recv()).await {
-            Ok(Some((_, ReportLine::Failed(why)))) => Err(format!("host {pid} failed: {why}")),
-            Ok(Some(line)) => Ok(line),
-            Ok(None) => Err(format!(
-                "host {pid} exited ({:?})",
-                self.child.wait_exit(Duration::from_secs(1)).await
-            )),
-            Err(_) => Err(format!("host {pid} did not answer in time")),
-        }
+/// The next report of `host`, or why there is none (a `Failed` report is an error).
+async fn next(host: &mut Host, deadline: Instant) -> Result<(Instant, ReportLine), String> {
+    match host.next(deadline).await? {
+        (_, ReportLine::Failed(why)) => Err(format!("host {} failed: {why}", host.pid())),
+        report => Ok(report),
     }
 }
 
@@ -77,38 +57,7 @@ impl Hosts {
                     host,
                     case: *case,
                 };
-                // `nice` execs the program: the pid stays the host's.
-                let mut cmd = if nice == 0 {
-                    Command::new(program)
-                } else {
-                    let mut c = Command::new("nice");
-                    c.arg("-n").arg(nice.to_string()).arg(program);
-                    c
-                };
-                cmd.arg(HOST_SUBCOMMAND)
-                    .args(args.to_args())
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit());
-                let mut child = spawn_guarded(cmd);
-                let stdin = child.child_mut().stdin.take();
-                let stdout = child.child_mut().stdout.take().expect("piped stdout");
-                let (tx, lines) = mpsc::unbounded_channel();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stdout).lines() {
-                        let Ok(line) = line else { break };
-                        if let Some(parsed) = ReportLine::parse(&line) {
-                            if tx.send((Instant::now(), parsed)).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                });
-                Host {
-                    child,
-                    stdin,
-                    lines,
-                }
+                Child::spawn(program, nice, HOST_SUBCOMMAND, &args)
             })
             .collect();
         Hosts { hosts, spawned_at }
@@ -116,7 +65,7 @@ impl Hosts {
 
     /// The hosts' process ids.
     pub fn pids(&self) -> Vec<u32> {
-        self.hosts.iter().map(|h| h.child.pid()).collect()
+        self.hosts.iter().map(Child::pid).collect()
     }
 
     /// Waits until every host has said `ready`.
@@ -133,7 +82,7 @@ impl Hosts {
             base_rss: 0,
         };
         for host in &mut self.hosts {
-            match host.next(deadline).await? {
+            match next(host, deadline).await? {
                 (
                     at,
                     ReportLine::Ready {
@@ -147,7 +96,7 @@ impl Hosts {
                     started.instances += n;
                     started.base_rss += base_rss;
                 }
-                (_, other) => return Err(format!("expected ready, got {other}")),
+                (_, other) => return Err(format!("expected ready, got {other:?}")),
             }
         }
         Ok(started)
@@ -160,16 +109,12 @@ impl Hosts {
     /// A host that did not answer within 5 s.
     pub async fn stats(&mut self) -> Result<HostStats, String> {
         for host in &mut self.hosts {
-            let stdin = host.stdin.as_mut().ok_or("host already stopping")?;
-            stdin
-                .write_all(b"stats\n")
-                .and_then(|()| stdin.flush())
-                .map_err(|e| format!("host {} stdin: {e}", host.child.pid()))?;
+            host.send(&HostOrder::Stats)?;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut sum = HostStats::default();
         for host in &mut self.hosts {
-            match host.next(deadline).await? {
+            match next(host, deadline).await? {
                 (_, ReportLine::Stats(s)) => {
                     sum.tokens += s.tokens;
                     sum.keep_alives += s.keep_alives;
@@ -178,7 +123,7 @@ impl Hosts {
                     sum.publish_errors += s.publish_errors;
                     sum.lease_losses += s.lease_losses;
                 }
-                (_, other) => return Err(format!("expected stats, got {other}")),
+                (_, other) => return Err(format!("expected stats, got {other:?}")),
             }
         }
         Ok(sum)
@@ -194,20 +139,20 @@ impl Hosts {
     pub async fn stop(&mut self, timeout: Duration) -> Result<(Duration, usize), String> {
         let began = Instant::now();
         for host in &mut self.hosts {
-            host.stdin = None;
+            host.close();
         }
         let deadline = began + timeout;
         let mut errors = 0;
         for host in &mut self.hosts {
-            match host.next(deadline).await? {
+            match next(host, deadline).await? {
                 (_, ReportLine::Stopped { errors: e, .. }) => errors += e,
-                (_, other) => return Err(format!("expected stopped, got {other}")),
+                (_, other) => return Err(format!("expected stopped, got {other:?}")),
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match host.child.wait_exit(left).await {
+            match host.guard().wait_exit(left).await {
                 Some(status) if status.success() => {}
                 Some(status) => return Err(format!("host exited with {status}")),
-                None => return Err(format!("host {} did not exit", host.child.pid())),
+                None => return Err(format!("host {} did not exit", host.pid())),
             }
         }
         Ok((began.elapsed(), errors))

@@ -23,7 +23,7 @@
 //! # Layout
 //! - [`plan`]: a case (hosts, announcers per host, services, interval, leases) and its
 //!   instance names;
-//! - [`host_args`], [`report_line`]: a host's command line, and the lines it says;
+//! - [`protocol`]: a host's settings, its parent's orders, and its reports;
 //! - [`host`]: the body of a host process;
 //! - [`hosts`]: the parent's side of the host processes;
 //! - [`sample`]: every counter at one moment, and the rates over a window;
@@ -37,13 +37,12 @@
 pub mod case;
 pub mod cost;
 pub mod host;
-pub mod host_args;
 pub mod hosts;
 pub mod outcome;
 pub mod picks;
 pub mod plan;
+pub mod protocol;
 pub mod report;
-pub mod report_line;
 pub mod sample;
 pub mod settle;
 pub(crate) mod table;

@@ -14,7 +14,7 @@ use crate::metrics::{EtcdMetrics, NatsVarz};
 use crate::process::CpuSample;
 use crate::process::syscalls;
 use crate::scale::hosts::Hosts;
-use crate::scale::report_line::HostStats;
+use crate::scale::protocol::HostStats;
 
 /// The counters at one moment.
 #[derive(Debug, Clone)]

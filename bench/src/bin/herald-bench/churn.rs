@@ -13,11 +13,11 @@
 //! reads orders on stdin and answers each on stdout when it is carried out.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_announcer::{Announcer, AnnouncerHandle};
+use herald_bench::child;
 use herald_bench::churn::{self, Answer, FleetArgs, Order, SERVICE, Settings};
 use herald_shared::{EtcdConfig, NatsConfig};
 use herald_subscriber::DEFAULT_DISCONNECT_GRACE;
@@ -76,12 +76,10 @@ pub(crate) fn run(args: Args) {
     }
 }
 
-/// The announcers' process, its arguments after the subcommand.
-pub(crate) fn fleet_process(args: &[String]) {
-    let fleet = FleetArgs::from_args(args).unwrap_or_else(|| {
-        eprintln!(
-            "usage: herald-bench churn-fleet NATS ETCD[,ETCD] PREFIX INTERVAL_MS TTL_MS LEASE_MS"
-        );
+/// The announcers' process, its settings as JSON.
+pub(crate) fn fleet_process(settings: &str) {
+    let fleet: FleetArgs = child::settings(settings).unwrap_or_else(|e| {
+        eprintln!("churn-fleet: {e}");
         std::process::exit(2);
     });
     crate::runtime().block_on(serve_fleet(fleet));
@@ -92,27 +90,11 @@ pub(crate) fn fleet_process(args: &[String]) {
 /// answer goes out once its order is done. Closing stdin ends the process (the announcers
 /// left are dropped, as in a crash).
 async fn serve_fleet(args: FleetArgs) {
-    let (order_tx, mut orders) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            match Order::parse(&line) {
-                Some(o) => {
-                    if order_tx.send(o).is_err() {
-                        break;
-                    }
-                }
-                None => eprintln!("churn fleet: unreadable order {line:?}"),
-            }
-        }
-    });
+    let mut orders = child::orders::<Order>();
     let (answer_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
     let writer = std::thread::spawn(move || {
-        let mut out = std::io::stdout().lock();
         while let Some(a) = answers.blocking_recv() {
-            if writeln!(out, "{a}").and_then(|()| out.flush()).is_err() {
-                break;
-            }
+            child::report(&a);
         }
     });
     let handles: Arc<Mutex<HashMap<String, AnnouncerHandle>>> = Arc::default();

@@ -65,22 +65,13 @@ enum Command {
     ScaleCase(scale::Args),
     /// A host process of `scale`.
     #[command(hide = true)]
-    ScaleHost {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    ScaleHost { settings: String },
     /// A host process of `peers-kill`.
     #[command(hide = true)]
-    KillHost {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    KillHost { settings: String },
     /// The announcers' process of `churn`.
     #[command(hide = true)]
-    ChurnFleet {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    ChurnFleet { settings: String },
 }
 
 fn main() {
@@ -101,9 +92,9 @@ fn main() {
         Command::Churn(args) => churn::run(args),
         Command::IngestPublisher { url } => ingest::publisher_process(url),
         Command::ScaleCase(args) => scale::run_case(args),
-        Command::ScaleHost { args } => scale::host_process(&args),
-        Command::KillHost { args } => peers_kill::host_process(&args),
-        Command::ChurnFleet { args } => churn::fleet_process(&args),
+        Command::ScaleHost { settings } => scale::host_process(&settings),
+        Command::KillHost { settings } => peers_kill::host_process(&settings),
+        Command::ChurnFleet { settings } => churn::fleet_process(&settings),
     }
 }
 

@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use herald_bench::child;
 use herald_bench::peers::kill::cell::DEFAULT_CELLS;
 use herald_bench::peers::kill::host::{self, HostArgs};
 use herald_bench::peers::kill::{self, Cell, KillSettings, report};
@@ -77,14 +78,11 @@ pub(crate) fn run(args: Args) {
 }
 
 /// A host process: a few instances of one system, until killed.
-pub(crate) fn host_process(args: &[String]) {
-    let Some(args) = HostArgs::parse(args) else {
-        eprintln!(
-            "usage: herald-bench kill-host herald|polling NATS_URL ETCD_URL TARGET_MS LEASE_MS \
-             FIRST COUNT"
-        );
+pub(crate) fn host_process(settings: &str) {
+    let args: HostArgs = child::settings(settings).unwrap_or_else(|e| {
+        eprintln!("kill-host: {e}");
         std::process::exit(2);
-    };
+    });
     // One thread drives the host's few instances, as in a small service process.
     if crate::current_thread().block_on(host::run(args)).is_err() {
         std::process::exit(1);

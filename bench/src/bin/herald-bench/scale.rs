@@ -19,11 +19,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use herald_bench::child;
 use herald_bench::scale::case::{self, Settings};
 use herald_bench::scale::host;
-use herald_bench::scale::host_args::HostArgs;
 use herald_bench::scale::outcome::Outcome;
 use herald_bench::scale::plan::Case;
+use herald_bench::scale::protocol::HostArgs;
 use herald_bench::scale::{cost, report};
 use herald_testkit::spawn_guarded;
 
@@ -127,11 +128,13 @@ pub(crate) fn run_case(args: Args) {
 
 /// A host process: many announcers on one NATS connection, on one thread, as
 /// `herald_bench::scale::host` describes.
-pub(crate) fn host_process(args: &[String]) {
-    let args = HostArgs::parse(args).unwrap_or_else(|e| {
-        eprintln!("scale-host: {e}");
-        std::process::exit(2);
-    });
+pub(crate) fn host_process(settings: &str) {
+    let args = child::settings::<HostArgs>(settings)
+        .and_then(|a| a.check().map(|()| a))
+        .unwrap_or_else(|e| {
+            eprintln!("scale-host: {e}");
+            std::process::exit(2);
+        });
     // One thread drives every announcer of the host: the host's cost is then what its
     // announcers need, not what a thread pool spends waking up.
     if crate::current_thread().block_on(host::run(args)).is_err() {
