@@ -30,6 +30,8 @@ const SAMPLES: usize = 5_000;
 const WARMUP: usize = 300;
 /// Announcer starts measured (each opens its own NATS connection).
 const ANNOUNCER_SAMPLES: usize = 300;
+/// Samples of each reaction of a running announcer and subscriber.
+const REACTION_SAMPLES: usize = 200;
 /// Longest wait for one event before the benchmark gives up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -101,6 +103,16 @@ async fn measure() {
             ann.held, ANNOUNCER_SAMPLES
         );
     }
+
+    let reactions = reactions(&config).await;
+    println!(
+        "a running announcer and subscriber ({REACTION_SAMPLES} samples each, interval 30 s: \
+         no periodic token in between):"
+    );
+    println!("  {:<28} {}", "probe -> answer token", reactions.probe);
+    println!("  {:<28} {}", "set_load() -> Updated", reactions.load);
+    println!("  {:<28} {}", "set_meta() -> Updated", reactions.meta);
+    println!("  {:<28} {}", "token -> pick_wait() returns", reactions.pick_wait);
 
     println!("\nHerald p99 / raw p99 of the same run (target <= 2.0):");
     for (label, ping, join, bye) in &ratios {
@@ -352,5 +364,120 @@ async fn announcer_latency(config: &NatsConfig, etcd: Option<EtcdConfig>) -> Ann
         held,
         start_returned: Summary::of(&mut returned),
         shutdown_to_removed: Summary::of(&mut removed),
+    }
+}
+
+/// How fast a running announcer and subscriber react.
+struct Reactions {
+    probe: Summary,
+    load: Summary,
+    meta: Summary,
+    pick_wait: Summary,
+}
+
+/// A probe to the announcer's answer on the wire; `set_load` and `set_meta` to the
+/// subscriber's `Updated`; a new instance's first token to a parked `pick_wait` returning.
+async fn reactions(config: &NatsConfig) -> Reactions {
+    const SERVICE: &str = "reacting";
+    // Past the announcer's 100 ms gap between a token and the next probe answer or early
+    // token, so that each sample is answered at once.
+    const GAP: Duration = Duration::from_millis(120);
+    let subjects = Subjects::default();
+    let subscriber = std::sync::Arc::new(
+        Subscriber::builder()
+            .nats(config.clone())
+            .start()
+            .await
+            .expect("subscriber starts"),
+    );
+    let mut events = subscriber.events();
+    let (observer, _) = config.connect().await.expect("observer connects");
+    let mut tokens = observer
+        .subscribe(subjects.announce(SERVICE))
+        .await
+        .expect("subscribe");
+    round_trip::confirm_subscriptions(&observer, Duration::from_secs(5))
+        .await
+        .expect("subscription active");
+    let announcer = Announcer::builder(SERVICE, "10.9.9.9:8080")
+        .nats(config.clone())
+        .instance("r1")
+        .interval(Duration::from_secs(30))
+        .start()
+        .await
+        .expect("announcer starts");
+    wait_for(&mut events, |e| matches!(e, Event::Added(_))).await;
+    tokens.next().await.expect("the first token");
+
+    let (mut probe, mut load, mut meta, mut pick_wait) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for k in 0..REACTION_SAMPLES {
+        tokio::time::sleep(GAP).await;
+        let t0 = Instant::now();
+        observer
+            .publish(subjects.probe(SERVICE), Bytes::new())
+            .await
+            .expect("probe");
+        tokio::time::timeout(EVENT_TIMEOUT, tokens.next())
+            .await
+            .expect("answer in time");
+        probe.push(t0.elapsed());
+
+        tokio::time::sleep(GAP).await;
+        let value = if k % 2 == 0 { 0.9 } else { 0.1 };
+        let t0 = Instant::now();
+        announcer.set_load(value).expect("valid load");
+        wait_for(
+            &mut events,
+            |e| matches!(e, Event::Updated(i) if i.load() == value),
+        )
+        .await;
+        load.push(t0.elapsed());
+        tokens.next().await.expect("the early token");
+
+        tokio::time::sleep(GAP).await;
+        let version = k.to_string();
+        let t0 = Instant::now();
+        announcer
+            .set_meta([("version", version.as_str())])
+            .await
+            .expect("valid metadata");
+        wait_for(&mut events, |e| {
+            matches!(e, Event::Updated(i) if i.meta_get("version") == Some(version.as_str()))
+        })
+        .await;
+        meta.push(t0.elapsed());
+        tokens.next().await.expect("the metadata token");
+
+        // A waiter parked on a service nobody announced yet, woken by its first token.
+        let service = format!("late-{k:04}");
+        let waiter = {
+            let (subscriber, service) = (subscriber.clone(), service.clone());
+            tokio::spawn(async move {
+                subscriber
+                    .pick_wait(&service, herald_subscriber::Strategy::Random, EVENT_TIMEOUT)
+                    .await
+                    .expect("an instance appears");
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut token = fleet::typical_token(0, k, 60_000);
+        token.service = service.clone();
+        let payload = Bytes::from(codec::encode(&token).unwrap());
+        let t0 = Instant::now();
+        observer
+            .publish(subjects.announce(&service), payload)
+            .await
+            .expect("publish");
+        let woke = waiter.await.expect("waiter");
+        pick_wait.push(woke.saturating_duration_since(t0));
+    }
+    announcer.shutdown().await.expect("announcer stops");
+    Reactions {
+        probe: Summary::of(&mut probe),
+        load: Summary::of(&mut load),
+        meta: Summary::of(&mut meta),
+        pick_wait: Summary::of(&mut pick_wait),
     }
 }
