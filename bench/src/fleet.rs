@@ -22,6 +22,19 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The two layouts of 10,000 instances the benchmarks measure: 100 services of 100, and
+    /// one service of 10,000.
+    pub const STANDARD: [Layout; 2] = [
+        Layout {
+            services: 100,
+            per_service: 100,
+        },
+        Layout {
+            services: 1,
+            per_service: 10_000,
+        },
+    ];
+
     /// Total instances.
     pub fn len(&self) -> usize {
         self.services * self.per_service

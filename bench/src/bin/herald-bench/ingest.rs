@@ -80,16 +80,7 @@ fn layout(s: &str) -> Result<Layout, String> {
 pub(crate) fn run(args: Args) {
     let layouts = match args.layout {
         Some(l) => vec![l],
-        None => vec![
-            Layout {
-                services: 100,
-                per_service: 100,
-            },
-            Layout {
-                services: 1,
-                per_service: 10_000,
-            },
-        ],
+        None => Layout::STANDARD.to_vec(),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -247,16 +247,7 @@ async fn measure(by_class: bool) {
         "  {:<20} {:>22} {:>26}",
         "layout", "listed: bytes (malloc)", "refreshed x2: bytes (malloc)"
     );
-    for layout in [
-        Layout {
-            services: 100,
-            per_service: 100,
-        },
-        Layout {
-            services: 1,
-            per_service: 10_000,
-        },
-    ] {
+    for layout in Layout::STANDARD {
         let (base, listed_at, refreshed_at) = subscriber_bytes(&nats.url(), layout).await;
         let (listed, refreshed) = (
             listed_at.per(base, layout.len()),

@@ -112,7 +112,10 @@ async fn measure() {
     println!("  {:<28} {}", "probe -> answer token", reactions.probe);
     println!("  {:<28} {}", "set_load() -> Updated", reactions.load);
     println!("  {:<28} {}", "set_meta() -> Updated", reactions.meta);
-    println!("  {:<28} {}", "token -> pick_wait() returns", reactions.pick_wait);
+    println!(
+        "  {:<28} {}",
+        "token -> pick_wait() returns", reactions.pick_wait
+    );
 
     println!("\nHerald p99 / raw p99 of the same run (target <= 2.0):");
     for (label, ping, join, bye) in &ratios {
@@ -442,9 +445,10 @@ async fn reactions(config: &NatsConfig) -> Reactions {
             .set_meta([("version", version.as_str())])
             .await
             .expect("valid metadata");
-        wait_for(&mut events, |e| {
-            matches!(e, Event::Updated(i) if i.meta_get("version") == Some(version.as_str()))
-        })
+        wait_for(
+            &mut events,
+            |e| matches!(e, Event::Updated(i) if i.meta_get("version") == Some(version.as_str())),
+        )
         .await;
         meta.push(t0.elapsed());
         tokens.next().await.expect("the metadata token");
