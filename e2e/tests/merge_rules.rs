@@ -119,9 +119,10 @@ async fn two_processes_with_one_instance_id_are_noticed_without_etcd() {
         sub.get("svc", "same").is_some()
     })
     .await;
-    // A second process with the same id, after the first one's start-up check (1 s) is over:
-    // only the newcomer's check hears the other run (a later run, so a larger seq).
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // A second process with the same id, after the first one's start-up check (at most 1 s)
+    // is over, with room for a loaded machine: only the newcomer's check hears the other run
+    // (a later run, so a larger seq).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let newer = start("10.0.0.2:2").await.unwrap();
     herald_e2e::eventually(Duration::from_secs(3), "the conflict counted", || {
         sub.stats().two_runs == 1

@@ -123,8 +123,8 @@ async fn tonic_balances_over_discovered_servers_and_drops_a_stopped_one() {
             break;
         }
         assert!(
-            settle.elapsed() < Duration::from_secs(1),
-            "s1 still served calls 1 s after its goodbye"
+            settle.elapsed() < Duration::from_secs(5),
+            "s1 still served calls 5 s after its goodbye"
         );
     }
     // ...and from then on it never gets another, while the others share everything.
