@@ -104,6 +104,10 @@ async fn measure() {
         );
     }
 
+    let deleted = deregistration(&config, EtcdConfig::new(etcd.endpoints())).await;
+    println!("an operator's delete of a registration ({REACTION_SAMPLES} samples):");
+    println!("  {:<28} {deleted}", "etcd delete -> Removed");
+
     let reactions = reactions(&config).await;
     println!(
         "a running announcer and subscriber ({REACTION_SAMPLES} samples each, interval 30 s: \
@@ -484,4 +488,49 @@ async fn reactions(config: &NatsConfig) -> Reactions {
         meta: Summary::of(&mut meta),
         pick_wait: Summary::of(&mut pick_wait),
     }
+}
+
+/// An etcd delete of a live instance's key until the subscriber's `Removed { cause:
+/// Deregistered }`: the watch's way, while the instance's token TTL is far off.
+async fn deregistration(config: &NatsConfig, etcd: EtcdConfig) -> Summary {
+    const SERVICE: &str = "deleted";
+    let subscriber = Subscriber::builder()
+        .nats(config.clone())
+        .etcd(etcd.clone())
+        .service(SERVICE)
+        .start()
+        .await
+        .expect("subscriber starts");
+    let mut events = subscriber.events();
+    let mut client = etcd.connect().await.expect("etcd connects");
+    let subjects = Subjects::default();
+    let mut removed = Vec::new();
+    for k in 0..REACTION_SAMPLES {
+        let id = format!("deleted-{k:04}");
+        let _announcer = Announcer::builder(SERVICE, "10.9.9.9:8080")
+            .nats(config.clone())
+            .etcd(etcd.clone())
+            .instance(id.clone())
+            .interval(Duration::from_secs(30))
+            .start()
+            .await
+            .expect("announcer starts");
+        wait_for(&mut events, |e| {
+            matches!(e, Event::Updated(i) | Event::Added(i) if i.id() == id && i.is_confirmed())
+        })
+        .await;
+        let t0 = Instant::now();
+        client
+            .delete(subjects.key(SERVICE, &id), None)
+            .await
+            .expect("delete");
+        wait_for(&mut events, |e| {
+            matches!(e, Event::Removed { instance, cause: RemovalCause::Deregistered }
+                if instance.id() == id)
+        })
+        .await;
+        removed.push(t0.elapsed());
+    }
+    subscriber.shutdown().await;
+    Summary::of(&mut removed)
 }
