@@ -32,6 +32,8 @@ const WARMUP: usize = 300;
 const ANNOUNCER_SAMPLES: usize = 300;
 /// Samples of each reaction of a running announcer and subscriber.
 const REACTION_SAMPLES: usize = 200;
+/// nats-server restarts measured.
+const RESTART_SAMPLES: usize = 20;
 /// Longest wait for one event before the benchmark gives up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -107,6 +109,13 @@ async fn measure() {
     let deleted = deregistration(&config, EtcdConfig::new(etcd.endpoints())).await;
     println!("an operator's delete of a registration ({REACTION_SAMPLES} samples):");
     println!("  {:<28} {deleted}", "etcd delete -> Removed");
+
+    let restart = nats_restart().await;
+    println!(
+        "a nats-server restart, {RESTART_SAMPLES} samples, 5 announcers (interval 30 s) and a \
+         subscriber on it:"
+    );
+    println!("  {:<28} {restart}", "server back -> all fresh");
 
     let reactions = reactions(&config).await;
     println!(
@@ -533,4 +542,58 @@ async fn deregistration(config: &NatsConfig, etcd: EtcdConfig) -> Summary {
     }
     subscriber.shutdown().await;
     Summary::of(&mut removed)
+}
+
+/// A nats-server restart: from the server greeting clients again until the subscriber holds
+/// a token of every announcer sent after it (the announcers reconnect and republish at once;
+/// their next periodic token is 30 s away).
+async fn nats_restart() -> Summary {
+    let mut nats = NatsServer::start().await;
+    let config = NatsConfig::new([nats.url()]);
+    let subscriber = Subscriber::builder()
+        .nats(config.clone())
+        .service("restarted")
+        .start()
+        .await
+        .expect("subscriber starts");
+    let ids: Vec<String> = (0..5).map(|i| format!("restarted-{i}")).collect();
+    let mut announcers = Vec::new();
+    for id in &ids {
+        let announcer = Announcer::builder("restarted", "10.9.9.9:8080")
+            .nats(config.clone())
+            .instance(id.clone())
+            .interval(Duration::from_secs(30))
+            .start()
+            .await
+            .expect("announcer starts");
+        announcers.push(announcer);
+    }
+    let seqs = |subscriber: &Subscriber| -> Vec<u64> {
+        ids.iter()
+            .map(|id| subscriber.get("restarted", id).map_or(0, |i| i.seq()))
+            .collect()
+    };
+    let listed = Instant::now() + EVENT_TIMEOUT;
+    while seqs(&subscriber).contains(&0) {
+        assert!(Instant::now() < listed, "every announcer listed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut fresh = Vec::new();
+    for _ in 0..RESTART_SAMPLES {
+        let before = seqs(&subscriber);
+        nats.restart().await;
+        let t0 = Instant::now();
+        while seqs(&subscriber)
+            .iter()
+            .zip(&before)
+            .any(|(now, then)| now <= then)
+        {
+            assert!(t0.elapsed() < EVENT_TIMEOUT * 2, "every announcer republished");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        fresh.push(t0.elapsed());
+    }
+    drop(announcers);
+    subscriber.shutdown().await;
+    Summary::of(&mut fresh)
 }
