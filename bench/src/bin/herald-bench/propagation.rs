@@ -588,7 +588,10 @@ async fn nats_restart() -> Summary {
             .zip(&before)
             .any(|(now, then)| now <= then)
         {
-            assert!(t0.elapsed() < EVENT_TIMEOUT * 2, "every announcer republished");
+            assert!(
+                t0.elapsed() < EVENT_TIMEOUT * 2,
+                "every announcer republished"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         fresh.push(t0.elapsed());
