@@ -1,11 +1,16 @@
 //! The MessagePack wire format of tokens (rmp-serde's named-map form).
 //!
 //! A token is a map keyed by field names, so any MessagePack library reads it, and unknown
-//! keys are skipped so that newer senders stay readable. [`decode`] borrows strings from the
-//! payload; [`accept`] is the subscriber's whole admission check: size, decode, bounds, and
-//! agreement with the subject the token arrived on.
+//! keys are skipped so that newer senders stay readable. [`encode`] writes it with
+//! rmp-serde; [`decode`] reads it in one pass with `rmp`'s markers (`read.rs`), borrowing
+//! strings from the payload; [`accept`] is the subscriber's whole admission check: size,
+//! decode, bounds, and agreement with the subject the token arrived on.
 
 use std::fmt;
+
+mod read;
+
+pub use read::DecodeError;
 
 use crate::token::{Token, TokenRef};
 use crate::validate::{self, Field, Invalid, MAX_TOKEN_BYTES};
@@ -112,9 +117,19 @@ pub fn encode(token: &Token) -> Result<Vec<u8>, EncodeError> {
 ///
 /// # Errors
 ///
-/// The decoder's error when `bytes` is not a token map.
-pub fn decode(bytes: &[u8]) -> Result<TokenRef<'_>, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(bytes)
+/// [`DecodeError`] when `bytes` is not exactly one token map.
+///
+/// # Examples
+///
+/// ```
+/// use herald_shared::{Token, codec};
+///
+/// let bytes = codec::encode(&Token::new("billing", "b-1", "10.0.0.7:80")).unwrap();
+/// assert_eq!(codec::decode(&bytes).unwrap().instance, "b-1");
+/// assert!(codec::decode(&bytes[..10]).is_err());
+/// ```
+pub fn decode(bytes: &[u8]) -> Result<TokenRef<'_>, DecodeError> {
+    read::token(bytes)
 }
 
 /// The subscriber's admission check for a payload received on the announce subject of

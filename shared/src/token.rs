@@ -159,10 +159,9 @@ impl Token {
 }
 
 /// A token whose strings borrow from the received payload: decoding one does not allocate.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenRef<'a> {
     /// See [`Token::v`].
-    #[serde(default = "default_version")]
     pub v: u8,
     /// See [`Token::service`].
     pub service: &'a str,
@@ -173,29 +172,22 @@ pub struct TokenRef<'a> {
     /// See [`Token::load`].
     pub load: f32,
     /// See [`Token::weight`].
-    #[serde(default = "default_weight")]
     pub weight: u32,
     /// See [`Token::zone`].
-    #[serde(default, borrow)]
     pub zone: Option<&'a str>,
     /// See [`Token::state`].
-    #[serde(default)]
     pub state: State,
     /// See [`Token::meta`].
-    #[serde(default, borrow)]
     pub meta: MetaRef<'a>,
     /// See [`Token::epoch`].
-    #[serde(default)]
     pub epoch: u64,
     /// See [`Token::seq`].
     pub seq: u64,
     /// See [`Token::ttl_ms`].
     pub ttl_ms: u32,
     /// See [`Token::sent_at_ms`].
-    #[serde(default)]
     pub sent_at_ms: u64,
     /// See [`Token::conn`].
-    #[serde(default, borrow)]
     pub conn: Option<&'a str>,
 }
 
@@ -276,28 +268,5 @@ impl<'a> MetaRef<'a> {
 impl fmt::Debug for MetaRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for MetaRef<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = MetaRef<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of strings")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut meta = MetaRef::default();
-                while let Some((k, v)) = map.next_entry::<&'de str, &'de str>()? {
-                    meta.push(k, v);
-                }
-                Ok(meta)
-            }
-        }
-        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }
