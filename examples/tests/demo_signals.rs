@@ -111,8 +111,13 @@ fn demo_binary() -> PathBuf {
         Some("debug") | None => "dev",
         Some(other) => other,
     };
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let status = Command::new(env!("CARGO"))
+    // The runtime value first: a test run from an archive (`cargo nextest run
+    // --archive-file`) is told where the sources are now, not where they were built.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let manifest = crate_dir.join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let status = Command::new(cargo)
         .args([
             "build",
             "--quiet",
