@@ -246,7 +246,7 @@ impl<'a> MetaRef<'a> {
     }
 
     /// The entries kept, in payload order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone + '_ {
         let kept = self.total.min(MAX_META_ENTRIES);
         (0..kept).map(move |i| match i.checked_sub(INLINE_META) {
             None => self.inline[i],

@@ -7,9 +7,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use herald_shared::{State, Token, TokenRef};
+
+use crate::packed::AddrMeta;
 
 /// The shared record behind an [`Instance`] handle.
 #[derive(Debug)]
@@ -18,14 +20,12 @@ pub(crate) struct Entry {
     pub(crate) id: Arc<str>,
     /// Hash of `id`, for rendezvous (affinity) picks.
     pub(crate) id_hash: u64,
-    pub(crate) addr: Box<str>,
-    pub(crate) socket_addr: Option<SocketAddr>,
+    /// The address and the metadata, in one block.
+    pub(crate) addr_meta: AddrMeta,
+    /// Shared with the other instances of the service in the same zone.
     pub(crate) zone: Option<Arc<str>>,
     pub(crate) weight: u32,
-    pub(crate) meta: Box<[(Box<str>, Box<str>)]>,
     pub(crate) epoch: u64,
-    /// The etcd lease of the registration, once etcd told us (0 until then).
-    pub(crate) lease: AtomicI64,
     load: AtomicU32,
     state: AtomicU8,
     pub(crate) seq: AtomicU64,
@@ -110,17 +110,10 @@ impl Entry {
             service,
             id: Arc::from(t.instance),
             id_hash: crate::hash::hash_str(t.instance),
-            addr: Box::from(t.addr),
-            socket_addr: t.addr.parse().ok(),
+            addr_meta: AddrMeta::new(t.addr, t.meta.iter()),
             zone,
             weight: t.weight,
-            meta: t
-                .meta
-                .iter()
-                .map(|(k, v)| (Box::from(k), Box::from(v)))
-                .collect(),
             epoch: t.epoch,
-            lease: AtomicI64::new(0),
             load: AtomicU32::new(t.load.to_bits()),
             state: AtomicU8::new(state_to_u8(t.state)),
             seq: AtomicU64::new(t.seq),
@@ -135,32 +128,26 @@ impl Entry {
     /// A new record with `record`'s identity (TTL included) and epoch, keeping `live`'s live
     /// fields (load, state, seq, deadline, confirmation): a registration rewritten under the
     /// same lease, or an instance listed unregistered that registered.
-    pub(crate) fn with_live_of(record: &Entry, live: &Entry, lease: i64) -> Entry {
-        let mut e = live.with_epoch(record.epoch, lease);
+    pub(crate) fn with_live_of(record: &Entry, live: &Entry) -> Entry {
+        let mut e = live.with_epoch(record.epoch);
         e.ttl_ms = AtomicU32::new(record.ttl_ms.load(Relaxed));
-        e.addr = record.addr.clone();
-        e.socket_addr = record.socket_addr;
+        e.addr_meta = record.addr_meta.clone();
         e.zone = record.zone.clone();
         e.weight = record.weight;
-        e.meta = record.meta.clone();
         e.identity = record.identity;
         e
     }
 
-    /// A copy under another epoch and lease, keeping the live fields (load, state, seq,
-    /// deadline).
-    pub(crate) fn with_epoch(&self, epoch: u64, lease: i64) -> Entry {
+    /// A copy under another epoch, keeping the live fields (load, state, seq, deadline).
+    pub(crate) fn with_epoch(&self, epoch: u64) -> Entry {
         Entry {
             service: self.service.clone(),
             id: self.id.clone(),
             id_hash: self.id_hash,
-            addr: self.addr.clone(),
-            socket_addr: self.socket_addr,
+            addr_meta: self.addr_meta.clone(),
             zone: self.zone.clone(),
             weight: self.weight,
-            meta: self.meta.clone(),
             epoch,
-            lease: AtomicI64::new(lease),
             load: AtomicU32::new(self.load.load(Relaxed)),
             state: AtomicU8::new(self.state.load(Relaxed)),
             seq: AtomicU64::new(self.seq.load(Relaxed)),
@@ -184,14 +171,8 @@ impl Entry {
         self.identity == identity(t)
             && self.ttl_ms.load(Relaxed) == t.ttl_ms
             && self.weight == t.weight
-            && *self.addr == *t.addr
             && self.zone.as_deref() == t.zone
-            && self.meta.len() == t.meta.len()
-            && self
-                .meta
-                .iter()
-                .zip(t.meta.iter())
-                .all(|((k, v), (tk, tv))| **k == *tk && **v == *tv)
+            && self.addr_meta.equals(t.addr, t.meta.iter())
     }
 
     pub(crate) fn is_confirmed(&self) -> bool {
@@ -258,12 +239,13 @@ impl Instance {
 
     /// Address as announced (`host:port`).
     pub fn addr(&self) -> &str {
-        &self.0.addr
+        self.0.addr_meta.addr()
     }
 
-    /// The address as a socket address, when the host is an IP literal.
+    /// The address as a socket address, when the host is an IP literal (parsed on each
+    /// call: a few tens of nanoseconds, rather than 32 bytes in every record).
     pub fn socket_addr(&self) -> Option<SocketAddr> {
-        self.0.socket_addr
+        self.addr().parse().ok()
     }
 
     /// Zone, when announced.
@@ -278,16 +260,12 @@ impl Instance {
 
     /// Metadata entries in wire order.
     pub fn meta(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.meta.iter().map(|(k, v)| (&**k, &**v))
+        self.0.addr_meta.meta()
     }
 
     /// One metadata value.
     pub fn meta_get(&self, key: &str) -> Option<&str> {
-        self.0
-            .meta
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
+        self.meta().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// etcd epoch of the registration (0 when not registered).

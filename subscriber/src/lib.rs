@@ -72,6 +72,7 @@ mod instance;
 #[cfg(feature = "internals")]
 pub mod internals;
 mod merge;
+mod packed;
 mod pick;
 mod probe_pacing;
 mod stats;

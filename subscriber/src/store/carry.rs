@@ -49,10 +49,7 @@ impl Store {
             .and_then(|s| s.live(t.instance))
             .cloned();
         match (outcome.effect, live) {
-            (Effect::Add { .. }, None) => {
-                let lease = self.registered_lease(t.service, t.instance);
-                self.insert(t, now, None, lease);
-            }
+            (Effect::Add { .. }, None) => self.insert(t, now, None),
             (Effect::Refresh, Some(entry)) => {
                 self.refresh(&entry, t, now);
                 if let Some(conns) = &mut self.conns {
@@ -64,8 +61,7 @@ impl Store {
                     let lost = merge::lost_between(old.seq.load(Relaxed), t.seq);
                     self.counters.tokens_lost.fetch_add(lost, Relaxed);
                 }
-                let lease = self.registered_lease(t.service, t.instance);
-                self.insert(t, now, Some(old), lease);
+                self.insert(t, now, Some(old));
             }
             (Effect::Remove(cause), Some(entry)) => {
                 entry.seq.store(t.seq, Relaxed);
@@ -105,7 +101,7 @@ impl Store {
         tracing::warn!(
             service = t.service,
             instance = t.instance,
-            listed_addr = &*live.addr,
+            listed_addr = live.addr_meta.addr(),
             other_addr = t.addr,
             "two processes announce the same instance id: the newer run is listed, the older one's tokens are dropped"
         );
@@ -114,14 +110,6 @@ impl Store {
     pub(super) fn count_drop(&self, reason: DropReason, service: &str, instance: &str) {
         self.counters.dropped(reason);
         tracing::trace!(?reason, service, instance, "token dropped");
-    }
-
-    fn registered_lease(&self, service: &str, instance: &str) -> i64 {
-        self.services
-            .get(service)
-            .and_then(|s| s.slots.get(instance))
-            .and_then(|s| s.registration.as_ref())
-            .map_or(0, |r| r.lease)
     }
 
     /// A token that changes no identity field: update in place, allocate nothing.
@@ -162,11 +150,10 @@ impl Store {
     }
 
     /// Lists a new entry built from `t`, replacing `old` if given.
-    fn insert(&mut self, t: &TokenRef<'_>, now: u64, old: Option<Arc<Entry>>, lease: i64) {
+    fn insert(&mut self, t: &TokenRef<'_>, now: u64, old: Option<Arc<Entry>>) {
         let svc = self.service_state(t.service);
-        let zone = t.zone.map(Arc::from);
+        let zone = svc.zone(t.zone);
         let entry = Entry::new(svc.name.clone(), zone, t, now + u64::from(t.ttl_ms));
-        entry.lease.store(lease, Relaxed);
         if let Some(conns) = &mut self.conns {
             // Moved from the old record's connection, if it changed.
             if let Some(old) = &old {
@@ -183,7 +170,7 @@ impl Store {
         self.service_state(&service).put(entry.clone());
         self.schedule(&entry);
         self.mark_dirty(&service);
-        let (epoch, addr, confirmed) = (entry.epoch, &*entry.addr, entry.is_confirmed());
+        let (epoch, addr, confirmed) = (entry.epoch, entry.addr_meta.addr(), entry.is_confirmed());
         if old.is_some() {
             self.counters.updated.fetch_add(1, Relaxed);
             tracing::info!(%service, instance = %entry.id, epoch, addr, confirmed, "instance record changed");

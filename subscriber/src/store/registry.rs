@@ -62,20 +62,15 @@ impl Store {
             let now = self.clock.now_ms();
             let t = token.as_ref();
             let svc = self.service_state(&reg.service);
-            let record = Entry::new(
-                svc.name.clone(),
-                t.zone.map(Arc::from),
-                &t,
-                now + u64::from(t.ttl_ms),
-            );
-            record.lease.store(r.lease, Relaxed);
+            let zone = svc.zone(t.zone);
+            let record = Entry::new(svc.name.clone(), zone, &t, now + u64::from(t.ttl_ms));
             record.confirmed.store(false, Relaxed);
             let record = Arc::new(record);
             let live = svc.live(&reg.instance).cloned();
             let listed = match (outcome.effect, live) {
                 (Effect::Add { .. }, None) => Some((record, None)),
                 (Effect::Replace, Some(old)) => {
-                    let new = Entry::with_live_of(&record, &old, r.lease);
+                    let new = Entry::with_live_of(&record, &old);
                     Some((Arc::new(new), Some(old)))
                 }
                 (Effect::Fence, Some(old)) => {
@@ -172,7 +167,7 @@ impl Store {
                 svc.slot(&id).registration = None;
             }
             if let (Effect::Retire, Some(old)) = (outcome.effect, live) {
-                let fresh = Arc::new(old.with_epoch(0, 0));
+                let fresh = Arc::new(old.with_epoch(0));
                 self.list(fresh, Some(old));
             }
             match outcome.retired {

@@ -37,7 +37,13 @@ pub(super) struct ServiceState {
     pub(super) sorted: Vec<Instance>,
     pub(super) view: Arc<ServiceView>,
     pub(super) dirty: bool,
+    /// The zone names seen in this service, shared by its records (up to [`ZONES_SHARED`]).
+    zones: Vec<Arc<str>>,
 }
+
+/// Distinct zone names a service shares among its records; past them, a record holds its
+/// own copy (a deployment has a handful of zones, a stranger could announce thousands).
+const ZONES_SHARED: usize = 64;
 
 fn snapshot_order(e: &Entry) -> (Option<&str>, &str) {
     (e.zone.as_deref(), &e.id)
@@ -51,7 +57,21 @@ impl ServiceState {
             sorted: Vec::new(),
             view,
             dirty: false,
+            zones: Vec::new(),
         }
+    }
+
+    /// The shared name of `zone`.
+    pub(super) fn zone(&mut self, zone: Option<&str>) -> Option<Arc<str>> {
+        let zone = zone?;
+        if let Some(shared) = self.zones.iter().find(|z| ***z == *zone) {
+            return Some(shared.clone());
+        }
+        let name: Arc<str> = Arc::from(zone);
+        if self.zones.len() < ZONES_SHARED {
+            self.zones.push(name.clone());
+        }
+        Some(name)
     }
 
     pub(super) fn live(&self, id: &str) -> Option<&Arc<Entry>> {

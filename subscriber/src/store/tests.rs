@@ -155,7 +155,14 @@ fn a_registration_is_listed_unconfirmed_until_its_token() {
     s.flush();
     assert!(e.is_confirmed(), "its token confirms it in place");
     assert!(matches!(rx.try_recv(), Ok(Event::Updated(_))));
-    assert_eq!(e.lease.load(Relaxed), 3);
+    assert_eq!(
+        s.services["svc"].slots["a"]
+            .registration
+            .as_ref()
+            .map(|r| r.lease),
+        Some(3),
+        "the registration keeps its lease"
+    );
     assert_eq!(c.snapshot().duplicate_drops, 0);
 }
 
@@ -222,7 +229,7 @@ fn a_spoofed_address_is_dropped_and_the_real_tokens_keep_flowing() {
     assert_eq!(c.snapshot().identity_mismatch_drops, 2);
     s.apply(&token("a", 10, 6).as_ref());
     let e = live(&s, "a").unwrap();
-    assert_eq!(&*e.addr, "10.0.0.1:80");
+    assert_eq!(e.addr_meta.addr(), "10.0.0.1:80");
     assert_eq!(e.seq.load(Relaxed), 6, "the real token is not a duplicate");
 }
 
