@@ -42,6 +42,22 @@ pub(crate) enum Why {
     Leaving,
 }
 
+impl Why {
+    /// Whether the token tells of a change (what subscribers hold must be replaced), so that
+    /// it goes in full, and so does the periodic token after it in case this one is lost.
+    pub(crate) fn is_change(self) -> bool {
+        matches!(
+            self,
+            Why::Start | Why::Reconnect | Why::State | Why::Meta | Why::Epoch | Why::Leaving
+        )
+    }
+
+    /// Whether the token may go as a heartbeat: it only refreshes freshness and load.
+    pub(crate) fn may_be_compact(self) -> bool {
+        matches!(self, Why::Periodic | Why::Early)
+    }
+}
+
 /// The settings the schedule follows.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {

@@ -37,6 +37,11 @@ pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_LOAD_DELTA: f32 = 0.1;
 /// Default spacing of early tokens (capped by the interval).
 pub(crate) const DEFAULT_MIN_EARLY_GAP: Duration = Duration::from_millis(100);
+/// Default spacing of full tokens among periodic ones: every tenth at the latest.
+pub(crate) const DEFAULT_FULL_TOKEN_EVERY: u32 = 10;
+/// Largest spacing of full tokens.
+const MAX_FULL_TOKEN_EVERY: u32 = 1000;
+
 /// Default bound of `shutdown()`.
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,6 +55,7 @@ pub(crate) struct Requested {
     pub(crate) load_sample_interval: Option<Duration>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) lease_ttl: Duration,
+    pub(crate) full_token_every: u32,
 }
 
 impl Default for Requested {
@@ -62,6 +68,7 @@ impl Default for Requested {
             load_sample_interval: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             lease_ttl: DEFAULT_LEASE_TTL,
+            full_token_every: DEFAULT_FULL_TOKEN_EVERY,
         }
     }
 }
@@ -75,6 +82,8 @@ pub(crate) struct Settings {
     pub(crate) shutdown_timeout: Duration,
     /// The etcd lease TTL, in whole seconds (etcd's unit).
     pub(crate) lease_ttl: Duration,
+    /// At most this many tokens in a row go out without a full one (1: no heartbeats).
+    pub(crate) full_token_every: u32,
 }
 
 impl Settings {
@@ -126,6 +135,12 @@ impl Requested {
         if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&self.lease_ttl) {
             return Err(Error::config("lease_ttl", "must be within 2 s ..= 1 h"));
         }
+        if !(1..=MAX_FULL_TOKEN_EVERY).contains(&self.full_token_every) {
+            return Err(Error::config(
+                "full_token_every",
+                "must be within 1 ..= 1000",
+            ));
+        }
         // etcd counts whole seconds: round up, never below what was asked.
         let lease_ttl = Duration::from_secs(self.lease_ttl.as_secs_f64().ceil() as u64);
         Ok(Settings {
@@ -138,6 +153,7 @@ impl Requested {
             load_sample_interval,
             shutdown_timeout: self.shutdown_timeout,
             lease_ttl,
+            full_token_every: self.full_token_every,
         })
     }
 }

@@ -22,7 +22,7 @@ use crate::probes::ProbeFeed;
 use crate::registrar::{self, Links, Setup};
 use crate::schedule::{Schedule, Why};
 use crate::stats::Counters;
-use crate::task::Broadcaster;
+use crate::task::{Broadcaster, Fullness};
 
 /// Bound of the probe subscriptions' round trip and of the first token's flush.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,6 +147,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         client: client.clone(),
         subject: subjects.announce(&token.service).into(),
         load: token.load,
+        fullness: Fullness::new(settings.full_token_every),
         schedule: Schedule::new(
             settings.timing,
             Instant::now(),

@@ -13,6 +13,8 @@ pub struct Stats {
     /// Tokens handed to NATS, whatever the reason (the first, periodic, early, probe answers,
     /// reconnect, drain, metadata, leaving).
     pub tokens_sent: u64,
+    /// Of `tokens_sent`, the compact ones: heartbeats (see `full_token_every`).
+    pub heartbeats_sent: u64,
     /// Tokens sent to answer probes (one per coalesced burst).
     pub probe_answers: u64,
     /// Tokens sent early because the load moved by more than the delta.
@@ -42,6 +44,7 @@ pub struct Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) tokens_sent: AtomicU64,
+    pub(crate) heartbeats_sent: AtomicU64,
     pub(crate) probe_answers: AtomicU64,
     pub(crate) early_tokens: AtomicU64,
     pub(crate) publish_errors: AtomicU64,
@@ -62,6 +65,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         Stats {
             tokens_sent: self.tokens_sent.load(Ordering::Relaxed),
+            heartbeats_sent: self.heartbeats_sent.load(Ordering::Relaxed),
             probe_answers: self.probe_answers.load(Ordering::Relaxed),
             early_tokens: self.early_tokens.load(Ordering::Relaxed),
             publish_errors: self.publish_errors.load(Ordering::Relaxed),

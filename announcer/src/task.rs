@@ -31,6 +31,8 @@ pub(crate) struct Broadcaster {
     pub(crate) next_seq: u64,
     /// Current load, from `set_load` or `load_fn`; the next token carries it.
     pub(crate) load: f32,
+    /// Which tokens go in full and which as heartbeats.
+    pub(crate) fullness: Fullness,
     pub(crate) schedule: Schedule,
     /// Probes of the service and of every service, from the connection's shared subscriptions.
     pub(crate) probes: ProbeFeed,
@@ -55,6 +57,47 @@ pub(crate) struct Broadcaster {
     /// Tells the registration task (and `stopped()`) that no token can leave any more: it
     /// waits for this before revoking the lease, so that the goodbye goes out first.
     pub(crate) _done: DropGuard,
+}
+
+/// Which tokens go in full: the changes, the periodic token after each (should the change be
+/// lost), probe answers, and at least every `every`th token; the others go as heartbeats.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fullness {
+    every: u32,
+    /// Tokens sent since the last full one.
+    since_full: u32,
+    /// Full tokens still owed after a change.
+    owed: u8,
+}
+
+impl Fullness {
+    pub(crate) fn new(every: u32) -> Self {
+        Fullness {
+            every,
+            since_full: 0,
+            owed: 0,
+        }
+    }
+
+    /// Whether the token sent for `why` goes as a heartbeat.
+    pub(crate) fn compact(&mut self, why: Why) -> bool {
+        if why.is_change() {
+            // This one and the next.
+            self.owed = 2;
+        }
+        why.may_be_compact() && self.owed == 0 && self.since_full + 1 < self.every
+    }
+
+    /// Records a token handed to NATS; one that failed changes nothing, so the next is full
+    /// again if this one had to be.
+    pub(crate) fn sent(&mut self, compact: bool) {
+        if compact {
+            self.since_full += 1;
+        } else {
+            self.since_full = 0;
+            self.owed = self.owed.saturating_sub(1);
+        }
+    }
 }
 
 impl Broadcaster {
@@ -138,7 +181,13 @@ impl Broadcaster {
         self.token.epoch = standing.epoch;
         self.token.sent_at_ms = unix_millis();
         self.schedule.published(now, self.load);
-        let sent = match codec::encode(&self.token) {
+        let compact = self.fullness.compact(why);
+        let encoded = if compact {
+            codec::encode_heartbeat(&self.token)
+        } else {
+            codec::encode(&self.token)
+        };
+        let sent = match encoded {
             Ok(bytes) => self
                 .client
                 .publish(self.subject.clone(), bytes.into())
@@ -150,6 +199,10 @@ impl Broadcaster {
             Ok(()) => {
                 let c = &self.counters;
                 Counters::bump(&c.tokens_sent);
+                self.fullness.sent(compact);
+                if compact {
+                    Counters::bump(&c.heartbeats_sent);
+                }
                 match why {
                     Why::Probe => {
                         Counters::bump(&c.probe_answers);
@@ -158,7 +211,7 @@ impl Broadcaster {
                     Why::Early => Counters::bump(&c.early_tokens),
                     _ => {}
                 }
-                tracing::trace!(seq = self.token.seq, reason = ?why, load = self.load, "token sent");
+                tracing::trace!(seq = self.token.seq, reason = ?why, load = self.load, compact, "token sent");
                 self.last_token.send_replace(self.token.clone());
             }
             Err(e) => {
@@ -262,5 +315,68 @@ impl Broadcaster {
                 Err(Error::new(ErrorKind::TimedOut))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds of the tokens sent for `whys`, `F` full and `h` heartbeat, each sent.
+    fn kinds(fullness: &mut Fullness, whys: &[Why]) -> String {
+        whys.iter()
+            .map(|&why| {
+                let compact = fullness.compact(why);
+                fullness.sent(compact);
+                if compact { 'h' } else { 'F' }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_goes_in_full_with_the_token_after_it_and_every_tenth_at_the_latest() {
+        let mut f = Fullness::new(10);
+        let mut whys = vec![Why::Start];
+        whys.extend([Why::Periodic; 21]);
+        assert_eq!(kinds(&mut f, &whys), "FFhhhhhhhhhFhhhhhhhhhF");
+        assert_eq!(
+            kinds(&mut f, &[Why::Early, Why::Probe, Why::Periodic]),
+            "hFh"
+        );
+        assert_eq!(
+            kinds(&mut f, &[Why::State, Why::Early, Why::Periodic]),
+            "FFh",
+            "drain, then its repeat"
+        );
+        for change in [Why::Meta, Why::Epoch, Why::Reconnect, Why::Leaving] {
+            assert_eq!(
+                kinds(&mut f, &[change, Why::Periodic, Why::Periodic]),
+                "FFh"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_full_token_leaves_the_next_one_full() {
+        let mut f = Fullness::new(10);
+        kinds(&mut f, &[Why::Start, Why::Periodic, Why::Periodic]);
+        assert!(!f.compact(Why::Meta));
+        // Not sent: the owed full tokens stay owed.
+        assert_eq!(
+            kinds(&mut f, &[Why::Periodic, Why::Periodic, Why::Periodic]),
+            "FFh"
+        );
+    }
+
+    #[test]
+    fn every_token_is_full_when_asked() {
+        let mut f = Fullness::new(1);
+        assert_eq!(
+            kinds(
+                &mut f,
+                &[Why::Start, Why::Periodic, Why::Early, Why::Periodic]
+            ),
+            "FFFF"
+        );
     }
 }

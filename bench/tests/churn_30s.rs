@@ -22,7 +22,7 @@ async fn thirty_seconds_of_churn_lose_nothing_and_leave_no_zombie() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let settings = Settings::new(
-        env!("CARGO_BIN_EXE_herald-bench"),
+        herald_testkit::bin_exe("herald-bench", env!("CARGO_BIN_EXE_herald-bench")),
         Duration::from_secs(30),
         seed,
     );
@@ -62,7 +62,7 @@ async fn thirty_seconds_of_churn_lose_nothing_and_leave_no_zombie() {
 /// connection an advisory names carried only the crashed announcer's tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_seconds_of_churn_with_advisories_remove_every_crash_as_disconnected() {
-    let program = env!("CARGO_BIN_EXE_herald-bench");
+    let program = herald_testkit::bin_exe("herald-bench", env!("CARGO_BIN_EXE_herald-bench"));
     let mut settings = Settings::new(program, Duration::from_secs(30), 31);
     settings.disconnect_grace = Some(herald_subscriber::DEFAULT_DISCONNECT_GRACE);
     let report = churn::run(settings).await;

@@ -2,7 +2,6 @@
 //! window. The subscriber must list exactly every instance, each host must hold exactly one
 //! etcd lease, etcd must be empty once the hosts stopped, and every figure must be measured.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use herald_bench::scale::case::{self, Settings};
@@ -14,7 +13,7 @@ async fn two_hosts_of_twenty_on_sessions_are_listed_and_measured() {
     let mut c = Case::parse("2x20/4~2s").expect("valid case");
     c.concurrency = 10;
     let settings = Settings {
-        host_program: PathBuf::from(env!("CARGO_BIN_EXE_herald-bench")),
+        host_program: herald_testkit::bin_exe("herald-bench", env!("CARGO_BIN_EXE_herald-bench")),
         window: Duration::from_secs(2),
         settle: Duration::from_millis(500),
         start_timeout: Duration::from_secs(20),

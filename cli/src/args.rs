@@ -172,6 +172,10 @@ pub(crate) struct AnnounceArgs {
     /// Token TTL (default: 3 x interval).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) ttl: Option<Duration>,
+    /// Every how many tokens one goes in full; the others, when nothing but the load
+    /// changed, go as compact heartbeats. 1 while subscribers older than heartbeats run.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) full_token_every: u32,
     /// etcd lease TTL (with --etcd).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) lease_ttl: Duration,
@@ -250,6 +254,7 @@ pub(crate) fn flag_of(field: &str) -> String {
         "interval" => "--interval",
         "ttl" | "ttl_ms" => "--ttl",
         "lease_ttl" => "--lease-ttl",
+        "full_token_every" => "--full-token-every",
         "weight" => "--weight",
         "load" => "--load",
         "zone" => "--zone",

@@ -164,6 +164,18 @@ impl Collector for Scrape {
             s.slow_consumer_events,
         )?;
         counter(e, "probes_sent", "Probes sent.", s.probes_sent)?;
+        counter(
+            e,
+            "heartbeats",
+            "Heartbeats (compact tokens) that refreshed an instance.",
+            s.heartbeats,
+        )?;
+        counter(
+            e,
+            "heartbeats_unknown",
+            "Heartbeats of an instance not listed under their epoch (its service is probed).",
+            s.heartbeats_unknown,
+        )?;
         counter(e, "nats_reconnects", "NATS reconnects.", s.reconnects)?;
         counter(
             e,

@@ -47,9 +47,9 @@ async fn registered_child(args: Vec<String>) -> (ChildGuard, u64) {
 /// Starts a child and waits for its `ready` line, which it returns.
 async fn child_ready(args: Vec<String>, registered: bool) -> (ChildGuard, String) {
     let bin = if registered {
-        env!("CARGO_BIN_EXE_register_child")
+        herald_testkit::bin_exe("register_child", env!("CARGO_BIN_EXE_register_child"))
     } else {
-        env!("CARGO_BIN_EXE_announce_child")
+        herald_testkit::bin_exe("announce_child", env!("CARGO_BIN_EXE_announce_child"))
     };
     let mut cmd = Command::new(bin);
     cmd.args(args).stdout(Stdio::piped());

@@ -160,7 +160,10 @@ async fn sigkilled_announcer_process_expires_after_its_ttl() {
     let prefix = prefix("sigkill");
     let sub = subscriber(&server.url(), &prefix).await;
     let mut events = sub.events();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_announce_child"));
+    let mut cmd = Command::new(herald_testkit::bin_exe(
+        "announce_child",
+        env!("CARGO_BIN_EXE_announce_child"),
+    ));
     cmd.args([
         server.url(),
         prefix.clone(),

@@ -13,7 +13,7 @@ use herald_e2e::{
     RawPublisher, etcd, etcd_client, eventually, init_tracing, is_added, is_removed, nats, prefix,
     wait_event,
 };
-use herald_shared::{Subjects, Token, codec, round_trip};
+use herald_shared::{Received, Subjects, codec, round_trip};
 use herald_subscriber::{Event, RemovalCause};
 use herald_testkit::{EtcdCluster, EtcdServer, NatsServer, spawn_guarded};
 
@@ -70,15 +70,17 @@ async fn observe(nats_url: &str, prefix: &str) -> async_nats::Subscriber {
     sub
 }
 
-/// Tokens that arrive on `raw` within `window`.
-async fn collect(raw: &mut async_nats::Subscriber, window: Duration) -> Vec<(Instant, Token)> {
+/// The `(epoch, seq)` of the tokens, full or heartbeats, that arrive on `raw` within
+/// `window`.
+async fn collect(raw: &mut async_nats::Subscriber, window: Duration) -> Vec<(Instant, u64, u64)> {
     let deadline = tokio::time::Instant::now() + window;
     let mut seen = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, raw.next()).await {
-        seen.push((
-            Instant::now(),
-            codec::decode(&msg.payload).unwrap().to_owned(),
-        ));
+        let version = match codec::decode_received(&msg.payload).unwrap() {
+            Received::Token(t) => (t.epoch, t.seq),
+            Received::Heartbeat(h) => (h.epoch, h.seq),
+        };
+        seen.push((Instant::now(), version.0, version.1));
     }
     seen
 }
@@ -99,7 +101,7 @@ async fn assert_stopped(
     let late: Vec<_> = collect(raw, INTERVAL * 4)
         .await
         .into_iter()
-        .filter(|(_, t)| t.epoch == last.epoch && t.seq > last.seq)
+        .filter(|&(_, epoch, seq)| epoch == last.epoch && seq > last.seq)
         .collect();
     assert!(
         late.is_empty(),
@@ -285,7 +287,10 @@ async fn a_sigkilled_process_expires_by_ttl_and_its_key_at_lease_expiry() {
     let sub = subscriber(&nats_server.url(), &endpoints, &prefix).await;
     let mut events = sub.events();
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_register_child"));
+    let mut cmd = Command::new(herald_testkit::bin_exe(
+        "register_child",
+        env!("CARGO_BIN_EXE_register_child"),
+    ));
     cmd.args([
         nats_server.url(),
         endpoints.join(","),

@@ -12,7 +12,7 @@ mod read;
 
 pub use read::DecodeError;
 
-use crate::token::{Token, TokenRef};
+use crate::token::{Heartbeat, Token, TokenRef};
 use crate::validate::{self, Field, Invalid, MAX_TOKEN_BYTES};
 
 /// Why a received payload was not accepted as a token. Each reason has its own counter.
@@ -113,6 +113,52 @@ pub fn encode(token: &Token) -> Result<Vec<u8>, EncodeError> {
     Ok(bytes)
 }
 
+/// What arrived on an announce subject: a full token or a heartbeat.
+// A value on the stack of the ingest path, never stored: boxing the token would allocate
+// for each one.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received<'a> {
+    /// A full token.
+    Token(TokenRef<'a>),
+    /// A compact token ([`Heartbeat`]).
+    Heartbeat(Heartbeat<'a>),
+}
+
+/// Encodes the heartbeat of `token`: its `instance`, `epoch`, `seq` and `load` only.
+///
+/// # Errors
+///
+/// [`EncodeError::Invalid`] when the instance id or the load breaks its bound.
+///
+/// # Examples
+///
+/// ```
+/// use herald_shared::{Received, Token, codec};
+///
+/// let token = Token::new("billing", "billing-1", "10.0.0.7:8080");
+/// let beat = codec::encode_heartbeat(&token).unwrap();
+/// assert!(beat.len() < codec::encode(&token).unwrap().len() / 2);
+/// let Ok(Received::Heartbeat(h)) = codec::receive(&beat, "billing") else { panic!() };
+/// assert_eq!((h.instance, h.seq), ("billing-1", token.seq));
+/// ```
+pub fn encode_heartbeat(token: &Token) -> Result<Vec<u8>, EncodeError> {
+    validate::instance_id(&token.instance)?;
+    validate::load(token.load)?;
+    let mut out = Vec::with_capacity(48 + token.instance.len());
+    // Writing to a Vec cannot fail.
+    let _ = rmp::encode::write_map_len(&mut out, 4);
+    let _ = rmp::encode::write_str(&mut out, "instance");
+    let _ = rmp::encode::write_str(&mut out, &token.instance);
+    let _ = rmp::encode::write_str(&mut out, "epoch");
+    let _ = rmp::encode::write_uint(&mut out, token.epoch);
+    let _ = rmp::encode::write_str(&mut out, "seq");
+    let _ = rmp::encode::write_uint(&mut out, token.seq);
+    let _ = rmp::encode::write_str(&mut out, "load");
+    let _ = rmp::encode::write_f32(&mut out, token.load);
+    Ok(out)
+}
+
 /// Decodes a token without validating its bounds; strings borrow from `bytes`.
 ///
 /// # Errors
@@ -132,22 +178,55 @@ pub fn decode(bytes: &[u8]) -> Result<TokenRef<'_>, DecodeError> {
     read::token(bytes)
 }
 
-/// The subscriber's admission check for a payload received on the announce subject of
-/// `subject_service`: size, decoding, every bound, and subject agreement.
+/// Decodes a full token or a heartbeat without validating bounds; strings borrow from
+/// `bytes`.
+///
+/// # Errors
+///
+/// [`DecodeError`] when `bytes` is not exactly one token map.
+pub fn decode_received(bytes: &[u8]) -> Result<Received<'_>, DecodeError> {
+    read::message(bytes)
+}
+
+/// The admission check of a full token received on the announce subject of
+/// `subject_service`: size, decoding, every bound, and subject agreement. A heartbeat is
+/// refused as malformed, as a reader older than heartbeats refuses it; [`receive`] takes both.
 ///
 /// # Errors
 ///
 /// The [`Reject`] reason; the caller counts it and drops the payload.
 pub fn accept<'a>(bytes: &'a [u8], subject_service: &str) -> Result<TokenRef<'a>, Reject> {
+    match receive(bytes, subject_service)? {
+        Received::Token(t) => Ok(t),
+        Received::Heartbeat(_) => Err(Reject::Malformed),
+    }
+}
+
+/// The subscriber's admission check for a payload received on the announce subject of
+/// `subject_service`: size, decoding, every bound, and, for a full token, subject
+/// agreement (a heartbeat's service is the subject's).
+///
+/// # Errors
+///
+/// The [`Reject`] reason; the caller counts it and drops the payload.
+pub fn receive<'a>(bytes: &'a [u8], subject_service: &str) -> Result<Received<'a>, Reject> {
     if bytes.len() > MAX_TOKEN_BYTES {
         return Err(Reject::Oversized);
     }
-    let token = decode(bytes).map_err(|_| Reject::Malformed)?;
-    validate::token(&token)?;
-    if token.service != subject_service {
-        return Err(Reject::SubjectMismatch);
+    match read::message(bytes).map_err(|_| Reject::Malformed)? {
+        Received::Token(token) => {
+            validate::token(&token)?;
+            if token.service != subject_service {
+                return Err(Reject::SubjectMismatch);
+            }
+            Ok(Received::Token(token))
+        }
+        Received::Heartbeat(h) => {
+            validate::instance_id(h.instance)?;
+            validate::load(h.load)?;
+            Ok(Received::Heartbeat(h))
+        }
     }
-    Ok(token)
 }
 
 #[cfg(test)]
@@ -172,6 +251,28 @@ mod tests {
             Err(Reject::Malformed)
         );
         assert_eq!(accept(&vec![0u8; 4097], "svc"), Err(Reject::Oversized));
+    }
+
+    #[test]
+    fn a_heartbeat_is_received_with_its_bounds_checked_and_refused_as_a_token() {
+        let mut t = Token::new("svc", "i-1", "h:1");
+        t.epoch = 70_000;
+        t.seq = 1_764_000_000_000_042;
+        t.load = 0.5;
+        let beat = encode_heartbeat(&t).unwrap();
+        let Ok(Received::Heartbeat(h)) = receive(&beat, "any") else {
+            panic!("not a heartbeat");
+        };
+        assert_eq!(
+            (h.instance, h.epoch, h.seq, h.load),
+            ("i-1", 70_000, t.seq, 0.5)
+        );
+        assert_eq!(accept(&beat, "svc"), Err(Reject::Malformed));
+        assert!(decode(&beat).is_err());
+        let mut bad = beat.clone();
+        let at = bad.windows(3).position(|w| w == b"i-1").unwrap();
+        bad[at + 1] = b' ';
+        assert_eq!(receive(&bad, "svc"), Err(Reject::Invalid(Field::Instance)));
     }
 
     #[test]

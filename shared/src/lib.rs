@@ -34,13 +34,13 @@ pub mod subject;
 pub mod token;
 pub mod validate;
 
-pub use codec::Reject;
+pub use codec::{Received, Reject};
 pub use config::{
     ConfigError, ConnectionEvents, NatsAuth, NatsConfig, NatsConnectError, NatsEvent, NatsTls,
 };
 pub use etcd::{EtcdConfig, EtcdError, EtcdTls};
 pub use subject::Subjects;
-pub use token::{State, Token, TokenRef};
+pub use token::{Heartbeat, State, Token, TokenRef};
 pub use validate::{Field, Invalid};
 
 /// Current wall-clock time in Unix milliseconds (0 if the clock is before 1970).

@@ -217,6 +217,27 @@ impl TokenRef<'_> {
     }
 }
 
+/// A compact token: what a periodic token says when nothing changed but freshness and load.
+///
+/// On the wire it is the token map with only `instance`, `epoch`, `seq` and `load` (the
+/// service is the subject's): about a third of a full token. An announcer sends full tokens
+/// at start, on every change, after a reconnect, in answer to a probe and every Nth token;
+/// between them, heartbeats. A subscriber applies one only to the live instance of that
+/// epoch, as the full token it already holds with a new `seq` and load; for an instance it
+/// does not know, it probes the service. A reader older than heartbeats finds no `service`
+/// and refuses the map as malformed: it counts it and keeps the instance by the full tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heartbeat<'a> {
+    /// See [`Token::instance`].
+    pub instance: &'a str,
+    /// See [`Token::epoch`].
+    pub epoch: u64,
+    /// See [`Token::seq`].
+    pub seq: u64,
+    /// See [`Token::load`].
+    pub load: f32,
+}
+
 /// Most metadata entries a valid token carries.
 pub const MAX_META_ENTRIES: usize = 32;
 

@@ -136,3 +136,25 @@ fn optional_fields_take_their_defaults() {
         (100, State::Up, 0, None)
     );
 }
+
+#[test]
+fn heartbeat_bytes_are_pinned_and_a_third_of_the_full_token() {
+    let t = full();
+    let beat = codec::encode_heartbeat(&t).unwrap();
+    check("heartbeat_v1.msgpack", &beat);
+    let full = codec::encode(&t).unwrap();
+    assert!(
+        beat.len() * 3 <= full.len() + 10,
+        "heartbeat {} B against a full token of {} B",
+        beat.len(),
+        full.len()
+    );
+}
+
+#[test]
+fn a_reader_older_than_heartbeats_refuses_one_as_malformed() {
+    // Such a reader decodes the map into the whole token, as `Token`'s derived
+    // `Deserialize` does: it finds no `service` and refuses the payload.
+    let beat = codec::encode_heartbeat(&full()).unwrap();
+    assert!(rmp_serde::from_slice::<Token>(&beat).is_err());
+}

@@ -409,6 +409,7 @@ impl SubscriberBuilder {
             ingest_delay: self.ingest_delay.map(crate::ingest::SlowIngest::new),
             probe_pacing: crate::probe_pacing::ProbePacing::new(tokio::time::Instant::now()),
             probe_wanted: false,
+            services_to_probe: Vec::new(),
             connects: client
                 .statistics()
                 .connects

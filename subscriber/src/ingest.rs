@@ -49,6 +49,9 @@ pub(crate) struct Ingest {
     pub(crate) ingest_delay: Option<SlowIngest>,
     pub(crate) probe_pacing: ProbePacing,
     pub(crate) probe_wanted: bool,
+    /// Services to probe on their own (heartbeats of instances they do not list), when no
+    /// probe of everything is due.
+    pub(crate) services_to_probe: Vec<Arc<str>>,
     pub(crate) connects: u64,
     /// The subscription to disconnect advisories, when the subscriber follows them.
     pub(crate) advisories: Option<async_nats::Subscriber>,
@@ -132,8 +135,35 @@ impl Ingest {
         }
         self.store.sweep();
         self.store.flush();
-        if self.probe_wanted && self.probe_pacing.may_probe(Instant::now()) {
-            self.probe().await;
+        for service in self.store.take_probe_requests() {
+            if !self.services_to_probe.contains(&service) {
+                self.services_to_probe.push(service);
+            }
+        }
+        let want = self.probe_wanted || !self.services_to_probe.is_empty();
+        if want && self.probe_pacing.may_probe(Instant::now()) {
+            if self.probe_wanted {
+                // Every announcer answers: the services asked for too.
+                self.services_to_probe.clear();
+                self.probe().await;
+            } else {
+                self.probe_services().await;
+            }
+        }
+    }
+
+    /// Probes the services heartbeats asked for, each on its own subject.
+    async fn probe_services(&mut self) {
+        self.probe_pacing.probed(Instant::now());
+        while let Some(service) = self.services_to_probe.pop() {
+            let subject = self.subjects.probe(&service);
+            if let Err(e) = self.client.publish(subject, bytes::Bytes::new()).await {
+                tracing::warn!(error = %e, %service, "probe not sent");
+                self.services_to_probe.push(service);
+                return;
+            }
+            self.counters.probes_sent.fetch_add(1, Relaxed);
+            tracing::debug!(%service, "probe sent for a heartbeat of an unknown instance");
         }
     }
 

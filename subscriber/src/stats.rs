@@ -18,6 +18,8 @@ pub(crate) struct Counters {
     pub(crate) instances: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) accepted: AtomicU64,
+    pub(crate) heartbeats: AtomicU64,
+    pub(crate) heartbeats_unknown: AtomicU64,
     pub(crate) rejected: [AtomicU64; Reject::COUNT],
     pub(crate) stale_epoch: AtomicU64,
     pub(crate) duplicates: AtomicU64,
@@ -97,6 +99,8 @@ impl Counters {
             instances: get(&self.instances),
             received: get(&self.received),
             accepted: get(&self.accepted),
+            heartbeats: get(&self.heartbeats),
+            heartbeats_unknown: get(&self.heartbeats_unknown),
             rejected: Reject::all()
                 .map(|r| (r, get(&self.rejected[r.index()])))
                 .collect(),
@@ -141,8 +145,14 @@ pub struct Stats {
     pub instances: u64,
     /// Messages received on announce subjects.
     pub received: u64,
-    /// Tokens accepted (added, refreshed, updated, or goodbyes carried out).
+    /// Tokens accepted (added, refreshed, updated, or goodbyes carried out), heartbeats
+    /// included.
     pub accepted: u64,
+    /// Of `accepted`, the heartbeats (compact tokens) that refreshed an instance.
+    pub heartbeats: u64,
+    /// Heartbeats of an instance not listed under their epoch: dropped, and the service
+    /// probed so that its instances answer in full (paced as every probe is).
+    pub heartbeats_unknown: u64,
     /// Payloads rejected, per reason.
     pub rejected: Vec<(Reject, u64)>,
     /// Tokens of an older incarnation (lower epoch), dropped.

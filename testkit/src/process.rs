@@ -184,3 +184,21 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// The path of a binary target under test: where `cargo nextest` says it is at run time
+/// (`NEXTEST_BIN_EXE_<name>`, also looked up with `_` for `-`; it differs from the build-time
+/// path when the tests run from an archive), else `built`, the path at build time
+/// (`env!("CARGO_BIN_EXE_<name>")`).
+///
+/// ```no_run
+/// // In an integration test of the crate that has the `herald` binary:
+/// // let program = herald_testkit::bin_exe("herald", env!("CARGO_BIN_EXE_herald"));
+/// let program = herald_testkit::bin_exe("herald", "/path/at/build/time/herald");
+/// std::process::Command::new(program).arg("--help").status().unwrap();
+/// ```
+pub fn bin_exe(name: &str, built: &str) -> std::path::PathBuf {
+    [name.to_owned(), name.replace('-', "_")]
+        .iter()
+        .find_map(|n| std::env::var_os(format!("NEXTEST_BIN_EXE_{n}")))
+        .map_or_else(|| std::path::PathBuf::from(built), std::path::PathBuf::from)
+}

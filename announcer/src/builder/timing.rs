@@ -86,6 +86,26 @@ impl AnnouncerBuilder {
         self
     }
 
+    /// How often a periodic token goes out in full (default every 10th; within 1 ..= 1000).
+    ///
+    /// Between full tokens, a periodic or early token that changes nothing but freshness and
+    /// load goes out as a heartbeat ([`herald_shared::Heartbeat`]): instance, epoch, seq and
+    /// load, a third of the bytes. The first token, the answer to a probe, the token after a
+    /// reconnect and every change (state, metadata, epoch), with the periodic token after it,
+    /// go out in full. Subscribers older than heartbeats refuse them: while such subscribers
+    /// run, set 1 (every token full).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_announcer::Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .full_token_every(1);
+    /// ```
+    pub fn full_token_every(mut self, n: u32) -> Self {
+        self.requested.full_token_every = n;
+        self
+    }
+
     /// How long [`AnnouncerHandle::shutdown`](crate::AnnouncerHandle::shutdown) may take to send its goodbye (default 2 s).
     ///
     /// # Examples

@@ -2,11 +2,12 @@
 //! observer that watches the wire with a raw async-nats subscription.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use herald_announcer::{Announcer, AnnouncerBuilder};
-use herald_shared::{NatsConfig, Subjects, Token, codec, round_trip};
+use herald_shared::{NatsConfig, Received, Subjects, Token, codec, round_trip};
 use herald_testkit::NatsServer;
 use tokio::time::Instant;
 
@@ -17,25 +18,32 @@ pub fn announce_subject() -> String {
     Subjects::default().announce(SERVICE)
 }
 
-/// A builder for [`SERVICE`] on `server`, with a fixed instance id.
+/// A builder for [`SERVICE`] on `server`, with a fixed instance id, every token in full: the
+/// tests of timing read each token's send time (`heartbeats.rs` tests the compact ones).
 pub fn announcer(server: &NatsServer) -> AnnouncerBuilder {
     Announcer::builder(SERVICE, "10.0.0.7:8080")
         .nats(NatsConfig::new([server.url()]))
         .instance("billing-1")
+        .full_token_every(1)
 }
 
-/// A message seen on the wire: when it arrived, on which subject, and the token it holds.
+/// A message seen on the wire: when it arrived, on which subject, and the token it holds (a
+/// heartbeat as the last full token of its instance with its `seq`, epoch and load, and no
+/// send time).
 #[derive(Debug)]
 pub struct Seen {
     pub at: Instant,
     pub subject: String,
     pub token: Token,
+    pub heartbeat: bool,
+    pub bytes: usize,
 }
 
 /// A raw subscriber on its own connection, active on the server once `new` returns.
 pub struct Observer {
     pub client: async_nats::Client,
     sub: async_nats::Subscriber,
+    last_full: HashMap<String, Token>,
 }
 
 impl Observer {
@@ -54,20 +62,43 @@ impl Observer {
         round_trip::confirm_subscriptions(&client, Duration::from_secs(5))
             .await
             .expect("observer subscription confirmed");
-        Observer { client, sub }
+        Observer {
+            client,
+            sub,
+            last_full: HashMap::new(),
+        }
     }
 
     /// The next message within `within`, decoded as a token.
     pub async fn next(&mut self, within: Duration) -> Option<Seen> {
         let msg = tokio::time::timeout(within, self.sub.next()).await.ok()??;
         let at = Instant::now();
-        let token = codec::decode(&msg.payload)
-            .unwrap_or_else(|e| panic!("payload on {} is not a token: {e}", msg.subject))
-            .to_owned();
+        let received = codec::decode_received(&msg.payload)
+            .unwrap_or_else(|e| panic!("payload on {} is not a token: {e}", msg.subject));
+        let (token, heartbeat) = match received {
+            Received::Token(t) => {
+                let t = t.to_owned();
+                self.last_full.insert(t.instance.clone(), t.clone());
+                (t, false)
+            }
+            Received::Heartbeat(h) => {
+                let mut t = self
+                    .last_full
+                    .get(h.instance)
+                    .unwrap_or_else(|| {
+                        panic!("a heartbeat of {} before its full token", h.instance)
+                    })
+                    .clone();
+                (t.epoch, t.seq, t.load, t.sent_at_ms) = (h.epoch, h.seq, h.load, 0);
+                (t, true)
+            }
+        };
         Some(Seen {
             at,
             subject: msg.subject.to_string(),
             token,
+            heartbeat,
+            bytes: msg.payload.len(),
         })
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use herald_shared::{State, codec};
+use herald_shared::{Received, State, codec};
 use herald_subscriber::{Event, Instance, RemovalCause};
 
 use super::soak::Soak;
@@ -20,21 +20,23 @@ enum Change {
 
 impl Soak {
     pub(super) fn on_token(&mut self, payload: &[u8], at: Instant) {
-        let Ok(token) = codec::decode(payload) else {
-            return;
+        let (instance, leaving) = match codec::decode_received(payload) {
+            Ok(Received::Token(t)) => (t.instance, t.state == State::Leaving),
+            Ok(Received::Heartbeat(h)) => (h.instance, false),
+            Err(_) => return,
         };
         self.tokens_seen += 1;
-        let Some(inc) = self.instances.get_mut(token.instance) else {
-            if self.is_retired(token.instance) {
+        let Some(inc) = self.instances.get_mut(instance) else {
+            if self.is_retired(instance) {
                 self.retired_tokens_after_death += 1;
             } else {
                 self.phantoms
-                    .entry(token.instance.to_owned())
+                    .entry(instance.to_owned())
                     .or_insert_with(|| "token from an instance never started".into());
             }
             return;
         };
-        if token.state != State::Leaving {
+        if !leaving {
             inc.last_token = Some(at);
         }
         // A token handed to the connection just before the end may still be in flight when

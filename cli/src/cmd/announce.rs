@@ -20,6 +20,7 @@ pub(crate) async fn run(global: &Global, args: &AnnounceArgs) -> anyhow::Result<
         .nats(nats)
         .prefix(&global.prefix)
         .interval(args.interval)
+        .full_token_every(args.full_token_every)
         .load(args.load)
         .weight(args.weight)
         .takeover(args.takeover);

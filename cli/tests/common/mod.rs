@@ -24,7 +24,10 @@ impl Env {
     }
 
     pub fn herald(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        let mut cmd = Command::new(herald_testkit::bin_exe(
+            "herald",
+            env!("CARGO_BIN_EXE_herald"),
+        ));
         cmd.args(args)
             .env("HERALD_NATS_URL", self.nats.url())
             .env("HERALD_ETCD_ENDPOINTS", self.etcd.endpoint())

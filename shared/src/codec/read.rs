@@ -9,7 +9,8 @@
 
 use rmp::Marker;
 
-use crate::token::{DEFAULT_WEIGHT, MetaRef, State, TOKEN_VERSION, TokenRef};
+use super::Received;
+use crate::token::{DEFAULT_WEIGHT, Heartbeat, MetaRef, State, TOKEN_VERSION, TokenRef};
 
 /// Why a payload is not a token map: what was wrong, and at which byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -49,10 +50,26 @@ mod bit {
     pub(super) const CONN: u16 = 1 << 13;
     /// The fields without a default.
     pub(super) const REQUIRED: u16 = SERVICE | INSTANCE | ADDR | LOAD | SEQ | TTL;
+    /// What a heartbeat must hold.
+    pub(super) const HEARTBEAT: u16 = INSTANCE | LOAD | SEQ;
+    /// What a heartbeat may hold besides.
+    pub(super) const HEARTBEAT_OPTIONAL: u16 = V | EPOCH | SENT_AT;
 }
 
-/// Reads one token map that fills `bytes` exactly.
+/// Reads one full token map that fills `bytes` exactly (a heartbeat is refused).
 pub(super) fn token(bytes: &[u8]) -> Result<TokenRef<'_>, DecodeError> {
+    match message(bytes)? {
+        Received::Token(t) => Ok(t),
+        Received::Heartbeat(_) => Err(DecodeError {
+            what: "a heartbeat, not a full token",
+            at: 0,
+        }),
+    }
+}
+
+/// Reads one token map that fills `bytes` exactly: a full token, or a heartbeat (the map
+/// without `service`, holding only what [`Heartbeat`] does).
+pub(super) fn message(bytes: &[u8]) -> Result<Received<'_>, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
     let fields = r.map_len()?;
     let mut t = TokenRef {
@@ -144,13 +161,23 @@ pub(super) fn token(bytes: &[u8]) -> Result<TokenRef<'_>, DecodeError> {
         }
         seen |= field;
     }
-    if seen & bit::REQUIRED != bit::REQUIRED {
-        return r.fail("missing field");
-    }
     if r.at != bytes.len() {
         return r.fail("bytes after the token map");
     }
-    Ok(t)
+    if seen & bit::REQUIRED == bit::REQUIRED {
+        return Ok(Received::Token(t));
+    }
+    let heartbeat = seen & bit::HEARTBEAT == bit::HEARTBEAT
+        && seen & !(bit::HEARTBEAT | bit::HEARTBEAT_OPTIONAL) == 0;
+    if heartbeat {
+        return Ok(Received::Heartbeat(Heartbeat {
+            instance: t.instance,
+            epoch: t.epoch,
+            seq: t.seq,
+            load: t.load,
+        }));
+    }
+    r.fail("missing field")
 }
 
 /// A cursor over the payload.
@@ -386,6 +413,23 @@ mod tests {
             ("s", "i", "h:1", 500)
         );
         assert_eq!((t.v, t.weight, t.state, t.epoch), (1, 100, State::Up, 0));
+    }
+
+    #[test]
+    fn instance_seq_and_load_without_service_are_a_heartbeat() {
+        let fields = [REQUIRED[1], REQUIRED[3], REQUIRED[4], ("epoch", b"\x07")];
+        let bytes = map(&fields);
+        let Ok(Received::Heartbeat(h)) = message(&bytes) else {
+            panic!("not read as a heartbeat");
+        };
+        assert_eq!((h.instance, h.epoch, h.seq, h.load), ("i", 7, 1, 0.0));
+        // Anything a heartbeat does not carry makes it an incomplete token.
+        for extra in [REQUIRED[0], REQUIRED[2], REQUIRED[5], ("meta", b"\x80")] {
+            let mut more = fields.to_vec();
+            more.push(extra);
+            assert_eq!(message(&map(&more)).unwrap_err().what(), "missing field");
+        }
+        assert!(message(&map(&fields[..2])).is_err(), "no seq");
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// A token that changes no identity field: update in place, allocate nothing.
-    fn refresh(&mut self, entry: &Arc<Entry>, t: &TokenRef<'_>, now: u64) {
+    pub(super) fn refresh(&mut self, entry: &Arc<Entry>, t: &TokenRef<'_>, now: u64) {
         let lost = merge::lost_between(entry.seq.load(Relaxed), t.seq);
         if lost > 0 {
             self.counters.tokens_lost.fetch_add(lost, Relaxed);

@@ -176,3 +176,22 @@ fn without_advisories_nothing_is_followed() {
     let entry = s.services.get("svc").and_then(|x| x.live("a")).cloned();
     assert_eq!(entry.map(|e| e.conn.load(Relaxed)), Some(0));
 }
+
+#[test]
+fn a_heartbeat_keeps_its_instance_on_the_connection_of_its_last_full_token() {
+    let (mut s, mut rx, _c) = store();
+    let full = token("a", 1, "S/1");
+    s.apply(&full.as_ref());
+    let mut next = full.clone();
+    next.seq = 2;
+    let beat = herald_shared::codec::encode_heartbeat(&next).unwrap();
+    s.ingest("svc", &beat);
+    s.flush();
+    removed(&mut rx);
+    assert!(s.connection_closed("S/1"), "the instance is still on S/1");
+    advance(&mut s, GRACE_MS);
+    assert_eq!(
+        removed(&mut rx),
+        [("a".to_owned(), RemovalCause::Disconnected)]
+    );
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use herald_shared::{State, TokenRef, codec};
+use herald_shared::{Received, State, TokenRef, codec};
 use moka::sync::Cache;
 use tokio::sync::broadcast;
 
@@ -34,6 +34,7 @@ mod carry;
 mod conn_tests;
 mod conns;
 mod expiry;
+mod heartbeat;
 mod held;
 mod key_map;
 #[cfg(test)]
@@ -134,6 +135,8 @@ pub(crate) struct Store {
     counters: Arc<Counters>,
     events: broadcast::Sender<Event>,
     pending: Vec<Event>,
+    /// Services to probe: a heartbeat came for an instance they do not list.
+    probe_requests: Vec<Arc<str>>,
     live: usize,
 }
 
@@ -166,6 +169,7 @@ impl Store {
             counters,
             events,
             pending: Vec::new(),
+            probe_requests: Vec::new(),
             live: 0,
         }
     }
@@ -199,8 +203,9 @@ impl Store {
     /// Applies one payload received on the announce subject of `subject_service`.
     pub(crate) fn ingest(&mut self, subject_service: &str, payload: &[u8]) {
         self.counters.received.fetch_add(1, Relaxed);
-        match codec::accept(payload, subject_service) {
-            Ok(token) => self.apply(&token),
+        match codec::receive(payload, subject_service) {
+            Ok(Received::Token(token)) => self.apply(&token),
+            Ok(Received::Heartbeat(beat)) => self.apply_heartbeat(subject_service, &beat),
             Err(reason) => {
                 self.counters.reject(reason);
                 tracing::debug!(%reason, subject_service, "token rejected");

@@ -307,3 +307,91 @@ fn a_cluster_change_of_one_scope_leaves_the_others_alone() {
         Some(0)
     );
 }
+
+fn beat(id: &str, epoch: u64, seq: u64, load: f32) -> Vec<u8> {
+    let mut t = token(id, epoch, seq);
+    t.load = load;
+    codec::encode_heartbeat(&t).unwrap()
+}
+
+#[test]
+fn a_heartbeat_refreshes_its_listed_instance_as_its_full_token_would() {
+    let (mut s, mut rx, c) = store(Mode::BUS);
+    s.apply(&token("a", 0, 1).as_ref());
+    s.flush();
+    assert!(matches!(rx.try_recv(), Ok(Event::Added(_))));
+    let e = live(&s, "a").unwrap();
+    let deadline = e.deadline.load(Relaxed);
+    s.clock.advance(150);
+    s.ingest("svc", &beat("a", 0, 2, 0.0));
+    s.flush();
+    assert_eq!(e.seq.load(Relaxed), 2);
+    assert_eq!(e.deadline.load(Relaxed), deadline + 150, "a fresh TTL");
+    assert!(rx.try_recv().is_err(), "nothing changed but freshness");
+    s.ingest("svc", &beat("a", 0, 3, 0.75));
+    s.flush();
+    assert_eq!(e.load(), 0.75);
+    assert!(
+        matches!(rx.try_recv(), Ok(Event::Updated(_))),
+        "the load moved"
+    );
+    assert!(
+        live(&s, "a").is_some_and(|l| Arc::ptr_eq(&l, &e)),
+        "the same record"
+    );
+    let stats = c.snapshot();
+    assert_eq!(
+        (stats.heartbeats, stats.accepted, stats.heartbeats_unknown),
+        (2, 3, 0)
+    );
+    assert!(s.take_probe_requests().is_empty());
+}
+
+#[test]
+fn a_heartbeat_of_an_unknown_instance_or_epoch_asks_for_a_probe_of_its_service() {
+    let (mut s, mut rx, c) = store(Mode::BUS);
+    s.ingest("svc", &beat("a", 0, 2, 0.0));
+    s.ingest("svc", &beat("b", 0, 2, 0.0));
+    s.flush();
+    assert!(ids(&s).is_empty(), "a heartbeat lists nothing");
+    assert!(rx.try_recv().is_err());
+    let asked = s.take_probe_requests();
+    assert_eq!(
+        asked.iter().map(|s| &**s).collect::<Vec<_>>(),
+        ["svc"],
+        "once per service"
+    );
+    s.apply(&token("a", 5, 1).as_ref());
+    s.ingest("svc", &beat("a", 4, 9, 0.0));
+    assert_eq!(
+        live(&s, "a").unwrap().seq.load(Relaxed),
+        1,
+        "another epoch refreshes nothing"
+    );
+    assert_eq!(s.take_probe_requests().len(), 1);
+    assert_eq!(c.snapshot().heartbeats_unknown, 3);
+}
+
+#[test]
+fn an_old_heartbeat_is_a_duplicate() {
+    let (mut s, _rx, c) = store(Mode::BUS);
+    s.apply(&token("a", 0, 10).as_ref());
+    s.ingest("svc", &beat("a", 0, 9, 0.5));
+    let e = live(&s, "a").unwrap();
+    assert_eq!((e.seq.load(Relaxed), e.load()), (10, 0.0));
+    assert_eq!(c.snapshot().duplicate_drops, 1);
+}
+
+#[test]
+fn a_heartbeat_confirms_a_registration_and_expires_nothing_early() {
+    let (mut s, _rx, c) = store(REGISTRY);
+    put(&mut s, "a", 10, 3);
+    s.flush();
+    let e = live(&s, "a").unwrap();
+    assert!(!e.is_confirmed());
+    s.ingest("svc", &beat("a", 10, 5, 0.0));
+    assert!(e.is_confirmed(), "the registered incarnation speaks");
+    s.ingest("svc", &beat("a", 11, 6, 0.0));
+    assert_eq!(e.seq.load(Relaxed), 5, "not the registered epoch");
+    assert_eq!(c.snapshot().heartbeats, 1);
+}

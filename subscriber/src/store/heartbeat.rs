@@ -1,0 +1,95 @@
+//! Heartbeats: a compact token is the full token the live entry of its instance already
+//! holds, with the heartbeat's `seq` and load. The merge rules judge it as such; only a
+//! refresh is carried out, since a heartbeat says nothing a record could be built from. One
+//! for an instance not listed under its epoch (a subscriber that missed the full token, or a
+//! new incarnation it has not heard of) is dropped, and its service is probed: every
+//! instance of it answers in full.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use herald_shared::token::{MetaRef, TOKEN_VERSION};
+use herald_shared::{Heartbeat, TokenRef};
+
+use super::Store;
+use crate::merge::{self, Effect, Input, TokenFacts};
+
+/// Most services waiting for a probe: past them, a heartbeat of an unknown instance is only
+/// counted (the next full token, at most `full_token_every` tokens later, lists it anyway).
+const PROBE_REQUESTS_MAX: usize = 1024;
+
+impl Store {
+    /// Applies a heartbeat received on the announce subject of `service`.
+    pub(super) fn apply_heartbeat(&mut self, service: &str, beat: &Heartbeat<'_>) {
+        let entry = self
+            .services
+            .get(service)
+            .and_then(|s| s.live(beat.instance))
+            .filter(|e| e.epoch == beat.epoch)
+            .cloned();
+        let Some(entry) = entry else {
+            self.heartbeat_unknown(service, beat);
+            return;
+        };
+        let mut meta = MetaRef::default();
+        for (k, v) in entry.addr_meta.meta() {
+            meta.push(k, v);
+        }
+        let t = TokenRef {
+            v: TOKEN_VERSION,
+            service,
+            instance: beat.instance,
+            addr: entry.addr_meta.addr(),
+            load: beat.load,
+            weight: entry.weight,
+            zone: entry.zone.as_deref(),
+            state: entry.state(),
+            meta,
+            epoch: beat.epoch,
+            seq: beat.seq,
+            ttl_ms: entry.ttl_ms.load(Relaxed),
+            sent_at_ms: 0,
+            conn: None,
+        };
+        let facts = self.facts(service, beat.instance);
+        let input = Input::Token(TokenFacts {
+            epoch: t.epoch,
+            seq: t.seq,
+            leaving: false,
+            same_identity: self.same_identity(&t, &facts),
+        });
+        let outcome = merge::merge(self.mode, &facts, input);
+        match (outcome.effect, outcome.dropped) {
+            (_, Some(reason)) => self.count_drop(reason, service, beat.instance),
+            (Effect::Refresh, None) => {
+                // Not `carry_token`: the connection index keeps what the last full token
+                // said, and there is no send time to take a latency from.
+                self.refresh(&entry, &t, self.clock.now_ms());
+                self.counters.accepted.fetch_add(1, Relaxed);
+                self.counters.heartbeats.fetch_add(1, Relaxed);
+            }
+            _ => self.heartbeat_unknown(service, beat),
+        }
+    }
+
+    fn heartbeat_unknown(&mut self, service: &str, beat: &Heartbeat<'_>) {
+        self.counters.heartbeats_unknown.fetch_add(1, Relaxed);
+        if self.probe_requests.iter().any(|s| **s == *service) {
+            return;
+        }
+        if self.probe_requests.len() < PROBE_REQUESTS_MAX {
+            tracing::debug!(
+                service,
+                instance = beat.instance,
+                epoch = beat.epoch,
+                "heartbeat of an instance not listed under its epoch: probing its service"
+            );
+            self.probe_requests.push(Arc::from(service));
+        }
+    }
+
+    /// The services to probe because of heartbeats of unknown instances, since last asked.
+    pub(crate) fn take_probe_requests(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.probe_requests)
+    }
+}
