@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::Subscriber;
 use futures::StreamExt;
-use herald_shared::codec;
+use herald_shared::{Received, codec};
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::Counters;
@@ -54,13 +54,17 @@ impl Check {
         }
         let listen = async {
             while let Some(msg) = self.tokens.next().await {
-                let Ok(token) = codec::accept(&msg.payload, &self.service) else {
-                    continue;
+                // The other run's tokens are mostly heartbeats, which carry no address.
+                let (instance, epoch, seq, addr) = match codec::receive(&msg.payload, &self.service)
+                {
+                    Ok(Received::Token(t)) => (t.instance, t.epoch, t.seq, t.addr),
+                    Ok(Received::Heartbeat(h)) => (h.instance, h.epoch, h.seq, "unknown"),
+                    Err(_) => continue,
                 };
-                let other_run = token.seq < self.first_seq
-                    || token.seq > self.first_seq.saturating_add(OTHER_RUN_JUMP);
-                if token.instance == self.instance && token.epoch == 0 && other_run {
-                    return Some(token.addr.to_owned());
+                let other_run =
+                    seq < self.first_seq || seq > self.first_seq.saturating_add(OTHER_RUN_JUMP);
+                if instance == self.instance && epoch == 0 && other_run {
+                    return Some(addr.to_owned());
                 }
             }
             None
