@@ -11,9 +11,11 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
-use crate::messages::{Command, Rewrite, Standing};
+use crate::messages::{Rewrite, Standing};
+use crate::scheduler::Member;
 use crate::stats::{Counters, Stats};
 use crate::status::Stopped;
+use crate::task::Goodbye;
 
 /// How long `shutdown()` waits past its deadline for the registration task to report: the
 /// task bounds its revoke by the deadline itself.
@@ -30,9 +32,9 @@ pub(crate) struct Registration {
 
 /// A running announcer.
 ///
-/// The handle owns the broadcast task and, with etcd, the registration task through one
-/// cancellation drop guard: dropping it without [`shutdown`](AnnouncerHandle::shutdown)
-/// stops both *without* a leaving token and without revoking the lease, as a crash would
+/// The handle holds the announcer's place on its connection's scheduler (which sends its
+/// tokens) and, with etcd, the registration task: dropping it without
+/// [`shutdown`](AnnouncerHandle::shutdown) stops both *without* a leaving token and without revoking the lease, as a crash would
 /// (subscribers drop the instance when its TTL runs out; etcd deletes the key when the lease
 /// expires).
 ///
@@ -41,23 +43,22 @@ pub(crate) struct Registration {
 /// [`stopped`](AnnouncerHandle::stopped) resolves then, with the reason.
 #[derive(Debug)]
 pub struct AnnouncerHandle {
-    /// Declared first, so that a dropped handle cancels the task before its channels close.
+    /// Declared first, so that a dropped handle cancels the registration task before its
+    /// channels close.
     pub(crate) stop: DropGuard,
     pub(crate) service: String,
     pub(crate) instance: String,
     pub(crate) client: async_nats::Client,
-    pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) load: watch::Sender<f32>,
+    /// The announcer's place on its connection's scheduler, which sends its tokens.
+    pub(crate) member: Member,
     pub(crate) last_token: watch::Receiver<Token>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown_timeout: Duration,
-    pub(crate) goodbye: oneshot::Sender<Instant>,
-    pub(crate) task: JoinHandle<Result<(), Error>>,
     pub(crate) standing: watch::Receiver<Standing>,
     /// Keeps the standing channel open while no registration task owns its sender (no
     /// etcd), so that `stopped()` stays pending until the handle goes.
     pub(crate) _standing_owner: Option<watch::Sender<Standing>>,
-    /// Cancelled when the broadcast task has ended.
+    /// Cancelled when the announcer's tokens have ended (its goodbye flushed, if any).
     pub(crate) broadcast_done: CancellationToken,
     pub(crate) registration: Option<Registration>,
 }
@@ -182,7 +183,7 @@ impl AnnouncerHandle {
     /// ```
     pub fn set_load(&self, load: f32) -> Result<(), Error> {
         herald_shared::validate::load(load).map_err(herald_shared::ConfigError::from)?;
-        self.load.send_replace(load);
+        self.member.set_load(load);
         Ok(())
     }
 
@@ -210,8 +211,7 @@ impl AnnouncerHandle {
     /// # Ok(()) }
     /// ```
     pub async fn drain(&self) -> Result<(), Error> {
-        self.request(|reply| Command::SetState(State::Draining, reply))
-            .await
+        self.published(self.member.set_state(State::Draining)).await
     }
 
     /// Undoes [`drain`](AnnouncerHandle::drain): announces `up` at once, so consumers pick the
@@ -231,8 +231,7 @@ impl AnnouncerHandle {
     /// # Ok(()) }
     /// ```
     pub async fn resume(&self) -> Result<(), Error> {
-        self.request(|reply| Command::SetState(State::Up, reply))
-            .await
+        self.published(self.member.set_state(State::Up)).await
     }
 
     /// Replaces the metadata and publishes at once, returning once the token is flushed and,
@@ -263,7 +262,7 @@ impl AnnouncerHandle {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        self.request(|reply| Command::SetMeta(meta, reply)).await?;
+        self.published(self.member.set_meta(meta)).await?;
         let Some(registration) = &self.registration else {
             return Ok(());
         };
@@ -302,23 +301,23 @@ impl AnnouncerHandle {
     /// ```
     pub async fn shutdown(self) -> Result<(), Error> {
         let AnnouncerHandle {
-            goodbye,
             stop,
-            task,
+            member,
+            client,
             shutdown_timeout,
             registration,
             ..
         } = self;
         let deadline = Instant::now() + shutdown_timeout;
-        // The deadline first, then the cancellation: the tasks read it once they see the
-        // cancellation, and its absence is what tells a drop from a shutdown.
-        let _ = goodbye.send(deadline);
+        // The deadline first, then the cancellation: the registration task reads it once it
+        // sees the cancellation, and its absence is what tells a drop from a shutdown. It
+        // revokes once the goodbye below is flushed.
         let registrar = registration.map(|r| {
             let _ = r.farewell.send(deadline);
             r.task
         });
         stop.disarm().cancel();
-        let goodbye = joined(tokio::time::timeout_at(deadline, task).await);
+        let goodbye = goodbye(member, &client, deadline).await;
         let revoke = match registrar {
             Some(task) => joined(tokio::time::timeout_at(deadline + REPORT_SLACK, task).await),
             None => return goodbye,
@@ -337,23 +336,57 @@ impl AnnouncerHandle {
         }
     }
 
-    async fn request(
+    /// Flushes the token a request published: when the flush completes, the token has
+    /// reached the socket.
+    async fn published(
         &self,
-        command: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Command,
+        request: impl Future<Output = Result<(), Error>>,
     ) -> Result<(), Error> {
-        let stopped = || Error::new(ErrorKind::Stopped);
-        let (reply, published) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| stopped())?;
-        published.await.map_err(|_| stopped())??;
-        // The publish was queued on the connection before this flush: when the flush
-        // completes, the token has reached the socket.
+        request.await?;
         self.client
             .flush()
             .await
             .map_err(|e| Error::with_source(ErrorKind::Publish, e))
+    }
+}
+
+/// The leaving token, sent and flushed before `deadline`; nothing to send after etcd halted
+/// the announcer. The guard it comes with is dropped once it is flushed, which lets the
+/// registration task revoke.
+async fn goodbye(
+    member: Member,
+    client: &async_nats::Client,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let sent_and_flushed = async {
+        let Some(Goodbye { sent, done }) = member.leave().await else {
+            return Ok(false);
+        };
+        sent?;
+        client
+            .flush()
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Publish, e))?;
+        drop(done);
+        Ok(true)
+    };
+    match tokio::time::timeout_at(deadline, sent_and_flushed).await {
+        Ok(Ok(true)) => {
+            tracing::info!("shut down; leaving token sent");
+            Ok(())
+        }
+        Ok(Ok(false)) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "shut down; leaving token not sent"
+            );
+            Err(e)
+        }
+        Err(_) => {
+            tracing::warn!("shut down; leaving token not flushed before the deadline");
+            Err(Error::new(ErrorKind::TimedOut))
+        }
     }
 }
 

@@ -88,6 +88,7 @@ mod probes;
 mod reconnects;
 mod registrar;
 mod schedule;
+mod scheduler;
 mod session;
 mod settings;
 mod start;

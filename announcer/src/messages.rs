@@ -1,26 +1,13 @@
 //! The messages exchanged between the announcer's tasks, in one leaf module that every side
-//! imports: the handle's requests to the broadcast task ([`Command`]) and to the registration
-//! task ([`Rewrite`]), the registration's standing that the broadcast task and the handle read
-//! ([`Standing`]), the registration task's first answer to `start()` ([`FirstEpoch`]), and
+//! imports: the handle's requests to the registration task ([`Rewrite`]), the registration's
+//! standing that the scheduler and the handle read ([`Standing`]), the registration task's
+//! first answer to `start()` ([`FirstEpoch`]), and
 //! what a session and its announcers tell each other ([`SessionLease`], [`SessionRequest`]).
 
-use std::collections::BTreeMap;
-
-use herald_shared::State;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::status::Stopped;
-
-/// A request from the handle to the broadcast task; the reply says whether the token was
-/// handed to NATS (the handle flushes afterwards, so the task never waits on the network for
-/// it).
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Announce this state (`Draining` for `drain()`, `Up` for `resume()`).
-    SetState(State, oneshot::Sender<Result<(), Error>>),
-    SetMeta(BTreeMap<String, String>, oneshot::Sender<Result<(), Error>>),
-}
 
 /// A `set_meta` request to the registration task: rewrite the key with the current token.
 pub(crate) type Rewrite = oneshot::Sender<Result<(), Error>>;

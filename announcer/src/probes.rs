@@ -4,26 +4,41 @@
 //!
 //! A process that announces thousands of instances on one connection would otherwise hold two
 //! subscriptions per instance in nats-server, and a probe of every service would be delivered
-//! once per instance. Here each subject's one subscription is read by one task, which bumps a
-//! counter on a watch channel; every announcer of that subject awaits the channel. Probes are
-//! coalesced by each announcer's schedule anyway, so a counter loses nothing an announcer needs.
+//! once per instance. Here each subject's one subscription is read by one task, which tells the
+//! connection's scheduler that the subject was probed; the scheduler has every announcer of that
+//! subject answer. Probes are coalesced by each announcer's schedule anyway, so the reader
+//! tells the scheduler once until it has read the news, however many probes come meanwhile.
 //! The subscription ends (and is unsubscribed) when its last announcer drops it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use async_nats::{Client, Statistics, SubscribeError};
+use async_nats::{Client, SubscribeError};
 use futures::StreamExt;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
-/// One subject's subscription on one connection, and the task that reads it.
+/// A subject that was probed, as its reader tells the scheduler.
 #[derive(Debug)]
-struct SubjectFeed {
-    probes: watch::Receiver<u64>,
+pub(crate) struct Probed {
+    pub(crate) subject: Arc<str>,
+    /// Set while the scheduler has not read this news yet.
+    unread: AtomicBool,
+}
+
+impl Probed {
+    /// The scheduler has read the news: the next probe tells it again.
+    pub(crate) fn read(&self) {
+        self.unread.store(false, Ordering::Release);
+    }
+}
+
+/// One subject's subscription on the connection, and the task that reads it.
+#[derive(Debug)]
+pub(crate) struct SubjectFeed {
+    subject: Arc<str>,
     task: JoinHandle<()>,
-    /// Keeps the connection's statistics, whose address keys the registry, alive.
-    _connection: Arc<Statistics>,
 }
 
 impl Drop for SubjectFeed {
@@ -33,77 +48,82 @@ impl Drop for SubjectFeed {
     }
 }
 
-/// Live feeds by connection (the address of its statistics) and subject. An async lock: the
-/// first announcer of a subject subscribes while holding it, so that a second one waits and
-/// shares the subscription rather than making its own.
-static FEEDS: Mutex<Option<Registry>> = Mutex::const_new(None);
-
-/// Feeds by `(connection, subject)`.
-type Registry = HashMap<(usize, String), Weak<SubjectFeed>>;
-
-async fn feed(client: &Client, subject: String) -> Result<Arc<SubjectFeed>, SubscribeError> {
-    let connection = client.statistics();
-    let key = (Arc::as_ptr(&connection) as usize, subject);
-    let mut feeds = FEEDS.lock().await;
-    let feeds = feeds.get_or_insert_with(HashMap::new);
-    if let Some(live) = feeds.get(&key).and_then(Weak::upgrade)
-        && !live.task.is_finished()
-    {
-        return Ok(live);
-    }
-    feeds.retain(|_, f| f.strong_count() > 0);
-    let mut subscriber = client.subscribe(key.1.clone()).await?;
-    let (tx, probes) = watch::channel(0u64);
-    let task = tokio::spawn(async move {
-        while subscriber.next().await.is_some() {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
-        }
-    });
-    let feed = Arc::new(SubjectFeed {
-        probes,
-        task,
-        _connection: connection,
-    });
-    feeds.insert(key, Arc::downgrade(&feed));
-    Ok(feed)
-}
-
-/// The probes one announcer answers: its service's and the probe-all subject's.
+/// The live feeds of one connection, by subject. An async lock: the first announcer of a
+/// subject subscribes while holding it, so that a second one waits and shares the
+/// subscription rather than making its own.
 #[derive(Debug)]
-pub(crate) struct ProbeFeed {
-    service: watch::Receiver<u64>,
-    all: watch::Receiver<u64>,
-    _feeds: [Arc<SubjectFeed>; 2],
+pub(crate) struct ProbeFeeds {
+    feeds: Mutex<HashMap<Arc<str>, Weak<SubjectFeed>>>,
+    probed: mpsc::UnboundedSender<Arc<Probed>>,
 }
 
-impl ProbeFeed {
+impl ProbeFeeds {
+    /// Feeds whose readers tell `probed`.
+    pub(crate) fn new(probed: mpsc::UnboundedSender<Arc<Probed>>) -> Self {
+        ProbeFeeds {
+            feeds: Mutex::new(HashMap::new()),
+            probed,
+        }
+    }
+
     /// The feeds of `service_subject` and `all_subject` on `client`'s connection, subscribed
-    /// if no announcer on it has them yet. The caller confirms the subscriptions on the server.
-    pub(crate) async fn new(
+    /// if no announcer on it has them yet; the flag says whether a subscription was made, which
+    /// the caller then confirms on the server.
+    pub(crate) async fn join(
+        &self,
         client: &Client,
         service_subject: String,
         all_subject: String,
-    ) -> Result<ProbeFeed, SubscribeError> {
-        let service = feed(client, service_subject).await?;
-        let all = feed(client, all_subject).await?;
-        let mut feed = ProbeFeed {
-            service: service.probes.clone(),
-            all: all.probes.clone(),
-            _feeds: [service, all],
-        };
-        // Only probes from now on.
-        feed.service.mark_unchanged();
-        feed.all.mark_unchanged();
-        Ok(feed)
+    ) -> Result<(ProbeFeed, bool), SubscribeError> {
+        let (service, new_service) = self.feed(client, service_subject).await?;
+        let (all, new_all) = self.feed(client, all_subject).await?;
+        Ok((ProbeFeed([service, all]), new_service || new_all))
     }
 
-    /// Resolves at the next probe on either subject; `false` once both subscriptions ended
-    /// (the connection is gone).
-    pub(crate) async fn next(&mut self) -> bool {
-        tokio::select! {
-            changed = self.service.changed() => changed.is_ok() || self.all.changed().await.is_ok(),
-            changed = self.all.changed() => changed.is_ok() || self.service.changed().await.is_ok(),
+    async fn feed(
+        &self,
+        client: &Client,
+        subject: String,
+    ) -> Result<(Arc<SubjectFeed>, bool), SubscribeError> {
+        let mut feeds = self.feeds.lock().await;
+        if let Some(live) = feeds.get(subject.as_str()).and_then(Weak::upgrade)
+            && !live.task.is_finished()
+        {
+            return Ok((live, false));
         }
+        feeds.retain(|_, f| f.strong_count() > 0);
+        let mut subscriber = client.subscribe(subject.clone()).await?;
+        let subject: Arc<str> = subject.into();
+        let news = Arc::new(Probed {
+            subject: subject.clone(),
+            unread: AtomicBool::new(false),
+        });
+        let probed = self.probed.clone();
+        let task = tokio::spawn(async move {
+            while subscriber.next().await.is_some() {
+                if !news.unread.swap(true, Ordering::AcqRel) && probed.send(news.clone()).is_err() {
+                    return;
+                }
+            }
+        });
+        let feed = Arc::new(SubjectFeed {
+            subject: subject.clone(),
+            task,
+        });
+        feeds.insert(subject, Arc::downgrade(&feed));
+        Ok((feed, true))
+    }
+}
+
+/// The subscriptions of the probes one announcer answers: its service's and the probe-all
+/// subject's.
+#[derive(Debug)]
+pub(crate) struct ProbeFeed([Arc<SubjectFeed>; 2]);
+
+impl ProbeFeed {
+    /// The two subjects.
+    pub(crate) fn subjects(&self) -> [&Arc<str>; 2] {
+        [&self.0[0].subject, &self.0[1].subject]
     }
 }
 
@@ -118,28 +138,24 @@ mod tests {
             .connect("127.0.0.1:1")
             .await
             .expect("a client that keeps trying to connect");
-        let a = ProbeFeed::new(&client, "h.probe.a".into(), "h.probe".into())
-            .await
-            .unwrap();
-        let b = ProbeFeed::new(&client, "h.probe.b".into(), "h.probe".into())
-            .await
-            .unwrap();
-        let a2 = ProbeFeed::new(&client, "h.probe.a".into(), "h.probe".into())
-            .await
-            .unwrap();
+        let feeds = ProbeFeeds::new(mpsc::unbounded_channel().0);
+        let join =
+            |service: &str| feeds.join(&client, format!("h.probe.{service}"), "h.probe".into());
+        let (a, new_a) = join("a").await.unwrap();
+        let (b, new_b) = join("b").await.unwrap();
+        let (a2, new_a2) = join("a").await.unwrap();
+        assert!(new_a && new_b, "each first subscription is new");
+        assert!(!new_a2, "nothing to confirm for a shared one");
         assert!(
-            Arc::ptr_eq(&a._feeds[0], &a2._feeds[0]),
+            Arc::ptr_eq(&a.0[0], &a2.0[0]),
             "service a: one subscription"
         );
+        assert!(!Arc::ptr_eq(&a.0[0], &b.0[0]), "service b: its own");
         assert!(
-            !Arc::ptr_eq(&a._feeds[0], &b._feeds[0]),
-            "service b: its own"
-        );
-        assert!(
-            Arc::ptr_eq(&a._feeds[1], &b._feeds[1]),
+            Arc::ptr_eq(&a.0[1], &b.0[1]),
             "the probe-all subject: one subscription for all"
         );
-        let service_a = a._feeds[0].task.abort_handle();
+        let service_a = a.0[0].task.abort_handle();
         drop(a);
         assert!(!service_a.is_finished(), "a2 still listens");
         drop(a2);

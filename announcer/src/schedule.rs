@@ -127,10 +127,14 @@ impl Schedule {
         }
     }
 
-    /// The reason for a token due at `now`, if one is.
+    /// The reason for a token due at `now`, if one is. A token that goes out while a probe
+    /// waits for its gap answers the probe, so it is the answer (sent in full), whatever made
+    /// it due.
     pub(crate) fn due(&self, now: Instant) -> Option<Why> {
         let is_due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        if is_due(self.probe_due) {
+        if self.probe_due.is_some()
+            && (is_due(self.probe_due) || is_due(self.early_due) || self.next_periodic <= now)
+        {
             Some(Why::Probe)
         } else if is_due(self.early_due) {
             Some(Why::Early)

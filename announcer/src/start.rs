@@ -1,7 +1,7 @@
 //! `start()` after validation: connect, subscribe to probes and confirm them on the server,
 //! spawn the registration task and wait for its first registration when etcd is configured,
-//! publish and flush the first token, then spawn the broadcast task. A failure after the
-//! registration has the registration task undo it.
+//! publish and flush the first token, then hand the broadcasting over to the connection's
+//! scheduler. A failure after the registration has the registration task undo it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +18,16 @@ use crate::handle::{AnnouncerHandle, Registration};
 use crate::messages::Standing;
 use crate::plan::{Connection, Plan};
 use crate::predecessor::Predecessor;
-use crate::probes::ProbeFeed;
 use crate::registrar::{self, Links, Setup};
 use crate::schedule::{Schedule, Why};
 use crate::stats::Counters;
-use crate::task::{Broadcaster, Fullness};
+use crate::task::{Broadcaster, Fullness, LoadCell};
 
 /// Bound of the probe subscriptions' round trip and of the first token's flush.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Queue of handle requests (drain, metadata); callers wait for their reply anyway.
-const COMMAND_QUEUE: usize = 8;
+/// Queue of `set_meta` rewrites; callers wait for their reply anyway.
+const REWRITE_QUEUE: usize = 8;
 
 /// How long an undone registration waits past its deadline for the task to report.
 const ABANDON_SLACK: Duration = Duration::from_millis(100);
@@ -64,31 +63,35 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         }
         Connection::Client(client) => client,
     };
-    let reconnects = crate::reconnects::poller(&client);
-    let link_seen = reconnects.link().borrow().clone();
+    let scheduler = crate::scheduler::scheduler(&client);
+    let key = scheduler.next_key();
+    let link_seen = scheduler.link();
     // Every token names the connection that carries it, the registration's value too.
     token.conn = link_seen.conn.as_deref().map(str::to_owned);
 
     let subscribe_error =
         |e: async_nats::SubscribeError| Error::with_source(ErrorKind::Subscribe, e);
-    // Shared with every announcer on this connection (one subscription per subject).
-    let probes = ProbeFeed::new(
-        &client,
-        subjects.probe(&token.service),
-        subjects.probe_all(),
-    )
-    .await
-    .map_err(subscribe_error)?;
-    round_trip::confirm_subscriptions(&client, START_TIMEOUT)
+    // Shared with every announcer on this connection (one subscription per subject); a
+    // subscription made here is confirmed on the server before the first token goes out.
+    let (probes, subscribed) = scheduler
+        .probe_feeds()
+        .join(
+            &client,
+            subjects.probe(&token.service),
+            subjects.probe_all(),
+        )
         .await
-        .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))?;
+        .map_err(subscribe_error)?;
+    if subscribed {
+        round_trip::confirm_subscriptions(&client, START_TIMEOUT)
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))?;
+    }
 
     let (standing_tx, standing) = watch::channel(Standing::announcing(0));
     let broadcast_done = CancellationToken::new();
-    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-    let (load_tx, load_rx) = watch::channel(token.load);
+    let load_cell = Arc::new(LoadCell::new(token.load));
     let (last_token, last_token_rx) = watch::channel(token.clone());
-    let (goodbye_tx, goodbye) = oneshot::channel();
     let counters = Arc::new(Counters::default());
     let cancel = CancellationToken::new();
     // Whatever is spawned stops if `start()` fails or is dropped; the handle keeps it.
@@ -114,7 +117,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
                 lease_ttl: settings.lease_ttl,
                 predecessor,
             };
-            let (rewrite, rewrites) = mpsc::channel(COMMAND_QUEUE);
+            let (rewrite, rewrites) = mpsc::channel(REWRITE_QUEUE);
             let (farewell, farewell_rx) = oneshot::channel();
             let links = Links {
                 standing: standing_tx,
@@ -124,6 +127,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
                 cancel: cancel.clone(),
                 farewell: farewell_rx,
                 broadcast_done: broadcast_done.clone(),
+                nudge: scheduler.nudge(key),
             };
             let task = registered(setup, links, span.clone()).await?;
             let registration = Registration {
@@ -143,36 +147,31 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         Some(_) => None,
     };
 
+    let now = Instant::now();
     let mut broadcaster = Broadcaster {
-        client: client.clone(),
         subject: subjects.announce(&token.service).into(),
         load: token.load,
         fullness: Fullness::new(settings.full_token_every),
-        schedule: Schedule::new(
-            settings.timing,
-            Instant::now(),
-            token.load,
-            fastrand::Rng::new(),
-        ),
+        schedule: Schedule::new(settings.timing, now, token.load, fastrand::Rng::new()),
         token,
         next_seq: unix_micros(),
         probes,
-        commands,
-        load_rx,
+        load_cell: load_cell.clone(),
+        next_sample: load_fn
+            .as_ref()
+            .map(|_| now + settings.load_sample_interval),
         load_fn,
         load_sample_interval: settings.load_sample_interval,
         standing: standing.clone(),
         link_seen,
-        reconnects,
         counters: counters.clone(),
         last_token,
-        cancel: cancel.clone(),
-        goodbye,
-        _done: broadcast_done.clone().drop_guard(),
+        span: span.clone(),
+        done: Some(broadcast_done.clone().drop_guard()),
     };
 
     let first = async {
-        broadcaster.publish(Why::Start).await?;
+        broadcaster.publish(&client, Why::Start).await?;
         match tokio::time::timeout(START_TIMEOUT, client.flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::with_source(ErrorKind::Publish, e)),
@@ -206,19 +205,16 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         // Ends by itself after two intervals (30 s at most), or when the announcer stops.
         tokio::spawn(check.run(cancel.clone()).instrument(span.clone()));
     }
-    let task = tokio::spawn(broadcaster.run().instrument(span));
+    let member = scheduler.join(key, broadcaster, load_cell);
     Ok(AnnouncerHandle {
         stop,
         service,
         instance,
         client,
-        commands: commands_tx,
-        load: load_tx,
+        member,
         last_token: last_token_rx,
         counters,
         shutdown_timeout: settings.shutdown_timeout,
-        goodbye: goodbye_tx,
-        task,
         standing,
         _standing_owner,
         broadcast_done,

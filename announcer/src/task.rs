@@ -1,30 +1,32 @@
-//! The broadcast task: the one owner of the token, its timer, probe answers and reconnect
-//! republish. Everything that publishes goes through [`Broadcaster::publish`], so `seq` and
+//! One announcer's broadcast state: the token, its sequence, which tokens go in full, when
+//! the next is due, and how each reason to publish changes them. The connection's scheduler
+//! (`scheduler`) owns every such state of its connection and calls these methods when their
+//! turn comes; everything that publishes goes through [`Broadcaster::publish`], so `seq` and
 //! the schedule have a single writer and need no lock.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, Subject};
 use herald_shared::{State, Token, codec, unix_millis};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::DropGuard;
 
 use crate::error::{Error, ErrorKind};
-use crate::messages::{Command, Standing};
+use crate::messages::Standing;
 use crate::plan::LoadFn;
 use crate::probes::ProbeFeed;
-use crate::reconnects::{Link, Poller};
+use crate::reconnects::Link;
 use crate::schedule::{Schedule, Why};
 use crate::settings::check_token;
 use crate::stats::Counters;
 
-/// Everything the broadcast task owns.
+/// Everything one announcer's broadcasting owns.
 #[derive(Debug)]
 pub(crate) struct Broadcaster {
-    pub(crate) client: Client,
     pub(crate) subject: Subject,
     /// The token as last sent, and the template of the next one.
     pub(crate) token: Token,
@@ -34,29 +36,65 @@ pub(crate) struct Broadcaster {
     /// Which tokens go in full and which as heartbeats.
     pub(crate) fullness: Fullness,
     pub(crate) schedule: Schedule,
-    /// Probes of the service and of every service, from the connection's shared subscriptions.
+    /// The subscriptions of the probes it answers, shared on the connection.
     pub(crate) probes: ProbeFeed,
-    pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) load_rx: watch::Receiver<f32>,
+    /// Loads set through the handle, read when the scheduler is told of one.
+    pub(crate) load_cell: Arc<LoadCell>,
     pub(crate) load_fn: Option<LoadFn>,
     pub(crate) load_sample_interval: Duration,
+    /// When `load_fn` is sampled next (`None` without one).
+    pub(crate) next_sample: Option<Instant>,
     /// The registration's standing, written by the registration task (epoch 0 without etcd).
     /// A new epoch is published at once, so subscribers learn it without waiting a period; a
-    /// halt stops the task without a goodbye.
+    /// halt ends the broadcasting without a goodbye.
     pub(crate) standing: watch::Receiver<Standing>,
     /// The connection as the last token saw it.
     pub(crate) link_seen: Link,
-    /// The connection's reconnect poller, shared with every announcer on the connection.
-    pub(crate) reconnects: Arc<Poller>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) last_token: watch::Sender<Token>,
-    pub(crate) cancel: CancellationToken,
-    /// Carries `shutdown()`'s deadline; closed without a value when the handle is dropped,
-    /// which stops the task without a goodbye (subscribers expire the instance by TTL).
-    pub(crate) goodbye: oneshot::Receiver<Instant>,
+    /// The span of the announcer, entered around everything done for it.
+    pub(crate) span: tracing::Span,
     /// Tells the registration task (and `stopped()`) that no token can leave any more: it
-    /// waits for this before revoking the lease, so that the goodbye goes out first.
-    pub(crate) _done: DropGuard,
+    /// waits for this before revoking the lease, so that the goodbye goes out first. Handed
+    /// to `shutdown()` with the goodbye, which drops it once the goodbye is flushed.
+    pub(crate) done: Option<DropGuard>,
+}
+
+/// The load set through the handle: written by `set_load`, read by the scheduler, which is
+/// told once per change however many come before it reads.
+#[derive(Debug)]
+pub(crate) struct LoadCell {
+    bits: AtomicU32,
+    told: AtomicBool,
+}
+
+impl LoadCell {
+    pub(crate) fn new(load: f32) -> Self {
+        LoadCell {
+            bits: AtomicU32::new(load.to_bits()),
+            told: AtomicBool::new(false),
+        }
+    }
+
+    /// Stores `load`; true when the scheduler must be told (it has not been since it last read).
+    pub(crate) fn set(&self, load: f32) -> bool {
+        self.bits.store(load.to_bits(), Ordering::Release);
+        !self.told.swap(true, Ordering::AcqRel)
+    }
+
+    /// The load last set; the next `set` tells the scheduler again.
+    pub(crate) fn take(&self) -> f32 {
+        self.told.store(false, Ordering::Release);
+        f32::from_bits(self.bits.load(Ordering::Acquire))
+    }
+}
+
+/// What `shutdown()` gets back: whether the goodbye was handed to NATS, and the guard that
+/// lets the registration task revoke once the goodbye is flushed.
+#[derive(Debug)]
+pub(crate) struct Goodbye {
+    pub(crate) sent: Result<(), Error>,
+    pub(crate) done: Option<DropGuard>,
 }
 
 /// Which tokens go in full: the changes, the periodic token after each (should the change be
@@ -101,74 +139,27 @@ impl Fullness {
 }
 
 impl Broadcaster {
-    /// Runs until cancelled; sends the leaving token when `shutdown()` asked for it.
-    pub(crate) async fn run(mut self) -> Result<(), Error> {
-        let mut load_tick = tokio::time::interval(self.load_sample_interval);
-        load_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut link = self.reconnects.link();
-        let wake = tokio::time::sleep_until(self.schedule.next_wake());
-        tokio::pin!(wake);
-        let (mut probes_open, mut commands_open, mut load_open, mut standing_open) =
-            (true, true, true, true);
-        let mut link_open = true;
-        let sampling = self.load_fn.is_some();
+    /// The next instant at which something of this announcer may be due.
+    pub(crate) fn next_wake(&self) -> Instant {
+        let wake = self.schedule.next_wake();
+        self.next_sample.map_or(wake, |sample| wake.min(sample))
+    }
 
-        loop {
-            wake.as_mut().reset(self.schedule.next_wake());
-            tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => break,
-                command = self.commands.recv(), if commands_open => match command {
-                    Some(command) => self.command(command).await,
-                    None => commands_open = false,
-                },
-                probed = self.probes.next(), if probes_open => {
-                    if probed {
-                        self.schedule.probe(Instant::now());
-                    } else {
-                        probes_open = false;
-                    }
-                }
-                changed = self.load_rx.changed(), if load_open => match changed {
-                    Ok(()) => {
-                        let load = *self.load_rx.borrow_and_update();
-                        self.set_load(load);
-                    }
-                    Err(_) => load_open = false,
-                },
-                _ = load_tick.tick(), if sampling => self.sample_load(),
-                changed = link.changed(), if link_open => match changed {
-                    Ok(()) => {
-                        let now = link.borrow_and_update().clone();
-                        self.check_reconnect(now).await;
-                    }
-                    Err(_) => link_open = false,
-                },
-                changed = self.standing.changed(), if standing_open => match changed {
-                    Ok(()) => {
-                        let standing = *self.standing.borrow_and_update();
-                        if standing.halted {
-                            break;
-                        }
-                        if standing.epoch != self.token.epoch {
-                            let _ = self.publish(Why::Epoch).await;
-                        }
-                    }
-                    Err(_) => standing_open = false,
-                },
-                () = &mut wake => {}
-            }
-            if let Some(why) = self.schedule.due(Instant::now()) {
-                // A failure is counted and logged in `publish`; the next token retries.
-                let _ = self.publish(why).await;
-            }
+    /// Samples the load when due, then sends the token due at `now`, if one is.
+    pub(crate) async fn turn(&mut self, client: &Client, now: Instant) {
+        if self.next_sample.is_some_and(|at| at <= now) {
+            self.next_sample = Some(now + self.load_sample_interval);
+            self.sample_load(now);
         }
-        self.finish().await
+        if let Some(why) = self.schedule.due(now) {
+            // A failure is counted and logged in `publish`; the next token retries.
+            let _ = self.publish(client, why).await;
+        }
     }
 
     /// Stamps and publishes the token. Does not flush: the connection writes promptly, and
     /// callers that must know the token left (start, drain, shutdown) flush themselves.
-    pub(crate) async fn publish(&mut self, why: Why) -> Result<(), Error> {
+    pub(crate) async fn publish(&mut self, client: &Client, why: Why) -> Result<(), Error> {
         let standing = *self.standing.borrow();
         if standing.halted {
             // etcd ended this incarnation: the key is someone else's, or nobody's.
@@ -188,8 +179,7 @@ impl Broadcaster {
             codec::encode(&self.token)
         };
         let sent = match encoded {
-            Ok(bytes) => self
-                .client
+            Ok(bytes) => client
                 .publish(self.subject.clone(), bytes.into())
                 .await
                 .map_err(|e| Error::with_source(ErrorKind::Publish, e)),
@@ -222,48 +212,70 @@ impl Broadcaster {
         sent
     }
 
-    async fn command(&mut self, command: Command) {
-        match command {
-            Command::SetState(state, reply) => {
-                self.token.state = state;
-                tracing::info!(%state, "state changed");
-                let _ = reply.send(self.publish(Why::State).await);
-            }
-            Command::SetMeta(meta, reply) => {
-                let previous = std::mem::replace(&mut self.token.meta, meta);
-                let result = match check_token(&self.token) {
-                    Ok(()) => self.publish(Why::Meta).await,
-                    Err(e) => {
-                        self.token.meta = previous;
-                        Err(e)
-                    }
-                };
-                let _ = reply.send(result);
+    /// `drain()` and `resume()`.
+    pub(crate) async fn set_state(&mut self, client: &Client, state: State) -> Result<(), Error> {
+        self.token.state = state;
+        tracing::info!(%state, "state changed");
+        self.publish(client, Why::State).await
+    }
+
+    /// `set_meta()`: published when valid, else refused with the token unchanged.
+    pub(crate) async fn set_meta(
+        &mut self,
+        client: &Client,
+        meta: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let previous = std::mem::replace(&mut self.token.meta, meta);
+        match check_token(&self.token) {
+            Ok(()) => self.publish(client, Why::Meta).await,
+            Err(e) => {
+                self.token.meta = previous;
+                Err(e)
             }
         }
     }
 
-    fn set_load(&mut self, load: f32) {
-        self.load = load;
-        self.schedule.load(Instant::now(), load);
+    /// Takes the load last set through the handle.
+    pub(crate) fn load_set(&mut self, now: Instant) {
+        let load = self.load_cell.take();
+        self.set_load(now, load);
     }
 
-    fn sample_load(&mut self) {
+    fn set_load(&mut self, now: Instant, load: f32) {
+        self.load = load;
+        self.schedule.load(now, load);
+    }
+
+    fn sample_load(&mut self, now: Instant) {
         let Some(load_fn) = &self.load_fn else {
             return;
         };
         let load = load_fn.sample();
         if herald_shared::validate::load(load).is_ok() {
-            self.set_load(load);
+            self.set_load(now, load);
         } else {
             tracing::debug!(load, "load_fn returned an invalid load; sample ignored");
         }
     }
 
+    /// The registration's standing changed: a new epoch goes out at once. Returns false
+    /// when etcd halted the announcer (it stops without a goodbye).
+    pub(crate) async fn standing_changed(&mut self, client: &Client) -> bool {
+        let standing = *self.standing.borrow();
+        if standing.halted {
+            tracing::debug!("halted by etcd; stopped without a leaving token");
+            return false;
+        }
+        if standing.epoch != self.token.epoch {
+            let _ = self.publish(client, Why::Epoch).await;
+        }
+        true
+    }
+
     /// After a reconnect, or once the new connection's INFO names it, the token goes out at
     /// once naming the connection that carries it: a subscriber that follows disconnect
     /// advisories must not take the old connection's close for a crash.
-    async fn check_reconnect(&mut self, now: Link) {
+    pub(crate) async fn check_reconnect(&mut self, client: &Client, now: &Link) {
         let new = now.connects.saturating_sub(self.link_seen.connects);
         let moved = now.conn != self.link_seen.conn;
         if new == 0 && !moved {
@@ -271,8 +283,8 @@ impl Broadcaster {
         }
         self.counters.reconnects.fetch_add(new, Ordering::Relaxed);
         self.token.conn = now.conn.as_deref().map(str::to_owned);
-        self.link_seen = now;
-        let sent = self.publish(Why::Reconnect).await;
+        self.link_seen = now.clone();
+        let sent = self.publish(client, Why::Reconnect).await;
         tracing::info!(
             ok = sent.is_ok(),
             conn = self.token.conn.as_deref().unwrap_or("-"),
@@ -280,40 +292,18 @@ impl Broadcaster {
         );
     }
 
-    /// After cancellation or a halt: the goodbye when `shutdown()` asked, else nothing.
-    async fn finish(mut self) -> Result<(), Error> {
-        if self.standing.borrow().halted {
+    /// `shutdown()`: the leaving token, unless etcd halted the announcer. The caller flushes.
+    pub(crate) async fn leave(mut self, client: &Client) -> Goodbye {
+        let sent = if self.standing.borrow().halted {
             tracing::debug!("halted by etcd; stopped without a leaving token");
-            return Ok(());
-        }
-        let Ok(deadline) = self.goodbye.try_recv() else {
-            tracing::debug!("handle dropped without shutdown; stopped without a leaving token");
-            return Ok(());
+            Ok(())
+        } else {
+            self.token.state = State::Leaving;
+            self.publish(client, Why::Leaving).await
         };
-        self.token.state = State::Leaving;
-        let goodbye = async {
-            self.publish(Why::Leaving).await?;
-            self.client
-                .flush()
-                .await
-                .map_err(|e| Error::with_source(ErrorKind::Publish, e))
-        };
-        match tokio::time::timeout_at(deadline, goodbye).await {
-            Ok(Ok(())) => {
-                tracing::info!("shut down; leaving token sent");
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(
-                    error = &e as &dyn std::error::Error,
-                    "shut down; leaving token not sent"
-                );
-                Err(e)
-            }
-            Err(_) => {
-                tracing::warn!("shut down; leaving token not flushed before the deadline");
-                Err(Error::new(ErrorKind::TimedOut))
-            }
+        Goodbye {
+            sent,
+            done: self.done.take(),
         }
     }
 }

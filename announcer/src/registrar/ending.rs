@@ -24,7 +24,7 @@ impl Registrar {
             Ok(Some(epoch)) => {
                 self.rewrite_due = false;
                 self.epoch = epoch;
-                self.standing.send_modify(|s| s.epoch = epoch);
+                self.set_standing(|s| s.epoch = epoch);
                 Ok(())
             }
             // Not ours any more: the watch reports what happened.
@@ -51,7 +51,7 @@ impl Registrar {
     /// lease (never theirs), and report why.
     pub(super) async fn halt(self, reason: Stopped) -> Result<(), Error> {
         tracing::warn!(epoch = self.epoch, %reason, "announcer stopped by etcd");
-        self.standing.send_modify(|s| s.halted = true);
+        self.set_standing(|s| s.halted = true);
         let _ = tokio::time::timeout(HALT_WAIT, self.broadcast_done.cancelled()).await;
         // A session's lease holds other announcers' keys: never revoke it. The key is not ours
         // any more anyway (taken over, or deleted).
@@ -69,7 +69,7 @@ impl Registrar {
                 );
             }
         }
-        self.standing.send_modify(|s| s.stopped = Some(reason));
+        self.set_standing(|s| s.stopped = Some(reason));
         Ok(())
     }
 

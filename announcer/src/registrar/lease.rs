@@ -167,6 +167,6 @@ impl Registrar {
         self.seen = epoch as i64;
         self.rewrite_due = false;
         self.keep_alive_at = Instant::now() + self.period;
-        self.standing.send_modify(|s| s.epoch = epoch);
+        self.set_standing(|s| s.epoch = epoch);
     }
 }

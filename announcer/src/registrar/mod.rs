@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive};
 use crate::messages::{Rewrite, SessionLease, Standing};
+use crate::scheduler::Nudge;
 use crate::session::{KeyWatch, Session};
 use crate::stats::Counters;
 use crate::status::Stopped;
@@ -84,6 +85,8 @@ pub(crate) struct Registrar {
     rewrite_due: bool,
     ending: Option<Stopped>,
     standing: watch::Sender<Standing>,
+    /// Tells the connection's scheduler of a new epoch or a halt.
+    nudge: Nudge,
     last_token: watch::Receiver<Token>,
     rewrites: mpsc::Receiver<Rewrite>,
     counters: Arc<Counters>,
@@ -105,6 +108,7 @@ pub(crate) struct Links {
     pub(crate) cancel: CancellationToken,
     pub(crate) farewell: oneshot::Receiver<Instant>,
     pub(crate) broadcast_done: CancellationToken,
+    pub(crate) nudge: Nudge,
 }
 
 async fn next_watch(
@@ -146,6 +150,7 @@ impl Registrar {
             cancel,
             farewell,
             broadcast_done,
+            nudge,
         } = links;
         Registrar {
             etcd,
@@ -169,12 +174,23 @@ impl Registrar {
             rewrite_due: false,
             ending: None,
             standing,
+            nudge,
             last_token,
             rewrites,
             counters,
             cancel,
             farewell,
             broadcast_done,
+        }
+    }
+
+    /// Writes the standing; a new epoch or a halt is news for the broadcasting as well.
+    fn set_standing(&self, change: impl FnOnce(&mut Standing)) {
+        let before = *self.standing.borrow();
+        self.standing.send_modify(change);
+        let after = *self.standing.borrow();
+        if (after.epoch, after.halted) != (before.epoch, before.halted) {
+            self.nudge.standing_changed();
         }
     }
 

@@ -146,6 +146,24 @@ async fn periodic_tokens_count_for_probe_coalescing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_periodic_token_due_while_a_probe_waits_is_the_answer() {
+    // A 90 ms interval: the next periodic token (81..=99 ms) falls due within the probe's gap.
+    let fast = timing(90, 100, 0.1);
+    let first = run(fast, &[], 200).await[0].0;
+    let sent = run(fast, &[(first + 20, Input::Probe)], first + 100).await;
+    assert_eq!(sent[0], (first, Why::Periodic));
+    assert_eq!(
+        sent[1].1,
+        Why::Probe,
+        "the token that answers is the answer: {sent:?}"
+    );
+    assert!(
+        sent[1].0 < first + 100,
+        "sent when the periodic one was due: {sent:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_load_jump_beyond_the_delta_goes_out_at_once() {
     let sent = run(default_timing(), &[(400, Input::Load(0.5))], 800).await;
     assert_eq!(
