@@ -158,3 +158,37 @@ mod tests {
         assert!(later > reads, "reading a file is a read call");
     }
 }
+
+/// Processes that keep a CPU busy each (a shell's empty loop) at normal priority, to load
+/// the machine for as long as they live; killed when dropped.
+#[derive(Debug)]
+pub struct Burners(Vec<std::process::Child>);
+
+impl Burners {
+    /// Starts `n` burners.
+    ///
+    /// # Panics
+    ///
+    /// When `sh` cannot be started.
+    pub fn start(n: usize) -> Burners {
+        Burners(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("a CPU burner (sh) starts")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -19,6 +19,7 @@ async fn two_hosts_of_twenty_on_sessions_are_listed_and_measured() {
         start_timeout: Duration::from_secs(20),
         picks: 2_000,
         host_nice: 0,
+        start_burners: 1,
         verbose: true,
     };
     let o = case::run(&c, &settings)
@@ -27,6 +28,8 @@ async fn two_hosts_of_twenty_on_sessions_are_listed_and_measured() {
     assert!(o.problems.is_empty(), "checks failed: {:?}", o.problems);
     assert_eq!(o.instances, 40, "every announcer started");
     assert_eq!(o.listed_range, (40, 40), "the subscriber lists exactly all");
+    assert!(o.startup.plain_listing > 0.0, "the plain listing is timed");
+    assert_eq!(o.startup.start_burners, 1, "the start ran beside a burner");
     assert_eq!(o.etcd.leases, 2, "one lease per host process");
     assert_eq!(
         o.startup.stop_errors, 0,

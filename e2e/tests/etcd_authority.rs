@@ -98,6 +98,65 @@ async fn a_registry_over_the_response_limit_is_paged_at_one_revision() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_taken_in_while_a_large_registry_is_listed() {
+    init_tracing();
+    let (nats_server, etcd_server) = (NatsServer::start().await, EtcdServer::start().await);
+    let prefix = prefix("streamed");
+    let mut client = etcd_client(&etcd_server.endpoints()).await;
+    register_many(&mut client, &prefix, 20_000, 4, 16).await;
+
+    // A steady stream of tokens (of instances etcd does not hold: dropped as unregistered)
+    // into a subscription of 1,024 slots, about 5,000 a second: a listing of 40 pages that
+    // left them waiting would overflow it after about 200 ms.
+    let publisher = RawPublisher::connect(&nats_server.url(), &prefix).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..100 {
+                    seq += 1;
+                    let t = token("svc0", &format!("stray-{i}"), seq, Duration::from_secs(3));
+                    publisher.token(&t).await;
+                }
+                publisher.flush().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut config = nats(&nats_server.url());
+    config.subscription_capacity = 1024;
+    let sub = Subscriber::builder()
+        .nats(config)
+        .etcd(etcd(&etcd_server.endpoints()))
+        .prefix(&prefix)
+        .start()
+        .await
+        .expect("subscriber starts");
+    let at_start = sub.stats();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stream.await.unwrap();
+
+    let listed: usize = (0..4)
+        .map(|s| sub.instances(&format!("svc{s}")).len())
+        .sum();
+    assert_eq!(
+        listed, 20_000,
+        "every registration listed when start() returns"
+    );
+    assert!(
+        at_start.received > 0,
+        "tokens were taken in while etcd was read: {at_start:?}"
+    );
+    assert_eq!(
+        at_start.slow_consumer_events, 0,
+        "nothing waited for the listing to end: {at_start:?}"
+    );
+    assert_eq!(at_start.etcd_resyncs, 1, "one listing: {at_start:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_delete_removes_at_once_and_old_tokens_stay_out() {
     init_tracing();
     let (nats_server, etcd_server) = (NatsServer::start().await, EtcdServer::start().await);

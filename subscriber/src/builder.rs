@@ -353,11 +353,14 @@ impl SubscriberBuilder {
         let cancel = CancellationToken::new();
         let mut etcd_rx = None;
         let mut etcd_tasks = Vec::new();
-        let (relist, _) = tokio::sync::watch::channel(0u64);
+        let mut first_listing = None;
+        let mut listed = None;
         if let Some(etcd) = self.etcd {
-            // NATS is subscribed (and buffering) already: the listing is applied first, then
-            // the buffered tokens, then the watch from the listing's next revision. The merge
-            // rules make the order of tokens and registrations safe either way.
+            // NATS is subscribed already. Each scope's task lists etcd page by page, then
+            // watches from the revision after the listing; ingest applies the pages as they
+            // come and keeps taking tokens in between, so the subscription's buffer does not
+            // fill while etcd is read. The merge rules make the order of tokens and
+            // registrations safe either way (a token ahead of its registration is held).
             let client = match etcd {
                 Etcd::Config(c) => c
                     .connect()
@@ -366,38 +369,39 @@ impl SubscriberBuilder {
                 Etcd::Client(c) => *c,
             };
             // The filter applies to etcd as to NATS: one scope per followed service.
-            let scopes: Vec<Option<&str>> = if self.services.is_empty() {
+            let scopes: Vec<Option<String>> = if self.services.is_empty() {
                 vec![None]
             } else {
-                self.services.iter().map(|s| Some(s.as_str())).collect()
+                self.services.iter().cloned().map(Some).collect()
             };
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             etcd_rx = Some(rx);
+            let (done, done_rx) = tokio::sync::oneshot::channel();
+            first_listing = Some(crate::ingest::FirstListing {
+                scopes_left: scopes.len(),
+                done,
+            });
+            listed = Some(done_rx);
+            store.begin_first_listing();
             for scope in scopes {
-                let mut client = client.clone();
-                let listing = crate::etcd_sync::list(&mut client, &subjects, scope)
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Etcd, herald_shared::etcd::classify(e)))?;
-                store.reconcile(&listing);
-                store.flush();
-                let watch = crate::etcd_sync::watch(
-                    client,
+                let span =
+                    tracing::debug_span!("etcd_watch", scope = scope.as_deref().unwrap_or("*"));
+                let follow = crate::etcd_sync::follow(
+                    client.clone(),
                     subjects.clone(),
-                    listing.resume_point(),
+                    scope,
                     tx.clone(),
-                    relist.subscribe(),
                     connections.clone(),
                     cancel.clone(),
                 );
-                let span = tracing::debug_span!("etcd_watch", scope = scope.unwrap_or("*"));
-                etcd_tasks.push(tokio::spawn(watch.instrument(span)));
+                etcd_tasks.push(tokio::spawn(follow.instrument(span)));
             }
         }
         let mut ingest = Ingest {
             store,
-            relist: etcd_rx.is_some().then_some(relist),
-            deferred_deletes: Vec::new(),
             etcd: etcd_rx,
+            first_listing,
+            deferred_deletes: Vec::new(),
             subs: crate::ingest::Subscriptions::new(subs),
             client: client.clone(),
             nats_events,
@@ -417,11 +421,35 @@ impl SubscriberBuilder {
             advisories,
             advisory_check,
         };
-        ingest.probe().await;
-        let _ = client.flush().await;
-
+        if listed.is_none() {
+            // Without etcd, nothing to wait for: every announcer is asked to answer now.
+            // With etcd, ingest asks once the listing is applied.
+            ingest.probe().await;
+        }
         let span = tracing::debug_span!("subscriber", services = ?self.services);
         let task = tokio::spawn(ingest.run(cancel.clone()).instrument(span));
+        if let Some(listed) = listed {
+            let failed = match listed.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Error::new(
+                    ErrorKind::Etcd,
+                    herald_shared::etcd::classify(e),
+                )),
+                Err(_) => Some(Error::new(
+                    ErrorKind::Etcd,
+                    std::io::Error::other("ingest stopped before the etcd listing was applied"),
+                )),
+            };
+            if let Some(e) = failed {
+                cancel.cancel();
+                let _ = task.await;
+                for t in etcd_tasks {
+                    let _ = t.await;
+                }
+                return Err(e);
+            }
+        }
+        let _ = client.flush().await;
         tracing::info!(services = ?self.services, "subscriber started");
         Ok(Subscriber::new(
             Shared {

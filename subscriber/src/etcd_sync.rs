@@ -5,7 +5,9 @@
 //!
 //! The listing is paged (etcd-client refuses responses over 4 MiB, about 19k registrations)
 //! and every page is read at the first page's revision, so the snapshot is one consistent
-//! revision however large. The watch task resumes from the last revision it saw when etcd
+//! revision however large. The first listing goes to the ingest task page by page, as each
+//! arrives, so that the store fills while the next page is read and tokens keep being taken
+//! from NATS in between. The watch task resumes from the last revision it saw when etcd
 //! comes back; when etcd compacted that revision away, or the cluster id in its response
 //! headers changed (a different cluster answers), it lists again and hands the store a full
 //! snapshot to reconcile. Everything goes to the ingest task, which applies it through the
@@ -24,7 +26,7 @@ use crate::connections::{CONNECTION_LOG, Change, Tracker, seconds};
 
 /// Keys fetched per page of the listing: 500 tokens of at most 4 KiB stay under etcd-client's
 /// 4 MiB response limit.
-const PAGE: i64 = 500;
+pub(crate) const PAGE: i64 = 500;
 
 /// One registration as etcd holds it.
 #[derive(Debug, Clone)]
@@ -46,17 +48,6 @@ pub(crate) struct Listing {
     pub(crate) revision: i64,
     pub(crate) scope: Option<String>,
     pub(crate) registrations: Vec<Registration>,
-}
-
-impl Listing {
-    /// Where a watch of this listing's scope starts.
-    pub(crate) fn resume_point(&self) -> ResumePoint {
-        ResumePoint {
-            scope: self.scope.clone(),
-            cluster_id: self.cluster_id,
-            revision: self.revision,
-        }
-    }
 }
 
 /// A scope's watch position: the cluster and the last revision seen.
@@ -81,6 +72,12 @@ pub(crate) enum EtcdUpdate {
     /// A full listing to reconcile with; `new_cluster` when a different cluster answered, so
     /// that epochs and tombstones of the old one are forgotten first.
     Resync { listing: Listing, new_cluster: bool },
+    /// A page of a scope's first listing, to apply at once.
+    Page(Vec<Registration>),
+    /// A scope's first listing is complete: every page was sent.
+    Listed,
+    /// A scope's first listing failed: the subscriber cannot start.
+    ListingFailed(etcd_client::Error),
 }
 
 fn registration(subjects: &Subjects, kv: &KeyValue) -> Option<Registration> {
@@ -115,55 +112,123 @@ fn scope_prefix(subjects: &Subjects, scope: Option<&str>) -> String {
     }
 }
 
+/// The pages of one scope's listing, all read at the revision of the first.
+struct Pages {
+    subjects: Subjects,
+    scope: Option<String>,
+    end: Vec<u8>,
+    /// The key the next page starts at; `None` once the last page was read.
+    next: Option<Vec<u8>>,
+    revision: i64,
+    cluster_id: u64,
+    read: usize,
+}
+
+impl Pages {
+    fn new(subjects: &Subjects, scope: Option<&str>) -> Self {
+        let prefix = scope_prefix(subjects, scope);
+        Pages {
+            subjects: subjects.clone(),
+            scope: scope.map(str::to_owned),
+            end: prefix_end(&prefix),
+            next: Some(prefix.into_bytes()),
+            revision: 0,
+            cluster_id: 0,
+            read: 0,
+        }
+    }
+
+    /// The next page; `None` after the last.
+    async fn next(
+        &mut self,
+        client: &mut Client,
+    ) -> Result<Option<Vec<Registration>>, etcd_client::Error> {
+        let Some(start) = self.next.take() else {
+            return Ok(None);
+        };
+        let mut opts = GetOptions::new()
+            .with_range(self.end.clone())
+            .with_limit(PAGE);
+        if self.revision > 0 {
+            opts = opts.with_revision(self.revision);
+        }
+        let resp = get_with_retry(client, start, opts).await?;
+        if let Some(h) = resp.header() {
+            if self.revision == 0 {
+                self.revision = h.revision();
+                self.cluster_id = h.cluster_id();
+            }
+        }
+        let page: Vec<Registration> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| registration(&self.subjects, kv))
+            .collect();
+        self.read += page.len();
+        if let Some(last) = resp.kvs().last().filter(|_| resp.more()) {
+            let mut after = last.key().to_vec();
+            after.push(0);
+            self.next = Some(after);
+        } else {
+            tracing::info!(
+                revision = self.revision,
+                scope = self.scope.as_deref().unwrap_or("*"),
+                registrations = self.read,
+                "etcd listing read"
+            );
+        }
+        Ok(Some(page))
+    }
+
+    fn resume_point(&self) -> ResumePoint {
+        ResumePoint {
+            scope: self.scope.clone(),
+            cluster_id: self.cluster_id,
+            revision: self.revision,
+        }
+    }
+}
+
 /// Reads every registration of `scope` at one revision, page by page.
 pub(crate) async fn list(
     client: &mut Client,
     subjects: &Subjects,
     scope: Option<&str>,
 ) -> Result<Listing, etcd_client::Error> {
-    let prefix = scope_prefix(subjects, scope);
-    let end = prefix_end(&prefix);
-    let mut start = prefix.as_bytes().to_vec();
-    let mut revision = 0i64;
-    let mut cluster_id = 0u64;
+    let mut pages = Pages::new(subjects, scope);
     let mut registrations = Vec::new();
-    loop {
-        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-        if revision > 0 {
-            opts = opts.with_revision(revision);
-        }
-        let resp = get_with_retry(client, start.clone(), opts).await?;
-        if let Some(h) = resp.header() {
-            if revision == 0 {
-                revision = h.revision();
-                cluster_id = h.cluster_id();
-            }
-        }
-        registrations.extend(
-            resp.kvs()
-                .iter()
-                .filter_map(|kv| registration(subjects, kv)),
-        );
-        match resp.kvs().last() {
-            Some(last) if resp.more() => {
-                start = last.key().to_vec();
-                start.push(0);
-            }
-            _ => break,
-        }
+    while let Some(page) = pages.next(client).await? {
+        registrations.extend(page);
     }
-    tracing::info!(
-        revision,
-        scope = scope.unwrap_or("*"),
-        registrations = registrations.len(),
-        "etcd listing read"
-    );
     Ok(Listing {
-        cluster_id,
-        revision,
-        scope: scope.map(str::to_owned),
+        cluster_id: pages.cluster_id,
+        revision: pages.revision,
+        scope: pages.scope,
         registrations,
     })
+}
+
+/// A scope's first listing, each page sent to the ingest task as it is read; the position
+/// to watch from, or `None` when the listing failed (reported) or ingest has stopped.
+async fn first_listing(
+    client: &mut Client,
+    subjects: &Subjects,
+    scope: Option<&str>,
+    tx: &mpsc::Sender<EtcdUpdate>,
+) -> Option<ResumePoint> {
+    let mut pages = Pages::new(subjects, scope);
+    loop {
+        match pages.next(client).await {
+            Ok(Some(page)) => tx.send(EtcdUpdate::Page(page)).await.ok()?,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(EtcdUpdate::ListingFailed(e)).await;
+                return None;
+            }
+        }
+    }
+    tx.send(EtcdUpdate::Listed).await.ok()?;
+    Some(pages.resume_point())
 }
 
 /// One page of the listing; a request the balancer sent to a dead member of a degraded
@@ -187,18 +252,22 @@ async fn get_with_retry(
     }
 }
 
-/// Watches the prefix of a scope from the revision after `from` until cancelled,
-/// surviving etcd restarts, compactions and cluster replacement. A change of `relist` asks
-/// for a fresh listing.
-pub(crate) async fn watch(
+/// Lists a scope (its first listing, page by page), then watches its prefix from the
+/// revision after the listing until cancelled, surviving etcd restarts, compactions and
+/// cluster replacement.
+pub(crate) async fn follow(
     mut client: Client,
     subjects: Subjects,
-    from: ResumePoint,
+    scope: Option<String>,
     tx: mpsc::Sender<EtcdUpdate>,
-    mut relist: tokio::sync::watch::Receiver<u64>,
     connections: Arc<Tracker>,
     cancel: CancellationToken,
 ) {
+    let listed = tokio::select! {
+        () = cancel.cancelled() => return,
+        listed = first_listing(&mut client, &subjects, scope.as_deref(), &tx) => listed,
+    };
+    let Some(from) = listed else { return };
     let mut link = Link {
         up: true,
         connections,
@@ -231,25 +300,6 @@ pub(crate) async fn watch(
         loop {
             let msg = tokio::select! {
                 () = cancel.cancelled() => return,
-                changed = relist.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    // Asked for (tokens were lost to a full buffer): one fresh listing.
-                    tracing::info!("listing etcd again on request");
-                    match list(&mut client, &subjects, scope.as_deref()).await {
-                        Ok(listing) => {
-                            cluster_id = listing.cluster_id;
-                            revision = listing.revision;
-                            let update = EtcdUpdate::Resync { listing, new_cluster: false };
-                            if tx.send(update).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => link.lost(revision, &e),
-                    }
-                    continue 'reconnect;
-                }
                 m = stream.message() => m,
             };
             let resp = match msg {

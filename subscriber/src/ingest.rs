@@ -36,8 +36,8 @@ pub(crate) struct Ingest {
     pub(crate) client: async_nats::Client,
     pub(crate) nats_events: Option<broadcast::Receiver<NatsEvent>>,
     pub(crate) etcd: Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>,
-    /// Asks the etcd watch tasks for a fresh listing (when etcd is configured).
-    pub(crate) relist: Option<tokio::sync::watch::Sender<u64>>,
+    /// `start()`, waiting for the first etcd listing, until every scope's is applied.
+    pub(crate) first_listing: Option<FirstListing>,
     /// etcd deletions waiting for the next tick (see `on_etcd`).
     pub(crate) deferred_deletes: Vec<(String, String, u64)>,
     pub(crate) subjects: Subjects,
@@ -78,7 +78,7 @@ impl Ingest {
                     // before revoking its lease, and should read as a goodbye, not as a
                     // deregistration, even when both are waiting.
                     self.drain_ready_tokens();
-                    self.on_etcd(update);
+                    self.on_etcd(update).await;
                 }
                 msg = self.subs.next() => match msg {
                     Some(msg) => self.on_messages(msg).await,
@@ -292,11 +292,10 @@ impl Ingest {
                     sid,
                     "tokens dropped: subscription buffer full (slow consumer); probing to recover"
                 );
+                // No etcd listing: lost tokens hide nothing of etcd's (its watch loses no
+                // change and waits for ingest), and the probe brings the tokens back.
                 self.probe_pacing.overflowed(Instant::now());
                 self.probe_wanted = true;
-                if let Some(relist) = &self.relist {
-                    relist.send_modify(|asked| *asked += 1);
-                }
             }
             Some(NatsEvent::Disconnected | NatsEvent::Connected) => {
                 // The tick's connection watch handles both, whoever built the client.
@@ -306,7 +305,7 @@ impl Ingest {
     }
 
     /// Applies what etcd reported, through the same store and merge rules as tokens.
-    fn on_etcd(&mut self, update: Option<EtcdUpdate>) {
+    async fn on_etcd(&mut self, update: Option<EtcdUpdate>) {
         match update {
             Some(EtcdUpdate::Put(reg)) => self.store.register(&reg),
             // A graceful stop sends its goodbye, then revokes its lease; the two travel
@@ -328,9 +327,36 @@ impl Ingest {
                 self.store.reconcile(&listing);
                 self.probe_wanted = true;
             }
+            Some(EtcdUpdate::Page(page)) => self.store.register_page(&page),
+            Some(EtcdUpdate::Listed) => {
+                self.store.first_listing_read();
+                self.scope_listed().await;
+            }
+            Some(EtcdUpdate::ListingFailed(e)) => {
+                if let Some(first) = self.first_listing.take() {
+                    let _ = first.done.send(Err(e));
+                }
+            }
             None => self.etcd = None,
         }
         self.store.flush();
+    }
+
+    /// A scope's first listing is applied; after the last, every announcer is asked to
+    /// answer and `start()` returns.
+    async fn scope_listed(&mut self) {
+        let Some(first) = &mut self.first_listing else {
+            return;
+        };
+        first.scopes_left = first.scopes_left.saturating_sub(1);
+        if first.scopes_left > 0 {
+            return;
+        }
+        let first = self.first_listing.take().expect("checked above");
+        self.store.end_first_listing();
+        self.store.flush();
+        self.probe().await;
+        let _ = first.done.send(Ok(()));
     }
 
     pub(crate) async fn probe(&mut self) {
@@ -350,6 +376,14 @@ impl Ingest {
         }
         tracing::debug!("probe sent");
     }
+}
+
+/// `start()` waiting for the first etcd listing of every scope (see
+/// [`crate::etcd_sync::follow`]): tokens are taken in meanwhile, and the pages applied as
+/// they come.
+pub(crate) struct FirstListing {
+    pub(crate) scopes_left: usize,
+    pub(crate) done: tokio::sync::oneshot::Sender<Result<(), etcd_client::Error>>,
 }
 
 async fn recv_etcd(rx: &mut Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>) -> Option<EtcdUpdate> {

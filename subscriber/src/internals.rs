@@ -25,6 +25,9 @@ use crate::stats::Counters;
 use crate::store::Store;
 use crate::view::{Clock, Views};
 
+/// Keys per page of the subscriber's etcd listing, for a plain listing to compare with.
+pub const LISTING_PAGE: i64 = crate::etcd_sync::PAGE;
+
 /// The store a subscriber's ingest task drives (bus rules, no etcd), fed directly: no
 /// connection, no task, no channel in between.
 pub struct BareStore {

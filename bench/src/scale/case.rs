@@ -11,7 +11,7 @@ use herald_testkit::{EtcdServer, NatsServer};
 
 use crate::fleet;
 use crate::metrics::NatsVarz;
-use crate::process::rss_bytes;
+use crate::process::{Burners, rss_bytes};
 use crate::scale::hosts::Hosts;
 use crate::scale::outcome::{EtcdState, Memory, Outcome, Startup, Trouble};
 use crate::scale::picks::{clock_overhead_ns, time_picks};
@@ -37,6 +37,9 @@ pub struct Settings {
     /// on a small machine a positive value keeps them from starving the subscriber, NATS
     /// and etcd (they then take what those leave).
     pub host_nice: i32,
+    /// CPU burners at normal priority from just before the subscriber's cold start until
+    /// it lists every instance (0: none).
+    pub start_burners: usize,
     /// Print each phase on stderr.
     pub verbose: bool,
 }
@@ -52,6 +55,7 @@ impl Settings {
             start_timeout: Duration::from_secs(600),
             picks: 200_000,
             host_nice: 10,
+            start_burners: 0,
             verbose: true,
         }
     }
@@ -96,6 +100,7 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
     ));
 
     let subscriber_base = rss_bytes(None).unwrap_or(0);
+    let burners = Burners::start(settings.start_burners);
     let t = Instant::now();
     let sub = Subscriber::builder()
         .nats(NatsConfig::new([nats.url()]))
@@ -109,6 +114,7 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let listed = t.elapsed();
+    drop(burners);
     let mut problems = exact_listing(&sub, case);
     if !problems.is_empty() {
         return Err(problems.join("; "));
@@ -117,6 +123,11 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
         "subscriber started in {:.3} s, all {n} listed after {:.3} s",
         subscriber_start.as_secs_f64(),
         listed.as_secs_f64()
+    ));
+    let plain_listing = plain_listing(&mut etcd_client, n).await?;
+    say(format!(
+        "a plain paged listing of the same keys took {:.3} s",
+        plain_listing.as_secs_f64()
     ));
 
     settle(&etcd, &mut hosts, case, settings.settle).await?;
@@ -195,6 +206,8 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
             slowest_host: started.slowest_host.as_secs_f64(),
             subscriber_start: subscriber_start.as_secs_f64(),
             listed: listed.as_secs_f64(),
+            plain_listing: plain_listing.as_secs_f64(),
+            start_burners: settings.start_burners,
             stop: stop.as_secs_f64(),
             stop_errors,
         },
@@ -229,4 +242,44 @@ async fn count_leases(client: &mut etcd_client::Client) -> Result<usize, String>
         .map_err(|e| format!("etcd leases: {e}"))?
         .leases()
         .len())
+}
+
+/// Reads every registration with etcd-client alone, in pages of the subscriber's size at
+/// one revision, as the subscriber's cold start does: what that start is compared with.
+async fn plain_listing(client: &mut etcd_client::Client, n: usize) -> Result<Duration, String> {
+    let prefix = Subjects::default().services_prefix();
+    let mut end = prefix.clone().into_bytes();
+    *end.last_mut().expect("a prefix") += 1;
+    let t = Instant::now();
+    let mut start = prefix.into_bytes();
+    let mut revision = 0;
+    let mut read = 0;
+    loop {
+        let mut opts = etcd_client::GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(herald_subscriber::internals::LISTING_PAGE);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let resp = client
+            .get(start.clone(), Some(opts))
+            .await
+            .map_err(|e| format!("plain listing: {e}"))?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        read += resp.kvs().len();
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    let took = t.elapsed();
+    if read != n {
+        return Err(format!("the plain listing read {read} keys, {n} expected"));
+    }
+    Ok(took)
 }

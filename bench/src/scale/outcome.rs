@@ -19,6 +19,10 @@ pub struct Startup {
     pub subscriber_start: f64,
     /// From the subscriber's `start()` call until it listed every instance.
     pub listed: f64,
+    /// A plain paged listing of the same keys with etcd-client, right after.
+    pub plain_listing: f64,
+    /// CPU burners running from just before the subscriber's start until it listed all.
+    pub start_burners: usize,
     /// From the hosts' stop order until every host exited (goodbyes, deletes, session
     /// closes).
     pub stop: f64,

@@ -33,6 +33,16 @@ pub fn figures(outcomes: &[Outcome]) -> String {
     t.row("subscriber lists all (s after `start()` was called)", |o| {
         num(o.startup.listed, 2)
     });
+    t.row(
+        "plain paged etcd listing of the same keys, same page size (s)",
+        |o| num(o.startup.plain_listing, 2),
+    );
+    t.row("`start()` / plain listing", |o| {
+        num(o.startup.subscriber_start / o.startup.plain_listing, 1)
+    });
+    t.row("CPU burners during the start", |o| {
+        o.startup.start_burners.to_string()
+    });
     t.row("stop all: goodbyes, deletes, session closes (s)", |o| {
         num(o.startup.stop, 1)
     });

@@ -171,7 +171,16 @@ impl Store {
         self.schedule(&entry);
         self.mark_dirty(&service);
         let (epoch, addr, confirmed) = (entry.epoch, entry.addr_meta.addr(), entry.is_confirmed());
-        if old.is_some() {
+        if self.first_listing {
+            // Nobody holds the subscriber yet: one line at the end says what was listed.
+            if old.is_some() {
+                self.counters.updated.fetch_add(1, Relaxed);
+            } else {
+                self.live += 1;
+                self.counters.added.fetch_add(1, Relaxed);
+            }
+            tracing::debug!(%service, instance = %entry.id, epoch, addr, confirmed, "instance listed");
+        } else if old.is_some() {
             self.counters.updated.fetch_add(1, Relaxed);
             tracing::info!(%service, instance = %entry.id, epoch, addr, confirmed, "instance record changed");
             self.pending.push(Event::Updated(Instance(entry)));

@@ -15,7 +15,11 @@ use crate::merge::Known;
 pub(crate) const HOLD_FOR_MS: u64 = 2_000;
 
 /// Most tokens held at once, so that a flood of made-up instances cannot grow memory.
-const MAX_HELD: usize = 10_000;
+pub(super) const MAX_HELD: usize = 10_000;
+
+/// Most tokens held at once while the first etcd listing is read: the capacity of the
+/// subscription's buffer, where these tokens would otherwise wait for the listing to end.
+pub(crate) const MAX_HELD_WHILE_LISTING: usize = 65_536;
 
 #[derive(Debug)]
 struct HeldToken {
@@ -23,13 +27,28 @@ struct HeldToken {
     until: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct HeldTokens {
     tokens: KeyMap<HeldToken>,
     timeouts: VecDeque<(u64, Key)>,
+    limit: usize,
+}
+
+impl Default for HeldTokens {
+    fn default() -> Self {
+        HeldTokens {
+            tokens: KeyMap::default(),
+            timeouts: VecDeque::new(),
+            limit: MAX_HELD,
+        }
+    }
 }
 
 impl HeldTokens {
+    pub(super) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// The held token's `(epoch, seq)` for a key.
     pub(super) fn known(&self, service: &str, instance: &str) -> Option<Known> {
         self.tokens.get(service, instance).map(|h| Known {
@@ -39,7 +58,7 @@ impl HeldTokens {
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.tokens.len() >= MAX_HELD
+        self.tokens.len() >= self.limit
     }
 
     pub(super) fn hold(&mut self, key: Key, token: Token, now: u64) {

@@ -138,6 +138,8 @@ pub(crate) struct Store {
     /// Services to probe: a heartbeat came for an instance they do not list.
     probe_requests: Vec<Arc<str>>,
     live: usize,
+    /// The first etcd listing is being applied (see [`Store::begin_first_listing`]).
+    first_listing: bool,
 }
 
 impl Store {
@@ -171,7 +173,29 @@ impl Store {
             pending: Vec::new(),
             probe_requests: Vec::new(),
             live: 0,
+            first_listing: false,
         }
+    }
+
+    /// The first etcd listing starts: until [`Store::end_first_listing`], an instance it adds
+    /// is logged at debug and raises no event (nobody holds the subscriber yet: `start()`
+    /// returns once the listing is applied), and up to [`held::MAX_HELD_WHILE_LISTING`]
+    /// tokens may wait for a registration on a later page.
+    pub(crate) fn begin_first_listing(&mut self) {
+        self.first_listing = true;
+        self.held.set_limit(held::MAX_HELD_WHILE_LISTING);
+    }
+
+    /// The first listing of every scope is applied: one line says what it holds.
+    pub(crate) fn end_first_listing(&mut self) {
+        self.first_listing = false;
+        self.held.set_limit(held::MAX_HELD);
+        tracing::info!(
+            instances = self.live,
+            services = self.services.len(),
+            held = self.held.len(),
+            "first etcd listing applied"
+        );
     }
 
     pub(crate) fn clock(&self) -> Arc<Clock> {
@@ -321,6 +345,10 @@ impl Store {
         self.counters
             .held_now
             .store(self.held.len() as u64, Relaxed);
+        if self.first_listing {
+            // No receiver can exist before `start()` returns.
+            self.pending.clear();
+        }
         for event in self.pending.drain(..) {
             // No receiver is not an error: events are optional for consumers.
             let _ = self.events.send(event);

@@ -218,4 +218,20 @@ impl Store {
         }
         self.counters.etcd_resyncs.fetch_add(1, Relaxed);
     }
+
+    /// Applies a page of a scope's first listing as it arrives. Until the listing is
+    /// complete ([`Store::first_listing_read`]) no registration of the scope comes from
+    /// anywhere else: the watch starts after it.
+    pub(crate) fn register_page(&mut self, page: &[Registration]) {
+        for reg in page {
+            self.register(reg);
+        }
+    }
+
+    /// Ends a scope's first listing. Nothing can have vanished from it: before it the store
+    /// knew no registration of the scope, and in registry mode no token lists an epoch
+    /// without one.
+    pub(crate) fn first_listing_read(&mut self) {
+        self.counters.etcd_resyncs.fetch_add(1, Relaxed);
+    }
 }

@@ -59,7 +59,8 @@ fn refresh_only_tokens_do_not_schedule_or_event() {
     let (mut s, mut rx, c) = store(Mode::BUS);
     s.apply(&token("a", 0, 1).as_ref());
     s.flush();
-    assert!(matches!(rx.try_recv(), Ok(Event::Added(_))));
+    let event = rx.try_recv();
+    assert!(matches!(event, Ok(Event::Added(_))), "{event:?}");
     for seq in 2..100 {
         s.apply(&token("a", 0, seq).as_ref());
     }
@@ -150,7 +151,8 @@ fn a_registration_is_listed_unconfirmed_until_its_token() {
     s.flush();
     let e = live(&s, "a").expect("listed from etcd");
     assert!(!e.is_confirmed(), "known only from etcd");
-    assert!(matches!(rx.try_recv(), Ok(Event::Added(_))));
+    let event = rx.try_recv();
+    assert!(matches!(event, Ok(Event::Added(_))), "{event:?}");
     s.apply(&token("a", 10, 5).as_ref());
     s.flush();
     assert!(e.is_confirmed(), "its token confirms it in place");
@@ -319,7 +321,8 @@ fn a_heartbeat_refreshes_its_listed_instance_as_its_full_token_would() {
     let (mut s, mut rx, c) = store(Mode::BUS);
     s.apply(&token("a", 0, 1).as_ref());
     s.flush();
-    assert!(matches!(rx.try_recv(), Ok(Event::Added(_))));
+    let event = rx.try_recv();
+    assert!(matches!(event, Ok(Event::Added(_))), "{event:?}");
     let e = live(&s, "a").unwrap();
     let deadline = e.deadline.load(Relaxed);
     s.clock.advance(150);
@@ -394,4 +397,51 @@ fn a_heartbeat_confirms_a_registration_and_expires_nothing_early() {
     s.ingest("svc", &beat("a", 11, 6, 0.0));
     assert_eq!(e.seq.load(Relaxed), 5, "not the registered epoch");
     assert_eq!(c.snapshot().heartbeats, 1);
+}
+
+fn registration(id: &str, revision: u64) -> Registration {
+    Registration {
+        service: "svc".into(),
+        instance: id.into(),
+        value: codec::encode(&token(id, 0, 0)).unwrap(),
+        revision,
+        lease: 3,
+    }
+}
+
+#[test]
+fn the_first_listing_holds_tokens_ahead_of_their_page_and_raises_no_event() {
+    let (mut s, mut rx, c) = store(REGISTRY);
+    s.begin_first_listing();
+    // More tokens ahead of their registrations than the usual bound lets wait.
+    let n = held::MAX_HELD + 2_000;
+    let early: Vec<String> = (0..n).map(|i| format!("i{i:05}")).collect();
+    for id in &early {
+        s.apply(&token(id, 10, 1).as_ref());
+    }
+    s.flush();
+    assert_eq!(c.snapshot().held_now, n as u64, "every early token waits");
+    for page in early.chunks(500) {
+        let regs: Vec<Registration> = page.iter().map(|id| registration(id, 10)).collect();
+        s.register_page(&regs);
+        s.flush();
+    }
+    s.first_listing_read();
+    s.end_first_listing();
+    s.flush();
+    assert_eq!(ids(&s).len(), n);
+    assert!(
+        early
+            .iter()
+            .all(|id| live(&s, id).is_some_and(|e| e.is_confirmed())),
+        "each held token confirmed its registration"
+    );
+    assert_eq!(c.snapshot().held_now, 0);
+    assert_eq!(c.snapshot().etcd_resyncs, 1, "one full listing");
+    assert!(rx.try_recv().is_err(), "the first listing raises no event");
+    // After it, a new instance is an event again.
+    put(&mut s, "late", 11, 3);
+    s.flush();
+    let event = rx.try_recv();
+    assert!(matches!(event, Ok(Event::Added(_))), "{event:?}");
 }

@@ -55,6 +55,10 @@ pub(crate) struct Args {
     /// Niceness of the host processes (0: as this one).
     #[arg(long, allow_negative_numbers = true)]
     host_nice: Option<i32>,
+    /// CPU-burning processes at normal priority from just before the subscriber's cold
+    /// start until it lists every instance.
+    #[arg(long)]
+    start_burners: Option<usize>,
 }
 
 fn case(spec: &str) -> Result<Case, String> {
@@ -71,6 +75,7 @@ impl Args {
         s.start_timeout = self.start_timeout.unwrap_or(s.start_timeout);
         s.picks = self.picks.unwrap_or(s.picks);
         s.host_nice = self.host_nice.unwrap_or(s.host_nice);
+        s.start_burners = self.start_burners.unwrap_or(s.start_burners);
         s
     }
 
@@ -103,6 +108,7 @@ impl Args {
         add("--start-timeout", human(self.start_timeout));
         add("--picks", self.picks.map(|n| n.to_string()));
         add("--host-nice", self.host_nice.map(|n| n.to_string()));
+        add("--start-burners", self.start_burners.map(|n| n.to_string()));
         args
     }
 }
