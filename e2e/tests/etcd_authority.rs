@@ -22,17 +22,40 @@ async fn register_many(
     services: usize,
     meta_bytes: usize,
 ) {
+    register_named(
+        client,
+        prefix,
+        n,
+        |i| format!("svc{}", i % services),
+        meta_bytes,
+    )
+    .await;
+}
+
+/// Registers `n` instances, the `i`th in service `service(i)`, with `meta_bytes` of
+/// metadata, in transactions of 100 puts.
+async fn register_named(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    n: usize,
+    service: impl Fn(usize) -> String,
+    meta_bytes: usize,
+) {
     let subjects = herald_shared::Subjects::new(prefix).unwrap();
     let lease = lease(client, 600).await;
     let mut ops = Vec::new();
     for i in 0..n {
         let mut t = token(
-            &format!("svc{}", i % services),
+            &service(i),
             &format!("inst-{i:06}"),
             1,
             Duration::from_secs(60),
         );
-        t.meta.insert("pad".into(), "x".repeat(meta_bytes));
+        // Metadata values are at most 256 bytes: larger padding takes several.
+        for k in 0..meta_bytes.div_ceil(200) {
+            let len = (meta_bytes - k * 200).min(200);
+            t.meta.insert(format!("pad{k}"), "x".repeat(len));
+        }
         let value = herald_shared::codec::encode(&t).unwrap();
         ops.push(etcd_client::TxnOp::put(
             subjects.key(&t.service, &t.instance),
@@ -95,6 +118,22 @@ async fn a_registry_over_the_response_limit_is_paged_at_one_revision() {
         epochs.len() > 1,
         "registrations written at different revisions keep their own epochs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_shrink_when_values_grow_past_the_response_limit() {
+    init_tracing();
+    let (nats_server, etcd_server) = (NatsServer::start().await, EtcdServer::start().await);
+    let prefix = prefix("mixed");
+    let mut client = etcd_client(&etcd_server.endpoints()).await;
+    // Small values first (in key order), so that pages grow large; then values of 3 KB,
+    // where a page of that many keys is over etcd-client's 4 MiB.
+    register_named(&mut client, &prefix, 2_000, |_| "a-small".into(), 16).await;
+    register_named(&mut client, &prefix, 1_500, |_| "b-large".into(), 3_000).await;
+    let sub = subscriber(&nats_server.url(), &etcd_server.endpoints(), &prefix).await;
+    assert_eq!(sub.instances("a-small").len(), 2_000);
+    assert_eq!(sub.instances("b-large").len(), 1_500);
+    assert_eq!(sub.stats().registrations, 3_500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 mod error;
 
-pub use error::{EtcdCause, EtcdError, classify, is_auth, is_lease_not_found};
+pub use error::{EtcdCause, EtcdError, classify, is_auth, is_lease_not_found, is_too_large};
 
 /// TLS settings for etcd.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

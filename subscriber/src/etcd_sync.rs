@@ -24,9 +24,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connections::{CONNECTION_LOG, Change, Tracker, seconds};
 
-/// Keys fetched per page of the listing: 500 tokens of at most 4 KiB stay under etcd-client's
-/// 4 MiB response limit.
+/// Keys fetched by the first page of a listing: 500 tokens of at most 4 KiB stay under
+/// etcd-client's 4 MiB response limit whatever they hold.
 pub(crate) const PAGE: i64 = 500;
+
+/// What a page after the first aims at, in bytes of keys and values: half of etcd-client's
+/// 4 MiB response limit, so that pages twice as large per key as those seen so far still
+/// fit. etcd (3.4) walks every remaining key of the range for each page, so a listing costs
+/// about the number of pages times the keys: fewer, larger pages are much faster.
+const PAGE_BYTES: usize = 2 << 20;
+
+/// The most keys a page asks for.
+const MAX_PAGE: i64 = 20_000;
+
+/// Keys for the next page, from the keys and bytes of the pages read so far.
+pub(crate) fn page_after(keys: usize, bytes: usize) -> i64 {
+    if keys == 0 || bytes == 0 {
+        return PAGE;
+    }
+    let per_key = bytes.div_ceil(keys);
+    i64::try_from(PAGE_BYTES / per_key)
+        .unwrap_or(MAX_PAGE)
+        .clamp(1, MAX_PAGE)
+}
 
 /// One registration as etcd holds it.
 #[derive(Debug, Clone)]
@@ -122,6 +142,10 @@ struct Pages {
     revision: i64,
     cluster_id: u64,
     read: usize,
+    /// Bytes of keys and values read so far, to size the next page.
+    bytes: usize,
+    /// Keys the next page asks for.
+    limit: i64,
 }
 
 impl Pages {
@@ -135,6 +159,8 @@ impl Pages {
             revision: 0,
             cluster_id: 0,
             read: 0,
+            bytes: 0,
+            limit: PAGE,
         }
     }
 
@@ -146,13 +172,30 @@ impl Pages {
         let Some(start) = self.next.take() else {
             return Ok(None);
         };
-        let mut opts = GetOptions::new()
-            .with_range(self.end.clone())
-            .with_limit(PAGE);
-        if self.revision > 0 {
-            opts = opts.with_revision(self.revision);
-        }
-        let resp = get_with_retry(client, start, opts).await?;
+        let resp = loop {
+            let mut opts = GetOptions::new()
+                .with_range(self.end.clone())
+                .with_limit(self.limit);
+            if self.revision > 0 {
+                opts = opts.with_revision(self.revision);
+            }
+            match get_with_retry(client, start.clone(), opts).await {
+                Ok(resp) => break resp,
+                Err(e) if herald_shared::etcd::is_too_large(&e) && self.limit > 1 => {
+                    self.limit /= 2;
+                    tracing::debug!(
+                        limit = self.limit,
+                        "etcd listing page too large; halving it"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.bytes += resp
+            .kvs()
+            .iter()
+            .map(|kv| kv.key().len() + kv.value().len())
+            .sum::<usize>();
         if let Some(h) = resp.header() {
             if self.revision == 0 {
                 self.revision = h.revision();
@@ -164,7 +207,8 @@ impl Pages {
             .iter()
             .filter_map(|kv| registration(&self.subjects, kv))
             .collect();
-        self.read += page.len();
+        self.read += resp.kvs().len();
+        self.limit = page_after(self.read, self.bytes);
         if let Some(last) = resp.kvs().last().filter(|_| resp.more()) {
             let mut after = last.key().to_vec();
             after.push(0);
@@ -173,7 +217,7 @@ impl Pages {
             tracing::info!(
                 revision = self.revision,
                 scope = self.scope.as_deref().unwrap_or("*"),
-                registrations = self.read,
+                keys = self.read,
                 "etcd listing read"
             );
         }
@@ -242,7 +286,11 @@ async fn get_with_retry(
     loop {
         match client.get(key.clone(), Some(opts.clone())).await {
             Ok(resp) => return Ok(resp),
-            Err(e) if attempt < 5 && !herald_shared::etcd::is_auth(&e) => {
+            Err(e)
+                if attempt < 5
+                    && !herald_shared::etcd::is_auth(&e)
+                    && !herald_shared::etcd::is_too_large(&e) =>
+            {
                 attempt += 1;
                 tracing::debug!(error = %e, attempt, "etcd listing page failed; trying again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -457,6 +505,19 @@ async fn pause(cancel: &CancellationToken, backoff: &mut Backoff) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_grow_to_half_the_response_limit_and_stay_bounded() {
+        assert_eq!(page_after(0, 0), PAGE, "nothing read yet");
+        // 250 B a key: about 8,400 keys make 2 MiB.
+        assert_eq!(page_after(500, 125_000), 8_388);
+        assert!(
+            page_after(500, 500 * 4_400) * 4_400 <= 4 << 20,
+            "large tokens"
+        );
+        assert_eq!(page_after(500, 500), MAX_PAGE, "tiny values");
+        assert_eq!(page_after(1, 10 << 20), 1, "never zero");
+    }
 
     #[test]
     fn prefix_end_bumps_the_last_byte() {

@@ -327,7 +327,17 @@ impl Ingest {
                 self.store.reconcile(&listing);
                 self.probe_wanted = true;
             }
-            Some(EtcdUpdate::Page(page)) => self.store.register_page(&page),
+            Some(EtcdUpdate::Page(page)) => {
+                // A page holds thousands of registrations: tokens waiting meanwhile are
+                // taken in between, so that the subscription's buffer never waits for it.
+                // Yielding renews the task's budget, without which tokio would report the
+                // subscription empty for the rest of the page.
+                for part in page.chunks(BATCH) {
+                    self.store.register_page(part);
+                    tokio::task::yield_now().await;
+                    self.drain_ready_tokens();
+                }
+            }
             Some(EtcdUpdate::Listed) => {
                 self.store.first_listing_read();
                 self.scope_listed().await;

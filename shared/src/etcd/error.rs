@@ -158,6 +158,12 @@ pub fn is_lease_not_found(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether etcd-client refused a response for its size (over the 4 MiB it decodes):
+/// `OutOfRange`, raised on the client's side.
+pub fn is_too_large(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status) if status.code() == Code::OutOfRange)
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
@@ -166,6 +172,13 @@ mod tests {
 
     fn status(code: Code, message: &str) -> etcd_client::Error {
         etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn only_out_of_range_is_too_large() {
+        let big = "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes";
+        assert!(is_too_large(&status(Code::OutOfRange, big)));
+        assert!(!is_too_large(&status(Code::Unavailable, "gone")));
     }
 
     #[test]

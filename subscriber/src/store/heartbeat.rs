@@ -74,7 +74,9 @@ impl Store {
 
     fn heartbeat_unknown(&mut self, service: &str, beat: &Heartbeat<'_>) {
         self.counters.heartbeats_unknown.fetch_add(1, Relaxed);
-        if self.probe_requests.iter().any(|s| **s == *service) {
+        // During the first listing the instance may be on a page still to come, and once
+        // the listing is applied every announcer is probed anyway.
+        if self.first_listing || self.probe_requests.iter().any(|s| **s == *service) {
             return;
         }
         if self.probe_requests.len() < PROBE_REQUESTS_MAX {

@@ -445,3 +445,25 @@ fn the_first_listing_holds_tokens_ahead_of_their_page_and_raises_no_event() {
     let event = rx.try_recv();
     assert!(matches!(event, Ok(Event::Added(_))), "{event:?}");
 }
+
+#[test]
+fn a_heartbeat_during_the_first_listing_asks_for_no_probe() {
+    let (mut s, _rx, c) = store(REGISTRY);
+    s.begin_first_listing();
+    s.ingest("svc", &beat("a", 10, 2, 0.0));
+    assert!(
+        s.take_probe_requests().is_empty(),
+        "its registration may be on a page still to come"
+    );
+    s.register_page(&[registration("a", 10)]);
+    s.first_listing_read();
+    s.end_first_listing();
+    s.ingest("svc", &beat("a", 10, 3, 0.0));
+    assert!(
+        live(&s, "a").is_some_and(|e| e.is_confirmed()),
+        "the next heartbeat confirms the listed registration"
+    );
+    s.ingest("svc", &beat("b", 10, 2, 0.0));
+    assert_eq!(s.take_probe_requests().len(), 1, "probes as usual after it");
+    assert_eq!(c.snapshot().heartbeats_unknown, 2);
+}
