@@ -25,8 +25,15 @@ use crate::stats::Counters;
 use crate::store::Store;
 use crate::view::{Clock, Views};
 
-/// Keys per page of the subscriber's etcd listing, for a plain listing to compare with.
+/// Keys the first page of the subscriber's etcd listing asks for, for a plain listing to
+/// compare with.
 pub const LISTING_PAGE: i64 = crate::etcd_sync::PAGE;
+
+/// Keys the next page of the subscriber's etcd listing asks for, after `keys` keys and
+/// `bytes` bytes of keys and values.
+pub fn listing_page_after(keys: usize, bytes: usize) -> i64 {
+    crate::etcd_sync::page_after(keys, bytes)
+}
 
 /// The store a subscriber's ingest task drives (bus rules, no etcd), fed directly: no
 /// connection, no task, no channel in between.

@@ -175,7 +175,8 @@ pub struct Stats {
     pub held: u64,
     /// etcd registrations applied (listing and watch).
     pub registrations: u64,
-    /// Full etcd re-listings after a compaction or a cluster change.
+    /// Full etcd listings: the first of each followed scope at start, then one after a
+    /// compaction or a cluster change.
     pub etcd_resyncs: u64,
     /// Times a different etcd cluster answered (epochs and tombstones were forgotten).
     pub etcd_cluster_changes: u64,

@@ -244,8 +244,11 @@ async fn count_leases(client: &mut etcd_client::Client) -> Result<usize, String>
         .len())
 }
 
-/// Reads every registration with etcd-client alone, in pages of the subscriber's size at
-/// one revision, as the subscriber's cold start does: what that start is compared with.
+/// Reads every registration with etcd-client alone, at one revision, in pages sized as the
+/// subscriber sizes its own (the first of [`LISTING_PAGE`] keys, then about 2 MiB): what the
+/// subscriber's cold start is compared with.
+///
+/// [`LISTING_PAGE`]: herald_subscriber::internals::LISTING_PAGE
 async fn plain_listing(client: &mut etcd_client::Client, n: usize) -> Result<Duration, String> {
     let prefix = Subjects::default().services_prefix();
     let mut end = prefix.clone().into_bytes();
@@ -253,11 +256,12 @@ async fn plain_listing(client: &mut etcd_client::Client, n: usize) -> Result<Dur
     let t = Instant::now();
     let mut start = prefix.into_bytes();
     let mut revision = 0;
-    let mut read = 0;
+    let (mut read, mut bytes) = (0, 0);
+    let mut limit = herald_subscriber::internals::LISTING_PAGE;
     loop {
         let mut opts = etcd_client::GetOptions::new()
             .with_range(end.clone())
-            .with_limit(herald_subscriber::internals::LISTING_PAGE);
+            .with_limit(limit);
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
@@ -269,6 +273,12 @@ async fn plain_listing(client: &mut etcd_client::Client, n: usize) -> Result<Dur
             revision = resp.header().map_or(0, |h| h.revision());
         }
         read += resp.kvs().len();
+        bytes += resp
+            .kvs()
+            .iter()
+            .map(|kv| kv.key().len() + kv.value().len())
+            .sum::<usize>();
+        limit = herald_subscriber::internals::listing_page_after(read, bytes);
         match resp.kvs().last() {
             Some(last) if resp.more() => {
                 start = last.key().to_vec();
