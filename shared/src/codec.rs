@@ -195,6 +195,7 @@ pub fn decode_received(bytes: &[u8]) -> Result<Received<'_>, DecodeError> {
 /// # Errors
 ///
 /// The [`Reject`] reason; the caller counts it and drops the payload.
+#[inline]
 pub fn accept<'a>(bytes: &'a [u8], subject_service: &str) -> Result<TokenRef<'a>, Reject> {
     match receive(bytes, subject_service)? {
         Received::Token(t) => Ok(t),
@@ -209,6 +210,7 @@ pub fn accept<'a>(bytes: &'a [u8], subject_service: &str) -> Result<TokenRef<'a>
 /// # Errors
 ///
 /// The [`Reject`] reason; the caller counts it and drops the payload.
+#[inline]
 pub fn receive<'a>(bytes: &'a [u8], subject_service: &str) -> Result<Received<'a>, Reject> {
     if bytes.len() > MAX_TOKEN_BYTES {
         return Err(Reject::Oversized);

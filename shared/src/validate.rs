@@ -103,16 +103,40 @@ fn invalid(field: Field, bound: &'static str) -> Invalid {
     Invalid { field, bound }
 }
 
-fn name_ok(s: &str, max: usize, extra: &[u8]) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || extra.contains(&b))
+/// The bytes a name may hold: ASCII letters, digits, `_`, `-` and the given extras, as a
+/// table looked up once per byte.
+struct Charset([bool; 256]);
+
+impl Charset {
+    const fn new(extra: &[u8]) -> Charset {
+        let mut allowed = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            allowed[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+            b += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            allowed[extra[i] as usize] = true;
+            i += 1;
+        }
+        Charset(allowed)
+    }
+
+    fn holds(&self, s: &str, max: usize) -> bool {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| self.0[usize::from(b)])
+    }
 }
+
+const SERVICE_CHARS: Charset = Charset::new(b"");
+const INSTANCE_CHARS: Charset = Charset::new(b".:");
+const ZONE_CHARS: Charset = Charset::new(b".");
+const CONN_CHARS: Charset = Charset::new(b"/");
 
 /// Checks a service name: `[A-Za-z0-9_-]{1,64}`.
 pub fn service_name(s: &str) -> Result<(), Invalid> {
-    if name_ok(s, MAX_SERVICE_LEN, &[]) {
+    if SERVICE_CHARS.holds(s, MAX_SERVICE_LEN) {
         Ok(())
     } else {
         Err(invalid(Field::Service, "must match [A-Za-z0-9_-]{1,64}"))
@@ -121,7 +145,7 @@ pub fn service_name(s: &str) -> Result<(), Invalid> {
 
 /// Checks an instance id: `[A-Za-z0-9_.:-]{1,128}`.
 pub fn instance_id(s: &str) -> Result<(), Invalid> {
-    if name_ok(s, MAX_INSTANCE_LEN, b".:") {
+    if INSTANCE_CHARS.holds(s, MAX_INSTANCE_LEN) {
         Ok(())
     } else {
         Err(invalid(
@@ -133,7 +157,7 @@ pub fn instance_id(s: &str) -> Result<(), Invalid> {
 
 /// Checks a zone name: `[A-Za-z0-9_.-]{1,64}`.
 pub fn zone(s: &str) -> Result<(), Invalid> {
-    if name_ok(s, MAX_ZONE_LEN, b".") {
+    if ZONE_CHARS.holds(s, MAX_ZONE_LEN) {
         Ok(())
     } else {
         Err(invalid(Field::Zone, "must match [A-Za-z0-9_.-]{1,64}"))
@@ -183,7 +207,7 @@ pub fn ttl_ms(ms: u32) -> Result<(), Invalid> {
 
 /// Checks a connection name (`{server_id}/{client_id}`): `[A-Za-z0-9_/-]{1,128}`.
 pub fn conn(s: &str) -> Result<(), Invalid> {
-    if name_ok(s, MAX_CONN_LEN, b"/") {
+    if CONN_CHARS.holds(s, MAX_CONN_LEN) {
         Ok(())
     } else {
         Err(invalid(Field::Conn, "must match [A-Za-z0-9_/-]{1,128}"))
@@ -245,6 +269,24 @@ mod tests {
         assert!(instance_id("host-1.example:8080").is_ok());
         assert!(instance_id("a b").is_err());
         assert!(instance_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn each_name_allows_exactly_its_pattern_s_bytes() {
+        let base = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        for b in 0..=255u8 {
+            let c = char::from(b);
+            let s = format!("a{c}");
+            let s = s.as_str();
+            assert_eq!(service_name(s).is_ok(), base(c), "service {b:#x}");
+            assert_eq!(
+                instance_id(s).is_ok(),
+                base(c) || c == '.' || c == ':',
+                "instance {b:#x}"
+            );
+            assert_eq!(zone(s).is_ok(), base(c) || c == '.', "zone {b:#x}");
+            assert_eq!(conn(s).is_ok(), base(c) || c == '/', "conn {b:#x}");
+        }
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub(super) fn token(bytes: &[u8]) -> Result<TokenRef<'_>, DecodeError> {
 
 /// Reads one token map that fills `bytes` exactly: a full token, or a heartbeat (the map
 /// without `service`, holding only what [`Heartbeat`] does).
+// Inline, so that the token is read into its caller's frame rather than copied out.
+#[inline]
 pub(super) fn message(bytes: &[u8]) -> Result<Received<'_>, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
     let fields = r.map_len()?;
@@ -91,64 +93,72 @@ pub(super) fn message(bytes: &[u8]) -> Result<Received<'_>, DecodeError> {
     let mut seen = 0u16;
     for _ in 0..fields {
         let key_at = r.at;
-        let field = match r.str()? {
-            "v" => {
+        // Keys are matched as bytes: a known key is ASCII, so only an unknown one needs
+        // the UTF-8 check that every string gets.
+        let field = match r.string_bytes()? {
+            b"v" => {
                 t.v = r.uint()?;
                 bit::V
             }
-            "service" => {
+            b"service" => {
                 t.service = r.str()?;
                 bit::SERVICE
             }
-            "instance" => {
+            b"instance" => {
                 t.instance = r.str()?;
                 bit::INSTANCE
             }
-            "addr" => {
+            b"addr" => {
                 t.addr = r.str()?;
                 bit::ADDR
             }
-            "load" => {
+            b"load" => {
                 t.load = r.float()?;
                 bit::LOAD
             }
-            "weight" => {
+            b"weight" => {
                 t.weight = r.uint()?;
                 bit::WEIGHT
             }
-            "zone" => {
+            b"zone" => {
                 t.zone = r.optional_str()?;
                 bit::ZONE
             }
-            "state" => {
+            b"state" => {
                 t.state = r.state()?;
                 bit::STATE
             }
-            "meta" => {
+            b"meta" => {
                 t.meta = r.meta()?;
                 bit::META
             }
-            "epoch" => {
+            b"epoch" => {
                 t.epoch = r.uint()?;
                 bit::EPOCH
             }
-            "seq" => {
+            b"seq" => {
                 t.seq = r.uint()?;
                 bit::SEQ
             }
-            "ttl_ms" => {
+            b"ttl_ms" => {
                 t.ttl_ms = r.uint()?;
                 bit::TTL
             }
-            "sent_at_ms" => {
+            b"sent_at_ms" => {
                 t.sent_at_ms = r.uint()?;
                 bit::SENT_AT
             }
-            "conn" => {
+            b"conn" => {
                 t.conn = r.optional_str()?;
                 bit::CONN
             }
-            _ => {
+            unknown => {
+                if std::str::from_utf8(unknown).is_err() {
+                    return Err(DecodeError {
+                        what: "string is not UTF-8",
+                        at: key_at,
+                    });
+                }
                 r.skip()?;
                 continue;
             }
@@ -244,32 +254,38 @@ impl<'a> Reader<'a> {
         }))
     }
 
-    fn str_after(&mut self, len: usize) -> Result<&'a str, DecodeError> {
+    /// The bytes of a string (`str` or `bin`), not checked for UTF-8.
+    #[inline]
+    fn string_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        // Nearly every string of a token is a fixstr: its length is in the marker byte.
+        if let Some(&b) = self.bytes.get(self.at)
+            && b & 0xe0 == 0xa0
+        {
+            self.at += 1;
+            return self.take(usize::from(b & 0x1f));
+        }
+        let marker = self.marker()?;
+        match self.str_len(marker)? {
+            Some(len) => self.take(len),
+            None => self.fail("expected a string"),
+        }
+    }
+
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
         let at = self.at;
-        let raw = self.take(len)?;
+        let raw = self.string_bytes()?;
         std::str::from_utf8(raw).map_err(|_| DecodeError {
             what: "string is not UTF-8",
             at,
         })
     }
 
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
-        let marker = self.marker()?;
-        match self.str_len(marker)? {
-            Some(len) => self.str_after(len),
-            None => self.fail("expected a string"),
-        }
-    }
-
     fn optional_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
-        let marker = self.marker()?;
-        if marker == Marker::Null {
+        if self.bytes.get(self.at) == Some(&0xc0) {
+            self.at += 1;
             return Ok(None);
         }
-        match self.str_len(marker)? {
-            Some(len) => self.str_after(len).map(Some),
-            None => self.fail("expected a string or nil"),
-        }
+        self.str().map(Some)
     }
 
     /// An integer of any encoding, widened so that every one fits.
@@ -312,10 +328,10 @@ impl<'a> Reader<'a> {
 
     fn state(&mut self) -> Result<State, DecodeError> {
         let at = self.at;
-        match self.str()? {
-            "up" => Ok(State::Up),
-            "draining" => Ok(State::Draining),
-            "leaving" => Ok(State::Leaving),
+        match self.string_bytes()? {
+            b"up" => Ok(State::Up),
+            b"draining" => Ok(State::Draining),
+            b"leaving" => Ok(State::Leaving),
             _ => Err(DecodeError {
                 what: "unknown state",
                 at,
@@ -450,6 +466,38 @@ mod tests {
         fields.push(("x", nested));
         fields.push(("y", b"\xcb\x3f\xf0\0\0\0\0\0\0"));
         assert!(token(&map(&fields)).is_ok());
+    }
+
+    #[test]
+    fn strings_in_every_encoding_are_read_and_invalid_utf8_is_refused_in_keys_and_values() {
+        // A known key and a value as str8 and as bin8 rather than fixstr; `zone` as nil.
+        let mut bytes = map(&REQUIRED[1..]);
+        bytes[0] += 2;
+        bytes.extend_from_slice(b"\xd9\x07service\xc4\x03abc\xa4zone\xc0");
+        let t = token(&bytes).unwrap();
+        assert_eq!((t.service, t.zone), ("abc", None));
+
+        let mut unknown_key = map(&REQUIRED);
+        unknown_key[0] += 1;
+        unknown_key.extend_from_slice(b"\xa2\xff\xfe\x01");
+        let e = token(&unknown_key).unwrap_err();
+        assert_eq!(
+            (e.what(), e.offset()),
+            ("string is not UTF-8", map(&REQUIRED).len())
+        );
+
+        let mut bad_value = REQUIRED.to_vec();
+        bad_value[2] = ("addr", b"\xa3\xff:1");
+        assert_eq!(
+            token(&map(&bad_value)).unwrap_err().what(),
+            "string is not UTF-8"
+        );
+        let mut bad_state = REQUIRED.to_vec();
+        bad_state.push(("state", b"\xa2\xff\xfe"));
+        assert_eq!(token(&map(&bad_state)).unwrap_err().what(), "unknown state");
+        bad_state.pop();
+        bad_state.push(("state", b"\xa8draining"));
+        assert_eq!(token(&map(&bad_state)).unwrap().state, State::Draining);
     }
 
     #[test]
