@@ -41,10 +41,16 @@ async fn two_hosts_of_twenty_on_sessions_are_listed_and_measured() {
         "at least the hosts' shared watch streams are open in etcd"
     );
     let w = &o.window;
+    // etcd's CPU is read in clock ticks of 10 ms, and at this size it may use less than one
+    // tick in the window (seen once in 13 loaded runs): it must be read, not positive.
+    assert!(
+        w.etcd_cpu.is_finite() && w.etcd_cpu >= 0.0,
+        "etcd CPU is read: {}",
+        w.etcd_cpu
+    );
     for (name, figure) in [
         ("subscriber CPU", w.subscriber_cpu),
         ("tokens ingested", w.accepted),
-        ("etcd CPU", w.etcd_cpu),
         ("etcd requests", w.etcd_requests),
         ("etcd keep-alives", w.keep_alives),
         ("NATS msgs in", w.nats_in_msgs),
