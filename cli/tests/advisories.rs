@@ -72,7 +72,11 @@ async fn a_killed_announce_leaves_watch_when_its_connection_closes() {
     );
 
     let mut web = env.announce("web", "w1", &["--ttl", "5s"]);
-    line_with(&out, "\"w1\"", Duration::from_secs(5));
+    // Listed from its registration first; its token, which names its connection, confirms it.
+    let mut listed = line_with(&out, "\"w1\"", Duration::from_secs(5));
+    while !listed.contains("\"confirmed\":true") {
+        listed = line_with(&out, "\"w1\"", Duration::from_secs(5));
+    }
     let killed = Instant::now();
     web.kill();
     let removed = line_with(&out, "\"removed\"", Duration::from_secs(8));

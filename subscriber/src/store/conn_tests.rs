@@ -116,6 +116,44 @@ fn a_token_over_another_connection_within_the_grace_keeps_the_instance() {
 }
 
 #[test]
+fn a_token_read_after_the_advisory_of_its_connection_goes_with_it() {
+    let (mut s, mut rx, _) = store();
+    // The advisory is read first: nobody came over S/1 yet.
+    assert!(!s.connection_closed("S/1"));
+    advance(&mut s, GRACE_MS / 2);
+    // Then the token the process sent before it died.
+    s.apply(&token("a", 1, "S/1").as_ref());
+    s.apply(&token("b", 1, "S/2").as_ref());
+    s.flush();
+    advance(&mut s, GRACE_MS / 2 - 1);
+    assert_eq!(ids(&s), ["a", "b"], "nothing goes within the grace");
+    advance(&mut s, 1);
+    assert_eq!(ids(&s), ["b"]);
+    assert_eq!(
+        removed(&mut rx),
+        [("a".to_owned(), RemovalCause::Disconnected)]
+    );
+    assert_eq!(
+        s.conns.as_ref().map(Conns::len),
+        Some(1),
+        "S/1 is forgotten once judged"
+    );
+}
+
+#[test]
+fn a_closed_connection_nobody_came_over_is_forgotten_after_the_grace() {
+    let (mut s, mut rx, _) = store();
+    assert!(!s.connection_closed("S/9"));
+    advance(&mut s, GRACE_MS);
+    assert_eq!(s.conns.as_ref().map(Conns::len), Some(0));
+    // A token over it after the grace is followed like any other: its TTL decides.
+    s.apply(&token("a", 1, "S/9").as_ref());
+    advance(&mut s, GRACE_MS * 10);
+    assert_eq!(ids(&s), ["a"]);
+    assert_eq!(removed(&mut rx), []);
+}
+
+#[test]
 fn a_connection_ended_for_another_reason_leaves_instances_to_their_ttl() {
     let (mut s, mut rx, _) = store();
     s.apply(&token("a", 1, "S/1").as_ref());

@@ -9,7 +9,9 @@
 //!
 //! A closed connection is not acted on at once: its instances are judged after a grace (a
 //! client that reconnects republishes over its new connection first). The grace is the same
-//! for every closure, so the pending ones form a queue in time order.
+//! for every closure, so the pending ones form a queue in time order. A closure is remembered
+//! for its grace even when no instance came over the connection yet: the advisory and the
+//! process's last token arrive on different subscriptions, in either order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,26 +66,29 @@ impl Conns {
         };
         let id = match self.ids.get(name) {
             Some(&id) => id,
-            None => {
-                let id = self.next_id;
-                // Numbers are not reused while a connection could still hold one: 2^32
-                // connections seen by one subscriber would take decades.
-                self.next_id = self.next_id.checked_add(1).unwrap_or(NONE + 1);
-                self.ids.insert(Box::from(name), id);
-                self.by_id.insert(
-                    id,
-                    Connection {
-                        name: Box::from(name),
-                        instances: HashSet::new(),
-                    },
-                );
-                id
-            }
+            None => self.number(name),
         };
         if let Some(c) = self.by_id.get_mut(&id) {
             c.instances.insert(key_of(entry));
         }
         entry.conn.store(id, Relaxed);
+    }
+
+    /// Numbers the connection `name`, not known before.
+    fn number(&mut self, name: &str) -> u32 {
+        let id = self.next_id;
+        // Numbers are not reused while a connection could still hold one: 2^32 connections
+        // seen by one subscriber would take decades.
+        self.next_id = self.next_id.checked_add(1).unwrap_or(NONE + 1);
+        self.ids.insert(Box::from(name), id);
+        self.by_id.insert(
+            id,
+            Connection {
+                name: Box::from(name),
+                instances: HashSet::new(),
+            },
+        );
+        id
     }
 
     /// Takes `entry` out of its connection's set (it left the view, or moved).
@@ -100,15 +105,20 @@ impl Conns {
     }
 
     /// A connection closed at `now`: its instances are judged once the grace has passed.
-    /// Returns whether any instance came over it.
+    /// Returns whether any instance came over it so far.
+    ///
+    /// A connection nobody came over yet is remembered for the grace too: a token it carried
+    /// can be read after the advisory of its close (they arrive on different subscriptions),
+    /// and the instance it lists then goes with it.
     pub(super) fn closed(&mut self, name: &str, now: u64) -> bool {
-        let Some(&id) = self.ids.get(name) else {
-            return false;
+        let (id, known) = match self.ids.get(name) {
+            Some(&id) => (id, true),
+            None => (self.number(name), false),
         };
         if !self.closing.iter().any(|&(_, closing)| closing == id) {
             self.closing.push_back((now + self.grace_ms, id));
         }
-        true
+        known && self.by_id.get(&id).is_some_and(|c| !c.instances.is_empty())
     }
 
     /// A connection ended for a reason that says nothing of its instances (server shutdown,
