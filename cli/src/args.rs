@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use herald_shared::validate;
 
 /// Herald service discovery: announce, list, watch, and serve instances.
 #[derive(Debug, Parser)]
@@ -49,7 +50,7 @@ pub(crate) struct Global {
     )]
     pub(crate) etcd: Vec<String>,
     /// Subject and key prefix.
-    #[arg(long, env = "HERALD_PREFIX", default_value = "herald", global = true)]
+    #[arg(long, env = "HERALD_PREFIX", default_value = "herald", global = true, value_parser = prefix)]
     pub(crate) prefix: String,
     /// NATS credentials file (.creds).
     #[arg(long, env = "HERALD_NATS_CREDS", global = true)]
@@ -158,13 +159,13 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct AnnounceArgs {
     /// Service name.
-    #[arg(long, env = "HERALD_SERVICE")]
+    #[arg(long, env = "HERALD_SERVICE", value_parser = service_name)]
     pub(crate) service: String,
     /// Address the service listens on (host:port).
-    #[arg(long, env = "HERALD_ADDR")]
+    #[arg(long, env = "HERALD_ADDR", value_parser = addr)]
     pub(crate) addr: String,
     /// Instance id (default: generated).
-    #[arg(long, env = "HERALD_INSTANCE")]
+    #[arg(long, env = "HERALD_INSTANCE", value_parser = instance_id)]
     pub(crate) instance: Option<String>,
     /// Broadcast interval.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -190,7 +191,7 @@ pub(crate) struct AnnounceArgs {
     #[arg(long)]
     pub(crate) takeover: bool,
     /// Zone.
-    #[arg(long, env = "HERALD_ZONE")]
+    #[arg(long, env = "HERALD_ZONE", value_parser = zone)]
     pub(crate) zone: Option<String>,
     /// Metadata entry KEY=VALUE (repeatable).
     #[arg(long = "meta", value_parser = parse_meta)]
@@ -210,6 +211,7 @@ pub(crate) struct AnnounceArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LsArgs {
     /// Only this service.
+    #[arg(value_parser = service_name)]
     pub(crate) service: Option<String>,
     /// A JSON array instead of a table.
     #[arg(long)]
@@ -228,6 +230,7 @@ pub(crate) struct LsArgs {
 #[derive(Debug, Args)]
 pub(crate) struct WatchArgs {
     /// Only this service.
+    #[arg(value_parser = service_name)]
     pub(crate) service: Option<String>,
     /// One JSON object per line.
     #[arg(long)]
@@ -241,7 +244,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:7411")]
     pub(crate) listen: String,
     /// Preferred zone for picks.
-    #[arg(long, env = "HERALD_ZONE")]
+    #[arg(long, env = "HERALD_ZONE", value_parser = zone)]
     pub(crate) zone: Option<String>,
 }
 
@@ -268,6 +271,38 @@ pub(crate) fn flag_of(field: &str) -> String {
         other => return format!("`{other}`"),
     };
     flag.to_owned()
+}
+
+// Names and addresses are checked as the command line is read, by the library's own rules, so
+// that a bad one is a usage error (exit 2) that names its argument.
+
+fn service_name(s: &str) -> Result<String, &'static str> {
+    checked(s, validate::service_name)
+}
+
+fn instance_id(s: &str) -> Result<String, &'static str> {
+    checked(s, validate::instance_id)
+}
+
+fn zone(s: &str) -> Result<String, &'static str> {
+    checked(s, validate::zone)
+}
+
+fn addr(s: &str) -> Result<String, &'static str> {
+    checked(s, validate::addr)
+}
+
+fn prefix(s: &str) -> Result<String, &'static str> {
+    herald_shared::Subjects::new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.bound)
+}
+
+fn checked(
+    s: &str,
+    rule: fn(&str) -> Result<(), herald_shared::Invalid>,
+) -> Result<String, &'static str> {
+    rule(s).map(|()| s.to_owned()).map_err(|e| e.bound)
 }
 
 fn parse_host_port(s: &str) -> Result<String, String> {
