@@ -8,6 +8,9 @@
 //! would wake thousands of tasks 20 times a second in a process that announces thousands of
 //! instances on one connection; one poller task per connection reads them instead and
 //! publishes them on a watch channel that every announcer on that connection awaits.
+//!
+//! The poller also says, once per outage and under [`CONNECTION_LOG`], when the connection is
+//! lost and when it is back.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,9 +18,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::Client;
+use async_nats::connection::State;
+use herald_shared::CONNECTION_LOG;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 /// How often a connection's counter is read: small next to the reconnect backoff.
 pub(crate) const RECONNECT_POLL: Duration = Duration::from_millis(50);
@@ -90,8 +95,10 @@ pub(crate) fn poller(client: &Client) -> Arc<Poller> {
 async fn poll(client: Client, tx: watch::Sender<Link>) {
     let mut tick = tokio::time::interval(RECONNECT_POLL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut outage = Outage::default();
     loop {
         tick.tick().await;
+        outage.follow(client.connection_state());
         let now = Link::read(&client);
         tx.send_if_modified(|seen| {
             let newer = now.connects > seen.connects || now.conn != seen.conn;
@@ -100,6 +107,39 @@ async fn poll(client: Client, tx: watch::Sender<Link>) {
             }
             newer
         });
+    }
+}
+
+/// Says once when the connection is lost, and once when it is back with how long it was down.
+#[derive(Debug, Default)]
+struct Outage {
+    connected_once: bool,
+    down_since: Option<Instant>,
+}
+
+impl Outage {
+    fn follow(&mut self, state: State) {
+        match (state, self.down_since) {
+            (State::Connected, None) => self.connected_once = true,
+            (State::Connected, Some(since)) => {
+                let down = since.elapsed();
+                tracing::info!(
+                    target: CONNECTION_LOG,
+                    down_ms = down.as_millis() as u64,
+                    "nats reconnected after {:.1} s: tokens flow again",
+                    down.as_secs_f64()
+                );
+                self.down_since = None;
+            }
+            (State::Disconnected | State::Pending, None) if self.connected_once => {
+                tracing::warn!(
+                    target: CONNECTION_LOG,
+                    "nats connection lost: tokens wait until it is back"
+                );
+                self.down_since = Some(Instant::now());
+            }
+            _ => {}
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `herald` command at its edges, against real servers: an announcer ended by etcd ends
 //! the command with the reason's exit code, a stop while NATS is down is still graceful, a
-//! closed pipe is a normal end, errors say each cause once in the CLI's words, bad values are
+//! closed pipe is a normal end, a lost and regained link is said once each, errors say each cause once in the CLI's words, bad values are
 //! refused up front, and the output reads well.
 
 mod common;
@@ -108,6 +108,43 @@ async fn sigterm_while_nats_is_down_is_a_graceful_stop() {
         0,
         "the registration is gone"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announce_says_once_when_each_link_is_lost_and_when_it_is_back() {
+    let mut env = Env::start("links").await;
+    // Keep-alives every ~3 s: an etcd outage of a few seconds fails one and leaves the lease.
+    let (mut child, lines) = env.announce_watched("web", "web-1", &["--lease-ttl", "10s"]);
+    let mut seen = Vec::new();
+    let mut expect = |text: &str, within: Duration| {
+        let line = line_with(&lines, text, within);
+        seen.push(line.clone());
+        line
+    };
+
+    env.nats.kill();
+    assert!(expect("nats connection lost", Duration::from_secs(5)).contains("WARN"));
+    env.nats.restart().await;
+    assert!(expect("nats reconnected after", Duration::from_secs(10)).contains("INFO"));
+
+    env.etcd.kill();
+    assert!(expect("etcd lease keep-alive failed", Duration::from_secs(10)).contains("WARN"));
+    env.etcd.restart().await;
+    assert!(expect("etcd lease keep-alives resumed", Duration::from_secs(15)).contains("INFO"));
+
+    assert!(sigterm(&mut child).success());
+    // Nothing else was said in between: no line per retry.
+    let rest: Vec<String> = lines.try_iter().collect();
+    for needle in [
+        "nats connection lost",
+        "nats reconnected",
+        "keep-alive failed",
+    ] {
+        assert!(
+            !rest.iter().any(|l| l.contains(needle)),
+            "`{needle}` said once per outage: {seen:?} then {rest:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,12 @@ pub mod token;
 pub mod validate;
 
 pub use codec::{Received, Reject};
+
+/// The `tracing` target of the lines that say a link (NATS, an etcd watch or lease) was lost
+/// or is back, one each per outage, in announcers and subscribers alike, so that a program
+/// can show them while keeping the rest of its logs quiet:
+/// `RUST_LOG=warn,herald::connection=info`.
+pub const CONNECTION_LOG: &str = "herald::connection";
 pub use config::{
     ConfigError, ConnectionEvents, NatsAuth, NatsConfig, NatsConnectError, NatsEvent, NatsTls,
 };

@@ -5,10 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The `tracing` target of the lines that say a link was lost or is back (one each per
-/// outage), so that a program can show them while keeping the rest of its logs quiet:
-/// `RUST_LOG=warn,herald::connection=info`.
-pub const CONNECTION_LOG: &str = "herald::connection";
+pub use herald_shared::CONNECTION_LOG;
 
 /// Whether one link is up, and since when.
 ///

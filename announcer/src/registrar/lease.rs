@@ -1,5 +1,6 @@
 //! The lease: keep-alives on the task's own timer, its loss, and registering again.
 
+use herald_shared::CONNECTION_LOG;
 use tokio::time::Instant;
 
 use super::{Registrar, value_of};
@@ -16,7 +17,11 @@ impl Registrar {
             Renewal::Alive => {
                 Counters::bump(&self.counters.keep_alives);
                 if self.failing > 0 {
-                    tracing::info!(failures = self.failing, "lease keep-alives resumed");
+                    tracing::info!(
+                        target: CONNECTION_LOG,
+                        failures = self.failing,
+                        "etcd lease keep-alives resumed"
+                    );
                 }
                 self.failing = 0;
                 self.keep_alive_at = Instant::now() + self.period;
@@ -27,8 +32,9 @@ impl Registrar {
                 // One warning per outage; the retries that follow are routine.
                 if self.failing == 0 {
                     tracing::warn!(
+                        target: CONNECTION_LOG,
                         error = &error as &dyn std::error::Error,
-                        "lease keep-alive failed; still broadcasting, retrying"
+                        "etcd lease keep-alive failed; still broadcasting, retrying"
                     );
                 } else {
                     tracing::debug!(
@@ -153,7 +159,7 @@ impl Registrar {
     }
 
     pub(super) fn registered(&mut self, lease: i64, epoch: u64, cluster_id: u64) {
-        tracing::info!(epoch, lease, "registered again");
+        tracing::info!(target: CONNECTION_LOG, epoch, lease, "registered in etcd again");
         self.adopt(lease, epoch, cluster_id);
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_shared::CONNECTION_LOG;
 use herald_shared::backoff::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -102,7 +103,11 @@ impl Keeper {
             Renewal::Alive => {
                 Counters::bump(&self.counters.keep_alives);
                 if self.failing > 0 {
-                    tracing::info!(failures = self.failing, "session keep-alives resumed");
+                    tracing::info!(
+                        target: CONNECTION_LOG,
+                        failures = self.failing,
+                        "etcd session keep-alives resumed"
+                    );
                 }
                 self.failing = 0;
                 self.backoff.reset();
@@ -119,8 +124,9 @@ impl Keeper {
                 Counters::bump(&self.counters.keep_alive_failures);
                 if self.failing == 0 {
                     tracing::warn!(
+                        target: CONNECTION_LOG,
                         error = &error as &dyn std::error::Error,
-                        "session keep-alive failed; retrying"
+                        "etcd session keep-alive failed; retrying"
                     );
                 } else {
                     tracing::debug!(
@@ -138,7 +144,7 @@ impl Keeper {
     async fn grant(&mut self) {
         match self.etcd.grant(self.ttl).await {
             Ok(lease) => {
-                tracing::info!(lease, "session lease granted again");
+                tracing::info!(target: CONNECTION_LOG, lease, "etcd session lease granted again");
                 self.lease = Some(lease);
                 self.backoff.reset();
                 self.published.send_replace(SessionLease::Live(lease));
