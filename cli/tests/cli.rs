@@ -69,6 +69,13 @@ async fn ls_does_not_show_a_killed_instance_as_up() {
         env.ls_json("web").await.is_empty(),
         "a killed instance must not be listed as up"
     );
+    let out = env.output(&["ls", "web", "--wait", "200ms"]).await;
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("1 registered instance did not answer within 200ms (--all lists it"),
+        "the hidden registration is said on stderr: {note}"
+    );
+    assert!(out.status.success());
     let out = env
         .output(&["ls", "web", "--all", "--json", "--wait", "200ms"])
         .await;

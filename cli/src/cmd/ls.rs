@@ -20,10 +20,19 @@ pub(crate) async fn run(global: &Global, args: &LsArgs) -> anyhow::Result<()> {
     // start() sent a probe: every live announcer answers within one round trip.
     let registry_only = global.etcd_config().is_some() && !global.allow_unregistered;
     wait_for_answers(&subscriber, args, registry_only).await;
-    let instances: Vec<Instance> = listed(&subscriber, args)
+    let (instances, silent): (Vec<Instance>, Vec<Instance>) = listed(&subscriber, args)
         .into_iter()
-        .filter(|i| args.all || i.is_confirmed())
-        .collect();
+        .partition(|i| args.all || i.is_confirmed());
+    if !silent.is_empty() {
+        // Registered, but no answer: crashed with its lease still held, or slow to answer.
+        eprintln!(
+            "herald: {} registered instance{} did not answer within {} (--all lists {}, --wait waits longer)",
+            silent.len(),
+            if silent.len() == 1 { "" } else { "s" },
+            humantime::format_duration(args.wait),
+            if silent.len() == 1 { "it" } else { "them" },
+        );
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         let list: Vec<InstanceJson<'_>> = instances.iter().map(InstanceJson::from).collect();
