@@ -8,10 +8,11 @@ use crate::args::Global;
 
 impl Global {
     pub(crate) fn nats_config(&self) -> anyhow::Result<NatsConfig> {
-        if self.nats.is_empty() {
+        let urls = given(&self.nats);
+        if urls.is_empty() {
             bail!("no NATS server given: pass --nats URL or set HERALD_NATS_URL");
         }
-        let mut config = NatsConfig::new(self.nats.iter().cloned());
+        let mut config = NatsConfig::new(urls);
         config.connect_timeout = self.connect_timeout;
         config.name = Some("herald-cli".into());
         config.auth = match (&self.nats_creds, &self.nats_user, &self.nats_token) {
@@ -34,10 +35,11 @@ impl Global {
     }
 
     pub(crate) fn etcd_config(&self) -> Option<EtcdConfig> {
-        if self.etcd.is_empty() {
+        let endpoints = given(&self.etcd);
+        if endpoints.is_empty() {
             return None;
         }
-        let mut config = EtcdConfig::new(self.etcd.iter().cloned());
+        let mut config = EtcdConfig::new(endpoints);
         config.connect_timeout = self.connect_timeout;
         config.credentials = self.etcd_user.clone().zip(self.etcd_password.clone());
         if self.etcd_tls_ca.is_some() || self.etcd_tls_cert.is_some() {
@@ -77,6 +79,17 @@ impl Global {
         }
         builder.start().await.map_err(subscriber_error)
     }
+}
+
+/// The values of a list flag, without empty ones: `HERALD_ETCD_ENDPOINTS=` (or `--etcd ""`)
+/// means no etcd, as an unset variable does, and `HERALD_NATS_URL=` means no NATS server.
+fn given(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `start()`'s errors; a setting is named by its flag.

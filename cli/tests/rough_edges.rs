@@ -148,6 +148,33 @@ async fn announce_says_once_when_each_link_is_lost_and_when_it_is_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_server_variable_is_an_unset_one() {
+    let env = Env::start("emptyvar").await;
+    let mut cmd = env.herald(&["ls"]);
+    cmd.env("HERALD_ETCD_ENDPOINTS", "");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "NATS alone, as without the variable: {err}"
+    );
+
+    let mut cmd = env.herald(&["ls"]);
+    cmd.env("HERALD_NATS_URL", " ");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no NATS server given: pass --nats URL or set HERALD_NATS_URL"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_pipe_is_a_normal_end() {
     let env = Env::start("pipe").await;
     let _first = env.announce("web", "web-1", &[]);
