@@ -246,8 +246,8 @@ async fn run(
                     .map(|s| fresh.instances(s).len())
                     .sum();
                 narration = format!(
-                    "cold start: a new subscriber listed {listed} instances the moment start() returned ({:?})",
-                    started.elapsed()
+                    "cold start: a new subscriber listed {listed} instances the moment start() returned ({:.1} ms)",
+                    started.elapsed().as_secs_f64() * 1e3
                 );
                 fresh.shutdown().await;
             }

@@ -31,9 +31,10 @@ pub(crate) fn render(subscriber: &Subscriber, narration: &str, log: &[String]) {
             .pick(&service, Strategy::PowerOfTwoChoices)
             .map_or("-".to_owned(), |p| p.id().to_owned());
         out.push_str(&format!(
-            "{:<10} {} instances, mean load {mean:.2}, max {max:.2}, p2c pick -> {pick}\n",
+            "{:<10} {} instance{}, mean load {mean:.2}, max {max:.2}, p2c pick -> {pick}\n",
             "",
-            loads.len()
+            loads.len(),
+            if loads.len() == 1 { "" } else { "s" }
         ));
     }
     let stats = subscriber.stats();
