@@ -251,7 +251,11 @@ async fn serve_answers_every_endpoint() {
     for (path, status, says) in [
         ("/v1/pick/pay?strategy=bogus", 400, "unknown strategy"),
         ("/v1/pick/pay?strategy=affinity", 400, "key"),
-        ("/v1/services/bad.name", 400, "not a service name"),
+        (
+            "/v1/services/bad.name",
+            400,
+            "`bad.name` is not a service name: it must match [A-Za-z0-9_-]{1,64}",
+        ),
         ("/v1/pick/bad.name", 400, "not a service name"),
         ("/v1/watch/bad.name", 400, "not a service name"),
         ("/v1/pick/nobody", 503, "no available instance"),
@@ -265,6 +269,14 @@ async fn serve_answers_every_endpoint() {
             "{path}: {body}"
         );
     }
+    let r = http::get(port, "/").await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(
+        body["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|p| p == "/v1/pick/{service}")),
+        "an unknown path lists the endpoints: {body}"
+    );
 
     let r = http::get(port, "/v1/sd/prometheus").await.unwrap();
     let groups: Vec<serde_json::Value> = serde_json::from_str(&r.body).unwrap();

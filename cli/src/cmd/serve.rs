@@ -59,6 +59,18 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Every endpoint, as the answer to an unknown path lists them.
+const ENDPOINTS: [&str; 8] = [
+    "/healthz",
+    "/v1/services",
+    "/v1/services/{service}",
+    "/v1/pick/{service}",
+    "/v1/sd/prometheus",
+    "/v1/watch",
+    "/v1/watch/{service}",
+    "/metrics",
+];
+
 fn router(agent: Agent) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -69,7 +81,10 @@ fn router(agent: Agent) -> Router {
         .route("/v1/watch", get(watch_all))
         .route("/v1/watch/{service}", get(watch_service))
         .route("/metrics", get(metrics))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".to_owned()) })
+        .fallback(|| async {
+            let body = serde_json::json!({ "error": "no such endpoint", "endpoints": ENDPOINTS });
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        })
         .with_state(agent)
 }
 
@@ -82,10 +97,10 @@ fn error(status: StatusCode, message: String) -> Response {
 fn invalid_service(service: &str) -> Option<Response> {
     herald_shared::validate::service_name(service)
         .err()
-        .map(|_| {
+        .map(|e| {
             error(
                 StatusCode::BAD_REQUEST,
-                format!("`{service}` is not a service name ([A-Za-z0-9_-]{{1,64}})"),
+                format!("`{service}` is not a service name: it {}", e.bound),
             )
         })
 }
