@@ -342,9 +342,13 @@ impl Model {
                 self.events.push(('+', i, ""));
             }
             Some(l) => {
+                // The registration gives the identity, its TTL included (a token of this
+                // epoch with another TTL is refused): a later tombstone holds for it. The
+                // deadline the last token set stays.
                 k.live = Some(MEntry {
                     epoch: revision,
                     addr_spoofed: spoofed,
+                    ttl: TTL,
                     ..l
                 });
                 self.events.push(('~', i, ""));
