@@ -375,12 +375,16 @@ async fn output_reads_well() {
     cmd.stdout(Stdio::piped()).env("RUST_LOG", "info");
     cmd.stderr(Stdio::piped());
     let mut watch = spawn_guarded(cmd);
-    let stdout = BufReader::new(watch.child_mut().stdout.take().unwrap());
+    let mut stdout = BufReader::new(watch.child_mut().stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
     let mut leaving = env.announce("web", "w3", &[]);
+    // Seen first: a watch that started after w3 came and went would wait forever.
+    stdout
+        .find(|l| l.contains("\"added\"") && l.contains("w3"))
+        .expect("w3 listed by the watch");
     assert!(sigterm(&mut leaving).success());
     let removed = stdout
-        .lines()
-        .map_while(Result::ok)
         .find(|l| l.contains("\"removed\"") && l.contains("w3"))
         .expect("the removal of w3");
     assert!(removed.contains("\"state\":\"leaving\""), "{removed}");
