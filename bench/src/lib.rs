@@ -31,3 +31,26 @@ pub mod peers;
 pub mod process;
 pub mod scale;
 pub mod stats;
+
+/// A settings struct whose fields are command-line options, each at its default.
+///
+/// # Panics
+///
+/// When a default does not parse: a bug in the struct's attributes.
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"));
+    T::from_arg_matches(&command.get_matches_from(["defaults"])).expect("the defaults parse")
+}
+
+/// A count of at least one, for the options that take one.
+///
+/// # Errors
+///
+/// When `s` is not a number above 0.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}

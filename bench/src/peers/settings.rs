@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 /// The systems compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Kind {
     /// Herald, each announcer with its own etcd lease (the default).
     Herald,
     /// Herald, the announcers of the process on one shared etcd lease (`Session`).
     HeraldShared,
     /// Leases as heartbeats: grant, put under the lease, keep it alive; consumers watch.
+    #[value(name = "etcd")]
     EtcdOnly,
     /// NATS Services-API style: consumers publish a PING and collect the replies.
     Polling,
@@ -44,44 +45,52 @@ impl Kind {
             Kind::Polling => "polling",
         }
     }
-
-    /// The kind named `name` (see [`Kind::name`]).
-    pub fn from_name(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == name)
-    }
 }
 
-/// One run: which systems, at which sizes, with how many samples.
-#[derive(Debug, Clone)]
+/// One run: which systems, at which sizes, with how many samples. Its fields are the
+/// options of `herald-bench peers`, with the bench's defaults ([`Settings::bench`]).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// Instances kept up throughout each run.
+    /// Instances kept up throughout each run, one run per size.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     pub sizes: Vec<usize>,
     /// Systems, in this order for each size.
+    #[arg(long = "only", value_delimiter = ',', default_value = "herald,herald-shared,etcd,polling")]
     pub kinds: Vec<Kind>,
     /// Joins measured per run; as many leaves and as many crashes follow, taken from the
     /// joined instances, so that the `size` instances stay up.
+    #[arg(long, default_value_t = 100)]
     pub samples: usize,
-    /// The crash-detection target every system is tuned to (see [`Timing::for_target`]).
+    /// The crash-detection target every system is tuned to (see `Timing::for_target`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub target: Duration,
     /// The steady window over which etcd, NATS and CPU load are read.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub steady: Duration,
     /// Pause after every instance is listed and before the steady window, so that the
     /// start-up's writes and first keep-alives are behind.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
     /// The joins (then the leaves, then the crashes) start at uniformly random offsets within
     /// this span, so that they fall at every phase of the broadcast and poll cycles.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
     pub spread: Duration,
     /// Instances started at once while the `size` instances come up.
+    #[arg(long, default_value_t = 64, value_parser = crate::at_least_one)]
     pub start_concurrency: usize,
     /// How long to wait for all `size` instances to be listed before measuring anyway.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub listing_timeout: Duration,
     /// Instances per simulated process, each process with its own NATS and etcd
-    /// connections (and its own session for Herald's shared lease); `None`: every instance
+    /// connections (and its own session for Herald's shared lease); none: every instance
     /// in one process, on one NATS and one etcd connection.
+    #[arg(long, value_parser = crate::at_least_one)]
     pub per_process: Option<usize>,
     /// Herald's etcd lease TTL (the authority only; Herald's default 30 s).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub herald_lease: Duration,
     /// Seed of the offsets.
+    #[arg(long, default_value_t = 2026)]
     pub seed: u64,
 }
 
@@ -89,20 +98,7 @@ impl Settings {
     /// The bench's defaults: 1,000 and 5,000 instances, 100 samples of each kind, a 2 s
     /// target, a 10 s steady window.
     pub fn bench() -> Settings {
-        Settings {
-            sizes: vec![1_000, 5_000],
-            kinds: Kind::ALL.to_vec(),
-            samples: 100,
-            target: Duration::from_secs(2),
-            steady: Duration::from_secs(10),
-            settle: Duration::from_secs(3),
-            spread: Duration::from_secs(4),
-            start_concurrency: 64,
-            listing_timeout: Duration::from_secs(60),
-            per_process: None,
-            herald_lease: HERALD_DEFAULT_LEASE,
-            seed: 2026,
-        }
+        crate::defaults()
     }
 
     /// How long a phase may wait for the consumer to see its last change, after the last
@@ -183,9 +179,15 @@ mod tests {
     }
 
     #[test]
-    fn kinds_round_trip_by_name() {
+    fn the_defaults_are_the_bench() {
+        let s = Settings::bench();
+        assert_eq!(s.sizes, [1_000, 5_000]);
+        assert_eq!(s.kinds, Kind::ALL);
+        assert_eq!(s.target, Duration::from_secs(2));
+        assert_eq!(s.herald_lease, HERALD_DEFAULT_LEASE);
+        assert_eq!(s.per_process, None);
         for k in Kind::ALL {
-            assert_eq!(Kind::from_name(k.name()), Some(k));
+            assert_eq!(clap::ValueEnum::from_str(k.name(), false), Ok(k));
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use herald_shared::{EtcdConfig, NatsConfig, Subjects};
+use serde::{Deserialize, Serialize};
 use herald_subscriber::Subscriber;
 use herald_testkit::{EtcdServer, NatsServer};
 
@@ -19,44 +20,47 @@ use crate::scale::plan::Case;
 use crate::scale::sample::{Sample, Window};
 use crate::scale::settle::{exact_listing, settle};
 
-/// How a case is measured.
-#[derive(Debug, Clone)]
+/// How a case is measured. Its fields are options of `herald-bench scale`, with the bench's
+/// defaults ([`Settings::bench`]).
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 pub struct Settings {
     /// The `herald-bench` program, which runs a host with its `scale-host` subcommand.
+    #[arg(skip)]
     pub host_program: PathBuf,
     /// Length of the steady window.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub window: Duration,
     /// Pause between the full listing and the window (the probe answers, etcd's watchers
     /// catching up).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
     /// How long the hosts may take to start every announcer.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,
     /// Picks timed per strategy.
+    #[arg(long, default_value_t = 200_000)]
     pub picks: usize,
-    /// Niceness of the host processes. They are the simulation, not the system measured:
-    /// on a small machine a positive value keeps them from starving the subscriber, NATS
-    /// and etcd (they then take what those leave).
+    /// Niceness of the host processes (0: as this one). They are the simulation, not the
+    /// system measured: on a small machine a positive value keeps them from starving the
+    /// subscriber, NATS and etcd (they then take what those leave).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub host_nice: i32,
     /// CPU burners at normal priority from just before the subscriber's cold start until
     /// it lists every instance (0: none).
+    #[arg(long, default_value_t = 0)]
     pub start_burners: usize,
     /// Print each phase on stderr.
+    #[arg(skip = true)]
     pub verbose: bool,
 }
 
 impl Settings {
-    /// The benchmark's settings: a 30 s window after 5 s of settling, 200,000 picks per
-    /// strategy, hosts at niceness 10.
+    /// The benchmark's settings, hosts run by `host_program`: a 30 s window after 5 s of
+    /// settling, 200,000 picks per strategy, hosts at niceness 10.
     pub fn bench(host_program: PathBuf) -> Settings {
         Settings {
             host_program,
-            window: Duration::from_secs(30),
-            settle: Duration::from_secs(5),
-            start_timeout: Duration::from_secs(600),
-            picks: 200_000,
-            host_nice: 10,
-            start_burners: 0,
-            verbose: true,
+            ..crate::defaults()
         }
     }
 }

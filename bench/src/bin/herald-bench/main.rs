@@ -51,10 +51,10 @@ enum Command {
     Scale(scale::Args),
     /// Herald, etcd-only discovery and NATS polling side by side at one crash-detection
     /// target.
-    Peers(peers::Args),
+    Peers(herald_bench::peers::Settings),
     /// Crashes as real processes die (SIGKILL): with disconnect advisories, with the TTL
     /// alone, and NATS polling.
-    PeersKill(peers_kill::Args),
+    PeersKill(herald_bench::peers::kill::KillSettings),
     /// Churn soak: announcers join, crash and leave at random, checked against the truth.
     Churn(churn::Args),
     /// Ingest's publishing process.
@@ -62,7 +62,7 @@ enum Command {
     IngestPublisher { url: String },
     /// One case of `scale`, printing its outcome as a `result {json}` line.
     #[command(hide = true)]
-    ScaleCase(scale::Args),
+    ScaleCase { settings: String },
     /// A host process of `scale`.
     #[command(hide = true)]
     ScaleHost { settings: String },
@@ -91,7 +91,7 @@ fn main() {
         Command::PeersKill(args) => peers_kill::run(args),
         Command::Churn(args) => churn::run(args),
         Command::IngestPublisher { url } => ingest::publisher_process(url),
-        Command::ScaleCase(args) => scale::run_case(args),
+        Command::ScaleCase { settings } => scale::run_case(&settings),
         Command::ScaleHost { settings } => scale::host_process(&settings),
         Command::KillHost { settings } => peers_kill::host_process(&settings),
         Command::ChurnFleet { settings } => churn::fleet_process(&settings),
@@ -113,13 +113,4 @@ fn current_thread() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// A count of at least one.
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
 }

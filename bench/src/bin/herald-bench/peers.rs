@@ -14,63 +14,14 @@
 use std::time::{Duration, Instant};
 
 use herald_bench::peers::servers::Servers;
-use herald_bench::peers::{Kind, Settings, quiet, report, scenario};
+use herald_bench::peers::{Settings, quiet, report, scenario};
 
 /// A cell that overlapped a build is run again, up to this many times in all (each attempt
 /// first waits for the machine to be quiet: `quiet::gated`).
 const ATTEMPTS: usize = 3;
 
-/// What `peers` takes; each value defaults to the bench's.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {
-    /// Instances kept up in each run, one run per size.
-    #[arg(long, value_delimiter = ',')]
-    sizes: Vec<usize>,
-    /// Joins measured per run (as many leave, as many crash).
-    #[arg(long)]
-    samples: Option<usize>,
-    /// The crash-detection target every system is set for.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    target: Option<Duration>,
-    /// The steady window over which the load is read.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    steady: Option<Duration>,
-    /// Systems to run, of herald, herald-shared, etcd, polling.
-    #[arg(long, value_delimiter = ',', value_parser = kind)]
-    only: Vec<Kind>,
-    /// Instances per simulated process, each with its own connections (default: all in one).
-    #[arg(long, value_parser = crate::positive)]
-    per_process: Option<usize>,
-    /// Herald's etcd lease (the authority only).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    herald_lease: Option<Duration>,
-    /// Seed of the offsets and choices.
-    #[arg(long)]
-    seed: Option<u64>,
-}
-
-fn kind(name: &str) -> Result<Kind, String> {
-    Kind::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        format!("expected one of {}", names.join(", "))
-    })
-}
-
-pub(crate) fn run(args: Args) {
-    let mut s = Settings::bench();
-    if !args.sizes.is_empty() {
-        s.sizes = args.sizes;
-    }
-    if !args.only.is_empty() {
-        s.kinds = args.only;
-    }
-    s.samples = args.samples.unwrap_or(s.samples);
-    s.target = args.target.unwrap_or(s.target);
-    s.steady = args.steady.unwrap_or(s.steady);
-    s.per_process = args.per_process.or(s.per_process);
-    s.herald_lease = args.herald_lease.unwrap_or(s.herald_lease);
-    s.seed = args.seed.unwrap_or(s.seed);
-    crate::runtime().block_on(compare(s));
+pub(crate) fn run(settings: Settings) {
+    crate::runtime().block_on(compare(settings));
 }
 
 async fn compare(settings: Settings) {

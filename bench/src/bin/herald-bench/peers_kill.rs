@@ -15,66 +15,16 @@
 use std::time::Instant;
 
 use herald_bench::child;
-use herald_bench::peers::kill::cell::DEFAULT_CELLS;
 use herald_bench::peers::kill::host::{self, HostArgs};
-use herald_bench::peers::kill::{self, Cell, KillSettings, report};
+use herald_bench::peers::kill::{self, KillSettings, report};
 use herald_bench::peers::quiet;
 
 /// A cell that overlapped a build is run again, up to this many times in all.
 const ATTEMPTS: usize = 3;
 
-/// What `peers-kill` takes; each value defaults to the bench's.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {
-    /// Instances kept up, in hosts of `--per-process`.
-    #[arg(long)]
-    size: Option<usize>,
-    /// Hosts of one instance each, killed one by one.
-    #[arg(long)]
-    samples: Option<usize>,
-    /// Instances per host of the ones kept up.
-    #[arg(long, value_parser = crate::positive)]
-    per_process: Option<usize>,
-    /// Consumers, each timing every kill to its own `Removed`.
-    #[arg(long, value_parser = crate::positive)]
-    consumers: Option<usize>,
-    /// The subscribers' grace after a disconnect advisory.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    grace: Option<std::time::Duration>,
-    /// The cells, `SYSTEM@TARGET` with SYSTEM one of herald-advisories, herald, polling.
-    #[arg(long, value_delimiter = ',', value_parser = cell)]
-    cells: Vec<Cell>,
-    /// The steady window over which the load is read.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    steady: Option<std::time::Duration>,
-    /// Herald's etcd lease.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    herald_lease: Option<std::time::Duration>,
-    /// Seed of the kill order and offsets.
-    #[arg(long)]
-    seed: Option<u64>,
-}
-
-fn cell(spec: &str) -> Result<Cell, String> {
-    Cell::parse(spec).ok_or_else(|| {
-        format!("expected herald-advisories|herald|polling@TARGET, e.g. {DEFAULT_CELLS}")
-    })
-}
-
-pub(crate) fn run(args: Args) {
-    let mut s = KillSettings::bench(std::env::current_exe().expect("own path"));
-    s.size = args.size.unwrap_or(s.size);
-    s.samples = args.samples.unwrap_or(s.samples);
-    s.per_process = args.per_process.unwrap_or(s.per_process);
-    s.consumers = args.consumers.unwrap_or(s.consumers);
-    s.grace = args.grace.unwrap_or(s.grace);
-    s.steady = args.steady.unwrap_or(s.steady);
-    s.herald_lease = args.herald_lease.unwrap_or(s.herald_lease);
-    s.seed = args.seed.unwrap_or(s.seed);
-    if !args.cells.is_empty() {
-        s.cells = args.cells;
-    }
-    crate::runtime().block_on(compare(s));
+pub(crate) fn run(mut settings: KillSettings) {
+    settings.host_program = std::env::current_exe().expect("own path");
+    crate::runtime().block_on(compare(settings));
 }
 
 /// A host process: a few instances of one system, until killed.

@@ -17,7 +17,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use herald_bench::child;
 use herald_bench::scale::case::{self, Settings};
@@ -30,35 +29,18 @@ use herald_testkit::spawn_guarded;
 
 const DEFAULT_CASES: [&str; 4] = ["10x1000", "10x1000:instance", "10x5000", "10x5000@5s"];
 
-/// What `scale` (and each of its cases) takes.
+/// What `scale` takes.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Args {
     /// A case, `HOSTSxPER_HOST[:session|:instance][@INTERVAL][/SERVICES][~LEASE_TTL]`
     /// (repeatable; default: the four cases of BENCHMARKS.md).
     #[arg(long = "case", value_parser = case)]
     cases: Vec<Case>,
-    /// The measured steady window.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    window: Option<Duration>,
-    /// Settling time after every instance is listed, before the window.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    settle: Option<Duration>,
-    /// Longest wait for the hosts to start their announcers.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    start_timeout: Option<Duration>,
-    /// Picks timed per strategy.
-    #[arg(long)]
-    picks: Option<usize>,
-    /// Announcers each host starts at a time.
+    /// Announcers each host starts at a time (default: each case's).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Niceness of the host processes (0: as this one).
-    #[arg(long, allow_negative_numbers = true)]
-    host_nice: Option<i32>,
-    /// CPU-burning processes at normal priority from just before the subscriber's cold
-    /// start until it lists every instance.
-    #[arg(long)]
-    start_burners: Option<usize>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 fn case(spec: &str) -> Result<Case, String> {
@@ -68,17 +50,6 @@ fn case(spec: &str) -> Result<Case, String> {
 }
 
 impl Args {
-    fn settings(&self) -> Settings {
-        let mut s = Settings::bench(std::env::current_exe().expect("own path"));
-        s.window = self.window.unwrap_or(s.window);
-        s.settle = self.settle.unwrap_or(s.settle);
-        s.start_timeout = self.start_timeout.unwrap_or(s.start_timeout);
-        s.picks = self.picks.unwrap_or(s.picks);
-        s.host_nice = self.host_nice.unwrap_or(s.host_nice);
-        s.start_burners = self.start_burners.unwrap_or(s.start_burners);
-        s
-    }
-
     fn cases(&self) -> Vec<Case> {
         let mut cases = if self.cases.is_empty() {
             DEFAULT_CASES
@@ -93,34 +64,16 @@ impl Args {
         }
         cases
     }
-
-    /// The command line of one case's process.
-    fn case_args(&self, case: &Case) -> Vec<String> {
-        let mut args = vec!["scale-case".to_owned(), "--case".to_owned(), case.spec()];
-        let mut add = |flag: &str, value: Option<String>| {
-            if let Some(v) = value {
-                args.extend([flag.to_owned(), v]);
-            }
-        };
-        let human = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
-        add("--window", human(self.window));
-        add("--settle", human(self.settle));
-        add("--start-timeout", human(self.start_timeout));
-        add("--picks", self.picks.map(|n| n.to_string()));
-        add("--host-nice", self.host_nice.map(|n| n.to_string()));
-        add("--start-burners", self.start_burners.map(|n| n.to_string()));
-        args
-    }
 }
 
-/// One case, in a process of its own: its outcome as a `result {json}` line.
-pub(crate) fn run_case(args: Args) {
-    let cases = args.cases();
-    let [case] = cases.as_slice() else {
-        eprintln!("scale-case takes exactly one --case");
+/// One case, in a process of its own, its case and settings as JSON: its outcome as a
+/// `result {json}` line.
+pub(crate) fn run_case(settings: &str) {
+    let (case, settings) = child::settings::<(Case, Settings)>(settings).unwrap_or_else(|e| {
+        eprintln!("scale-case: {e}");
         std::process::exit(2);
-    };
-    match crate::runtime().block_on(case::run(case, &args.settings())) {
+    });
+    match crate::runtime().block_on(case::run(&case, &settings)) {
         Ok(o) => println!(
             "result {}",
             serde_json::to_string(&o).expect("serialisable")
@@ -148,14 +101,16 @@ pub(crate) fn host_process(settings: &str) {
     }
 }
 
-pub(crate) fn run(args: Args) {
+pub(crate) fn run(mut args: Args) {
     let me = std::env::current_exe().expect("own path");
+    args.settings.host_program = me.clone();
     let cases = args.cases();
     let mut outcomes = Vec::new();
     for c in &cases {
         println!("case {c}");
         let mut cmd = Command::new(&me);
-        cmd.args(args.case_args(c))
+        let settings = serde_json::to_string(&(c, &args.settings)).expect("serialisable");
+        cmd.args(["scale-case", settings.as_str()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = spawn_guarded(cmd);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::peers::settings::{HERALD_DEFAULT_LEASE, Timing};
+use crate::peers::settings::Timing;
 
 /// How a consumer finds a dead process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,58 +125,64 @@ impl Cell {
 pub const DEFAULT_CELLS: &str =
     "herald-advisories@3s,herald@3s,herald@2s,polling@2s,polling@1s,polling@500ms";
 
-/// What every cell of a kill comparison shares.
-#[derive(Debug, Clone)]
+/// What every cell of a kill comparison shares. Its fields are the options of
+/// `herald-bench peers-kill`, with the bench's defaults ([`KillSettings::bench`]).
+#[derive(Debug, Clone, clap::Args)]
 pub struct KillSettings {
-    /// Instances kept up throughout each cell (not killed).
+    /// Instances kept up throughout each cell (not killed), in hosts of `--per-process`.
+    #[arg(long, default_value_t = 1_000)]
     pub size: usize,
-    /// The cells, in this order.
+    /// The cells, in this order: `SYSTEM@TARGET`, SYSTEM one of herald-advisories, herald,
+    /// polling.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_CELLS, value_parser = cell)]
     pub cells: Vec<Cell>,
     /// Hosts killed per cell, each holding one instance of its own.
+    #[arg(long, default_value_t = 100)]
     pub samples: usize,
     /// Instances per host of the `size` kept up.
+    #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     pub per_process: usize,
     /// Consumers, each on its own connections, each timed.
+    #[arg(long, default_value_t = 2, value_parser = crate::at_least_one)]
     pub consumers: usize,
-    /// The advisory grace of the `herald-advisories` cells.
+    /// The advisory grace of the `herald-advisories` cells (the subscriber's default).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     pub grace: Duration,
-    /// Herald's etcd lease TTL (the authority only).
+    /// Herald's etcd lease TTL (the authority only; Herald's default).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub herald_lease: Duration,
     /// Pause after every instance is listed and before the steady window.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
     /// The window over which NATS, etcd and CPU load are read.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub steady: Duration,
     /// The kills happen at uniformly random offsets within this span.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
     pub spread: Duration,
     /// How long hosts may take to start and every consumer to list every instance.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub listing_timeout: Duration,
     /// Seed of the kill order and offsets.
+    #[arg(long, default_value_t = 2026)]
     pub seed: u64,
     /// The `herald-bench` program, which runs a host with its `kill-host` subcommand.
+    #[arg(skip)]
     pub host_program: PathBuf,
 }
 
+fn cell(spec: &str) -> Result<Cell, String> {
+    Cell::parse(spec)
+        .ok_or_else(|| format!("expected herald-advisories|herald|polling@TARGET, e.g. herald@3s"))
+}
+
 impl KillSettings {
-    /// The bench's defaults: 1,000 instances in hosts of 10, 100 kills, 2 consumers, the
-    /// subscriber's default grace, [`DEFAULT_CELLS`].
+    /// The bench's defaults, hosts run by `host_program`: 1,000 instances in hosts of 10, 100
+    /// kills, 2 consumers, the subscriber's default grace, [`DEFAULT_CELLS`].
     pub fn bench(host_program: impl Into<PathBuf>) -> KillSettings {
         KillSettings {
-            size: 1_000,
-            cells: DEFAULT_CELLS
-                .split(',')
-                .map(|c| Cell::parse(c).expect("default cells parse"))
-                .collect(),
-            samples: 100,
-            per_process: 10,
-            consumers: 2,
-            grace: herald_subscriber::DEFAULT_DISCONNECT_GRACE,
-            herald_lease: HERALD_DEFAULT_LEASE,
-            settle: Duration::from_secs(3),
-            steady: Duration::from_secs(10),
-            spread: Duration::from_secs(4),
-            listing_timeout: Duration::from_secs(120),
-            seed: 2026,
             host_program: host_program.into(),
+            ..crate::defaults()
         }
     }
 
@@ -206,7 +212,10 @@ mod tests {
             Cell::parse("herald@0s").is_none(),
             "a zero target is refused"
         );
-        assert_eq!(KillSettings::bench("x").cells.len(), 6);
+        let s = KillSettings::bench("x");
+        assert_eq!(s.cells.len(), 6);
+        assert_eq!(s.grace, herald_subscriber::DEFAULT_DISCONNECT_GRACE);
+        assert_eq!(s.herald_lease, crate::peers::settings::HERALD_DEFAULT_LEASE);
     }
 
     #[test]
