@@ -55,7 +55,11 @@ pub struct Settings {
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     pub sizes: Vec<usize>,
     /// Systems, in this order for each size.
-    #[arg(long = "only", value_delimiter = ',', default_value = "herald,herald-shared,etcd,polling")]
+    #[arg(
+        long = "only",
+        value_delimiter = ',',
+        default_value = "herald,herald-shared,etcd,polling"
+    )]
     pub kinds: Vec<Kind>,
     /// Joins measured per run; as many leaves and as many crashes follow, taken from the
     /// joined instances, so that the `size` instances stay up.

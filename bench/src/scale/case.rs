@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use herald_shared::{EtcdConfig, NatsConfig, Subjects};
-use serde::{Deserialize, Serialize};
 use herald_subscriber::Subscriber;
 use herald_testkit::{EtcdServer, NatsServer};
+use serde::{Deserialize, Serialize};
 
 use crate::fleet;
 use crate::metrics::NatsVarz;

@@ -172,8 +172,9 @@ pub struct KillSettings {
 }
 
 fn cell(spec: &str) -> Result<Cell, String> {
-    Cell::parse(spec)
-        .ok_or_else(|| format!("expected herald-advisories|herald|polling@TARGET, e.g. herald@3s"))
+    Cell::parse(spec).ok_or_else(|| {
+        "expected herald-advisories|herald|polling@TARGET, e.g. herald@3s".to_owned()
+    })
 }
 
 impl KillSettings {
