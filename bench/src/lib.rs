@@ -42,6 +42,19 @@ pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
     T::from_arg_matches(&command.get_matches_from(["defaults"])).expect("the defaults parse")
 }
 
+/// A duration above zero, for the options that a rate is divided by or a timer ticks at.
+///
+/// # Errors
+///
+/// When `s` is not a duration (`humantime`'s format) or is zero.
+pub fn nonzero_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be above zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A count of at least one, for the options that take one.
 ///
 /// # Errors
@@ -52,5 +65,25 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".to_owned()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_counts_and_durations_are_refused() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").is_err());
+        assert!(at_least_one("x").is_err());
+        assert_eq!(
+            nonzero_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert!(nonzero_duration("0s").is_err());
+        assert!(nonzero_duration("soon").is_err());
+        let s: peers::Settings = defaults();
+        assert_eq!(s.seed, 2026, "the defaults parse");
     }
 }

@@ -52,7 +52,7 @@ impl Kind {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Instances kept up throughout each run, one run per size.
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000", value_parser = crate::at_least_one)]
     pub sizes: Vec<usize>,
     /// Systems, in this order for each size.
     #[arg(
@@ -66,10 +66,10 @@ pub struct Settings {
     #[arg(long, default_value_t = 100)]
     pub samples: usize,
     /// The crash-detection target every system is tuned to (see `Timing::for_target`).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::nonzero_duration)]
     pub target: Duration,
     /// The steady window over which etcd, NATS and CPU load are read.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::nonzero_duration)]
     pub steady: Duration,
     /// Pause after every instance is listed and before the steady window, so that the
     /// start-up's writes and first keep-alives are behind.

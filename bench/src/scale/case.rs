@@ -28,7 +28,7 @@ pub struct Settings {
     #[arg(skip)]
     pub host_program: PathBuf,
     /// Length of the steady window.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::nonzero_duration)]
     pub window: Duration,
     /// Pause between the full listing and the window (the probe answers, etcd's watchers
     /// catching up).

@@ -155,7 +155,7 @@ pub struct KillSettings {
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
     /// The window over which NATS, etcd and CPU load are read.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::nonzero_duration)]
     pub steady: Duration,
     /// The kills happen at uniformly random offsets within this span.
     #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
