@@ -33,7 +33,7 @@ pub(crate) struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// The subscriber's event capacity.
-    #[arg(long)]
+    #[arg(long, value_parser = herald_bench::at_least_one)]
     event_capacity: Option<usize>,
     /// Start nats-server with the accounts that deliver disconnect advisories, and the
     /// subscriber reading them: a crash must then be removed as `disconnected`.

@@ -54,11 +54,11 @@ const DONE: &str = "bench.done";
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Tokens per measured run.
-    #[arg(long, default_value_t = DEFAULT_TOKENS)]
+    #[arg(long, default_value_t = DEFAULT_TOKENS, value_parser = tokens)]
     tokens: u64,
     /// Rounds of every run; the figures are medians, so that another process's burst on this
     /// small machine moves one round, not the result.
-    #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = herald_bench::at_least_one)]
     rounds: usize,
     /// One kind of run only, for profiling.
     #[arg(long, value_parser = ["raw", "decode", "herald"])]
@@ -68,9 +68,13 @@ pub(crate) struct Args {
     layout: Option<Layout>,
 }
 
+fn tokens(s: &str) -> Result<u64, String> {
+    herald_bench::at_least_one(s).map(|n| n as u64)
+}
+
 fn layout(s: &str) -> Result<Layout, String> {
     let (services, per_service) = s.split_once('x').ok_or("expected SxP, e.g. 100x100")?;
-    let count = |n: &str| n.parse::<usize>().map_err(|e| format!("{n}: {e}"));
+    let count = |n: &str| herald_bench::at_least_one(n).map_err(|e| format!("{n}: {e}"));
     Ok(Layout {
         services: count(services)?,
         per_service: count(per_service)?,
