@@ -19,7 +19,21 @@
 //! - [`process`]: CPU time, RSS and system calls of a process, and the machine's CPU, from `/proc`;
 //! - [`metrics`]: etcd's and nats-server's counters;
 //! - [`child`]: the one protocol with child processes (JSON settings, JSON lines);
-//! - [`alloc`]: a counting global allocator (live bytes, allocations per thread).
+//! - [`alloc`]: a counting global allocator (live bytes, allocations per thread);
+//! - [`defaults`], [`at_least_one`], [`nonzero_duration`]: a scenario's settings as its
+//!   command line.
+//!
+//! # Adding a scenario
+//! 1. Its settings: one struct deriving `clap::Args`, each option with its default in the
+//!    attribute ([`peers::Settings`] is one); `Settings::bench()` is [`defaults`].
+//! 2. Its run: servers from `herald_testkit` (fresh ones, on free ports); processes of its
+//!    own, if any, are this program again under a hidden subcommand, spoken to through
+//!    [`child`]; figures from [`stats`], [`process`] and [`metrics`].
+//! 3. A subcommand in `src/bin/herald-bench/main.rs` that prints the figures.
+//! 4. A smoke test in `bench/tests/` at a tiny size, asserting what the figures claim
+//!    (nextest's `serial-servers` group runs it one at a time with the other tests that
+//!    start servers).
+//! 5. The command, the conditions and the figures in `BENCHMARKS.md`.
 #![deny(missing_docs)]
 
 pub mod alloc;
