@@ -80,7 +80,7 @@ impl Soak {
         }
         self.retire(now);
         let since_start = now.saturating_duration_since(self.started);
-        if since_start >= self.settings.rss_warmup {
+        if since_start >= self.settings.rss_warmup() {
             if let Some(rss) = rss_bytes(None) {
                 self.rss.push((since_start, rss));
             }

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use herald_announcer::{Announcer, AnnouncerHandle};
 use herald_bench::child;
@@ -26,41 +25,39 @@ use tokio::sync::mpsc;
 /// What `churn` takes.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// How long announcers churn (the run then settles and winds down, a few seconds more).
-    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Seed of the decisions (default: a random one, printed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// The subscriber's event capacity.
-    #[arg(long, value_parser = herald_bench::at_least_one)]
-    event_capacity: Option<usize>,
+    #[command(flatten)]
+    settings: Settings,
     /// Start nats-server with the accounts that deliver disconnect advisories, and the
-    /// subscriber reading them: a crash must then be removed as `disconnected`.
+    /// subscriber reading them with its default grace: a crash must then be removed as
+    /// `disconnected`.
     #[arg(long)]
     advisories: bool,
-    /// The subscriber's grace after a disconnect advisory (implies `--advisories`).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    disconnect_grace: Option<Duration>,
     /// RSS growth (last sample - first) tolerated before the run counts as failed.
     #[arg(long, default_value_t = 16)]
     rss_growth_mib: u64,
 }
 
 pub(crate) fn run(args: Args) {
-    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..1_000_000));
-    let program = std::env::current_exe().expect("own path");
-    let mut settings = Settings::new(program, args.duration, seed);
-    if let Some(capacity) = args.event_capacity {
-        settings.event_capacity = capacity;
+    let mut settings = args.settings;
+    if settings.min_live > settings.max_live {
+        clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "--min-live ({}) is above --max-live ({})\n",
+                settings.min_live, settings.max_live
+            ),
+        )
+        .exit();
     }
-    settings.disconnect_grace = args
-        .disconnect_grace
-        .or(args.advisories.then_some(DEFAULT_DISCONNECT_GRACE));
+    settings.fleet_program = std::env::current_exe().expect("own path");
+    if args.advisories && settings.disconnect_grace.is_none() {
+        settings.disconnect_grace = Some(DEFAULT_DISCONNECT_GRACE);
+    }
+    let seed = settings.seed;
     println!(
         "churn: {:?} of churn with seed {seed} (rerun with --seed {seed} for the same \
          decisions)",
-        args.duration
+        settings.duration
     );
     let report = crate::runtime().block_on(churn::run(settings));
     println!("{report}");
