@@ -3,7 +3,9 @@
 //! checked and how). Prints the report; exits with status 1 when a check failed.
 //!
 //! `cargo run --release -p herald-bench -- churn [--duration 600s] [--seed N]
-//! [--event-capacity N] [--advisories] [--disconnect-grace 200ms] [--rss-growth-mib N]`
+//! [--event-capacity N] [--advisories] [--disconnect-grace 200ms] [--rss-growth-mib N]`,
+//! and the soak's knobs (`--interval`, `--ttl`, `--min-live`, `--max-live`, ...: see
+//! `herald-bench help churn`).
 //!
 //! `--advisories` starts nats-server with the accounts that deliver disconnect advisories and
 //! the subscriber reading them (default grace); `--disconnect-grace` sets another grace and
