@@ -38,7 +38,7 @@ pub struct Settings {
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,
     /// Picks timed per strategy.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = crate::at_least_one)]
     pub picks: usize,
     /// Niceness of the host processes (0: as this one). They are the simulation, not the
     /// system measured: on a small machine a positive value keeps them from starving the
