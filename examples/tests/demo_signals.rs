@@ -117,7 +117,16 @@ fn demo_binary() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let manifest = crate_dir.join("../Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let status = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // Without the variables cargo sets for this test: build scripts that watch one of them
+    // (ring's watches CARGO_MANIFEST_DIR) would otherwise be rebuilt here, and again by the
+    // next cargo command of the same target dir.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_for_this_test) {
+            build.env_remove(key);
+        }
+    }
+    let status = build
         .args([
             "build",
             "--quiet",
@@ -136,6 +145,22 @@ fn demo_binary() -> PathBuf {
         .expect("run cargo");
     assert!(status.success(), "cargo could not build the demo");
     profile_dir.join("examples/demo")
+}
+
+/// Whether cargo set `key` for this test binary (its package, crate and paths), as opposed
+/// to the caller's own settings such as `CARGO_HOME` or `CARGO_TARGET_DIR`.
+fn set_for_this_test(key: &str) -> bool {
+    key == "OUT_DIR"
+        || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
 }
 
 /// The direct children of `parent` as (pid, command name), read from `/proc`.
