@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_shared::{State, Token};
+use herald_shared::{State, Token, round_trip};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -277,8 +277,9 @@ impl AnnouncerHandle {
     }
 
     /// Stops announcing: sends a `leaving` token (subscribers drop the instance at once),
-    /// flushes it, then, with etcd, revokes the lease (the key disappears at once), and waits
-    /// for the tasks to end, all within `shutdown_timeout`. After the announcer stopped on
+    /// flushes it, then, with etcd, waits until the server has routed it (one round trip, so
+    /// that subscribers see a goodbye before the deregistration), revokes the lease (the key
+    /// disappears at once), and waits for the tasks to end, all within `shutdown_timeout`. After the announcer stopped on
     /// its own (see [`stopped`](AnnouncerHandle::stopped)) there is nothing left to do.
     ///
     /// With etcd, a goodbye that could not be broadcast (NATS down) is logged as a warning
@@ -317,7 +318,7 @@ impl AnnouncerHandle {
             r.task
         });
         stop.disarm().cancel();
-        let goodbye = goodbye(member, &client, deadline).await;
+        let goodbye = goodbye(member, &client, deadline, registrar.is_some()).await;
         let revoke = match registrar {
             Some(task) => joined(tokio::time::timeout_at(deadline + REPORT_SLACK, task).await),
             None => return goodbye,
@@ -352,12 +353,16 @@ impl AnnouncerHandle {
 
 /// The leaving token, sent and flushed before `deadline`; nothing to send after etcd halted
 /// the announcer. The guard it comes with is dropped once it is flushed, which lets the
-/// registration task revoke.
+/// registration task revoke; with a registration to remove, only once the server has also
+/// handed the token to its subscribers, so that they see a goodbye rather than a
+/// deregistration (the registration task waits half of the time left, no longer).
 async fn goodbye(
     member: Member,
     client: &async_nats::Client,
     deadline: Instant,
+    registered: bool,
 ) -> Result<(), Error> {
+    let routed_within = deadline.saturating_duration_since(Instant::now()) / 2;
     let sent_and_flushed = async {
         let Some(Goodbye { sent, done }) = member.leave().await else {
             return Ok(false);
@@ -367,6 +372,14 @@ async fn goodbye(
             .flush()
             .await
             .map_err(|e| Error::with_source(ErrorKind::Publish, e))?;
+        if registered {
+            if let Err(e) = round_trip::server_handled(client, routed_within).await {
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "leaving token flushed but not confirmed by the server; deregistering anyway"
+                );
+            }
+        }
         drop(done);
         Ok(true)
     };

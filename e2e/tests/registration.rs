@@ -196,6 +196,70 @@ async fn start_registers_and_a_graceful_shutdown_removes_the_key_at_once() {
     assert!(sub.instances("svc").is_empty());
 }
 
+/// The registration goes only after the server has routed the goodbye: with the server
+/// frozen during `shutdown()`, the flushed goodbye waits in its socket, and so does the
+/// revoke. Subscribers then see a goodbye, never a deregistration, for a graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_deregisters_only_after_the_server_routed_its_goodbye() {
+    init_tracing();
+    let (mut nats_server, etcd_server) = (NatsServer::start().await, EtcdServer::start().await);
+    let endpoints = etcd_server.endpoints();
+    let prefix = prefix("goodbye-first");
+    let mut client = etcd_client(&endpoints).await;
+    let sub = subscriber(&nats_server.url(), &endpoints, &prefix).await;
+    let mut events = sub.events();
+    let a = announcer(
+        &nats_server.url(),
+        &endpoints,
+        &prefix,
+        "a",
+        Duration::from_secs(30),
+    )
+    // The revoke waits for the goodbye for half of this, far longer than the freeze; and
+    // the frozen server holds back tokens, so the TTL must outlast the freeze too.
+    .shutdown_timeout(Duration::from_secs(20))
+    .ttl(Duration::from_secs(10))
+    .start()
+    .await
+    .expect("announcer starts");
+    wait_event(&mut events, Duration::from_secs(2), "Added(a)", |e| {
+        is_added(e, "a")
+    })
+    .await;
+
+    nats_server.freeze();
+    let stopping = tokio::spawn(a.shutdown());
+    // Time is the behaviour here: a revoke right after the flush lands within milliseconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        holder(&mut client, &key(&prefix, "a")).await.is_some(),
+        "the registration stays while the goodbye waits in the frozen server"
+    );
+    assert!(!stopping.is_finished(), "shutdown() waits for the server");
+
+    nats_server.thaw();
+    stopping
+        .await
+        .expect("shutdown task")
+        .expect("graceful shutdown");
+    assert_eq!(
+        holder(&mut client, &key(&prefix, "a")).await,
+        None,
+        "the key is gone when shutdown() returns"
+    );
+    let removed = wait_event(
+        &mut events,
+        Duration::from_secs(5),
+        "Removed(a)",
+        |e| matches!(e, Event::Removed { instance, .. } if instance.id() == "a"),
+    )
+    .await;
+    assert!(
+        is_removed(&removed, "a", RemovalCause::Goodbye),
+        "a graceful stop is a goodbye: {removed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_handle_leaves_the_key_to_its_lease() {
     init_tracing();

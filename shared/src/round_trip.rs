@@ -1,10 +1,12 @@
-//! Proof that this connection's subscriptions are active on the server.
+//! Proof that the server has handled what this connection sent: its subscriptions are in
+//! force, its messages routed.
 //!
 //! async-nats's `flush()` only proves that bytes left the socket: a message published from
 //! another connection right after `subscribe()` + `flush()` can still miss the new
-//! subscription. A NATS server handles one connection's protocol lines in order, so once a
-//! message this connection publishes to its own fresh inbox comes back, every `SUB` sent
-//! before it is in force.
+//! subscription, and a message flushed here may still sit unread in the server's socket.
+//! A NATS server handles one connection's protocol lines in order, so once a message this
+//! connection publishes to its own fresh inbox comes back, every `SUB` sent before it is in
+//! force and every `PUB` sent before it has been handed to its subscribers.
 
 use std::time::Duration;
 
@@ -27,6 +29,19 @@ pub enum RoundTripError {
 ///
 /// [`RoundTripError::TimedOut`] when no echo arrives within `timeout`.
 pub async fn confirm_subscriptions(
+    client: &async_nats::Client,
+    timeout: Duration,
+) -> Result<(), RoundTripError> {
+    server_handled(client, timeout).await
+}
+
+/// Waits until the server has handled everything this connection sent before this call:
+/// its subscriptions are active, and its messages are on their way to every subscriber.
+///
+/// # Errors
+///
+/// [`RoundTripError::TimedOut`] when no echo arrives within `timeout`.
+pub async fn server_handled(
     client: &async_nats::Client,
     timeout: Duration,
 ) -> Result<(), RoundTripError> {

@@ -249,6 +249,24 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its sockets stay open and accept bytes, but it handles
+    /// nothing until [`thaw`](NatsServer::thaw), as a hung server would.
+    pub fn freeze(&mut self) {
+        self.send(rustix::process::Signal::STOP, "frozen");
+    }
+
+    /// Lets a frozen server run again (SIGCONT); it then handles what arrived meanwhile.
+    pub fn thaw(&mut self) {
+        self.send(rustix::process::Signal::CONT, "thawed");
+    }
+
+    fn send(&mut self, signal: rustix::process::Signal, what: &str) {
+        if let Some(child) = self.child.as_mut() {
+            child.signal(signal.as_raw()).expect("signal nats-server");
+            tracing::info!(port = self.port, pid = child.pid(), "nats-server {what}");
+        }
+    }
+
     /// Lame-duck mode (`nats-server --signal ldm`, SIGUSR2): the server stops accepting
     /// clients, closes its clients one by one (they reconnect elsewhere), then exits. Waits up
     /// to `within` for the exit; panics otherwise. nats-server 2.9 spreads the closes over

@@ -1,5 +1,5 @@
-//! Real `nats-server` processes: readiness, kill and restart on the same port, distinct ports,
-//! auth, TLS, and a routed cluster.
+//! Real `nats-server` processes: readiness, kill and restart on the same port, freezing,
+//! distinct ports, auth, TLS, and a routed cluster.
 
 use std::time::Duration;
 
@@ -53,6 +53,30 @@ async fn start_kill_restart_same_port() {
     assert!(nats.is_running());
     let (info, _conn) = first_line(port).await.unwrap();
     assert!(info.starts_with("INFO "), "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_server_answers_only_once_thawed() {
+    let mut nats = NatsServer::start().await;
+    let (_, mut conn) = first_line(nats.port()).await.unwrap();
+    conn.get_mut()
+        .write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .await
+        .unwrap();
+
+    nats.freeze();
+    assert!(nats.is_running(), "a frozen server is not dead");
+    conn.get_mut().write_all(b"PING\r\n").await.unwrap();
+    let mut line = String::new();
+    let early = tokio::time::timeout(Duration::from_millis(300), conn.read_line(&mut line)).await;
+    assert!(early.is_err(), "a frozen server answered: {line:?}");
+
+    nats.thaw();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_line(&mut line))
+        .await
+        .expect("the thawed server answers what arrived while frozen")
+        .unwrap();
+    assert_eq!(line, "PONG\r\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
