@@ -250,9 +250,21 @@ impl NatsServer {
     }
 
     /// Freezes the server (SIGSTOP): its sockets stay open and accept bytes, but it handles
-    /// nothing until [`thaw`](NatsServer::thaw), as a hung server would.
+    /// nothing until [`thaw`](NatsServer::thaw), as a hung server would. Returns once every
+    /// thread of the process is stopped (a signal is delivered asynchronously).
     pub fn freeze(&mut self) {
         self.send(rustix::process::Signal::STOP, "frozen");
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while !all_threads_stopped(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server (pid {pid}) not stopped {READY_TIMEOUT:?} after SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a frozen server run again (SIGCONT); it then handles what arrived meanwhile.
@@ -394,4 +406,18 @@ pub(crate) async fn sends_info(port: u16) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// Whether every thread of `pid` is stopped by a signal (state `T` in `/proc`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    })
 }
