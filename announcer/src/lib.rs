@@ -69,6 +69,7 @@
 //! - `etcd_calls`: the registration's etcd calls, bounded, their answers sorted;
 //! - [`status`]: the reason an announcer stopped ([`Stopped`]);
 //! - `schedule`: the timing rules (jitter, probe coalescing, early-token rate limit), pure;
+//! - `pacer`: the bound on how fast `seq` advances, which subscribers hold tokens to;
 //! - [`handle`]: [`AnnouncerHandle`], the running announcer: load, drain, metadata, shutdown;
 //! - [`stats`]: the counters;
 //! - [`error`]: [`Error`] and [`ErrorKind`];
@@ -82,6 +83,7 @@ pub mod handle;
 mod instance_id;
 mod messages;
 mod namesake;
+mod pacer;
 mod plan;
 mod predecessor;
 mod probes;

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::error::{Error, ErrorKind};
 use crate::handle::{AnnouncerHandle, Registration};
 use crate::messages::Standing;
+use crate::pacer::Pacer;
 use crate::plan::{Connection, Plan};
 use crate::predecessor::Predecessor;
 use crate::registrar::{self, Links, Setup};
@@ -153,6 +154,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         load: token.load,
         fullness: Fullness::new(settings.full_token_every),
         schedule: Schedule::new(settings.timing, now, token.load, fastrand::Rng::new()),
+        pacer: Pacer::new(now),
         token,
         next_seq: unix_micros(),
         probes,

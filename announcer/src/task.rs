@@ -17,6 +17,7 @@ use tokio_util::sync::DropGuard;
 
 use crate::error::{Error, ErrorKind};
 use crate::messages::Standing;
+use crate::pacer::Pacer;
 use crate::plan::LoadFn;
 use crate::probes::ProbeFeed;
 use crate::reconnects::Link;
@@ -36,6 +37,8 @@ pub(crate) struct Broadcaster {
     /// Which tokens go in full and which as heartbeats.
     pub(crate) fullness: Fullness,
     pub(crate) schedule: Schedule,
+    /// Keeps `seq` within the advance subscribers accept.
+    pub(crate) pacer: Pacer,
     /// The subscriptions of the probes it answers, shared on the connection.
     pub(crate) probes: ProbeFeed,
     /// Loads set through the handle, read when the scheduler is told of one.
@@ -165,7 +168,15 @@ impl Broadcaster {
             // etcd ended this incarnation: the key is someone else's, or nobody's.
             return Err(Error::new(ErrorKind::Stopped));
         }
-        let now = Instant::now();
+        let mut now = Instant::now();
+        let ready = self.pacer.ready_at(now);
+        if ready > now {
+            // Only a burst of changes gets here; a subscriber would drop a token further
+            // ahead than the pace allows.
+            tokio::time::sleep_until(ready).await;
+            now = ready;
+        }
+        self.pacer.spend(now);
         self.token.seq = self.next_seq;
         self.next_seq += 1;
         self.token.load = self.load;

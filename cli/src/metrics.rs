@@ -120,6 +120,7 @@ impl Collector for Scrape {
             &[
                 ("stale_epoch", s.stale_epoch_drops),
                 ("duplicate", s.duplicate_drops),
+                ("seq_jump", s.seq_jump_drops),
                 ("goodbye_unknown", s.goodbye_unknown_drops),
                 ("unregistered", s.unregistered_drops),
                 ("identity_mismatch", s.identity_mismatch_drops),
@@ -150,6 +151,18 @@ impl Collector for Scrape {
             "tokens_lost",
             "Tokens lost in transit, from seq gaps.",
             s.tokens_lost,
+        )?;
+        counter(
+            e,
+            "seq_rebased",
+            "Tokens accepted outside an instance's run after it was quiet for half its TTL (a forged seq within the bound, or a restart without etcd).",
+            s.rebased,
+        )?;
+        counter(
+            e,
+            "goodbyes_refuted",
+            "Goodbyes of registered instances that no deletion followed and a later token refuted (forged goodbyes).",
+            s.refuted_goodbyes,
         )?;
         counter(
             e,

@@ -18,6 +18,7 @@
 //! - [`token`]: the token type (owned and borrowed forms) and instance states;
 //! - [`codec`]: MessagePack encoding, decoding, and the admission check with reject reasons;
 //! - [`validate`]: every bound of the design, with errors that name the field;
+//! - [`pace`]: how fast a token's `seq` may advance (announcers keep it, subscribers hold to it);
 //! - [`subject`]: NATS subjects and etcd keys, formatted only here;
 //! - [`config`]: NATS settings and the connection helper (fast, jittered reconnects);
 //! - [`etcd`]: etcd settings and the connection helper (fails fast: unreachable or refused);
@@ -29,6 +30,7 @@ pub mod backoff;
 pub mod codec;
 pub mod config;
 pub mod etcd;
+pub mod pace;
 pub mod round_trip;
 pub mod subject;
 pub mod token;

@@ -91,6 +91,11 @@ fn state_to_u8(s: State) -> u8 {
     }
 }
 
+/// A goodbye awaiting its registration's deletion: the entry reads as leaving, and keeps the
+/// state its instance announced before (`GOODBYE_PENDING + that state`) in case the goodbye
+/// proves false.
+const GOODBYE_PENDING: u8 = 3;
+
 fn state_from_u8(v: u8) -> State {
     match v {
         0 => State::Up,
@@ -191,8 +196,30 @@ impl Entry {
         state_from_u8(self.state.load(Relaxed))
     }
 
+    /// Sets the state its instance announced; a pending goodbye is forgotten.
     pub(crate) fn set_state(&self, s: State) {
         self.state.store(state_to_u8(s), Relaxed);
+    }
+
+    /// A goodbye of a registered instance arrived: it reads as leaving until its deletion
+    /// removes it, or a token of its run refutes the goodbye.
+    pub(crate) fn await_deletion(&self) {
+        let now = self.state.load(Relaxed);
+        if now < GOODBYE_PENDING {
+            self.state.store(GOODBYE_PENDING + now, Relaxed);
+        }
+    }
+
+    /// Whether a goodbye of it awaits its registration's deletion.
+    pub(crate) fn goodbye_pending(&self) -> bool {
+        self.state.load(Relaxed) >= GOODBYE_PENDING
+    }
+
+    /// The state its instance announced last, not counting a pending goodbye: what a
+    /// heartbeat, which carries no state, goes on saying.
+    pub(crate) fn announced_state(&self) -> State {
+        let v = self.state.load(Relaxed);
+        state_from_u8(v.checked_sub(GOODBYE_PENDING).unwrap_or(v))
     }
 }
 

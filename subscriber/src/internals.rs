@@ -104,15 +104,18 @@ impl BareStore {
 }
 
 /// The merge decision for the commonest input: a token `(7, token_seq)` of a live, confirmed
-/// instance last seen at `(7, live_seq)`, with the same identity; `registry`: its
-/// registration (epoch 7) is known, as with etcd. Returns whether the token refreshes the
-/// instance (a newer seq) rather than being dropped.
+/// instance last seen at `(7, live_seq)` one second ago, with the same identity; `registry`:
+/// its registration (epoch 7) is known, as with etcd. Returns whether the token refreshes the
+/// instance (a newer seq within the pace) rather than being dropped.
 pub fn merge_refresh(registry: bool, live_seq: u64, token_seq: u64) -> bool {
     let facts = Facts {
         live: Some(Live {
             epoch: 7,
             seq: live_seq,
             confirmed: true,
+            quiet_ms: 1_000,
+            ttl_ms: 3_000,
+            goodbye_ms: None,
         }),
         registration: registry.then_some(Registered { epoch: 7, lease: 1 }),
         ..Facts::default()

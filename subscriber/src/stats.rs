@@ -23,6 +23,9 @@ pub(crate) struct Counters {
     pub(crate) rejected: [AtomicU64; Reject::COUNT],
     pub(crate) stale_epoch: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) seq_jumps: AtomicU64,
+    pub(crate) rebased: AtomicU64,
+    pub(crate) refuted_goodbyes: AtomicU64,
     pub(crate) goodbye_unknown: AtomicU64,
     pub(crate) unregistered: AtomicU64,
     pub(crate) identity_mismatch: AtomicU64,
@@ -67,6 +70,7 @@ impl Counters {
         match r {
             DropReason::StaleEpoch => &self.stale_epoch,
             DropReason::Duplicate => &self.duplicates,
+            DropReason::SeqJump => &self.seq_jumps,
             DropReason::GoodbyeUnknown => &self.goodbye_unknown,
             DropReason::Unregistered => &self.unregistered,
             DropReason::IdentityMismatch => &self.identity_mismatch,
@@ -106,6 +110,9 @@ impl Counters {
                 .collect(),
             stale_epoch_drops: get(&self.stale_epoch),
             duplicate_drops: get(&self.duplicates),
+            seq_jump_drops: get(&self.seq_jumps),
+            rebased: get(&self.rebased),
+            refuted_goodbyes: get(&self.refuted_goodbyes),
             goodbye_unknown_drops: get(&self.goodbye_unknown),
             unregistered_drops: get(&self.unregistered),
             identity_mismatch_drops: get(&self.identity_mismatch),
@@ -159,6 +166,16 @@ pub struct Stats {
     pub stale_epoch_drops: u64,
     /// Duplicate or reordered tokens (same epoch, `seq` not newer), dropped.
     pub duplicate_drops: u64,
+    /// Tokens whose `seq` ran further ahead of the listed run than their sender could have
+    /// sent since its last accepted token ([`herald_shared::pace`]), dropped: forgeries.
+    pub seq_jump_drops: u64,
+    /// Times a token outside the listed run was accepted because the entry had been quiet for
+    /// half its TTL, re-basing its `seq`: after a forged `seq` within the bound (the real
+    /// tokens take the entry back), or a restart under the same id without etcd.
+    pub rebased: u64,
+    /// Goodbyes of registered instances that their registration's deletion did not follow,
+    /// shown false by a later token of the instance (forged goodbyes). The instance stays.
+    pub refuted_goodbyes: u64,
     /// Goodbyes for instances not listed, dropped.
     pub goodbye_unknown_drops: u64,
     /// Tokens dropped as unregistered (registry mode): epoch 0 while unregistered instances

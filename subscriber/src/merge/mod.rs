@@ -11,6 +11,8 @@
 #[cfg(test)]
 mod tests;
 
+use herald_shared::pace::max_seq_advance;
+
 use crate::event::RemovalCause;
 
 /// How the subscriber judges tokens.
@@ -31,26 +33,39 @@ impl Mode {
     };
 }
 
-/// An `(epoch, seq)` pair: a live entry's, a tombstone's or a held token's.
+/// An `(epoch, seq)` pair: a live entry's, a tombstone's or a held token's; or a deletion's
+/// fence, older than which every token is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Known {
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
+    /// A deletion's fence `(revision - 1, any seq)`: every token of an epoch below the
+    /// deletion is older than it. A flag, not a reserved `seq`: a token may carry any `seq`.
+    pub(crate) fence: bool,
 }
 
-/// The `seq` of a deletion's tombstone `(revision - 1, FENCE_SEQ)`: every token of an epoch
-/// below the deletion is older than it.
-pub(crate) const FENCE_SEQ: u64 = u64::MAX;
-
 impl Known {
-    /// Whether this is a deletion's fence rather than a removed entry's last token.
-    pub(crate) fn is_fence(self) -> bool {
-        self.seq == FENCE_SEQ
+    /// The last token of an entry, or a held token.
+    pub(crate) fn token(epoch: u64, seq: u64) -> Known {
+        Known {
+            epoch,
+            seq,
+            fence: false,
+        }
+    }
+
+    /// The fence a deletion at `revision` leaves.
+    fn fence(revision: u64) -> Known {
+        Known {
+            epoch: revision.saturating_sub(1),
+            seq: u64::MAX,
+            fence: true,
+        }
     }
 
     /// Why a token `(epoch, seq)` is not newer than this, if it is not.
     fn outranks(self, epoch: u64, seq: u64) -> Option<DropReason> {
-        if epoch < self.epoch || (epoch == self.epoch && self.is_fence()) {
+        if epoch < self.epoch || (epoch == self.epoch && self.fence) {
             Some(DropReason::StaleEpoch)
         } else if epoch == self.epoch && seq <= self.seq {
             Some(DropReason::Duplicate)
@@ -67,7 +82,48 @@ pub(crate) struct Live {
     pub(crate) seq: u64,
     /// A token of it was heard since the subscriber started (not only its registration).
     pub(crate) confirmed: bool,
+    /// Milliseconds since its last accepted token, or since the fresh TTL it was given.
+    pub(crate) quiet_ms: u64,
+    pub(crate) ttl_ms: u32,
+    /// A goodbye that awaits its registration's deletion: milliseconds since it was heard.
+    pub(crate) goodbye_ms: Option<u64>,
 }
+
+impl Live {
+    fn known(self) -> Known {
+        Known::token(self.epoch, self.seq)
+    }
+
+    /// Whether a token of this entry's epoch with `seq` continues its run, and if it does
+    /// not, whether it re-bases the run (`Ok(true)`) or is dropped.
+    ///
+    /// A run advances by at most [`max_seq_advance`] over the time since its last accepted
+    /// token, so one forged token cannot push `seq` out of the real tokens' reach. A token
+    /// that neither continues the run nor is newer than it is accepted all the same once
+    /// the entry has been quiet for half its TTL (or a goodbye of it has waited
+    /// [`GOODBYE_PROOF_MS`] for its deletion): whatever a forged token did to `seq`, the
+    /// instance's own tokens re-base it before its deadline, and a restarted process
+    /// without etcd takes its place.
+    fn run_order(self, seq: u64) -> Result<bool, DropReason> {
+        let newer = seq > self.seq;
+        // An entry only registered so far has no run yet: its first token starts one.
+        if newer && (!self.confirmed || seq - self.seq <= max_seq_advance(self.quiet_ms)) {
+            return Ok(false);
+        }
+        let quiet = self.quiet_ms >= u64::from(self.ttl_ms) / 2
+            || self.goodbye_ms.is_some_and(|ms| ms >= GOODBYE_PROOF_MS);
+        match (quiet, newer) {
+            (true, _) => Ok(true),
+            (false, false) => Err(DropReason::Duplicate),
+            (false, true) => Err(DropReason::SeqJump),
+        }
+    }
+}
+
+/// How long a goodbye of a registered instance waits for its registration's deletion before
+/// a token of the instance's run may refute it. Tokens sent before a goodbye arrive within
+/// milliseconds of it; an announcer deletes its registration right after it.
+pub(crate) const GOODBYE_PROOF_MS: u64 = 500;
 
 /// The registration of a key as last seen through etcd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +189,9 @@ pub(crate) enum Effect {
     /// Update the live entry in place from the token (seq, load, state, deadline) and mark it
     /// confirmed.
     Refresh,
+    /// A goodbye of a registered instance: refresh the entry from it, so that it is no longer
+    /// picked, but keep it listed until its registration's deletion confirms the goodbye.
+    Leave,
     /// Replace the live entry with a new record: the token's (bus mode), or the registration's
     /// (a PUT of the same lease, or of a key listed unregistered), keeping the live fields.
     Replace,
@@ -195,6 +254,11 @@ pub(crate) struct Outcome {
     pub(crate) tombstone: TombstoneChange,
     pub(crate) held: HeldChange,
     pub(crate) retired: RetiredChange,
+    /// The accepted token did not continue the entry's run but re-based it (see
+    /// [`Live::run_order`]): no loss is counted from its `seq`.
+    pub(crate) rebased: bool,
+    /// The accepted token showed the entry's pending goodbye false: the instance goes on.
+    pub(crate) refuted_goodbye: bool,
 }
 
 impl Outcome {
@@ -205,6 +269,8 @@ impl Outcome {
         tombstone: TombstoneChange::Keep,
         held: HeldChange::Keep,
         retired: RetiredChange::Keep,
+        rebased: false,
+        refuted_goodbye: false,
     };
 
     fn effect(effect: Effect) -> Outcome {
@@ -242,6 +308,9 @@ pub enum DropReason {
     StaleEpoch,
     /// Same epoch, `seq` not newer: a duplicate or a reordered token.
     Duplicate,
+    /// Same epoch, `seq` further ahead than its sender could have gone since the last
+    /// accepted token (see [`herald_shared::pace`]): a forgery.
+    SeqJump,
     /// A `leaving` token for an instance that is not listed (already gone or never seen).
     GoodbyeUnknown,
     /// Not registered in etcd: epoch 0 in registry mode (unless allowed), or an epoch etcd
@@ -262,23 +331,20 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
         Input::Deadline { preserving } => match facts.live {
             None => Outcome::NOTHING,
             Some(_) if preserving => Outcome::effect(Effect::Extend),
-            Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Expired)).tombstone(
-                TombstoneChange::Set(Known {
-                    epoch: l.epoch,
-                    seq: l.seq,
-                }),
-            ),
+            Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Expired))
+                .tombstone(TombstoneChange::Set(l.known())),
         },
         // The process died: as final as a missed deadline, only sooner. A token of a later
-        // seq (a false alarm) lists it again.
+        // seq (a false alarm) lists it again. After a goodbye it was a graceful stop.
         Input::ConnectionClosed => match facts.live {
             None => Outcome::NOTHING,
-            Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Disconnected)).tombstone(
-                TombstoneChange::Set(Known {
-                    epoch: l.epoch,
-                    seq: l.seq,
-                }),
-            ),
+            Some(l) => {
+                let cause = match l.goodbye_ms {
+                    Some(_) => RemovalCause::Goodbye,
+                    None => RemovalCause::Disconnected,
+                };
+                Outcome::effect(Effect::Remove(cause)).tombstone(TombstoneChange::Set(l.known()))
+            }
         },
         Input::HeldTimeout => match facts.held {
             None => Outcome::NOTHING,
@@ -290,24 +356,28 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
     }
 }
 
-/// A token ordered against the live entry (or, without one, the tombstone): stale and
-/// duplicate tokens drop, a goodbye removes, anything else adds, refreshes or replaces.
+/// A token ordered against the live entry's run (or, without one, the tombstone): stale,
+/// duplicate and jumping tokens drop; a goodbye removes, or with a registration marks the
+/// entry leaving until the deletion confirms it; anything else adds, refreshes or replaces.
 fn bus_token(facts: &Facts, t: TokenFacts) -> Outcome {
-    let latest = facts
-        .live
-        .map(|l| Known {
-            epoch: l.epoch,
-            seq: l.seq,
-        })
-        .or(facts.tombstone);
-    if let Some(reason) = latest.and_then(|k| k.outranks(t.epoch, t.seq)) {
-        return Outcome::drop(reason);
-    }
-    let after = TombstoneChange::Set(Known {
-        epoch: t.epoch,
-        seq: t.seq,
-    });
-    match facts.live {
+    let rebased = match facts.live {
+        Some(l) if l.epoch == t.epoch => match l.run_order(t.seq) {
+            Ok(rebased) => rebased,
+            Err(reason) => return Outcome::drop(reason),
+        },
+        _ => {
+            let latest = facts.live.map(Live::known).or(facts.tombstone);
+            if let Some(reason) = latest.and_then(|k| k.outranks(t.epoch, t.seq)) {
+                return Outcome::drop(reason);
+            }
+            false
+        }
+    };
+    let after = TombstoneChange::Set(Known::token(t.epoch, t.seq));
+    let outcome = match facts.live {
+        // Only the registration's owner can delete it: a goodbye anyone could forge waits
+        // for that proof, while picks already pass the instance by.
+        Some(_) if t.leaving && facts.registration.is_some() => Outcome::effect(Effect::Leave),
         Some(_) if t.leaving => {
             Outcome::effect(Effect::Remove(RemovalCause::Goodbye)).tombstone(after)
         }
@@ -315,6 +385,11 @@ fn bus_token(facts: &Facts, t: TokenFacts) -> Outcome {
         Some(l) if l.epoch == t.epoch && t.same_identity => Outcome::effect(Effect::Refresh),
         Some(_) => Outcome::effect(Effect::Replace),
         None => Outcome::effect(Effect::Add { confirmed: true }),
+    };
+    Outcome {
+        rebased,
+        refuted_goodbye: !t.leaving && facts.live.is_some_and(|l| l.goodbye_ms.is_some()),
+        ..outcome
     }
 }
 
@@ -417,18 +492,16 @@ fn delete(facts: &Facts, revision: u64) -> Outcome {
         return Outcome::NOTHING;
     }
     // Every token of an epoch below the deletion is fenced out from now on.
-    let fence = Known {
-        epoch: revision.saturating_sub(1),
-        seq: FENCE_SEQ,
-    };
+    let fence = Known::fence(revision);
     let fenced_more = facts
         .tombstone
-        .is_some_and(|k| k.epoch > fence.epoch || (k.epoch == fence.epoch && k.is_fence()));
+        .is_some_and(|k| k.epoch > fence.epoch || (k.epoch == fence.epoch && k.fence));
     Outcome {
-        effect: if facts.live.is_some() {
-            Effect::Remove(RemovalCause::Deregistered)
-        } else {
-            Effect::None
+        effect: match facts.live {
+            // The deletion its goodbye waited for.
+            Some(l) if l.goodbye_ms.is_some() => Effect::Remove(RemovalCause::Goodbye),
+            Some(_) => Effect::Remove(RemovalCause::Deregistered),
+            None => Effect::None,
         },
         registration: if facts.registration.is_some() {
             RegistrationChange::Clear

@@ -16,6 +16,9 @@ fn live(epoch: u64, seq: u64) -> Option<Live> {
         epoch,
         seq,
         confirmed: true,
+        quiet_ms: 1_000,
+        ttl_ms: 3_000,
+        goodbye_ms: None,
     })
 }
 
@@ -24,7 +27,7 @@ fn reg(epoch: u64, lease: i64) -> Option<Registered> {
 }
 
 fn known(epoch: u64, seq: u64) -> Option<Known> {
-    Some(Known { epoch, seq })
+    Some(Known::token(epoch, seq))
 }
 
 fn tok(epoch: u64, seq: u64) -> Input {
@@ -132,7 +135,7 @@ fn bus_mode_orders_tokens_by_epoch_then_seq() {
             bye(7, 11),
             &|o| {
                 effect(o) == Effect::Remove(RemovalCause::Goodbye)
-                    && o.tombstone == TombstoneChange::Set(Known { epoch: 7, seq: 11 })
+                    && o.tombstone == TombstoneChange::Set(Known::token(7, 11))
             },
         ),
         (
@@ -142,7 +145,7 @@ fn bus_mode_orders_tokens_by_epoch_then_seq() {
             bye(0, 3),
             &|o| {
                 dropped(o) == Some(DropReason::GoodbyeUnknown)
-                    && o.tombstone == TombstoneChange::Set(Known { epoch: 0, seq: 3 })
+                    && o.tombstone == TombstoneChange::Set(Known::token(0, 3))
             },
         ),
     ]);
@@ -237,11 +240,11 @@ fn registry_mode_applies_only_the_registered_epoch_and_identity() {
             &|o| effect(o) == Effect::Add { confirmed: true },
         ),
         (
-            "a goodbye of the registered epoch removes",
+            "a goodbye of the registered epoch stops picks, and waits for the deletion",
             REGISTRY,
             f,
             bye(10, 6),
-            &|o| effect(o) == Effect::Remove(RemovalCause::Goodbye),
+            &|o| effect(o) == Effect::Leave && o.accepted() && o.tombstone == TombstoneChange::Keep,
         ),
         (
             "a goodbye with another address is a mismatch",
@@ -270,7 +273,7 @@ fn registry_mode_holds_tokens_ahead_of_their_registration() {
         ..Facts::default()
     };
     let deleted = Facts {
-        tombstone: known(11, u64::MAX),
+        tombstone: Some(Known::fence(12)),
         ..Facts::default()
     };
     table(&[
@@ -474,11 +477,7 @@ fn a_delete_removes_and_fences_older_epochs() {
             &|o| {
                 effect(o) == Effect::Remove(RemovalCause::Deregistered)
                     && o.registration == RegistrationChange::Clear
-                    && o.tombstone
-                        == TombstoneChange::Set(Known {
-                            epoch: 14,
-                            seq: u64::MAX,
-                        })
+                    && o.tombstone == TombstoneChange::Set(Known::fence(15))
                     && o.held == HeldChange::Drop(DropReason::StaleEpoch)
             },
         ),
@@ -513,7 +512,7 @@ fn deadlines_expire_unless_our_own_link_is_down() {
             Input::Deadline { preserving: false },
             &|o| {
                 effect(o) == Effect::Remove(RemovalCause::Expired)
-                    && o.tombstone == TombstoneChange::Set(Known { epoch: 10, seq: 5 })
+                    && o.tombstone == TombstoneChange::Set(Known::token(10, 5))
             },
         ),
         (
@@ -546,7 +545,7 @@ fn a_closed_connection_removes_at_once_and_a_later_token_lists_again() {
             Input::ConnectionClosed,
             &|o| {
                 effect(o) == Effect::Remove(RemovalCause::Disconnected)
-                    && o.tombstone == TombstoneChange::Set(Known { epoch: 10, seq: 5 })
+                    && o.tombstone == TombstoneChange::Set(Known::token(10, 5))
                     && o.registration == RegistrationChange::Keep
             },
         ),
@@ -661,4 +660,267 @@ fn loss_is_counted_from_gaps_within_a_run() {
         "a new run is not loss"
     );
     assert_eq!(lost_between(10, 9), 0);
+}
+
+/// A confirmed entry of epoch 7 at seq 1000, last heard `quiet_ms` ago, TTL 3 s.
+fn heard(quiet_ms: u64) -> Facts {
+    Facts {
+        live: Some(Live {
+            epoch: 7,
+            seq: 1_000,
+            confirmed: true,
+            quiet_ms,
+            ttl_ms: 3_000,
+            goodbye_ms: None,
+        }),
+        ..Facts::default()
+    }
+}
+
+#[test]
+fn seq_advances_only_as_far_as_its_sender_could_have_sent() {
+    use herald_shared::pace::max_seq_advance;
+    let bound = max_seq_advance(1_000);
+    table(&[
+        (
+            "the next seq continues the run",
+            Mode::BUS,
+            heard(1_000),
+            tok(7, 1_001),
+            &|o| effect(o) == Effect::Refresh && !o.rebased,
+        ),
+        (
+            "a gap within the pace continues the run (the gap is loss)",
+            Mode::BUS,
+            heard(1_000),
+            tok(7, 1_000 + bound),
+            &|o| effect(o) == Effect::Refresh && !o.rebased,
+        ),
+        (
+            "one past the pace is a jump, dropped",
+            Mode::BUS,
+            heard(1_000),
+            tok(7, 1_001 + bound),
+            &|o| dropped(o) == Some(DropReason::SeqJump) && effect(o) == Effect::None,
+        ),
+        (
+            "seq + 5000 a second after the last token is a jump",
+            Mode::BUS,
+            heard(1_000),
+            tok(7, 6_000),
+            &|o| dropped(o) == Some(DropReason::SeqJump),
+        ),
+        (
+            "the largest seq is a jump",
+            Mode::BUS,
+            heard(1_000),
+            tok(7, u64::MAX),
+            &|o| dropped(o) == Some(DropReason::SeqJump),
+        ),
+        (
+            "in registry mode too",
+            REGISTRY,
+            Facts {
+                registration: reg(7, 1),
+                ..heard(1_000)
+            },
+            tok(7, u64::MAX),
+            &|o| dropped(o) == Some(DropReason::SeqJump),
+        ),
+        (
+            "a forged goodbye far ahead is a jump: nothing is removed",
+            Mode::BUS,
+            heard(1_000),
+            bye(7, u64::MAX),
+            &|o| dropped(o) == Some(DropReason::SeqJump) && effect(o) == Effect::None,
+        ),
+        (
+            "a registered entry not yet heard takes its first token whatever its seq",
+            REGISTRY,
+            Facts {
+                live: Some(Live {
+                    confirmed: false,
+                    seq: 0,
+                    ..heard(1_000).live.unwrap()
+                }),
+                registration: reg(7, 1),
+                ..Facts::default()
+            },
+            tok(7, 1_765_000_000_000_000),
+            &|o| effect(o) == Effect::Refresh && !o.rebased,
+        ),
+        (
+            "a jump of a new epoch is no jump: epochs order first",
+            Mode::BUS,
+            heard(0),
+            tok(8, u64::MAX),
+            &|o| effect(o) == Effect::Replace,
+        ),
+    ]);
+}
+
+#[test]
+fn a_quiet_entry_is_rebased_by_the_next_token_whatever_its_seq() {
+    table(&[
+        (
+            "behind the run, before half the TTL: a duplicate",
+            Mode::BUS,
+            heard(1_499),
+            tok(7, 900),
+            &|o| dropped(o) == Some(DropReason::Duplicate),
+        ),
+        (
+            "behind the run after half the TTL: the run is re-based on it",
+            Mode::BUS,
+            heard(1_500),
+            tok(7, 900),
+            &|o| effect(o) == Effect::Refresh && o.rebased && o.accepted(),
+        ),
+        (
+            "far ahead before half the TTL: a jump",
+            Mode::BUS,
+            heard(1_499),
+            tok(7, 50_000),
+            &|o| dropped(o) == Some(DropReason::SeqJump),
+        ),
+        (
+            "far ahead after half the TTL (a restart without etcd): re-based",
+            Mode::BUS,
+            heard(1_500),
+            other_identity(7, 1_765_000_000_000_000),
+            &|o| effect(o) == Effect::Replace && o.rebased,
+        ),
+        (
+            "a re-basing goodbye still removes (bus mode)",
+            Mode::BUS,
+            heard(2_000),
+            bye(7, 900),
+            &|o| effect(o) == Effect::Remove(RemovalCause::Goodbye) && o.rebased,
+        ),
+    ]);
+}
+
+#[test]
+fn a_registered_goodbye_is_believed_as_far_as_its_deletion_goes() {
+    let registered = |quiet_ms: u64, goodbye: bool| Facts {
+        live: Some(Live {
+            goodbye_ms: goodbye.then_some(quiet_ms),
+            ..heard(quiet_ms).live.unwrap()
+        }),
+        registration: reg(7, 1),
+        ..Facts::default()
+    };
+    table(&[
+        (
+            "a goodbye marks the entry leaving, it stays listed",
+            REGISTRY,
+            registered(1_000, false),
+            bye(7, 1_001),
+            &|o| effect(o) == Effect::Leave && !o.refuted_goodbye,
+        ),
+        (
+            "without a registration (allowed epoch 0) a goodbye removes at once",
+            REGISTRY_OPEN,
+            Facts {
+                live: Some(Live {
+                    epoch: 0,
+                    ..heard(1_000).live.unwrap()
+                }),
+                ..Facts::default()
+            },
+            bye(0, 1_001),
+            &|o| effect(o) == Effect::Remove(RemovalCause::Goodbye),
+        ),
+        (
+            "the deletion that follows removes it as a goodbye",
+            REGISTRY,
+            registered(3, true),
+            Input::Delete { revision: 9 },
+            &|o| {
+                effect(o) == Effect::Remove(RemovalCause::Goodbye)
+                    && o.registration == RegistrationChange::Clear
+                    && o.tombstone == TombstoneChange::Set(Known::fence(9))
+            },
+        ),
+        (
+            "a deletion without a goodbye is a deregistration",
+            REGISTRY,
+            registered(3, false),
+            Input::Delete { revision: 9 },
+            &|o| effect(o) == Effect::Remove(RemovalCause::Deregistered),
+        ),
+        (
+            "its connection closing after a goodbye is the graceful stop's",
+            REGISTRY,
+            registered(3, true),
+            Input::ConnectionClosed,
+            &|o| effect(o) == Effect::Remove(RemovalCause::Goodbye),
+        ),
+        (
+            "a token sent before the goodbye, arriving after it, is a duplicate",
+            REGISTRY,
+            registered(GOODBYE_PROOF_MS - 1, true),
+            tok(7, 999),
+            &|o| dropped(o) == Some(DropReason::Duplicate),
+        ),
+        (
+            "a later token of the run refutes the goodbye at once",
+            REGISTRY,
+            registered(10, true),
+            tok(7, 1_001),
+            &|o| effect(o) == Effect::Refresh && o.refuted_goodbye && !o.rebased,
+        ),
+        (
+            "once the deletion is overdue, the run's own older tokens refute it",
+            REGISTRY,
+            registered(GOODBYE_PROOF_MS, true),
+            tok(7, 990),
+            &|o| effect(o) == Effect::Refresh && o.refuted_goodbye && o.rebased,
+        ),
+        (
+            "a heartbeat refutes it too (the same input)",
+            REGISTRY,
+            registered(GOODBYE_PROOF_MS + 200, true),
+            tok(7, 995),
+            &|o| o.accepted() && o.refuted_goodbye,
+        ),
+        (
+            "a second goodbye refutes nothing",
+            REGISTRY,
+            registered(10, true),
+            bye(7, 1_002),
+            &|o| effect(o) == Effect::Leave && !o.refuted_goodbye,
+        ),
+        (
+            "an expiry with a goodbye pending is an expiry: etcd never confirmed it",
+            REGISTRY,
+            registered(3_000, true),
+            Input::Deadline { preserving: false },
+            &|o| effect(o) == Effect::Remove(RemovalCause::Expired),
+        ),
+    ]);
+}
+
+#[test]
+fn a_token_may_carry_the_largest_seq_without_reading_as_a_fence() {
+    let removed_at_max = Facts {
+        tombstone: known(7, u64::MAX),
+        ..Facts::default()
+    };
+    table(&[
+        (
+            "a newer epoch is no older than a removed entry's last token",
+            Mode::BUS,
+            removed_at_max,
+            tok(8, 1),
+            &|o| effect(o) == Effect::Add { confirmed: true },
+        ),
+        (
+            "the same epoch is a duplicate of it, not stale",
+            Mode::BUS,
+            removed_at_max,
+            tok(7, 5),
+            &|o| dropped(o) == Some(DropReason::Duplicate),
+        ),
+    ]);
 }

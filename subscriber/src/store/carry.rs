@@ -50,14 +50,14 @@ impl Store {
             .cloned();
         match (outcome.effect, live) {
             (Effect::Add { .. }, None) => self.insert(t, now, None),
-            (Effect::Refresh, Some(entry)) => {
-                self.refresh(&entry, t, now);
+            (Effect::Refresh | Effect::Leave, Some(entry)) => {
+                self.refresh(&entry, t, &outcome, now);
                 if let Some(conns) = &mut self.conns {
                     conns.carried(&entry, t.conn);
                 }
             }
             (Effect::Replace, Some(old)) => {
-                if old.epoch == t.epoch {
+                if old.epoch == t.epoch && !outcome.rebased {
                     let lost = merge::lost_between(old.seq.load(Relaxed), t.seq);
                     self.counters.tokens_lost.fetch_add(lost, Relaxed);
                 }
@@ -72,6 +72,7 @@ impl Store {
             _ => {}
         }
         if outcome.accepted() {
+            self.note_run(t.service, t.instance, &outcome);
             self.counters.accepted.fetch_add(1, Relaxed);
             self.counters
                 .latency(t.sent_at_ms, herald_shared::unix_millis());
@@ -112,11 +113,40 @@ impl Store {
         tracing::trace!(?reason, service, instance, "token dropped");
     }
 
-    /// A token that changes no identity field: update in place, allocate nothing.
-    pub(super) fn refresh(&mut self, entry: &Arc<Entry>, t: &TokenRef<'_>, now: u64) {
-        let lost = merge::lost_between(entry.seq.load(Relaxed), t.seq);
-        if lost > 0 {
-            self.counters.tokens_lost.fetch_add(lost, Relaxed);
+    /// Counts what a token showed of its run: a re-based `seq`, a refuted goodbye.
+    pub(super) fn note_run(&self, service: &str, instance: &str, outcome: &Outcome) {
+        if outcome.rebased {
+            self.counters.rebased.fetch_add(1, Relaxed);
+            tracing::info!(
+                service,
+                instance,
+                "token far from the listed run accepted after a quiet spell: seq re-based"
+            );
+        }
+        if outcome.refuted_goodbye {
+            self.counters.refuted_goodbyes.fetch_add(1, Relaxed);
+            tracing::warn!(
+                service,
+                instance,
+                "a goodbye was not followed by the deletion of the registration, and the instance announces on: the goodbye was forged"
+            );
+        }
+    }
+
+    /// A token that changes no identity field (`Refresh`), or a registered instance's goodbye
+    /// (`Leave`): update in place, allocate nothing.
+    pub(super) fn refresh(
+        &mut self,
+        entry: &Arc<Entry>,
+        t: &TokenRef<'_>,
+        outcome: &Outcome,
+        now: u64,
+    ) {
+        if !outcome.rebased {
+            let lost = merge::lost_between(entry.seq.load(Relaxed), t.seq);
+            if lost > 0 {
+                self.counters.tokens_lost.fetch_add(lost, Relaxed);
+            }
         }
         entry.seq.store(t.seq, Relaxed);
         entry.ttl_ms.store(t.ttl_ms, Relaxed);
@@ -128,7 +158,17 @@ impl Store {
         let state_changed = entry.state() != t.state;
         let load_changed = entry.load().to_bits() != t.load.to_bits();
         let confirmed_now = !entry.confirmed.swap(true, Relaxed);
-        if state_changed {
+        if outcome.effect == Effect::Leave {
+            if !entry.goodbye_pending() {
+                entry.await_deletion();
+                self.mark_dirty(&entry.service);
+                tracing::info!(
+                    service = t.service,
+                    instance = t.instance,
+                    "goodbye heard: no longer picked, removed when its registration is deleted"
+                );
+            }
+        } else if state_changed || outcome.refuted_goodbye {
             entry.set_state(t.state);
             self.mark_dirty(&entry.service);
             tracing::info!(service = t.service, instance = t.instance, state = %t.state, "instance state changed");
@@ -229,7 +269,7 @@ impl Store {
             TombstoneChange::Keep => {}
             TombstoneChange::Clear => self.tombstones.invalidate(&self.key(service, instance)),
             TombstoneChange::Set(known) => {
-                let ttl = if known.is_fence() {
+                let ttl = if known.fence {
                     DEREGISTERED_TOMBSTONE
                 } else {
                     Duration::from_millis(u64::from(ttl_ms))

@@ -43,7 +43,7 @@ impl Store {
             load: beat.load,
             weight: entry.weight,
             zone: entry.zone.as_deref(),
-            state: entry.state(),
+            state: entry.announced_state(),
             meta,
             epoch: beat.epoch,
             seq: beat.seq,
@@ -64,7 +64,8 @@ impl Store {
             (Effect::Refresh, None) => {
                 // Not `carry_token`: the connection index keeps what the last full token
                 // said, and there is no send time to take a latency from.
-                self.refresh(&entry, &t, self.clock.now_ms());
+                self.refresh(&entry, &t, &outcome, self.clock.now_ms());
+                self.note_run(service, beat.instance, &outcome);
                 self.counters.accepted.fetch_add(1, Relaxed);
                 self.counters.heartbeats.fetch_add(1, Relaxed);
             }

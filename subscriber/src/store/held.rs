@@ -51,10 +51,9 @@ impl HeldTokens {
 
     /// The held token's `(epoch, seq)` for a key.
     pub(super) fn known(&self, service: &str, instance: &str) -> Option<Known> {
-        self.tokens.get(service, instance).map(|h| Known {
-            epoch: h.token.epoch,
-            seq: h.token.seq,
-        })
+        self.tokens
+            .get(service, instance)
+            .map(|h| Known::token(h.token.epoch, h.token.seq))
     }
 
     pub(super) fn is_full(&self) -> bool {

@@ -276,11 +276,22 @@ impl Store {
         let svc = self.services.get(service);
         let slot = svc.and_then(|s| s.slots.get(instance));
         let live = slot.and_then(|s| s.live.as_ref());
+        let now = self.clock.now_ms();
         Facts {
-            live: live.map(|e| Live {
-                epoch: e.epoch,
-                seq: e.seq.load(Relaxed),
-                confirmed: e.is_confirmed(),
+            live: live.map(|e| {
+                let ttl_ms = e.ttl_ms.load(Relaxed);
+                // Every accepted token, and every fresh TTL, sets the deadline a TTL ahead.
+                let heard = e.deadline.load(Relaxed).saturating_sub(u64::from(ttl_ms));
+                let quiet_ms = now.saturating_sub(heard);
+                Live {
+                    epoch: e.epoch,
+                    seq: e.seq.load(Relaxed),
+                    confirmed: e.is_confirmed(),
+                    quiet_ms,
+                    ttl_ms,
+                    // Nothing is accepted after a goodbye but what refutes it or repeats it.
+                    goodbye_ms: e.goodbye_pending().then_some(quiet_ms),
+                }
             }),
             registration: slot
                 .and_then(|s| s.registration.as_ref())
@@ -293,7 +304,7 @@ impl Store {
                 None => self
                     .tombstones
                     .get(&key_of(svc.map(|s| &s.name), service, instance))
-                    .filter(|t| t.until_ms > self.clock.now_ms())
+                    .filter(|t| t.until_ms > now)
                     .map(|t| t.known),
             },
             held: self.held.known(service, instance),

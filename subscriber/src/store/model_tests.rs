@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use herald_shared::pace::max_seq_advance;
 use herald_shared::{State, Token, codec};
 use proptest::prelude::*;
 use tokio::sync::broadcast;
@@ -39,6 +40,8 @@ enum Op {
         epoch: EpochPick,
         /// 0 replays the last seq sent.
         step: u8,
+        /// A forged `seq` instead of the run's: 1 far ahead (+5000), 2 the largest, 3 behind.
+        forged: u8,
         leaving: bool,
         spoofed_addr: bool,
         other_ttl: bool,
@@ -66,6 +69,7 @@ fn op(registry: bool) -> impl Strategy<Value = Op> {
         1 => Just(EpochPick::Zero),
         1 => Just(EpochPick::Huge),
     ];
+    let forged = prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)];
     let token = (
         0..3u8,
         epoch,
@@ -73,21 +77,26 @@ fn op(registry: bool) -> impl Strategy<Value = Op> {
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
     )
-        .prop_flat_map(|(inst, epoch, step, leaving, spoofed_addr)| {
-            (prop::bool::weighted(0.05), 0..2u8).prop_map(move |(other_ttl, load)| Op::Token {
-                inst,
-                epoch,
-                step,
-                leaving,
-                spoofed_addr,
-                other_ttl,
-                load,
-            })
+        .prop_flat_map(move |(inst, epoch, step, leaving, spoofed_addr)| {
+            (prop::bool::weighted(0.05), 0..2u8, forged.clone()).prop_map(
+                move |(other_ttl, load, forged)| Op::Token {
+                    inst,
+                    epoch,
+                    step,
+                    forged,
+                    leaving,
+                    spoofed_addr,
+                    other_ttl,
+                    load,
+                },
+            )
         });
     let time = prop_oneof![
         Just(0u64),
+        Just(400),
         Just(HOLD - 1),
         Just(HOLD),
+        Just(u64::from(TTL) / 2),
         Just(u64::from(TTL) - 1),
         Just(u64::from(TTL) + 1),
         Just(u64::from(OTHER_TTL) + 1),
@@ -135,6 +144,8 @@ struct MEntry {
     deadline: u64,
     confirmed: bool,
     load: u8,
+    /// A goodbye awaits the deletion of its registration.
+    leaving: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +181,8 @@ struct Model {
     keys: BTreeMap<u8, MKey>,
     events: Vec<MEvent>,
     drops: BTreeMap<&'static str, u64>,
+    rebased: u64,
+    refuted: u64,
 }
 
 impl MKey {
@@ -269,8 +282,50 @@ impl Model {
     fn bus(&mut self, i: u8, t: MToken, may_replace: bool) {
         let now = self.now;
         let k = self.keys.get_mut(&i).unwrap();
-        if let Some(why) = Self::older_than_known(k, t.epoch, t.seq, now) {
-            return self.drop(why);
+        match k.live {
+            // "A run advances by at most the pace since its last token; after half a TTL of
+            // quiet (or a goodbye 500 ms without its deletion) any token re-bases it."
+            Some(l) if l.epoch == t.epoch => {
+                let quiet = now.saturating_sub(l.deadline.saturating_sub(u64::from(l.ttl)));
+                let newer = t.seq > l.seq;
+                let continues = newer && (!l.confirmed || t.seq - l.seq <= max_seq_advance(quiet));
+                let rebase = quiet >= u64::from(l.ttl) / 2 || (l.leaving && quiet >= 500);
+                if !continues && !rebase {
+                    return self.drop(if newer { "seq_jump" } else { "duplicate" });
+                }
+                if !continues {
+                    self.rebased += 1;
+                }
+                if l.leaving && !t.leaving {
+                    self.refuted += 1;
+                }
+            }
+            _ => {
+                if let Some(why) = Self::older_than_known(k, t.epoch, t.seq, now) {
+                    return self.drop(why);
+                }
+            }
+        }
+        let k = self.keys.get_mut(&i).unwrap();
+        if t.leaving
+            && k.reg.is_some()
+            && let Some(l) = k.live
+        {
+            // "A goodbye of a registered instance stops picks; its deletion removes it."
+            let changed = !l.leaving || l.load != t.load || !l.confirmed;
+            k.live = Some(MEntry {
+                seq: t.seq,
+                ttl: t.ttl,
+                deadline: now + u64::from(t.ttl),
+                confirmed: true,
+                load: t.load,
+                leaving: true,
+                ..l
+            });
+            if changed {
+                self.events.push(('~', i, ""));
+            }
+            return;
         }
         if t.leaving {
             k.bury((t.epoch, t.seq, false), now + u64::from(t.ttl));
@@ -289,6 +344,7 @@ impl Model {
             deadline: now + u64::from(t.ttl),
             confirmed: true,
             load: t.load,
+            leaving: false,
         };
         match k.live {
             None => {
@@ -296,7 +352,7 @@ impl Model {
                 self.events.push(('+', i, ""));
             }
             Some(l) if l.epoch == t.epoch && l.addr_spoofed == t.addr_spoofed => {
-                let changed = l.load != t.load || !l.confirmed;
+                let changed = l.load != t.load || !l.confirmed || l.leaving;
                 k.live = Some(MEntry {
                     addr_spoofed: l.addr_spoofed,
                     ..fresh
@@ -330,6 +386,7 @@ impl Model {
             deadline: now + u64::from(TTL),
             confirmed: false,
             load: 0,
+            leaving: false,
         };
         match k.live {
             None => {
@@ -375,8 +432,10 @@ impl Model {
         if k.reg.is_some_and(|r| r.0 >= revision) || k.live.is_some_and(|l| l.epoch >= revision) {
             return;
         }
-        if k.live.take().is_some() {
-            self.events.push(('-', i, "deregistered"));
+        match k.live.take() {
+            Some(l) if l.leaving => self.events.push(('-', i, "goodbye")),
+            Some(_) => self.events.push(('-', i, "deregistered")),
+            None => {}
         }
         k.reg = None;
         let fence = revision - 1;
@@ -434,12 +493,12 @@ impl Model {
         }
     }
 
-    fn visible(&self) -> Vec<(u8, u64, bool, bool, u8)> {
+    fn visible(&self) -> Vec<(u8, u64, bool, bool, u8, bool)> {
         self.keys
             .iter()
             .filter_map(|(i, k)| {
                 k.live
-                    .map(|l| (*i, l.epoch, l.addr_spoofed, l.confirmed, l.load))
+                    .map(|l| (*i, l.epoch, l.addr_spoofed, l.confirmed, l.load, l.leaving))
             })
             .collect()
     }
@@ -451,7 +510,7 @@ fn inst_of(id: &str) -> u8 {
     id.trim_start_matches('i').parse().unwrap()
 }
 
-fn store_visible(s: &Store) -> Vec<(u8, u64, bool, bool, u8)> {
+fn store_visible(s: &Store) -> Vec<(u8, u64, bool, bool, u8, bool)> {
     let mut v: Vec<_> = s
         .services
         .get("svc")
@@ -465,6 +524,7 @@ fn store_visible(s: &Store) -> Vec<(u8, u64, bool, bool, u8)> {
                         i.addr() == "7.7.7.7:77",
                         i.is_confirmed(),
                         i.load() as u8,
+                        i.state() == State::Leaving,
                     )
                 })
                 .collect()
@@ -501,6 +561,7 @@ fn store_drops(s: &Stats) -> BTreeMap<&'static str, u64> {
     [
         ("stale", s.stale_epoch_drops),
         ("duplicate", s.duplicate_drops),
+        ("seq_jump", s.seq_jump_drops),
         ("goodbye_unknown", s.goodbye_unknown_drops),
         ("unregistered", s.unregistered_drops),
         ("identity", s.identity_mismatch_drops),
@@ -523,6 +584,8 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
         keys: BTreeMap::new(),
         events: Vec::new(),
         drops: BTreeMap::new(),
+        rebased: 0,
+        refuted: 0,
     };
     let mut etcd = Etcd::default();
     let mut seqs: HashMap<u8, u64> = HashMap::new();
@@ -532,6 +595,7 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
                 inst,
                 epoch,
                 step,
+                forged,
                 leaving,
                 spoofed_addr,
                 other_ttl,
@@ -547,10 +611,16 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
                 };
                 let last = seqs.entry(inst).or_insert(1_000);
                 *last += u64::from(step);
+                let seq = match forged {
+                    0 => *last,
+                    1 => *last + 5_000,
+                    2 => u64::MAX,
+                    _ => *last - 50,
+                };
                 let ttl = if other_ttl { OTHER_TTL } else { TTL };
                 let mut t = Token::new("svc", format!("i{inst}"), addr(inst, spoofed_addr));
                 t.epoch = epoch;
-                t.seq = *last;
+                t.seq = seq;
                 t.ttl_ms = ttl;
                 t.load = f32::from(load);
                 if leaving {
@@ -561,7 +631,7 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
                     inst,
                     MToken {
                         epoch,
-                        seq: *last,
+                        seq,
                         leaving,
                         addr_spoofed: spoofed_addr,
                         ttl,
@@ -628,10 +698,18 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
             step,
             op
         );
+        let stats = counters.snapshot();
         prop_assert_eq!(
-            store_drops(&counters.snapshot()),
+            store_drops(&stats),
             model.drops.clone(),
             "drops after step {} ({:?})",
+            step,
+            op
+        );
+        prop_assert_eq!(
+            (stats.rebased, stats.refuted_goodbyes),
+            (model.rebased, model.refuted),
+            "re-based runs and refuted goodbyes after step {} ({:?})",
             step,
             op
         );
