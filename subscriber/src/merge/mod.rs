@@ -94,6 +94,13 @@ impl Live {
         Known::token(self.epoch, self.seq)
     }
 
+    /// Quiet for half its TTL, or a goodbye of it waited [`GOODBYE_PROOF_MS`] for its
+    /// deletion: a token outside its run may re-base it.
+    fn quiet(self) -> bool {
+        self.quiet_ms >= u64::from(self.ttl_ms) / 2
+            || self.goodbye_ms.is_some_and(|ms| ms >= GOODBYE_PROOF_MS)
+    }
+
     /// Whether a token of this entry's epoch with `seq` continues its run, and if it does
     /// not, whether it re-bases the run (`Ok(true)`) or is dropped.
     ///
@@ -110,9 +117,7 @@ impl Live {
         if newer && (!self.confirmed || seq - self.seq <= max_seq_advance(self.quiet_ms)) {
             return Ok(false);
         }
-        let quiet = self.quiet_ms >= u64::from(self.ttl_ms) / 2
-            || self.goodbye_ms.is_some_and(|ms| ms >= GOODBYE_PROOF_MS);
-        match (quiet, newer) {
+        match (self.quiet(), newer) {
             (true, _) => Ok(true),
             (false, false) => Err(DropReason::Duplicate),
             (false, true) => Err(DropReason::SeqJump),
@@ -324,7 +329,7 @@ pub enum DropReason {
 pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
     match input {
         Input::Token(t) if mode.registry => registered_token(mode, facts, t),
-        Input::Token(t) => bus_token(facts, t),
+        Input::Token(t) => bus_token(mode, facts, t),
         Input::Put { revision, lease } => put(facts, revision, lease),
         Input::Delete { revision } => delete(facts, revision),
         Input::ClusterChange => cluster_change(facts),
@@ -359,12 +364,15 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
 /// A token ordered against the live entry's run (or, without one, the tombstone): stale,
 /// duplicate and jumping tokens drop; a goodbye removes, or with a registration marks the
 /// entry leaving until the deletion confirms it; anything else adds, refreshes or replaces.
-fn bus_token(facts: &Facts, t: TokenFacts) -> Outcome {
+fn bus_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
     let rebased = match facts.live {
         Some(l) if l.epoch == t.epoch => match l.run_order(t.seq) {
             Ok(rebased) => rebased,
             Err(reason) => return Outcome::drop(reason),
         },
+        // Without etcd an epoch is only a claim: one forged higher epoch must not fence the
+        // real instance out for good.
+        Some(l) if t.epoch < l.epoch && !mode.registry && l.quiet() => true,
         _ => {
             let latest = facts.live.map(Live::known).or(facts.tombstone);
             if let Some(reason) = latest.and_then(|k| k.outranks(t.epoch, t.seq)) {
@@ -398,7 +406,7 @@ fn registered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
     match facts.registration {
         Some(r) if t.epoch == r.epoch && t.epoch > 0 => {
             if t.same_identity {
-                bus_token(facts, t)
+                bus_token(mode, facts, t)
             } else {
                 Outcome::drop(DropReason::IdentityMismatch)
             }
@@ -427,7 +435,7 @@ fn unregistered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
     if grandfathered && !t.same_identity {
         return Outcome::drop(DropReason::IdentityMismatch);
     }
-    bus_token(facts, TokenFacts { epoch: 0, ..t })
+    bus_token(mode, facts, TokenFacts { epoch: 0, ..t })
 }
 
 /// Holds a token until its registration arrives, unless a deletion already fenced its epoch.

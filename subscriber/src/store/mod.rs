@@ -34,6 +34,8 @@ mod carry;
 mod conn_tests;
 mod conns;
 mod expiry;
+#[cfg(test)]
+mod forgery_tests;
 mod heartbeat;
 mod held;
 mod key_map;

@@ -282,20 +282,29 @@ impl Model {
     fn bus(&mut self, i: u8, t: MToken, may_replace: bool) {
         let now = self.now;
         let k = self.keys.get_mut(&i).unwrap();
+        let quiet_ms = |l: MEntry| now.saturating_sub(l.deadline.saturating_sub(u64::from(l.ttl)));
+        let quiet =
+            |l: MEntry| quiet_ms(l) >= u64::from(l.ttl) / 2 || (l.leaving && quiet_ms(l) >= 500);
         match k.live {
             // "A run advances by at most the pace since its last token; after half a TTL of
             // quiet (or a goodbye 500 ms without its deletion) any token re-bases it."
             Some(l) if l.epoch == t.epoch => {
-                let quiet = now.saturating_sub(l.deadline.saturating_sub(u64::from(l.ttl)));
                 let newer = t.seq > l.seq;
-                let continues = newer && (!l.confirmed || t.seq - l.seq <= max_seq_advance(quiet));
-                let rebase = quiet >= u64::from(l.ttl) / 2 || (l.leaving && quiet >= 500);
-                if !continues && !rebase {
+                let continues =
+                    newer && (!l.confirmed || t.seq - l.seq <= max_seq_advance(quiet_ms(l)));
+                if !continues && !quiet(l) {
                     return self.drop(if newer { "seq_jump" } else { "duplicate" });
                 }
                 if !continues {
                     self.rebased += 1;
                 }
+                if l.leaving && !t.leaving {
+                    self.refuted += 1;
+                }
+            }
+            // "Without etcd, an older epoch re-bases a quiet entry too."
+            Some(l) if !self.registry && t.epoch < l.epoch && quiet(l) => {
+                self.rebased += 1;
                 if l.leaving && !t.leaving {
                     self.refuted += 1;
                 }
