@@ -72,24 +72,41 @@ fn apply(c: &mut Criterion) {
     for (name, changing_load) in [("refresh-only", false), ("load changed", true)] {
         let mut store = filled(&templates);
         let mut next = 0usize;
-        let mut seq = BASE;
+        let mut seq = BASE + 1;
         group.bench_function(name, |b| {
             b.iter_batched_ref(
                 || {
                     next = (next + 1) % templates.len();
-                    seq += 1;
+                    // One token per instance per pass over the fleet, each pass standing for
+                    // a second: the pace of announcers, which a run far faster than that
+                    // would exceed (its tokens would be dropped as seq jumps).
+                    let new_pass = next == 0;
+                    if new_pass {
+                        seq += 1;
+                    }
                     let load = if changing_load {
-                        (seq % 100) as f32
+                        ((seq + next as u64) % 100) as f32
                     } else {
                         0.25
                     };
                     let (service, t) = &templates[next];
-                    (service.as_str(), t.payload(seq, load, seq))
+                    (service.as_str(), t.payload(seq, load, seq), new_pass)
                 },
-                |(service, payload): &mut (&str, Bytes)| store.ingest(service, payload),
+                |(service, payload, new_pass): &mut (&str, Bytes, bool)| {
+                    if *new_pass {
+                        store.advance_clock(1_000);
+                    }
+                    store.ingest(service, payload)
+                },
                 BatchSize::SmallInput,
             )
         });
+        let stats = store.stats();
+        assert_eq!(
+            (stats.seq_jump_drops, stats.duplicate_drops),
+            (0, 0),
+            "every token of the benchmark was applied"
+        );
     }
     group.finish();
 }

@@ -38,7 +38,7 @@ fn refresh_only_and_load_change_tokens_do_not_allocate() {
         // Built before counting: ten rounds of a newer token for every instance.
         let rounds: Vec<Vec<Bytes>> = (1..=10)
             .map(|round| {
-                let seq = BASE + round + if what == "load-change" { 100 } else { 0 };
+                let seq = BASE + round + if what == "load-change" { 10 } else { 0 };
                 templates
                     .iter()
                     .map(|(_, t)| t.payload(seq, load_of(round), seq))

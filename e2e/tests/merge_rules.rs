@@ -121,7 +121,7 @@ async fn two_processes_with_one_instance_id_are_noticed_without_etcd() {
     .await;
     // A second process with the same id, after the first one's start-up check (at most 1 s)
     // is over, with room for a loaded machine: only the newcomer's check hears the other run
-    // (a later run, so a larger seq).
+    // (a later run, so a larger seq, far ahead of the listed one: as a forgery would be).
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let newer = start("10.0.0.2:2").await.unwrap();
     herald_e2e::eventually(Duration::from_secs(3), "the conflict counted", || {
@@ -132,14 +132,21 @@ async fn two_processes_with_one_instance_id_are_noticed_without_etcd() {
         sub.get("svc", "same")
             .map(|i| i.addr().to_owned())
             .as_deref(),
-        Some("10.0.0.2:2"),
-        "the newer run is listed"
+        Some("10.0.0.1:1"),
+        "the run listed first keeps its place while it announces"
     );
-    let dropped = sub.stats().duplicate_drops;
+    let dropped = sub.stats().seq_jump_drops;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        sub.stats().duplicate_drops > dropped,
-        "the older run keeps being dropped"
+        sub.stats().seq_jump_drops > dropped,
+        "the other run's tokens keep being dropped, as too far ahead"
+    );
+    assert_eq!(
+        sub.get("svc", "same")
+            .map(|i| i.addr().to_owned())
+            .as_deref(),
+        Some("10.0.0.1:1"),
+        "and the listed run stays"
     );
     assert_eq!(
         sub.stats().two_runs,
@@ -155,6 +162,12 @@ async fn two_processes_with_one_instance_id_are_noticed_without_etcd() {
         0,
         "it started alone and listens only at start"
     );
+    // Once the listed run is gone, the other one takes its place within half a TTL.
     older.shutdown().await.ok();
+    herald_e2e::eventually(Duration::from_secs(3), "the other run listed", || {
+        sub.get("svc", "same")
+            .is_some_and(|i| i.addr() == "10.0.0.2:2")
+    })
+    .await;
     newer.shutdown().await.unwrap();
 }

@@ -13,7 +13,7 @@ use herald_e2e::{
     RawPublisher, etcd, etcd_client, eventually, init_tracing, is_added, is_removed, nats, prefix,
     wait_event,
 };
-use herald_shared::{Received, Subjects, codec, round_trip};
+use herald_shared::{Received, State, Subjects, codec, round_trip};
 use herald_subscriber::{Event, RemovalCause};
 use herald_testkit::{EtcdCluster, EtcdServer, NatsServer, spawn_guarded};
 
@@ -331,9 +331,18 @@ async fn shutdown_with_etcd_down_sends_the_goodbye_and_reports_the_revoke() {
         took < Duration::from_secs(3),
         "shutdown gives up near its 1 s deadline, not at etcd's call timeouts (took {took:?})"
     );
+    // etcd cannot confirm the goodbye: the instance is no longer picked at once, and goes as
+    // a goodbye once a TTL of silence agrees with it.
     wait_event(
         &mut events,
         Duration::from_secs(1),
+        "Updated(a, leaving)",
+        |e| matches!(e, Event::Updated(i) if i.id() == "a" && i.state() == State::Leaving),
+    )
+    .await;
+    wait_event(
+        &mut events,
+        TTL + Duration::from_secs(1),
         "Removed(a, goodbye)",
         |e| is_removed(e, "a", RemovalCause::Goodbye),
     )

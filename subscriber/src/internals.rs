@@ -57,9 +57,11 @@ impl Default for BareStore {
 
 impl BareStore {
     /// An empty store without etcd. Nobody reads its events, as in a subscriber whose
-    /// `events()` nobody called.
+    /// `events()` nobody called. Its clock stands still until [`BareStore::advance_clock`]
+    /// moves it: a benchmark feeds one instance far faster than an announcer may send, and
+    /// says how much time its tokens stand for.
     pub fn new() -> Self {
-        let views = Arc::new(Views::new(Arc::new(Clock::new())));
+        let views = Arc::new(Views::new(Arc::new(Clock::manual())));
         let (events, _) = broadcast::channel(1024);
         let counters = Arc::new(Counters::default());
         let store = Store::new(
@@ -82,6 +84,12 @@ impl BareStore {
     /// it: what ingest does with each message.
     pub fn ingest(&mut self, subject_service: &str, payload: &[u8]) {
         self.store.ingest(subject_service, payload);
+    }
+
+    /// Moves the store's clock `ms` milliseconds on: a token may advance `seq` by about one
+    /// per 5 ms of it (`herald_shared::pace`).
+    pub fn advance_clock(&self, ms: u64) {
+        self.views.clock.advance(ms);
     }
 
     /// Publishes the snapshot of every service that changed: what ingest does after each

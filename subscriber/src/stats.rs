@@ -214,9 +214,11 @@ pub struct Stats {
     pub disconnections: u64,
     /// Tokens lost in transit, counted from `seq` gaps within a run.
     pub tokens_lost: u64,
-    /// Times two processes were heard announcing the same instance id at once (an older
-    /// run's tokens far behind the listed run's; counted at most once a minute per
-    /// instance). Without etcd nothing refuses the second process: the newer run is listed.
+    /// Times two runs were heard announcing the same instance id at once (tokens far behind
+    /// or far ahead of the listed run, while it announces: a second process with the same
+    /// id, or forged tokens; counted at most once a minute per instance). Without etcd
+    /// nothing refuses the second process: the run listed first keeps its place while it
+    /// announces, since a run far ahead may as well be forged.
     pub two_runs: u64,
     /// Times async-nats dropped messages for a full subscription buffer.
     pub slow_consumer_events: u64,

@@ -28,8 +28,8 @@ use crate::instance::Entry;
 pub(crate) struct Clock {
     origin: Instant,
     pub(crate) preserving: AtomicBool,
-    /// Tests drive time by hand: `now_ms` is this, not the time since `origin`.
-    #[cfg(test)]
+    /// Tests and benchmarks drive time by hand: `now_ms` is this, not the time since `origin`.
+    #[cfg(any(test, feature = "internals"))]
     manual: Option<std::sync::atomic::AtomicU64>,
 }
 
@@ -38,13 +38,13 @@ impl Clock {
         Clock {
             origin: Instant::now(),
             preserving: AtomicBool::new(false),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "internals"))]
             manual: None,
         }
     }
 
     /// A clock that stands still at 0 until [`Clock::advance`] moves it.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn manual() -> Self {
         Clock {
             manual: Some(std::sync::atomic::AtomicU64::new(0)),
@@ -53,7 +53,7 @@ impl Clock {
     }
 
     /// Moves a manual clock forward.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn advance(&self, ms: u64) {
         self.manual
             .as_ref()
@@ -62,7 +62,7 @@ impl Clock {
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "internals"))]
         if let Some(ms) = &self.manual {
             return ms.load(Relaxed);
         }

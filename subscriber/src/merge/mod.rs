@@ -336,6 +336,12 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
         Input::Deadline { preserving } => match facts.live {
             None => Outcome::NOTHING,
             Some(_) if preserving => Outcome::effect(Effect::Extend),
+            // A whole TTL of silence after a goodbye agrees with it (etcd could not confirm
+            // it: down, or out of our reach); a forged one is refuted long before.
+            Some(l) if l.goodbye_ms.is_some() => {
+                Outcome::effect(Effect::Remove(RemovalCause::Goodbye))
+                    .tombstone(TombstoneChange::Set(l.known()))
+            }
             Some(l) => Outcome::effect(Effect::Remove(RemovalCause::Expired))
                 .tombstone(TombstoneChange::Set(l.known())),
         },

@@ -892,11 +892,11 @@ fn a_registered_goodbye_is_believed_as_far_as_its_deletion_goes() {
             &|o| effect(o) == Effect::Leave && !o.refuted_goodbye,
         ),
         (
-            "an expiry with a goodbye pending is an expiry: etcd never confirmed it",
+            "a TTL of silence after a goodbye (etcd out of reach) agrees with it",
             REGISTRY,
             registered(3_000, true),
             Input::Deadline { preserving: false },
-            &|o| effect(o) == Effect::Remove(RemovalCause::Expired),
+            &|o| effect(o) == Effect::Remove(RemovalCause::Goodbye),
         ),
     ]);
 }

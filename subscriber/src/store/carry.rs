@@ -22,7 +22,7 @@ impl Store {
     pub(super) fn carry_token(&mut self, t: &TokenRef<'_>, outcome: Outcome) {
         if let Some(reason) = outcome.dropped {
             self.count_drop(reason, t.service, t.instance);
-            if reason == DropReason::Duplicate {
+            if matches!(reason, DropReason::Duplicate | DropReason::SeqJump) {
                 self.warn_if_two_runs(t);
             }
         }
@@ -79,8 +79,9 @@ impl Store {
         }
     }
 
-    /// A duplicate far behind the listed run of the same epoch: another process announces
-    /// the same instance id (without etcd nothing refuses it). Said once a minute per key.
+    /// A token far behind or far ahead of the listed run of the same epoch, while that run
+    /// announces: another process announces the same instance id (without etcd nothing
+    /// refuses it), or someone forges its tokens. Said once a minute per key.
     fn warn_if_two_runs(&self, t: &TokenRef<'_>) {
         let Some(live) = self
             .services
@@ -89,8 +90,8 @@ impl Store {
         else {
             return;
         };
-        let behind = live.seq.load(Relaxed).saturating_sub(t.seq);
-        if live.epoch != t.epoch || behind <= merge::NEW_RUN_JUMP {
+        let apart = live.seq.load(Relaxed).abs_diff(t.seq);
+        if live.epoch != t.epoch || apart <= merge::NEW_RUN_JUMP {
             return;
         }
         let key = self.key(t.service, t.instance);
@@ -104,7 +105,7 @@ impl Store {
             instance = t.instance,
             listed_addr = live.addr_meta.addr(),
             other_addr = t.addr,
-            "two processes announce the same instance id: the newer run is listed, the older one's tokens are dropped"
+            "tokens far from the listed run of an instance that announces: two processes announce the same instance id, or its tokens are forged; the listed run keeps its place while it announces, the other tokens are dropped"
         );
     }
 

@@ -471,15 +471,16 @@ impl Model {
             {
                 k.live = None;
                 k.bury((l.epoch, l.seq, false), now + u64::from(l.ttl));
-                expired.push(*i);
+                // "A TTL of silence after a goodbye agrees with it."
+                expired.push((*i, if l.leaving { "goodbye" } else { "expired" }));
             }
             if k.held.is_some_and(|(_, until)| until <= now) {
                 k.held = None;
                 timed_out += 1;
             }
         }
-        for i in expired {
-            self.events.push(('-', i, "expired"));
+        for (i, cause) in expired {
+            self.events.push(('-', i, cause));
         }
         for _ in 0..timed_out {
             self.drop("unregistered");
