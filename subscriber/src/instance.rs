@@ -32,6 +32,11 @@ pub(crate) struct Entry {
     pub(crate) ttl_ms: AtomicU32,
     /// Milliseconds since the store's clock origin after which the entry is expired.
     pub(crate) deadline: AtomicU64,
+    /// When its last token was accepted (or it was listed), in milliseconds since the store's
+    /// clock origin, wrapping every 49 days: how far its `seq` may have advanced since is
+    /// measured from it. Not the deadline's start: a fresh TTL granted after our own
+    /// reconnect is no token. Fits beside the other 32-bit fields, in no extra word.
+    pub(crate) heard_ms: AtomicU32,
     /// A token of it was heard since the subscriber started; an entry known only from its
     /// etcd registration is unconfirmed.
     pub(crate) confirmed: AtomicBool,
@@ -124,6 +129,7 @@ impl Entry {
             seq: AtomicU64::new(t.seq),
             ttl_ms: AtomicU32::new(t.ttl_ms),
             deadline: AtomicU64::new(deadline),
+            heard_ms: AtomicU32::new(deadline.saturating_sub(u64::from(t.ttl_ms)) as u32),
             confirmed: AtomicBool::new(true),
             conn: AtomicU32::new(0),
             identity: identity(t),
@@ -158,6 +164,7 @@ impl Entry {
             seq: AtomicU64::new(self.seq.load(Relaxed)),
             ttl_ms: AtomicU32::new(self.ttl_ms.load(Relaxed)),
             deadline: AtomicU64::new(self.deadline.load(Relaxed)),
+            heard_ms: AtomicU32::new(self.heard_ms.load(Relaxed)),
             confirmed: AtomicBool::new(self.confirmed.load(Relaxed)),
             conn: AtomicU32::new(self.conn.load(Relaxed)),
             identity: self.identity,

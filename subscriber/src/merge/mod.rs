@@ -82,7 +82,7 @@ pub(crate) struct Live {
     pub(crate) seq: u64,
     /// A token of it was heard since the subscriber started (not only its registration).
     pub(crate) confirmed: bool,
-    /// Milliseconds since its last accepted token, or since the fresh TTL it was given.
+    /// Milliseconds since its last accepted token (or since it was listed).
     pub(crate) quiet_ms: u64,
     pub(crate) ttl_ms: u32,
     /// A goodbye that awaits its registration's deletion: milliseconds since it was heard.

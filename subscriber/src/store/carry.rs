@@ -151,6 +151,7 @@ impl Store {
         }
         entry.seq.store(t.seq, Relaxed);
         entry.ttl_ms.store(t.ttl_ms, Relaxed);
+        entry.heard_ms.store(now as u32, Relaxed);
         let deadline = now + u64::from(t.ttl_ms);
         if entry.deadline.swap(deadline, Relaxed) > deadline {
             // A shorter TTL: the deadline now comes before the scheduled check.

@@ -281,16 +281,13 @@ impl Store {
         let now = self.clock.now_ms();
         Facts {
             live: live.map(|e| {
-                let ttl_ms = e.ttl_ms.load(Relaxed);
-                // Every accepted token, and every fresh TTL, sets the deadline a TTL ahead.
-                let heard = e.deadline.load(Relaxed).saturating_sub(u64::from(ttl_ms));
-                let quiet_ms = now.saturating_sub(heard);
+                let quiet_ms = u64::from((now as u32).wrapping_sub(e.heard_ms.load(Relaxed)));
                 Live {
                     epoch: e.epoch,
                     seq: e.seq.load(Relaxed),
                     confirmed: e.is_confirmed(),
                     quiet_ms,
-                    ttl_ms,
+                    ttl_ms: e.ttl_ms.load(Relaxed),
                     // Nothing is accepted after a goodbye but what refutes it or repeats it.
                     goodbye_ms: e.goodbye_pending().then_some(quiet_ms),
                 }

@@ -146,6 +146,8 @@ struct MEntry {
     load: u8,
     /// A goodbye awaits the deletion of its registration.
     leaving: bool,
+    /// When its last token was accepted, or it was listed.
+    heard: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -282,7 +284,7 @@ impl Model {
     fn bus(&mut self, i: u8, t: MToken, may_replace: bool) {
         let now = self.now;
         let k = self.keys.get_mut(&i).unwrap();
-        let quiet_ms = |l: MEntry| now.saturating_sub(l.deadline.saturating_sub(u64::from(l.ttl)));
+        let quiet_ms = |l: MEntry| now - l.heard;
         let quiet =
             |l: MEntry| quiet_ms(l) >= u64::from(l.ttl) / 2 || (l.leaving && quiet_ms(l) >= 500);
         match k.live {
@@ -329,6 +331,7 @@ impl Model {
                 confirmed: true,
                 load: t.load,
                 leaving: true,
+                heard: now,
                 ..l
             });
             if changed {
@@ -354,6 +357,7 @@ impl Model {
             confirmed: true,
             load: t.load,
             leaving: false,
+            heard: now,
         };
         match k.live {
             None => {
@@ -396,6 +400,7 @@ impl Model {
             confirmed: false,
             load: 0,
             leaving: false,
+            heard: now,
         };
         match k.live {
             None => {

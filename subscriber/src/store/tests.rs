@@ -132,6 +132,30 @@ fn seq_gaps_count_lost_tokens() {
 }
 
 #[test]
+fn after_our_own_outage_the_tokens_sent_meanwhile_continue_their_runs() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut s, _rx, c) = store(Mode::BUS);
+    s.apply(&token("a", 0, 1_000).as_ref());
+    // Our NATS link is down for five minutes: nothing expires, and after the reconnect every
+    // instance gets a fresh TTL, which is no token of it.
+    s.clock.preserving.store(true, Relaxed);
+    s.clock.advance(300_000);
+    s.sweep();
+    s.clock.preserving.store(false, Relaxed);
+    s.refresh_all_deadlines();
+    // One token a second was sent meanwhile, well beyond the burst a moment allows.
+    s.apply(&token("a", 0, 1_300).as_ref());
+    let stats = c.snapshot();
+    assert_eq!(
+        (stats.seq_jump_drops, stats.rebased),
+        (0, 0),
+        "the run continues: five minutes passed since its last token"
+    );
+    assert_eq!(live(&s, "a").unwrap().seq.load(Relaxed), 1_300);
+    assert_eq!(stats.tokens_lost, 299, "tokens lost to our outage are loss");
+}
+
+#[test]
 fn sweep_removes_only_what_is_due() {
     let (mut s, _rx, c) = store(Mode::BUS);
     s.apply(&token("a", 0, 1).as_ref());
