@@ -312,7 +312,10 @@ impl Instance {
         self.0.load()
     }
 
-    /// Latest accepted state.
+    /// Latest accepted state. With etcd, an instance that said goodbye reads as `Leaving`
+    /// (and is no longer picked) until the deletion of its registration removes it, a
+    /// millisecond or two later; should a later token of it refute the goodbye, its state is
+    /// what it announces again.
     pub fn state(&self) -> State {
         self.0.state()
     }
