@@ -12,7 +12,7 @@ use herald_e2e::{
     subscriber_with_etcd, wait_event,
 };
 use herald_shared::{Received, State, Token, codec};
-use herald_subscriber::{Event, RemovalCause, Strategy, Subscriber};
+use herald_subscriber::{Event, EventStream, RemovalCause, Strategy, Subscriber};
 use herald_testkit::{EtcdServer, NatsServer};
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -67,15 +67,65 @@ async fn forge_both(raw: &RawPublisher, t: &Token, seq: u64) {
     raw.flush().await;
 }
 
+/// Servers, a subscriber and the real instance it lists, and a forger's connection.
+struct Scene {
+    _nats: NatsServer,
+    _etcd: Option<EtcdServer>,
+    sub: Subscriber,
+    events: EventStream,
+    _real: AnnouncerHandle,
+    raw: RawPublisher,
+    prefix: String,
+}
+
+impl Scene {
+    async fn start(test: &str, with_etcd: bool) -> Scene {
+        init_tracing();
+        let nats_server = NatsServer::start().await;
+        let etcd_server = match with_etcd {
+            true => Some(EtcdServer::start().await),
+            false => None,
+        };
+        let endpoints = etcd_server.as_ref().map(EtcdServer::endpoints);
+        let prefix = prefix(test);
+        let sub = match &endpoints {
+            Some(endpoints) => subscriber_with_etcd(&nats_server.url(), endpoints, &prefix).await,
+            None => subscriber(&nats_server.url(), &prefix).await,
+        };
+        let mut events = sub.events();
+        let real = announcer(&nats_server.url(), endpoints.as_deref(), &prefix).await;
+        wait_event(&mut events, EVENT_WAIT, "Added(real)", |e| {
+            is_added(e, "real")
+        })
+        .await;
+        let raw = RawPublisher::connect(&nats_server.url(), &prefix).await;
+        Scene {
+            _nats: nats_server,
+            _etcd: etcd_server,
+            sub,
+            events,
+            _real: real,
+            raw,
+            prefix,
+        }
+    }
+}
+
 /// Forges a copy of the instance's real tokens with `seq` at 2^64-1 and at seq + 5000, then
 /// checks for [`WATCHED`] that the instance stays listed, picked, and refreshed by its real
 /// tokens, that the forgeries are counted as jumps, and that no loss is made up.
-async fn forged_seqs_change_nothing(sub: &Subscriber, raw: &RawPublisher, prefix: &str) {
-    let mut events = sub.events();
-    let real = copy_a_real_token(&raw.client, prefix, "real").await;
+async fn forged_seqs_change_nothing(scene: Scene) {
+    let Scene {
+        sub,
+        mut events,
+        raw,
+        prefix,
+        ..
+    } = scene;
+    let real = copy_a_real_token(&raw.client, &prefix, "real").await;
     let before = sub.stats();
-    forge_both(raw, &real, u64::MAX).await;
-    forge_both(raw, &real, real.seq + 5_000).await;
+    forge_both(&raw, &real, u64::MAX).await;
+    forge_both(&raw, &real, real.seq + 5_000).await;
 
     let started = Instant::now();
     let mut last_seq = 0;
@@ -121,6 +171,11 @@ async fn forged_seqs_change_nothing(sub: &Subscriber, raw: &RawPublisher, prefix
     );
     assert_eq!(after.stale_epoch_drops, before.stale_epoch_drops);
     assert_eq!(after.heartbeats_unknown, before.heartbeats_unknown);
+    nothing_removed(&mut events).await;
+}
+
+/// Asserts that no event received so far removed an instance.
+async fn nothing_removed(events: &mut EventStream) {
     while let Ok(Some(e)) = tokio::time::timeout(Duration::ZERO, events.next()).await {
         assert!(
             !matches!(e, Event::Removed { .. }),
@@ -131,49 +186,25 @@ async fn forged_seqs_change_nothing(sub: &Subscriber, raw: &RawPublisher, prefix
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_seq_neither_removes_nor_pins_a_registered_instance() {
-    init_tracing();
-    let (nats_server, etcd_server) = (NatsServer::start().await, EtcdServer::start().await);
-    let prefix = prefix("forged_seq_registry");
-    let sub = subscriber_with_etcd(&nats_server.url(), &etcd_server.endpoints(), &prefix).await;
-    let mut events = sub.events();
-    let _real = announcer(&nats_server.url(), Some(&etcd_server.endpoints()), &prefix).await;
-    wait_event(&mut events, EVENT_WAIT, "Added(real)", |e| {
-        is_added(e, "real")
-    })
-    .await;
-    let raw = RawPublisher::connect(&nats_server.url(), &prefix).await;
-    forged_seqs_change_nothing(&sub, &raw, &prefix).await;
+    forged_seqs_change_nothing(Scene::start("forged_seq_registry", true).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_seq_neither_removes_nor_pins_an_instance_without_etcd() {
-    init_tracing();
-    let nats_server = NatsServer::start().await;
-    let prefix = prefix("forged_seq_bus");
-    let sub = subscriber(&nats_server.url(), &prefix).await;
-    let mut events = sub.events();
-    let _real = announcer(&nats_server.url(), None, &prefix).await;
-    wait_event(&mut events, EVENT_WAIT, "Added(real)", |e| {
-        is_added(e, "real")
-    })
-    .await;
-    let raw = RawPublisher::connect(&nats_server.url(), &prefix).await;
-    forged_seqs_change_nothing(&sub, &raw, &prefix).await;
+    forged_seqs_change_nothing(Scene::start("forged_seq_bus", false).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_goodbye_does_not_remove_a_registered_instance() {
-    init_tracing();
-    let (nats_server, etcd_server) = (NatsServer::start().await, EtcdServer::start().await);
-    let prefix = prefix("forged_goodbye");
-    let sub = subscriber_with_etcd(&nats_server.url(), &etcd_server.endpoints(), &prefix).await;
-    let mut events = sub.events();
-    let _real = announcer(&nats_server.url(), Some(&etcd_server.endpoints()), &prefix).await;
-    wait_event(&mut events, EVENT_WAIT, "Added(real)", |e| {
-        is_added(e, "real")
-    })
-    .await;
-    let raw = RawPublisher::connect(&nats_server.url(), &prefix).await;
+    let scene = Scene::start("forged_goodbye", true).await;
+    // The servers and the real announcer stay in `scene` until the end.
+    let Scene {
+        sub,
+        mut events,
+        raw,
+        prefix,
+        ..
+    } = scene;
     let real = copy_a_real_token(&raw.client, &prefix, "real").await;
 
     // Within the pace, so that it is believed as far as a bus message can be.
@@ -220,12 +251,7 @@ async fn a_forged_goodbye_does_not_remove_a_registered_instance() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sub.stats().seq_jump_drops, jumps + 1);
-    while let Ok(Some(e)) = tokio::time::timeout(Duration::ZERO, events.next()).await {
-        assert!(
-            !matches!(e, Event::Removed { .. }),
-            "nothing was removed: {e:?}"
-        );
-    }
+    nothing_removed(&mut events).await;
     assert_eq!(sub.stats().goodbyes, 0);
 }
 
