@@ -1,0 +1,155 @@
+//! The assignments clients asked for, kept current: the subscriber's events mark a service
+//! changed, changes are coalesced over [`COALESCE`], and an assignment is rebuilt from the
+//! service's view only when a stream asks for it after a change. Its version moves only when
+//! what it says moved, so a load that did not change an endpoint weight sends nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+use futures::StreamExt;
+use herald_subscriber::{Event, Subscriber};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::resources;
+use crate::stats::Counters;
+
+/// How long changes are gathered before streams are told: a burst of changes to one service
+/// becomes one response.
+pub(crate) const COALESCE: Duration = Duration::from_millis(5);
+
+/// One service's assignment as last built.
+struct Built {
+    version: u64,
+    resource: Any,
+    /// The view changed since it was built.
+    stale: bool,
+}
+
+pub(crate) struct Hub {
+    pub(crate) subscriber: Arc<Subscriber>,
+    built: Mutex<HashMap<String, Built>>,
+    /// Instances already warned of for an address that is not an IP literal.
+    warned: Mutex<HashSet<(String, String)>>,
+    /// Moves after each coalesced batch of changes; streams then look again.
+    generation: watch::Sender<u64>,
+    next_version: AtomicU64,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(subscriber: Arc<Subscriber>, counters: Arc<Counters>) -> Arc<Hub> {
+        Arc::new(Hub {
+            subscriber,
+            built: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
+            generation: watch::Sender::new(0),
+            next_version: AtomicU64::new(1),
+            counters,
+        })
+    }
+
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Service `service`'s assignment and its version, rebuilt if its view changed.
+    pub(crate) fn assignment(&self, service: &str) -> (u64, Any) {
+        let mut built = self.built.lock().expect("hub lock");
+        if let Some(b) = built.get(service)
+            && !b.stale
+        {
+            return (b.version, b.resource.clone());
+        }
+        let view = self.subscriber.instances(service);
+        let (cla, left_out) = resources::assignment(service, &view.to_vec());
+        for id in left_out.not_ip {
+            self.counters.not_ip.fetch_add(1, Relaxed);
+            let mut warned = self.warned.lock().expect("warned lock");
+            if warned.insert((service.to_owned(), id.clone())) {
+                tracing::warn!(
+                    service,
+                    instance = %id,
+                    "instance left out of xDS: its address is not an IP literal and port"
+                );
+            }
+        }
+        let resource = pack_any(cla);
+        let version = match built.get(service) {
+            Some(b) if b.resource == resource => b.version,
+            _ => self.next_version.fetch_add(1, Relaxed),
+        };
+        built.insert(
+            service.to_owned(),
+            Built {
+                version,
+                resource: resource.clone(),
+                stale: false,
+            },
+        );
+        (version, resource)
+    }
+
+    fn mark_stale(&self, services: &HashSet<String>, all: bool) {
+        let mut built = self.built.lock().expect("hub lock");
+        for (name, b) in built.iter_mut() {
+            if all || services.contains(name) {
+                b.stale = true;
+            }
+        }
+        drop(built);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Follows the subscriber's events until `cancel`: each batch of changes, gathered over
+    /// [`COALESCE`], marks its services' assignments stale and tells the streams once.
+    pub(crate) async fn follow(self: Arc<Hub>, cancel: CancellationToken) {
+        let mut events = self.subscriber.events();
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                e = events.next() => e,
+            };
+            let Some(first) = first else { return };
+            let mut services = HashSet::new();
+            let mut all = false;
+            note(&first, &mut services, &mut all);
+            let window = tokio::time::sleep(COALESCE);
+            tokio::pin!(window);
+            loop {
+                tokio::select! {
+                    () = &mut window => break,
+                    e = events.next() => match e {
+                        Some(e) => note(&e, &mut services, &mut all),
+                        None => break,
+                    },
+                }
+            }
+            self.mark_stale(&services, all);
+        }
+    }
+}
+
+fn note(event: &Event, services: &mut HashSet<String>, all: &mut bool) {
+    match event {
+        Event::Added(i) | Event::Updated(i) => {
+            services.insert(i.service().to_owned());
+        }
+        Event::Removed { instance, .. } => {
+            services.insert(instance.service().to_owned());
+        }
+        // Events were missed: every assignment is built again.
+        _ => *all = true,
+    }
+}
