@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use futures::StreamExt;
@@ -25,6 +26,8 @@ pub(crate) const COALESCE: Duration = Duration::from_millis(5);
 /// One service's assignment as last built.
 struct Built {
     version: u64,
+    /// Compared as a message: metadata maps encode in any order.
+    assignment: ClusterLoadAssignment,
     resource: Any,
     /// The view changed since it was built.
     stale: bool,
@@ -84,15 +87,16 @@ impl Hub {
                 );
             }
         }
-        let resource = pack_any(cla);
         let version = match built.get(service) {
-            Some(b) if b.resource == resource => b.version,
+            Some(b) if b.assignment == cla => b.version,
             _ => self.next_version.fetch_add(1, Relaxed),
         };
+        let resource = pack_any(cla.clone());
         built.insert(
             service.to_owned(),
             Built {
                 version,
+                assignment: cla,
                 resource: resource.clone(),
                 stale: false,
             },
