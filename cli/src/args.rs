@@ -151,8 +151,26 @@ pub(crate) enum Command {
     Ls(LsArgs),
     /// Stream Added / Updated / Removed events.
     Watch(WatchArgs),
-    /// Run the per-host discovery agent (HTTP API, Prometheus discovery, metrics).
+    /// Run the per-host discovery agent (HTTP API, Prometheus discovery, metrics; xDS for gRPC
+    /// clients and Envoy with --xds).
     Serve(ServeArgs),
+    /// Print the xDS bootstrap JSON that grpcio, grpc-js-xds and grpc-go read
+    /// (GRPC_XDS_BOOTSTRAP names a file holding it) to use `herald serve --xds`.
+    XdsBootstrap(XdsBootstrapArgs),
+}
+
+/// `herald xds-bootstrap`.
+#[derive(Debug, Args)]
+pub(crate) struct XdsBootstrapArgs {
+    /// Where the agent serves xDS: host:port, or unix:/path (as given to `herald serve --xds`).
+    #[arg(long, env = "HERALD_XDS_LISTEN")]
+    pub(crate) server: String,
+    /// The client's node id, as the agent's logs name it.
+    #[arg(long, default_value = "herald-client")]
+    pub(crate) node_id: String,
+    /// The client's zone.
+    #[arg(long, value_parser = zone)]
+    pub(crate) zone: Option<String>,
 }
 
 /// `herald announce`.
@@ -246,6 +264,11 @@ pub(crate) struct ServeArgs {
     /// Preferred zone for picks.
     #[arg(long, env = "HERALD_ZONE", value_parser = zone)]
     pub(crate) zone: Option<String>,
+    /// Also serve xDS (aggregated, state of the world) on this address: host:port, or
+    /// unix:/path. gRPC clients (`xds:///SERVICE`) and Envoy then balance over the agent's
+    /// view; `herald xds-bootstrap` prints what they need to find it.
+    #[arg(long, env = "HERALD_XDS_LISTEN")]
+    pub(crate) xds: Option<String>,
 }
 
 /// The command-line flag that sets a library setting, for messages in the CLI's words.

@@ -73,6 +73,13 @@ async fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(&cli.global, a)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::XdsBootstrap(a) => {
+            println!(
+                "{}",
+                herald_xds::bootstrap::json(&a.server, &a.node_id, a.zone.as_deref())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

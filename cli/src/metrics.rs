@@ -10,6 +10,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use herald_subscriber::{ConnectionState, LATENCY_BUCKETS_MS, Subscriber};
+use herald_xds::XdsServer;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -22,11 +23,56 @@ pub(crate) const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The content type of OpenMetrics text.
 pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The agent's metrics registry: one collector reading the subscriber at each scrape.
-pub(crate) fn registry(subscriber: Arc<Subscriber>) -> Registry {
+/// The agent's metrics registry: one collector reading the subscriber at each scrape, and
+/// one reading the xDS server when it runs.
+pub(crate) fn registry(subscriber: Arc<Subscriber>, xds: Option<XdsServer>) -> Registry {
     let mut registry = Registry::with_prefix("herald");
     registry.register_collector(Box::new(Scrape(subscriber)));
+    if let Some(xds) = xds {
+        registry.register_collector(Box::new(XdsScrape(xds)));
+    }
     registry
+}
+
+#[derive(Debug)]
+struct XdsScrape(XdsServer);
+
+impl Collector for XdsScrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let e = &mut encoder;
+        let clients = ConstGauge::new(s.clients as i64);
+        clients.encode(e.encode_descriptor(
+            "xds_clients",
+            "xDS clients connected (ADS streams open).",
+            None,
+            clients.metric_type(),
+        )?)?;
+        counter(e, "xds_streams", "ADS streams opened.", s.streams)?;
+        let per_type = |v: &[(herald_xds::Type, u64)]| -> Vec<(&'static str, u64)> {
+            v.iter().map(|(t, n)| (t.label(), *n)).collect()
+        };
+        labelled_counter(
+            e,
+            "xds_responses",
+            "xDS responses sent, by resource type.",
+            "type",
+            &per_type(&s.responses),
+        )?;
+        labelled_counter(
+            e,
+            "xds_nacks",
+            "xDS responses a client refused, by resource type.",
+            "type",
+            &per_type(&s.nacks),
+        )?;
+        counter(
+            e,
+            "xds_left_out",
+            "Instances left out of an xDS assignment: their address is not an IP literal and port.",
+            s.not_ip,
+        )
+    }
 }
 
 /// The metrics as OpenMetrics text when `openmetrics`, else as classic text.

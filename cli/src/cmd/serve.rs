@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use futures::{Stream, StreamExt};
 use herald_subscriber::{ConnectionState, Connections, Strategy, Subscriber};
+use herald_xds::{Bound, XdsServer};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,8 @@ struct Agent {
     subscriber: Arc<Subscriber>,
     metrics: Arc<Registry>,
     shutdown: CancellationToken,
+    /// The xDS server and where it listens, with `--xds`.
+    xds: Option<(XdsServer, String)>,
 }
 
 type Shared = Agent;
@@ -39,23 +42,57 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let xds_bound = match &args.xds {
+        Some(addr) => Some(
+            Bound::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve xDS on {addr} (--xds)"))?,
+        ),
+        None => None,
+    };
     let subscriber = Arc::new(global.subscriber(None, args.zone.as_deref()).await?);
     let shutdown = CancellationToken::new();
+    let xds = xds_bound.map(|bound| {
+        let server = XdsServer::new(subscriber.clone());
+        let uri = bound.uri();
+        eprintln!("herald agent serving xDS on {uri}");
+        let serving = server.clone();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(bound, async move { stop.cancelled().await })
+                .await
+        });
+        (server, uri, task)
+    });
     let app = router(Agent {
-        metrics: Arc::new(crate::metrics::registry(subscriber.clone())),
+        metrics: Arc::new(crate::metrics::registry(
+            subscriber.clone(),
+            xds.as_ref().map(|(server, _, _)| server.clone()),
+        )),
         subscriber,
         shutdown: shutdown.clone(),
+        xds: xds
+            .as_ref()
+            .map(|(server, uri, _)| (server.clone(), uri.clone())),
     });
     eprintln!(
         "herald agent listening on http://{}",
         listener.local_addr()?
     );
+    let stop = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             crate::shutdown_signal().await;
-            shutdown.cancel();
+            stop.cancel();
         })
         .await?;
+    shutdown.cancel();
+    if let Some((_, _, task)) = xds {
+        task.await
+            .context("the xDS server failed")?
+            .context("the xDS server failed")?;
+    }
     Ok(())
 }
 
@@ -126,7 +163,10 @@ async fn metrics(State(agent): State<Agent>, headers: HeaderMap) -> impl IntoRes
 /// Readiness: 200 while NATS and the etcd watch are up, 503 naming what is down and since
 /// when. The agent keeps answering either way, from the last view it knows.
 async fn healthz(State(agent): State<Agent>) -> Response {
-    let (status, body) = readiness(&agent.subscriber.connections());
+    let (status, mut body) = readiness(&agent.subscriber.connections());
+    if let Some((server, uri)) = &agent.xds {
+        body["xds"] = serde_json::json!({ "listen": uri, "clients": server.stats().clients });
+    }
     (status, Json(body)).into_response()
 }
 
