@@ -1,0 +1,153 @@
+//! `herald serve --xds` against a real proxyless gRPC client: grpcio (Python, from the venv
+//! `scripts/install-deps` makes) calls `xds:///echo` with the bootstrap `herald xds-bootstrap`
+//! prints, over three gRPC backends announced with `herald announce` (with etcd). Every call
+//! is served, the busy backend gets few calls, and a killed backend none.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Env, eventually};
+use herald_testkit::{ChildGuard, free_port, spawn_guarded};
+
+fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: scripts/install-deps makes it (grpcio for the xDS tests)",
+        venv.display()
+    );
+    venv
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/grpc")
+        .join(name)
+}
+
+/// A gRPC backend answering with `name`, once it serves.
+fn backend(name: &str, port: u16) -> ChildGuard {
+    let mut cmd = Command::new(python());
+    cmd.arg(script("backend.py"))
+        .arg(name)
+        .arg(port.to_string())
+        .stdout(Stdio::piped());
+    let mut child = spawn_guarded(cmd);
+    let stdout = child.child_mut().stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert!(line.starts_with("serving"), "backend {name} said {line:?}");
+    child
+}
+
+/// Runs `calls` calls of `xds:///echo` through grpcio: calls served per backend, and failed.
+async fn grpcio_calls(bootstrap: &str, calls: usize) -> (serde_json::Value, u64) {
+    let mut cmd = Command::new(python());
+    cmd.arg(script("client.py"))
+        .arg("echo")
+        .arg(calls.to_string())
+        .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap)
+        .env_remove("GRPC_XDS_BOOTSTRAP");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the grpcio client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the client prints one JSON line");
+    (report["served"].clone(), report["failed"].as_u64().unwrap())
+}
+
+fn served(report: &serde_json::Value, name: &str) -> u64 {
+    report[name].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_balances_over_the_agent_by_load_and_leaves_a_killed_backend_out() {
+    let env = Env::start("xds").await;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _backends: Vec<ChildGuard> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| backend(&format!("b{}", i + 1), *port))
+        .collect();
+    let mut announcers: Vec<ChildGuard> = ports
+        .iter()
+        .zip(["0.1", "0.1", "0.9"])
+        .enumerate()
+        .map(|(i, (port, load))| {
+            env.announce_at(
+                "echo",
+                &format!("b{}", i + 1),
+                &format!("127.0.0.1:{port}"),
+                &["--load", load],
+            )
+        })
+        .collect();
+
+    let xds_port = free_port();
+    let http_port = free_port();
+    let xds = format!("127.0.0.1:{xds_port}");
+    let mut serve = env.herald(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{http_port}"),
+        "--xds",
+        &xds,
+    ]);
+    serve.stderr(Stdio::null());
+    let _serve = spawn_guarded(serve);
+    let health = format!("http://127.0.0.1:{http_port}/healthz");
+    eventually(Duration::from_secs(10), "the agent answers", async || {
+        reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let body: serde_json::Value =
+        serde_json::from_str(&reqwest::get(&health).await.unwrap().text().await.unwrap()).unwrap();
+    assert_eq!(
+        body["xds"]["listen"],
+        xds.as_str(),
+        "/healthz names the xDS listener"
+    );
+
+    let out = env
+        .output(&[
+            "xds-bootstrap",
+            "--server",
+            &xds,
+            "--node-id",
+            "grpcio-test",
+        ])
+        .await;
+    assert!(out.status.success());
+    let bootstrap = String::from_utf8(out.stdout).unwrap();
+
+    let (report, failed) = grpcio_calls(&bootstrap, 1_000).await;
+    assert_eq!(failed, 0, "every call is served: {report}");
+    let total: u64 = ["b1", "b2", "b3"].iter().map(|b| served(&report, b)).sum();
+    assert_eq!(total, 1_000, "{report}");
+    assert!(
+        served(&report, "b3") < 150,
+        "the backend at load 0.9 gets under 15 % of the calls: {report}"
+    );
+    assert!(
+        served(&report, "b1") > 300 && served(&report, "b2") > 300,
+        "the two at load 0.1 share the rest: {report}"
+    );
+
+    // kill -9 of b3's announcer: its instance goes after its TTL (3 x 200 ms).
+    announcers.pop().unwrap().kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (report, failed) = grpcio_calls(&bootstrap, 200).await;
+    assert_eq!(failed, 0, "{report}");
+    assert_eq!(served(&report, "b3"), 0, "no call goes to it: {report}");
+}
