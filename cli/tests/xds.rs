@@ -1,7 +1,7 @@
 //! `herald serve --xds` against a real proxyless gRPC client: grpcio (Python, from the venv
 //! `scripts/install-deps` makes) calls `xds:///echo` with the bootstrap `herald xds-bootstrap`
 //! prints, over three gRPC backends announced with `herald announce` (with etcd). Every call
-//! is served, the busy backend gets few calls, and a killed backend none.
+//! is served, the busy backend gets few calls, and a draining or killed backend none.
 
 mod common;
 
@@ -92,6 +92,18 @@ async fn grpcio_balances_over_the_agent_by_load_and_leaves_a_killed_backend_out(
         })
         .collect();
 
+    // A fourth backend, serving, but announced draining: its check fails (nothing listens
+    // on the port it checks).
+    let port4 = free_port();
+    let _backend4 = backend("b4", port4);
+    let closed = format!("127.0.0.1:{}", free_port());
+    let _draining = env.announce_at(
+        "echo",
+        "b4",
+        &format!("127.0.0.1:{port4}"),
+        &["--check-tcp", &closed, "--check-interval", "100ms"],
+    );
+
     let xds_port = free_port();
     let http_port = free_port();
     let xds = format!("127.0.0.1:{xds_port}");
@@ -119,6 +131,27 @@ async fn grpcio_balances_over_the_agent_by_load_and_leaves_a_killed_backend_out(
         "/healthz names the xDS listener"
     );
 
+    let instances = format!("http://127.0.0.1:{http_port}/v1/services/echo");
+    eventually(
+        Duration::from_secs(10),
+        "four instances listed, b4 draining",
+        async || {
+            let Ok(r) = reqwest::get(&instances).await else {
+                return false;
+            };
+            let listed: serde_json::Value =
+                serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
+            let Some(listed) = listed.as_array() else {
+                return false;
+            };
+            listed.len() == 4
+                && listed
+                    .iter()
+                    .any(|i| i["instance"] == "b4" && i["state"] == "draining")
+        },
+    )
+    .await;
+
     let out = env
         .output(&[
             "xds-bootstrap",
@@ -133,6 +166,11 @@ async fn grpcio_balances_over_the_agent_by_load_and_leaves_a_killed_backend_out(
 
     let (report, failed) = grpcio_calls(&bootstrap, 1_000).await;
     assert_eq!(failed, 0, "every call is served: {report}");
+    assert_eq!(
+        served(&report, "b4"),
+        0,
+        "a draining instance gets none: {report}"
+    );
     let total: u64 = ["b1", "b2", "b3"].iter().map(|b| served(&report, b)).sum();
     assert_eq!(total, 1_000, "{report}");
     assert!(
