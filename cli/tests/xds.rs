@@ -1,5 +1,6 @@
-//! `herald serve --xds` against a real proxyless gRPC client: grpcio (Python, from the venv
-//! `scripts/install-deps` makes) calls `xds:///echo` with the bootstrap `herald xds-bootstrap`
+//! `herald serve --xds` against real proxyless gRPC clients: grpcio (Python, from the venv
+//! `scripts/install-deps` makes) and @grpc/grpc-js-xds (Node, installed by the same script)
+//! call `xds:///echo` with the bootstrap `herald xds-bootstrap`
 //! prints, over three gRPC backends announced with `herald announce` (with etcd). Every call
 //! is served, the busy backend gets few calls, and a draining or killed backend none.
 
@@ -44,11 +45,37 @@ fn backend(name: &str, port: u16) -> ChildGuard {
     child
 }
 
-/// Runs `calls` calls of `xds:///echo` through grpcio: calls served per backend, and failed.
-async fn grpcio_calls(bootstrap: &str, calls: usize) -> (serde_json::Value, u64) {
-    let mut cmd = Command::new(python());
-    cmd.arg(script("client.py"))
-        .arg("echo")
+/// A proxyless gRPC client of the test.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// grpcio, Python.
+    Grpcio,
+    /// @grpc/grpc-js-xds, Node.
+    GrpcJs,
+}
+
+/// Runs `calls` calls of `xds:///echo` through `client`: calls served per backend, and failed.
+async fn calls(client: Client, bootstrap: &str, calls: usize) -> (serde_json::Value, u64) {
+    let mut cmd = match client {
+        Client::Grpcio => {
+            let mut cmd = Command::new(python());
+            cmd.arg(script("client.py"));
+            cmd
+        }
+        Client::GrpcJs => {
+            let modules =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-node/node_modules");
+            assert!(
+                modules.join("@grpc/grpc-js-xds").exists(),
+                "{} is missing: scripts/install-deps installs @grpc/grpc-js-xds there",
+                modules.display()
+            );
+            let mut cmd = Command::new("node");
+            cmd.arg(script("client.js")).env("NODE_PATH", modules);
+            cmd
+        }
+    };
+    cmd.arg("echo")
         .arg(calls.to_string())
         .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap)
         .env_remove("GRPC_XDS_BOOTSTRAP");
@@ -57,7 +84,7 @@ async fn grpcio_calls(bootstrap: &str, calls: usize) -> (serde_json::Value, u64)
         .unwrap();
     assert!(
         out.status.success(),
-        "the grpcio client failed: {}",
+        "the {client:?} client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value =
@@ -70,7 +97,7 @@ fn served(report: &serde_json::Value, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpcio_balances_over_the_agent_by_load_and_leaves_a_killed_backend_out() {
+async fn grpc_clients_balance_over_the_agent_by_load_and_leave_drained_and_killed_backends_out() {
     let env = Env::start("xds").await;
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let _backends: Vec<ChildGuard> = ports
@@ -164,28 +191,36 @@ async fn grpcio_balances_over_the_agent_by_load_and_leaves_a_killed_backend_out(
     assert!(out.status.success());
     let bootstrap = String::from_utf8(out.stdout).unwrap();
 
-    let (report, failed) = grpcio_calls(&bootstrap, 1_000).await;
-    assert_eq!(failed, 0, "every call is served: {report}");
-    assert_eq!(
-        served(&report, "b4"),
-        0,
-        "a draining instance gets none: {report}"
-    );
-    let total: u64 = ["b1", "b2", "b3"].iter().map(|b| served(&report, b)).sum();
-    assert_eq!(total, 1_000, "{report}");
-    assert!(
-        served(&report, "b3") < 150,
-        "the backend at load 0.9 gets under 15 % of the calls: {report}"
-    );
-    assert!(
-        served(&report, "b1") > 300 && served(&report, "b2") > 300,
-        "the two at load 0.1 share the rest: {report}"
-    );
+    for client in [Client::Grpcio, Client::GrpcJs] {
+        let (report, failed) = calls(client, &bootstrap, 1_000).await;
+        assert_eq!(failed, 0, "{client:?}: every call is served: {report}");
+        assert_eq!(
+            served(&report, "b4"),
+            0,
+            "{client:?}: a draining instance gets none: {report}"
+        );
+        let total: u64 = ["b1", "b2", "b3"].iter().map(|b| served(&report, b)).sum();
+        assert_eq!(total, 1_000, "{client:?}: {report}");
+        assert!(
+            served(&report, "b3") < 150,
+            "{client:?}: the backend at load 0.9 gets under 15 % of the calls: {report}"
+        );
+        assert!(
+            served(&report, "b1") > 300 && served(&report, "b2") > 300,
+            "{client:?}: the two at load 0.1 share the rest: {report}"
+        );
+    }
 
     // kill -9 of b3's announcer: its instance goes after its TTL (3 x 200 ms).
     announcers.pop().unwrap().kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (report, failed) = grpcio_calls(&bootstrap, 200).await;
-    assert_eq!(failed, 0, "{report}");
-    assert_eq!(served(&report, "b3"), 0, "no call goes to it: {report}");
+    for client in [Client::Grpcio, Client::GrpcJs] {
+        let (report, failed) = calls(client, &bootstrap, 200).await;
+        assert_eq!(failed, 0, "{client:?}: {report}");
+        assert_eq!(
+            served(&report, "b3"),
+            0,
+            "{client:?}: no call goes to it: {report}"
+        );
+    }
 }

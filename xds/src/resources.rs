@@ -26,7 +26,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, http_connection_manager::RouteSpecifier,
     http_filter::ConfigType,
 };
-use envoy_types::pb::envoy::extensions::load_balancing_policies::ring_hash::v3::RingHash;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::ring_hash::v3::{
+    RingHash, ring_hash,
+};
 use envoy_types::pb::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value, Value, value::Kind};
 use envoy_types::util::pack_any;
@@ -122,7 +124,11 @@ pub fn cluster(service: &str) -> Cluster {
             policies: vec![
                 policy(
                     "envoy.load_balancing_policies.ring_hash",
-                    pack_any(RingHash::default()),
+                    // grpc-js refuses the default hash function (and ring sizes).
+                    pack_any(RingHash {
+                        hash_function: ring_hash::HashFunction::XxHash as i32,
+                        ..Default::default()
+                    }),
                 ),
                 policy(
                     "envoy.load_balancing_policies.round_robin",
