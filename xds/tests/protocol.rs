@@ -335,15 +335,47 @@ async fn subscribing_again_or_renaming_on_a_stale_nonce_is_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_services_on_one_stream_are_answered() {
+async fn a_thousand_services_of_ten_instances_on_one_stream_are_answered() {
     let s = setup().await;
-    let mut c = Client::connect(&s.uri).await;
+    // 10,000 instances, announced as any NATS client could (one token each, a long TTL).
+    let raw = async_nats::connect(s.nats.url()).await.expect("connects");
+    let subjects = herald_shared::Subjects::new(&s.prefix).unwrap();
+    for svc in 0..1_000u32 {
+        for i in 0..10u32 {
+            let mut t = herald_shared::Token::new(
+                format!("svc{svc}"),
+                format!("i{i}"),
+                format!("10.{}.{}.{i}:80", svc / 256, svc % 256),
+            );
+            t.seq = 1;
+            t.ttl_ms = 600_000;
+            let bytes = herald_shared::codec::encode(&t).unwrap();
+            raw.publish(subjects.announce(&t.service), bytes.into())
+                .await
+                .unwrap();
+        }
+    }
+    raw.flush().await.unwrap();
     let names: Vec<String> = (0..1_000).map(|i| format!("svc{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut c = Client::connect(&s.uri).await;
     c.ask(Type::Cluster, &refs, None).await;
     let cds = c.expect(Type::Cluster, "clusters").await;
     assert_eq!(cds.resources.len(), 1_000);
+    c.ask(Type::Cluster, &refs, Some(&cds)).await;
     c.ask(Type::Endpoints, &refs, None).await;
-    let eds = c.expect(Type::Endpoints, "assignments").await;
-    assert_eq!(assignments(&eds).len(), 1_000);
+    // Endpoints go out per resource: the first response holds every assignment, later ones
+    // only those that changed.
+    let mut latest = std::collections::HashMap::new();
+    let mut responses = 0;
+    while latest.len() < 1_000 || latest.values().any(|n| *n != 10) {
+        let r = c.expect(Type::Endpoints, "every instance listed").await;
+        responses += 1;
+        c.ask(Type::Endpoints, &refs, Some(&r)).await;
+        for cla in assignments(&r) {
+            latest.insert(cla.cluster_name.clone(), endpoints(&cla).len());
+        }
+    }
+    assert!(responses >= 1);
+    assert_eq!(latest.len(), 1_000);
 }
