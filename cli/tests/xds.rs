@@ -224,3 +224,130 @@ async fn grpc_clients_balance_over_the_agent_by_load_and_leave_drained_and_kille
         );
     }
 }
+
+/// The agent of a test: `herald serve` with HTTP and xDS on fixed ports, started again on the
+/// same ports after a stop.
+fn agent(env: &Env, http_port: u16, xds: &str) -> ChildGuard {
+    let mut serve = env.herald(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{http_port}"),
+        "--xds",
+        xds,
+    ]);
+    serve.stderr(Stdio::piped());
+    let mut child = spawn_guarded(serve);
+    let stderr = child.child_mut().stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the agent ended before serving"
+        );
+        if line.starts_with("herald agent listening") {
+            break;
+        }
+    }
+    // Keep reading: a closed pipe would fail the agent's later log lines.
+    std::thread::spawn(move || for _ in reader.lines().map_while(Result::ok) {});
+    child
+}
+
+/// When (milliseconds into the timeline) `name` first served a call.
+fn first_call(timeline: &[(u64, Option<String>)], name: &str) -> Option<u64> {
+    timeline
+        .iter()
+        .find(|(_, who)| who.as_deref() == Some(name))
+        .map(|(at, _)| *at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_instance_gets_calls_within_a_second_and_an_agent_restart_fails_no_call() {
+    let env = Env::start("xdsflow").await;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _backends: Vec<ChildGuard> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| backend(&format!("b{}", i + 1), *port))
+        .collect();
+    let announce = |i: usize| {
+        env.announce_at(
+            "echo",
+            &format!("b{}", i + 1),
+            &format!("127.0.0.1:{}", ports[i]),
+            &[],
+        )
+    };
+    let _b1 = announce(0);
+    let (http_port, xds) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let mut serving = agent(&env, http_port, &xds);
+    let bootstrap = String::from_utf8(
+        env.output(&["xds-bootstrap", "--server", &xds])
+            .await
+            .stdout,
+    )
+    .unwrap();
+
+    // 100 calls a second for 9 s.
+    let mut client = Command::new(python());
+    client
+        .arg(script("timeline.py"))
+        .args(["echo", "9", "100"])
+        .env("GRPC_XDS_BOOTSTRAP_CONFIG", &bootstrap)
+        .stdout(Stdio::piped());
+    let mut client = spawn_guarded(client);
+    let stdout = client.child_mut().stdout.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let output = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        ready_tx.send(()).unwrap();
+        lines.next().unwrap().unwrap()
+    });
+    tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the client's first call is served");
+    let started = std::time::Instant::now();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _b2 = announce(1);
+    let b2_joined = started.elapsed().as_millis() as u64;
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let stopped = common::sigterm(&mut serving);
+    assert!(stopped.success(), "the agent stops cleanly: {stopped:?}");
+    let _serving = agent(&env, http_port, &xds);
+    let restarted = started.elapsed().as_millis() as u64;
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let _b3 = announce(2);
+    let b3_joined = started.elapsed().as_millis() as u64;
+
+    let line = tokio::task::spawn_blocking(move || output.join().unwrap())
+        .await
+        .unwrap();
+    let timeline: Vec<(u64, Option<String>)> =
+        serde_json::from_str(&line).expect("the client prints its calls");
+    let failed: Vec<u64> = timeline
+        .iter()
+        .filter(|(_, who)| who.is_none())
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "no call fails, the agent's restart at {restarted} ms included: failed at {failed:?}"
+    );
+    let b2 = first_call(&timeline, "b2").expect("b2 gets calls");
+    assert!(
+        b2 <= b2_joined + 1_000,
+        "a new instance gets calls within 1 s: joined at {b2_joined} ms, first call at {b2} ms"
+    );
+    let b3 = first_call(&timeline, "b3").expect("changes flow again after the restart");
+    assert!(b3 > b3_joined.saturating_sub(100), "b3 at {b3} ms");
+    eprintln!(
+        "b2 joined at {b2_joined} ms, first call {b2} ms; agent restarted at {restarted} ms; b3 joined at {b3_joined} ms, first call {b3} ms; {} calls",
+        timeline.len()
+    );
+}

@@ -42,6 +42,9 @@ pub(crate) struct Hub {
     generation: watch::Sender<u64>,
     next_version: AtomicU64,
     pub(crate) counters: Arc<Counters>,
+    /// Cancelled when the server stops: every stream ends, so that a graceful shutdown does
+    /// not wait for clients that never close theirs (they keep their last configuration).
+    pub(crate) closing: CancellationToken,
 }
 
 impl std::fmt::Debug for Hub {
@@ -59,6 +62,7 @@ impl Hub {
             generation: watch::Sender::new(0),
             next_version: AtomicU64::new(1),
             counters,
+            closing: CancellationToken::new(),
         })
     }
 

@@ -65,15 +65,21 @@ impl XdsServer {
         let cancel = CancellationToken::new();
         let follow = tokio::spawn(self.hub.clone().follow(cancel.clone()));
         let router = tonic::transport::Server::builder().add_service(self.service());
+        let closing = self.hub.closing.clone();
+        // Open streams end first: a graceful stop waits for every open call.
+        let signal = async move {
+            shutdown.await;
+            closing.cancel();
+        };
         let served = match bound {
             Bound::Tcp(l) => {
                 router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), signal)
                     .await
             }
             Bound::Unix(l, _) => {
                 router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown)
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(l), signal)
                     .await
             }
         };

@@ -79,6 +79,7 @@ impl Stream {
                 return Some(Ok(response));
             }
             tokio::select! {
+                () = self.hub.closing.cancelled() => return None,
                 request = self.requests.next() => match request {
                     Some(Ok(request)) => self.on_request(request),
                     Some(Err(status)) => {
