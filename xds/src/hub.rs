@@ -1,6 +1,7 @@
 //! The assignments clients asked for, kept current: the subscriber's events mark a service
-//! changed, changes are coalesced over [`COALESCE`], and an assignment is rebuilt from the
-//! service's view only when a stream asks for it after a change. Its version moves only when
+//! changed (the first change after a quiet spell at once, later ones coalesced over
+//! [`COALESCE`]), and an assignment is rebuilt from the service's view only when a stream
+//! asks for it after a change. Its version moves only when
 //! what it says moved, so a load that did not change an endpoint weight sends nothing.
 
 use std::collections::{HashMap, HashSet};
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::resources;
 use crate::stats::Counters;
 
-/// How long changes are gathered before streams are told: a burst of changes to one service
-/// becomes one response.
+/// How long changes that follow a first one are gathered before streams are told again: a
+/// burst of changes to one service becomes one response per window, while a lone change goes
+/// out at once.
 pub(crate) const COALESCE: Duration = Duration::from_millis(5);
 
 /// One service's assignment as last built.
@@ -119,8 +121,9 @@ impl Hub {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Follows the subscriber's events until `cancel`: each batch of changes, gathered over
-    /// [`COALESCE`], marks its services' assignments stale and tells the streams once.
+    /// Follows the subscriber's events until `cancel`. The first change after a quiet spell
+    /// marks its service's assignment stale and tells the streams at once; the changes that
+    /// follow within [`COALESCE`] are told together at its end.
     pub(crate) async fn follow(self: Arc<Hub>, cancel: CancellationToken) {
         let mut events = self.subscriber.events();
         loop {
@@ -133,6 +136,9 @@ impl Hub {
             let mut services = HashSet::new();
             let mut all = false;
             note(&first, &mut services, &mut all);
+            self.mark_stale(&services, all);
+            services.clear();
+            all = false;
             let window = tokio::time::sleep(COALESCE);
             tokio::pin!(window);
             loop {
@@ -144,7 +150,9 @@ impl Hub {
                     },
                 }
             }
-            self.mark_stale(&services, all);
+            if all || !services.is_empty() {
+                self.mark_stale(&services, all);
+            }
         }
     }
 }

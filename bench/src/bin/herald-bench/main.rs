@@ -25,6 +25,7 @@ mod peers;
 mod peers_kill;
 mod propagation;
 mod scale;
+mod xds;
 
 /// Counts heap allocations for `memory` and `churn`; the others switch counting off first
 /// thing, so that it costs them one relaxed load per allocation.
@@ -57,6 +58,9 @@ enum Command {
     PeersKill(herald_bench::peers::kill::KillSettings),
     /// Churn soak: announcers join, crash and leave at random, checked against the truth.
     Churn(churn::Args),
+    /// xDS: view change to EDS response, against the subscriber's own event; a burst's
+    /// responses.
+    Xds(xds::Args),
     /// Ingest's publishing process.
     #[command(hide = true)]
     IngestPublisher { url: String },
@@ -90,6 +94,7 @@ fn main() {
         Command::Peers(args) => peers::run(args),
         Command::PeersKill(args) => peers_kill::run(args),
         Command::Churn(args) => churn::run(args),
+        Command::Xds(args) => xds::run(args),
         Command::IngestPublisher { url } => ingest::publisher_process(url),
         Command::ScaleCase { settings } => scale::run_case(&settings),
         Command::ScaleHost { settings } => scale::host_process(&settings),
