@@ -95,6 +95,9 @@ impl Hub {
         }
         let version = match built.get(service) {
             Some(b) if b.assignment == cla => b.version,
+            // A service nobody announced keeps no entry, whatever names clients ask for: its
+            // empty assignment is version 0 until it has an instance.
+            None if cla.endpoints.is_empty() => return (0, pack_any(cla)),
             _ => self.next_version.fetch_add(1, Relaxed),
         };
         let resource = pack_any(cla.clone());
