@@ -71,6 +71,30 @@ impl Collector for XdsScrape {
             "xds_left_out",
             "Instances left out of an xDS assignment: their address is not an IP literal and port.",
             s.not_ip,
+        )?;
+        let buckets: Vec<(f64, u64)> = s
+            .push
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let le = herald_xds::PUSH_BUCKETS_US
+                    .get(i)
+                    .map_or(f64::MAX, |us| *us as f64 / 1e6);
+                (le, *n)
+            })
+            .collect();
+        e.encode_descriptor(
+            "xds_push",
+            "From a change of the view to the xDS response that carries it, per client it reached.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            s.push.sum_us as f64 / 1e6,
+            s.push.counts.iter().sum(),
+            &buckets,
+            None,
         )
     }
 }

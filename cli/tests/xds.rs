@@ -211,6 +211,20 @@ async fn grpc_clients_balance_over_the_agent_by_load_and_leave_drained_and_kille
         );
     }
 
+    let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "herald_xds_clients",
+        "herald_xds_responses_total{type=\"endpoints\"}",
+        "herald_xds_push_seconds_count",
+    ] {
+        assert!(metrics.contains(family), "/metrics has {family}: {metrics}");
+    }
+
     // kill -9 of b3's announcer: its instance goes after its TTL (3 x 200 ms).
     announcers.pop().unwrap().kill();
     tokio::time::sleep(Duration::from_secs(1)).await;

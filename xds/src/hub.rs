@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::google::protobuf::Any;
@@ -33,6 +33,18 @@ struct Built {
     resource: Any,
     /// The view changed since it was built.
     stale: bool,
+    /// When the first change not yet built in was told.
+    stale_since: Option<Instant>,
+    /// When the change this build carries was told (none for a first build).
+    changed_at: Option<Instant>,
+}
+
+/// A service's assignment as a stream sends it.
+pub(crate) struct Assignment {
+    pub(crate) version: u64,
+    pub(crate) resource: Any,
+    /// When the change it carries was told, for the push latency.
+    pub(crate) changed_at: Option<Instant>,
 }
 
 pub(crate) struct Hub {
@@ -73,13 +85,18 @@ impl Hub {
     }
 
     /// Service `service`'s assignment and its version, rebuilt if its view changed.
-    pub(crate) fn assignment(&self, service: &str) -> (u64, Any) {
+    pub(crate) fn assignment(&self, service: &str) -> Assignment {
         let mut built = self.built.lock().expect("hub lock");
         if let Some(b) = built.get(service)
             && !b.stale
         {
-            return (b.version, b.resource.clone());
+            return Assignment {
+                version: b.version,
+                resource: b.resource.clone(),
+                changed_at: b.changed_at,
+            };
         }
+        let changed_at = built.get(service).and_then(|b| b.stale_since);
         let view = self.subscriber.instances(service);
         let (cla, left_out) = resources::assignment(service, &view.to_vec());
         for id in left_out.not_ip {
@@ -97,7 +114,13 @@ impl Hub {
             Some(b) if b.assignment == cla => b.version,
             // A service nobody announced keeps no entry, whatever names clients ask for: its
             // empty assignment is version 0 until it has an instance.
-            None if cla.endpoints.is_empty() => return (0, pack_any(cla)),
+            None if cla.endpoints.is_empty() => {
+                return Assignment {
+                    version: 0,
+                    resource: pack_any(cla),
+                    changed_at: None,
+                };
+            }
             _ => self.next_version.fetch_add(1, Relaxed),
         };
         let resource = pack_any(cla.clone());
@@ -108,16 +131,24 @@ impl Hub {
                 assignment: cla,
                 resource: resource.clone(),
                 stale: false,
+                stale_since: None,
+                changed_at,
             },
         );
-        (version, resource)
+        Assignment {
+            version,
+            resource,
+            changed_at,
+        }
     }
 
     fn mark_stale(&self, services: &HashSet<String>, all: bool) {
+        let now = Instant::now();
         let mut built = self.built.lock().expect("hub lock");
         for (name, b) in built.iter_mut() {
             if all || services.contains(name) {
                 b.stale = true;
+                b.stale_since.get_or_insert(now);
             }
         }
         drop(built);

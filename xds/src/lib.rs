@@ -47,5 +47,5 @@ mod stream;
 pub mod types;
 
 pub use server::{Bound, XdsServer};
-pub use stats::XdsStats;
+pub use stats::{PUSH_BUCKETS_US, PushLatency, XdsStats};
 pub use types::Type;

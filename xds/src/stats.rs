@@ -2,6 +2,7 @@
 //! resource type, instances left out.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::types::{TYPES, Type};
 
@@ -12,6 +13,39 @@ pub(crate) struct Counters {
     pub(crate) responses: [AtomicU64; 3],
     pub(crate) nacks: [AtomicU64; 3],
     pub(crate) not_ip: AtomicU64,
+    pub(crate) push: PushCounters,
+}
+
+/// Upper bounds (inclusive, microseconds) of the push-latency buckets; a last bucket takes
+/// everything slower.
+pub const PUSH_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+
+/// How long from a change of the view being told to the hub to the response that carries it
+/// leaving for a client that held the previous content.
+#[derive(Debug, Default)]
+pub(crate) struct PushCounters {
+    counts: [AtomicU64; PUSH_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl PushCounters {
+    pub(crate) fn record(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let i = PUSH_BUCKETS_US.partition_point(|b| *b < us);
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+/// Push latencies per bucket of [`PUSH_BUCKETS_US`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushLatency {
+    /// One count per bucket, plus a last one for slower pushes.
+    pub counts: Vec<u64>,
+    /// Sum of every sample, in microseconds.
+    pub sum_us: u64,
 }
 
 impl Counters {
@@ -24,6 +58,10 @@ impl Counters {
             responses: per_type(&self.responses),
             nacks: per_type(&self.nacks),
             not_ip: self.not_ip.load(Relaxed),
+            push: PushLatency {
+                counts: self.push.counts.iter().map(|a| a.load(Relaxed)).collect(),
+                sum_us: self.push.sum_us.load(Relaxed),
+            },
         }
     }
 }
@@ -43,6 +81,8 @@ pub struct XdsStats {
     /// Times an instance was left out of an assignment because its address is not an IP
     /// literal and port.
     pub not_ip: u64,
+    /// From a change of the view to the response that carries it, per client it reached.
+    pub push: PushLatency,
 }
 
 impl XdsStats {

@@ -208,11 +208,22 @@ impl Stream {
         let resend = sub.resend;
         let mut resources = Vec::new();
         let mut sent = Vec::new();
+        let now = std::time::Instant::now();
         for name in &sub.names {
-            let (version, resource) = self.hub.assignment(name);
-            if resend || sub.sent.get(name) != Some(&version) {
-                resources.push(resource);
-                sent.push((name.clone(), version));
+            let a = self.hub.assignment(name);
+            let known = sub.sent.get(name).copied();
+            if resend || known != Some(a.version) {
+                // A change pushed to a client that held the previous content.
+                if known.is_some()
+                    && let Some(at) = a.changed_at
+                {
+                    self.hub
+                        .counters
+                        .push
+                        .record(now.saturating_duration_since(at));
+                }
+                resources.push(a.resource);
+                sent.push((name.clone(), a.version));
             }
         }
         let sub = &mut self.subs[Type::Endpoints as usize];

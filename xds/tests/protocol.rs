@@ -252,8 +252,14 @@ async fn a_client_gets_listener_cluster_and_endpoints_and_follows_the_view() {
     c.endpoints_until(&["db"], "b gone", |got| endpoints(&got[0]).len() == 1)
         .await;
     drop(a);
-    assert!(s.server.stats().responses_of(Type::Endpoints) >= 4);
-    assert_eq!(s.server.stats().clients, 1);
+    let stats = s.server.stats();
+    assert!(stats.responses_of(Type::Endpoints) >= 4);
+    assert_eq!(stats.clients, 1);
+    assert!(
+        stats.push.counts.iter().sum::<u64>() >= 3,
+        "the pushes of b's join, drain and goodbye are timed: {:?}",
+        stats.push
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
