@@ -365,3 +365,141 @@ async fn a_new_instance_gets_calls_within_a_second_and_an_agent_restart_fails_no
         timeline.len()
     );
 }
+
+/// Envoy's bootstrap: a gRPC listener on `listen_port` routing to cluster `echo`, with
+/// clusters and endpoints from the agent's xDS at `xds_port` (ADS).
+fn envoy_bootstrap(listen_port: u16, admin_port: u16, xds_port: u16) -> String {
+    format!(
+        r#"node: {{id: envoy-test, cluster: test}}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: herald_xds}}}}]
+  cds_config: {{resource_api_version: V3, ads: {{}}}}
+static_resources:
+  listeners:
+  - name: grpc_in
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen_port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: grpc
+          route_config:
+            validate_clusters: false
+            virtual_hosts:
+            - name: echo
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: echo}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: herald_xds
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: herald_xds
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}}}}}}}]}}]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_balances_over_the_agent_by_load_and_leaves_a_draining_backend_out() {
+    let env = Env::start("xdsenvoy").await;
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let _backends: Vec<ChildGuard> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| backend(&format!("b{}", i + 1), *port))
+        .collect();
+    let closed = format!("127.0.0.1:{}", free_port());
+    let _announcers: Vec<ChildGuard> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let mut extra = vec!["--load", if i == 2 { "0.9" } else { "0.1" }];
+            if i == 3 {
+                // Drains: nothing listens where its check looks.
+                extra.extend(["--check-tcp", &closed, "--check-interval", "100ms"]);
+            }
+            env.announce_at(
+                "echo",
+                &format!("b{}", i + 1),
+                &format!("127.0.0.1:{port}"),
+                &extra,
+            )
+        })
+        .collect();
+    let (http_port, xds_port) = (free_port(), free_port());
+    let _agent = agent(&env, http_port, &format!("127.0.0.1:{xds_port}"));
+
+    let (listen_port, admin_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("envoy.yaml");
+    std::fs::write(&config, envoy_bootstrap(listen_port, admin_port, xds_port)).unwrap();
+    let envoy_bin = python().with_file_name("envoy");
+    let mut envoy = Command::new(&envoy_bin);
+    envoy
+        .arg("-c")
+        .arg(&config)
+        .args(["-l", "error", "--base-id"])
+        .arg(listen_port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _envoy = spawn_guarded(envoy);
+    // Envoy has the cluster and its four endpoints, b4 draining.
+    let clusters = format!("http://127.0.0.1:{admin_port}/clusters");
+    eventually(
+        Duration::from_secs(20),
+        "Envoy lists four endpoints of echo",
+        async || {
+            let Ok(r) = reqwest::get(&clusters).await else {
+                return false;
+            };
+            let text = r.text().await.unwrap_or_default();
+            let hosts = text
+                .lines()
+                .filter(|l| l.starts_with("echo::127.0.0.1:") && l.contains("::health_flags::"))
+                .count();
+            let draining = text.lines().any(|l| {
+                l.starts_with(&format!("echo::127.0.0.1:{}::health_flags::", ports[3]))
+                    && l.contains("eds_status_draining")
+            });
+            hosts == 4 && draining
+        },
+    )
+    .await;
+
+    let mut cmd = Command::new(python());
+    cmd.arg(script("direct.py"))
+        .arg(format!("127.0.0.1:{listen_port}"))
+        .arg("1000");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "the client prints one JSON line: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let (served_by, failed) = (&report["served"], report["failed"].as_u64().unwrap());
+    assert_eq!(failed, 0, "every call through Envoy is served: {report}");
+    assert_eq!(
+        served(served_by, "b4"),
+        0,
+        "a draining backend gets none: {report}"
+    );
+    assert!(
+        served(served_by, "b3") < 150,
+        "the backend at load 0.9 gets under 15 % of the calls: {report}"
+    );
+}

@@ -9,9 +9,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::EdsClusterConfig, load_balancing_policy::Policy,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus, Locality, Metadata,
-    SocketAddress, TypedExtensionConfig, address, config_source::ConfigSourceSpecifier,
-    socket_address::PortSpecifier,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus, Http2ProtocolOptions,
+    Locality, Metadata, SocketAddress, TypedExtensionConfig, address,
+    config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
@@ -30,6 +30,10 @@ use envoy_types::pb::envoy::extensions::load_balancing_policies::ring_hash::v3::
     RingHash, ring_hash,
 };
 use envoy_types::pb::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+};
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value, Value, value::Kind};
 use envoy_types::util::pack_any;
 use herald_shared::State;
@@ -120,6 +124,22 @@ pub fn cluster(service: &str) -> Cluster {
             }),
             service_name: String::new(),
         }),
+        // Envoy speaks HTTP/1.1 upstream unless told: the backends are gRPC services.
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            pack_any(HttpProtocolOptions {
+                upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                    ExplicitHttpConfig {
+                        protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        )),
+                    },
+                )),
+                ..Default::default()
+            }),
+        )]
+        .into_iter()
+        .collect(),
         load_balancing_policy: Some(LoadBalancingPolicy {
             policies: vec![
                 policy(
