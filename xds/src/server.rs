@@ -118,6 +118,7 @@ impl Bound {
     pub async fn bind(addr: &str) -> std::io::Result<Bound> {
         match addr.strip_prefix("unix:") {
             Some(path) => {
+                remove_if_stale(path).await;
                 let listener = tokio::net::UnixListener::bind(path)?;
                 Ok(Bound::Unix(listener, UnixPath(path.into())))
             }
@@ -133,6 +134,21 @@ impl Bound {
                 .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
             Bound::Unix(_, path) => format!("unix:{}", path.0.display()),
         }
+    }
+}
+
+/// Removes the socket file at `path` when nothing listens on it any more (a server that was
+/// killed leaves it behind), so that a restart can bind again. A live socket stays: binding
+/// then fails as the address is in use.
+async fn remove_if_stale(path: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket
+        && let Err(e) = tokio::net::UnixStream::connect(path).await
+        && e.kind() == std::io::ErrorKind::ConnectionRefused
+    {
+        tracing::info!(path, "removing the stale socket of an earlier run");
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -167,5 +183,33 @@ impl AggregatedDiscoveryService for Ads {
         Err(Status::unimplemented(
             "herald serves xDS state of the world only",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_kept() {
+        let dir = std::env::temp_dir().join(format!("herald-xds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xds.sock");
+        let addr = format!("unix:{}", path.display());
+        // A server killed without cleaning up: the file stays, nothing listens.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let bound = Bound::bind(&addr)
+            .await
+            .expect("a stale socket is replaced");
+        let err = Bound::bind(&addr)
+            .await
+            .expect_err("a live socket is not taken over");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(bound);
+        assert!(
+            !path.exists(),
+            "the server removes its socket when it stops"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
