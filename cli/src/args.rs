@@ -269,6 +269,11 @@ pub(crate) struct ServeArgs {
     /// view; `herald xds-bootstrap` prints what they need to find it.
     #[arg(long, env = "HERALD_XDS_LISTEN")]
     pub(crate) xds: Option<String>,
+    /// Follow only these services (comma-separated, or the flag repeated): the agent then
+    /// takes in, lists and serves over xDS nothing else. Without it, every service is
+    /// followed from the start, so any service a client asks for is answered from a full view.
+    #[arg(long, env = "HERALD_SERVICES", value_delimiter = ',', value_parser = service_name)]
+    pub(crate) services: Vec<String>,
 }
 
 /// The command-line flag that sets a library setting, for messages in the CLI's words.

@@ -55,13 +55,13 @@ impl Global {
     /// A subscriber of `service` (or everything), with etcd when configured.
     pub(crate) async fn subscriber(
         &self,
-        service: Option<&str>,
+        services: &[String],
         zone: Option<&str>,
     ) -> anyhow::Result<Subscriber> {
         let mut builder = Subscriber::builder()
             .nats(self.nats_config()?)
             .prefix(&self.prefix);
-        if let Some(s) = service {
+        for s in services {
             builder = builder.service(s);
         }
         if let Some(z) = zone {

@@ -72,6 +72,12 @@ impl Collector for XdsScrape {
             "Instances left out of an xDS assignment: their address is not an IP literal and port.",
             s.not_ip,
         )?;
+        counter(
+            e,
+            "xds_not_followed",
+            "xDS assignments asked for a service the agent does not follow (--services); answered empty.",
+            s.not_followed,
+        )?;
         let buckets: Vec<(f64, u64)> = s
             .push
             .counts

@@ -192,6 +192,39 @@ async fn watch_streams_json_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_services_follows_those_alone() {
+    let env = Env::start("services").await;
+    let out = env.output(&["serve", "--services", "pay,bad.name"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a bad name is a usage error: {err}");
+    assert!(err.contains("--services"), "the flag is named: {err}");
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut agent = spawn_guarded(env.herald(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--services",
+        "pay,ship",
+    ]));
+    // Announced first: listed by the time pay is, were it followed.
+    let _mail = env.announce("mail", "mail-1", &[]);
+    let _pay = env.announce("pay", "pay-1", &[]);
+    eventually(Duration::from_secs(10), "pay listed", async || {
+        http::get(port, "/v1/services")
+            .await
+            .is_ok_and(|r| r.body.contains("\"pay\":1"))
+    })
+    .await;
+    let r = http::get(port, "/v1/services").await.unwrap();
+    assert!(!r.body.contains("mail"), "mail is not followed: {}", r.body);
+    let r = http::get(port, "/v1/pick/mail").await.unwrap();
+    assert_eq!(r.status, 503, "mail is not followed: {}", r.body);
+    assert!(sigterm(&mut agent).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_every_endpoint() {
     let env = Env::start("serve").await;
     let port = free_port();

@@ -459,6 +459,7 @@ impl SubscriberBuilder {
                 zone: self.zone,
                 client,
                 connections,
+                followed: self.services.into(),
             },
             cancel,
             task,

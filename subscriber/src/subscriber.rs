@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) zone: Option<String>,
     pub(crate) client: async_nats::Client,
     pub(crate) connections: Arc<Tracker>,
+    /// The services followed; empty for every one.
+    pub(crate) followed: Arc<[String]>,
 }
 
 thread_local! {
@@ -94,6 +96,20 @@ impl Subscriber {
                     .cloned()
             })
             .flatten()
+    }
+
+    /// Whether `service` is followed: every service is, unless the builder named some with
+    /// [`SubscriberBuilder::service`](crate::SubscriberBuilder::service).
+    ///
+    /// ```no_run
+    /// # fn f(subscriber: &herald_subscriber::Subscriber) {
+    /// if !subscriber.follows("billing") {
+    ///     eprintln!("billing is not followed: its view stays empty");
+    /// }
+    /// # }
+    /// ```
+    pub fn follows(&self, service: &str) -> bool {
+        self.shared.followed.is_empty() || self.shared.followed.iter().any(|s| s == service)
     }
 
     /// Names of the services with at least one live instance.

@@ -115,6 +115,7 @@ impl Hub {
             // A service nobody announced keeps no entry, whatever names clients ask for: its
             // empty assignment is version 0 until it has an instance.
             None if cla.endpoints.is_empty() => {
+                self.not_followed(service);
                 return Assignment {
                     version: 0,
                     resource: pack_any(cla),
@@ -139,6 +140,20 @@ impl Hub {
             version,
             resource,
             changed_at,
+        }
+    }
+
+    /// Counts an ask for a service the subscriber does not follow, and warns of the first.
+    fn not_followed(&self, service: &str) {
+        if self.subscriber.follows(service) {
+            return;
+        }
+        if self.counters.not_followed.fetch_add(1, Relaxed) == 0 {
+            tracing::warn!(
+                service,
+                "an xDS client asked for a service this subscriber does not follow: its \
+                 assignment stays empty (further ones are counted, not logged)"
+            );
         }
     }
 

@@ -13,6 +13,7 @@ pub(crate) struct Counters {
     pub(crate) responses: [AtomicU64; 3],
     pub(crate) nacks: [AtomicU64; 3],
     pub(crate) not_ip: AtomicU64,
+    pub(crate) not_followed: AtomicU64,
     pub(crate) push: PushCounters,
 }
 
@@ -58,6 +59,7 @@ impl Counters {
             responses: per_type(&self.responses),
             nacks: per_type(&self.nacks),
             not_ip: self.not_ip.load(Relaxed),
+            not_followed: self.not_followed.load(Relaxed),
             push: PushLatency {
                 counts: self.push.counts.iter().map(|a| a.load(Relaxed)).collect(),
                 sum_us: self.push.sum_us.load(Relaxed),
@@ -81,6 +83,8 @@ pub struct XdsStats {
     /// Times an instance was left out of an assignment because its address is not an IP
     /// literal and port.
     pub not_ip: u64,
+    /// Assignments asked for a service the subscriber does not follow (answered empty).
+    pub not_followed: u64,
     /// From a change of the view to the response that carries it, per client it reached.
     pub push: PushLatency,
 }

@@ -35,16 +35,20 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_following(&[]).await
+}
+
+/// A server over a subscriber that follows `services` (every service when empty).
+async fn setup_following(services: &[&str]) -> Setup {
     let nats = NatsServer::start().await;
     let prefix = format!("xds{}", fastrand::u32(..));
-    let subscriber = Arc::new(
-        Subscriber::builder()
-            .nats(NatsConfig::new([nats.url()]))
-            .prefix(&prefix)
-            .start()
-            .await
-            .expect("subscriber starts"),
-    );
+    let mut builder = Subscriber::builder()
+        .nats(NatsConfig::new([nats.url()]))
+        .prefix(&prefix);
+    for service in services {
+        builder = builder.service(*service);
+    }
+    let subscriber = Arc::new(builder.start().await.expect("subscriber starts"));
     let server = XdsServer::new(subscriber);
     let bound = Bound::bind("127.0.0.1:0").await.expect("binds");
     let uri = format!("http://{}", bound.uri());
@@ -282,6 +286,39 @@ async fn an_unknown_service_is_answered_at_once_with_an_empty_assignment() {
     let got = assignments(&eds);
     assert_eq!(got.len(), 1);
     assert!(got[0].endpoints.is_empty(), "no endpoint yet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_the_subscriber_does_not_follow_stays_empty_and_is_counted() {
+    let s = setup_following(&["db"]).await;
+    // Announced first, so that it would be listed by the time db is, were it followed.
+    let _mail = Announcer::builder("mail", "127.0.0.1:7100")
+        .nats(NatsConfig::new([s.nats.url()]))
+        .prefix(&s.prefix)
+        .instance("m")
+        .interval(Duration::from_millis(200))
+        .start()
+        .await
+        .expect("announcer starts");
+    let _db = announce(&s, "d", "127.0.0.1:7101", 0.1).await;
+    let mut c = Client::connect(&s.uri).await;
+    c.ask(Type::Endpoints, &["db", "mail"], None).await;
+    c.endpoints_until(&["db", "mail"], "db's instance", |got| {
+        for cla in got.iter().filter(|cla| cla.cluster_name == "mail") {
+            assert!(
+                cla.endpoints.is_empty(),
+                "mail is not followed: its assignment stays empty: {cla:?}"
+            );
+        }
+        got.iter()
+            .any(|cla| cla.cluster_name == "db" && !cla.endpoints.is_empty())
+    })
+    .await;
+    assert!(
+        s.server.stats().not_followed >= 1,
+        "the ask for mail is counted: {:?}",
+        s.server.stats()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

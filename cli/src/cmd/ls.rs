@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_millis(20);
 const QUIET: Duration = Duration::from_millis(200);
 
 pub(crate) async fn run(global: &Global, args: &LsArgs) -> anyhow::Result<()> {
-    let subscriber = global.subscriber(args.service.as_deref(), None).await?;
+    let subscriber = global.subscriber(args.service.as_slice(), None).await?;
     // start() sent a probe: every live announcer answers within one round trip.
     let registry_only = global.etcd_config().is_some() && !global.allow_unregistered;
     wait_for_answers(&subscriber, args, registry_only).await;

@@ -50,7 +50,7 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
         ),
         None => None,
     };
-    let subscriber = Arc::new(global.subscriber(None, args.zone.as_deref()).await?);
+    let subscriber = Arc::new(global.subscriber(&args.services, args.zone.as_deref()).await?);
     let shutdown = CancellationToken::new();
     let xds = xds_bound.map(|bound| {
         let server = XdsServer::new(subscriber.clone());
@@ -81,19 +81,40 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
         listener.local_addr()?
     );
     let stop = shutdown.clone();
-    axum::serve(listener, app)
+    let http = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            crate::shutdown_signal().await;
+            tokio::select! {
+                () = crate::shutdown_signal() => {}
+                () = stop.cancelled() => {}
+            }
             stop.cancel();
         })
-        .await?;
-    shutdown.cancel();
-    if let Some((_, _, task)) = xds {
-        task.await
-            .context("the xDS server failed")?
-            .context("the xDS server failed")?;
+        .into_future();
+    let Some((_, _, mut xds_task)) = xds else {
+        return Ok(http.await?);
+    };
+    tokio::pin!(http);
+    // The xDS server ends only when told to; ending before that is a failure the agent
+    // reports at once, stopping the HTTP side too, rather than serving on half blind.
+    let (xds_ended, told) = tokio::select! {
+        served = &mut http => {
+            served?;
+            shutdown.cancel();
+            ((&mut xds_task).await, true)
+        }
+        ended = &mut xds_task => {
+            let told = shutdown.is_cancelled();
+            shutdown.cancel();
+            http.await?;
+            (ended, told)
+        }
+    };
+    match xds_ended {
+        Ok(Ok(())) if told => Ok(()),
+        Ok(Ok(())) => anyhow::bail!("the xDS server stopped on its own"),
+        Ok(Err(e)) => Err(e).context("the xDS server failed"),
+        Err(e) => Err(e).context("the xDS server failed"),
     }
-    Ok(())
 }
 
 /// Every endpoint, as the answer to an unknown path lists them.

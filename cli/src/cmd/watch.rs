@@ -8,7 +8,7 @@ use crate::args::{Global, WatchArgs};
 use crate::json::EventJson;
 
 pub(crate) async fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<()> {
-    let subscriber = global.subscriber(args.service.as_deref(), None).await?;
+    let subscriber = global.subscriber(args.service.as_slice(), None).await?;
     let mut events = subscriber.events();
     // What was known before the stream began (etcd snapshot) is reported as added.
     let initial: Vec<_> = match &args.service {
