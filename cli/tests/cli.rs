@@ -196,18 +196,17 @@ async fn serve_with_services_follows_those_alone() {
     let env = Env::start("services").await;
     let out = env.output(&["serve", "--services", "pay,bad.name"]).await;
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "a bad name is a usage error: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad name is a usage error: {err}"
+    );
     assert!(err.contains("--services"), "the flag is named: {err}");
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut agent = spawn_guarded(env.herald(&[
-        "serve",
-        "--listen",
-        &listen,
-        "--services",
-        "pay,ship",
-    ]));
+    let mut agent =
+        spawn_guarded(env.herald(&["serve", "--listen", &listen, "--services", "pay,ship"]));
     // Announced first: listed by the time pay is, were it followed.
     let _mail = env.announce("mail", "mail-1", &[]);
     let _pay = env.announce("pay", "pay-1", &[]);

@@ -4,7 +4,7 @@
 //! asks for it after a change. Its version moves only when
 //! what it says moved, so a load that did not change an endpoint weight sends nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +47,55 @@ pub(crate) struct Assignment {
     pub(crate) changed_at: Option<Instant>,
 }
 
+/// Batches of changes remembered, so that a stream behind by no more than this looks only at
+/// the services that changed; one further behind looks at every service it follows.
+const LOGGED_BATCHES: usize = 1024;
+
+/// The services each recent batch of changes touched, by generation.
+#[derive(Default)]
+struct ChangeLog {
+    /// The generation of the newest batch (0: none yet).
+    newest: u64,
+    /// Batches `newest - len + 1 ..= newest`, oldest first; `None` when every service changed.
+    batches: VecDeque<Option<HashSet<String>>>,
+}
+
+impl ChangeLog {
+    /// Records a batch (`None`: every service) and returns its generation.
+    fn record(&mut self, services: Option<HashSet<String>>) -> u64 {
+        self.newest += 1;
+        if self.batches.len() == LOGGED_BATCHES {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(services);
+        self.newest
+    }
+
+    /// The newest generation and what changed after generation `seen`.
+    fn since(&self, seen: u64) -> (u64, Changed) {
+        let behind = (self.newest - seen.min(self.newest)) as usize;
+        if behind > self.batches.len() {
+            return (self.newest, Changed::All);
+        }
+        let mut changed = HashSet::new();
+        for batch in self.batches.range(self.batches.len() - behind..) {
+            match batch {
+                Some(services) => changed.extend(services.iter().cloned()),
+                None => return (self.newest, Changed::All),
+            }
+        }
+        (self.newest, Changed::Services(changed))
+    }
+}
+
+/// What changed since a stream last looked.
+pub(crate) enum Changed {
+    /// Every service may have changed (events were missed, or the stream fell far behind).
+    All,
+    /// These services did.
+    Services(HashSet<String>),
+}
+
 pub(crate) struct Hub {
     pub(crate) subscriber: Arc<Subscriber>,
     built: Mutex<HashMap<String, Built>>,
@@ -54,6 +103,7 @@ pub(crate) struct Hub {
     warned: Mutex<HashSet<(String, String)>>,
     /// Moves after each coalesced batch of changes; streams then look again.
     generation: watch::Sender<u64>,
+    log: Mutex<ChangeLog>,
     next_version: AtomicU64,
     pub(crate) counters: Arc<Counters>,
     /// Cancelled when the server stops: every stream ends, so that a graceful shutdown does
@@ -74,6 +124,7 @@ impl Hub {
             built: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
             generation: watch::Sender::new(0),
+            log: Mutex::new(ChangeLog::default()),
             next_version: AtomicU64::new(1),
             counters,
             closing: CancellationToken::new(),
@@ -160,14 +211,31 @@ impl Hub {
     fn mark_stale(&self, services: &HashSet<String>, all: bool) {
         let now = Instant::now();
         let mut built = self.built.lock().expect("hub lock");
-        for (name, b) in built.iter_mut() {
-            if all || services.contains(name) {
-                b.stale = true;
-                b.stale_since.get_or_insert(now);
+        let mut mark = |b: &mut Built| {
+            b.stale = true;
+            b.stale_since.get_or_insert(now);
+        };
+        if all {
+            built.values_mut().for_each(&mut mark);
+        } else {
+            for name in services {
+                if let Some(b) = built.get_mut(name) {
+                    mark(b);
+                }
             }
         }
         drop(built);
-        self.generation.send_modify(|g| *g += 1);
+        let generation = self
+            .log
+            .lock()
+            .expect("log lock")
+            .record((!all).then(|| services.clone()));
+        self.generation.send_replace(generation);
+    }
+
+    /// The generation now and what changed after generation `seen`.
+    pub(crate) fn changed_since(&self, seen: u64) -> (u64, Changed) {
+        self.log.lock().expect("log lock").since(seen)
     }
 
     /// Follows the subscriber's events until `cancel`. The first change after a quiet spell
@@ -216,5 +284,51 @@ fn note(event: &Event, services: &mut HashSet<String>, all: &mut bool) {
         }
         // Events were missed: every assignment is built again.
         _ => *all = true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn services(c: Changed) -> Option<HashSet<String>> {
+        match c {
+            Changed::All => None,
+            Changed::Services(s) => Some(s),
+        }
+    }
+
+    #[test]
+    fn a_stream_sees_the_services_changed_since_it_looked() {
+        let mut log = ChangeLog::default();
+        assert_eq!(log.record(Some(set(&["a"]))), 1);
+        assert_eq!(log.record(Some(set(&["b", "c"]))), 2);
+        let (now, changed) = log.since(1);
+        assert_eq!((now, services(changed)), (2, Some(set(&["b", "c"]))));
+        assert_eq!(services(log.since(0).1), Some(set(&["a", "b", "c"])));
+        assert_eq!(services(log.since(2).1), Some(set(&[])));
+    }
+
+    #[test]
+    fn a_batch_of_everything_or_a_stream_too_far_behind_sees_everything() {
+        let mut log = ChangeLog::default();
+        log.record(Some(set(&["a"])));
+        log.record(None);
+        log.record(Some(set(&["b"])));
+        assert!(services(log.since(0).1).is_none(), "a batch of everything");
+        assert_eq!(services(log.since(2).1), Some(set(&["b"])));
+        for _ in 0..LOGGED_BATCHES {
+            log.record(Some(set(&["c"])));
+        }
+        assert!(
+            services(log.since(2).1).is_none(),
+            "batches forgotten: every service is looked at"
+        );
+        let newest = log.newest;
+        assert_eq!(services(log.since(newest - 1).1), Some(set(&["c"])));
     }
 }

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tonic::Streaming;
 
-use crate::hub::Hub;
+use crate::hub::{Changed, Hub};
 use crate::resources;
 use crate::types::{TYPES, Type};
 
@@ -49,6 +49,9 @@ pub(crate) struct Stream {
     node: String,
     /// The view changed since endpoints were last compared with what was sent.
     look_again: bool,
+    /// The hub's generation when endpoints were last compared: only services changed after
+    /// it are compared again.
+    seen: u64,
 }
 
 impl Drop for Stream {
@@ -62,8 +65,11 @@ impl Stream {
     pub(crate) fn new(hub: Arc<Hub>, requests: Streaming<DiscoveryRequest>) -> Stream {
         hub.counters.clients.fetch_add(1, Relaxed);
         hub.counters.streams.fetch_add(1, Relaxed);
+        let changes = hub.changes();
+        let seen = *changes.borrow();
         Stream {
-            changes: hub.changes(),
+            changes,
+            seen,
             hub,
             requests,
             subs: Default::default(),
@@ -123,15 +129,21 @@ impl Stream {
                 );
             }
         }
-        let names: BTreeSet<String> = request.resource_names.into_iter().collect();
         let first = !sub.asked;
         sub.asked = true;
         // Envoy subscribes to Listeners and Clusters with no name: all of them.
-        let wildcard = names.is_empty() && t != Type::Endpoints && (first || sub.wildcard);
-        if names != sub.names || wildcard != sub.wildcard || request.response_nonce.is_empty() {
+        let wildcard =
+            request.resource_names.is_empty() && t != Type::Endpoints && (first || sub.wildcard);
+        // An ACK repeats the names it subscribed to: compared in place, not collected again
+        // (a list with repeated names takes the long way).
+        let same_names = (request.resource_names.len() == sub.names.len()
+            && request.resource_names.iter().all(|n| sub.names.contains(n)))
+            || request.resource_names.iter().collect::<BTreeSet<_>>()
+                == sub.names.iter().collect::<BTreeSet<_>>();
+        if !same_names || wildcard != sub.wildcard || request.response_nonce.is_empty() {
             // A new subscription, a change of names (whatever the nonce), or the client
             // subscribing again after a reconnect: answer with everything it asks for.
-            sub.names = names;
+            sub.names = request.resource_names.into_iter().collect();
             sub.wildcard = wildcard;
             sub.resend = true;
             sub.sent
@@ -199,17 +211,26 @@ impl Stream {
     }
 
     /// Endpoints go out per resource: those whose assignment changed since last sent (all of
-    /// them for a new subscription).
+    /// them for a new subscription). Only the services changed since the stream last looked
+    /// are compared, so a change costs each stream what it touched, not what it follows.
     fn changed_endpoints(&mut self, look_again: bool) -> Option<DiscoveryResponse> {
         let sub = &self.subs[Type::Endpoints as usize];
         if !sub.resend && !look_again {
             return None;
         }
         let resend = sub.resend;
+        let (generation, changed) = self.hub.changed_since(self.seen);
+        self.seen = generation;
+        let names: Vec<&String> = match &changed {
+            Changed::Services(changed) if !resend => {
+                changed.iter().filter(|n| sub.names.contains(*n)).collect()
+            }
+            _ => sub.names.iter().collect(),
+        };
         let mut resources = Vec::new();
         let mut sent = Vec::new();
         let now = std::time::Instant::now();
-        for name in &sub.names {
+        for name in names {
             let a = self.hub.assignment(name);
             let known = sub.sent.get(name).copied();
             if resend || known != Some(a.version) {

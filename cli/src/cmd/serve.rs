@@ -50,7 +50,11 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
         ),
         None => None,
     };
-    let subscriber = Arc::new(global.subscriber(&args.services, args.zone.as_deref()).await?);
+    let subscriber = Arc::new(
+        global
+            .subscriber(&args.services, args.zone.as_deref())
+            .await?,
+    );
     let shutdown = CancellationToken::new();
     let xds = xds_bound.map(|bound| {
         let server = XdsServer::new(subscriber.clone());

@@ -76,6 +76,9 @@ enum Command {
     /// The announcers' process of `churn`.
     #[command(hide = true)]
     ChurnFleet { settings: String },
+    /// The xDS server's process of `xds`.
+    #[command(hide = true)]
+    XdsAgent { settings: String },
 }
 
 fn main() {
@@ -100,6 +103,7 @@ fn main() {
         Command::ScaleHost { settings } => scale::host_process(&settings),
         Command::KillHost { settings } => peers_kill::host_process(&settings),
         Command::ChurnFleet { settings } => churn::fleet_process(&settings),
+        Command::XdsAgent { settings } => xds::agent_process(&settings),
     }
 }
 

@@ -9,7 +9,16 @@
 //! - burst: `--burst` new instances of one service are published back to back; the
 //!   responses the client reads until the assignment lists them all are counted.
 //!
-//! `cargo run --release -p herald-bench -- xds [--changes N] [--burst N]`
+//! - first call: an announcer's `start()` to the first grpcio call its backend receives,
+//!   against `start()` to the subscriber's `Added` ([`first_call`]);
+//! - fleet: memory per connected client and CPU per push, with `--clients` ADS clients of
+//!   `--services` services each, against an xDS server in a process of its own ([`fleet`]).
+//!
+//! `cargo run --release -p herald-bench -- xds [--changes N] [--burst N] [--first-calls N]
+//! [--clients N --services N --pushes N]`
+
+mod first_call;
+mod fleet;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Longest wait for one event or response before the benchmark gives up.
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The settings of `herald-bench xds`.
 #[derive(Debug, clap::Args)]
@@ -39,11 +48,29 @@ pub(crate) struct Args {
     /// New instances published back to back into one service.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     burst: u64,
+    /// Rounds of an announcer's start to the first grpcio call routed to it (0: none).
+    #[arg(long, default_value_t = 100)]
+    first_calls: u64,
+    /// The Python with grpcio for the first-call rounds.
+    #[arg(long, default_value_os_t = first_call::default_python())]
+    python: std::path::PathBuf,
+    /// ADS clients connected to the xDS server's process for the memory and CPU figures
+    /// (0: none).
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Services each of those clients subscribes to, one instance each.
+    #[arg(long, default_value_t = 100, value_parser = herald_bench::at_least_one)]
+    services: usize,
+    /// Changes timed for the CPU per push: each reaches every client.
+    #[arg(long, default_value_t = 200, value_parser = herald_bench::at_least_one)]
+    pushes: usize,
 }
 
 pub(crate) fn run(args: Args) {
     crate::runtime().block_on(measure(args));
 }
+
+pub(crate) use fleet::agent_process;
 
 /// The ADS client: requests in, responses out.
 struct Client {
@@ -110,7 +137,8 @@ async fn measure(args: Args) {
     let mut events = subscriber.events();
     let server = XdsServer::new(subscriber.clone());
     let bound = Bound::bind("127.0.0.1:0").await.expect("binds");
-    let uri = format!("http://{}", bound.uri());
+    let bound_uri = bound.uri();
+    let uri = format!("http://{bound_uri}");
     let serving = server.clone();
     tokio::spawn(async move { serving.serve(bound, std::future::pending()).await });
     let mut ads = AggregatedDiscoveryServiceClient::connect(uri)
@@ -229,4 +257,19 @@ async fn measure(args: Args) {
         stats.responses_of(Type::Endpoints),
         stats.nacks_of(Type::Endpoints)
     );
+    if args.first_calls > 0 {
+        first_call::measure(
+            &args.python,
+            args.first_calls,
+            &server,
+            subscriber.clone(),
+            &bound_uri,
+            &nats.url(),
+            prefix,
+        )
+        .await;
+    }
+    if args.clients > 0 {
+        fleet::measure(&nats.url(), args.clients, args.services, args.pushes).await;
+    }
 }
