@@ -115,8 +115,8 @@ pub(crate) async fn measure(
     let mut stdin = client.stdin.take().expect("piped");
     let mut lines = BufReader::new(client.stdout.take().expect("piped")).lines();
     let mut events = subscriber.events();
-    let (mut to_start, mut to_added, mut to_call, mut after_added) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut to_start, mut to_added, mut to_call, mut after_added, mut direct) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut announcers = Vec::new();
     for round in 0..rounds {
         let service = format!("first{round}");
@@ -157,6 +157,23 @@ pub(crate) async fn measure(
         to_call.push(called.saturating_duration_since(start));
         after_added.push(called.saturating_duration_since(added_at));
         announcers.push(announcer);
+        // The same first call on a channel made straight to a new backend: what connecting
+        // costs grpcio without xDS.
+        let (addr, mut calls) = backend().await;
+        let asked = Instant::now();
+        stdin
+            .write_all(format!("direct {addr}\n").as_bytes())
+            .await
+            .expect("the grpcio client reads");
+        let called = tokio::time::timeout(TIMEOUT, calls.recv())
+            .await
+            .expect("the direct call in time")
+            .expect("the backend runs");
+        // A call answered at once may be told before it is told queued.
+        let mut told = [said(&mut lines).await, said(&mut lines).await];
+        told.sort();
+        assert_eq!(told, [format!("asked {addr}"), format!("served {addr}")]);
+        direct.push(called.saturating_duration_since(asked));
     }
     println!("  first grpcio call: {rounds} rounds, one new service each, its call queued before");
     for (what, samples) in [
@@ -164,6 +181,7 @@ pub(crate) async fn measure(
         ("start() -> subscriber's Added", &mut to_added),
         ("start() -> first grpcio call at the backend", &mut to_call),
         ("Added -> first grpcio call", &mut after_added),
+        ("new channel to a new backend, no xDS -> call", &mut direct),
     ] {
         let s = Summary::of(samples);
         println!(
