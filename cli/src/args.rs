@@ -272,7 +272,8 @@ pub(crate) struct ServeArgs {
     /// Follow only these services (comma-separated, or the flag repeated): the agent then
     /// takes in, lists and serves over xDS nothing else. Without it, every service is
     /// followed from the start, so any service a client asks for is answered from a full view.
-    #[arg(long, env = "HERALD_SERVICES", value_delimiter = ',', value_parser = service_name)]
+    /// Empty items are ignored: `HERALD_SERVICES=` follows every service.
+    #[arg(long, env = "HERALD_SERVICES", value_delimiter = ',', value_parser = service_name_or_empty)]
     pub(crate) services: Vec<String>,
 }
 
@@ -306,6 +307,14 @@ pub(crate) fn flag_of(field: &str) -> String {
 
 fn service_name(s: &str) -> Result<String, &'static str> {
     checked(s, validate::service_name)
+}
+
+/// A service name, or nothing (an empty item of a list).
+fn service_name_or_empty(s: &str) -> Result<String, &'static str> {
+    match s.trim() {
+        "" => Ok(String::new()),
+        name => service_name(name),
+    }
 }
 
 fn instance_id(s: &str) -> Result<String, &'static str> {

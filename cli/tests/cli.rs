@@ -220,6 +220,14 @@ async fn serve_with_services_follows_those_alone() {
     assert!(!r.body.contains("mail"), "mail is not followed: {}", r.body);
     let r = http::get(port, "/v1/pick/mail").await.unwrap();
     assert_eq!(r.status, 503, "mail is not followed: {}", r.body);
+    let r = http::get(port, "/healthz").await.unwrap();
+    let health: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        health["follows"],
+        serde_json::json!(["pay", "ship"]),
+        "{}",
+        r.body
+    );
     assert!(sigterm(&mut agent).success());
 }
 

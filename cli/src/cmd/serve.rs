@@ -33,6 +33,8 @@ struct Agent {
     shutdown: CancellationToken,
     /// The xDS server and where it listens, with `--xds`.
     xds: Option<(XdsServer, String)>,
+    /// The services followed, with `--services` (empty: every one).
+    follows: Vec<String>,
 }
 
 type Shared = Agent;
@@ -50,11 +52,16 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
         ),
         None => None,
     };
-    let subscriber = Arc::new(
-        global
-            .subscriber(&args.services, args.zone.as_deref())
-            .await?,
-    );
+    let services: Vec<String> = args
+        .services
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect();
+    let subscriber = Arc::new(global.subscriber(&services, args.zone.as_deref()).await?);
+    if !services.is_empty() {
+        eprintln!("herald agent following {} only", services.join(", "));
+    }
     let shutdown = CancellationToken::new();
     let xds = xds_bound.map(|bound| {
         let server = XdsServer::new(subscriber.clone());
@@ -79,6 +86,7 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
         xds: xds
             .as_ref()
             .map(|(server, uri, _)| (server.clone(), uri.clone())),
+        follows: services,
     });
     eprintln!(
         "herald agent listening on http://{}",
@@ -191,6 +199,9 @@ async fn healthz(State(agent): State<Agent>) -> Response {
     let (status, mut body) = readiness(&agent.subscriber.connections());
     if let Some((server, uri)) = &agent.xds {
         body["xds"] = serde_json::json!({ "listen": uri, "clients": server.stats().clients });
+    }
+    if !agent.follows.is_empty() {
+        body["follows"] = serde_json::json!(agent.follows);
     }
     (status, Json(body)).into_response()
 }
