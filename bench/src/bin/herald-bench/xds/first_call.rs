@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use herald_announcer::Announcer;
-use herald_bench::stats::{Summary, ms};
 use herald_shared::NatsConfig;
 use herald_subscriber::{Event, EventStream};
 use herald_xds::{Type, XdsServer};
@@ -176,22 +175,16 @@ pub(crate) async fn measure(
         direct.push(called.saturating_duration_since(asked));
     }
     println!("  first grpcio call: {rounds} rounds, one new service each, its call queued before");
-    for (what, samples) in [
-        ("start() returned", &mut to_start),
-        ("start() -> subscriber's Added", &mut to_added),
-        ("start() -> first grpcio call at the backend", &mut to_call),
-        ("Added -> first grpcio call", &mut after_added),
-        ("new channel to a new backend, no xDS -> call", &mut direct),
-    ] {
-        let s = Summary::of(samples);
-        println!(
-            "    {what:<45} p50 {} p90 {} p99 {} max {}",
-            ms(s.p50),
-            ms(s.p90),
-            ms(s.p99),
-            ms(s.max)
-        );
-    }
+    super::print_summaries(
+        "    ",
+        [
+            ("start() returned", &mut to_start),
+            ("start() -> subscriber's Added", &mut to_added),
+            ("start() -> first grpcio call at the backend", &mut to_call),
+            ("Added -> first grpcio call", &mut after_added),
+            ("new channel to a new backend, no xDS -> call", &mut direct),
+        ],
+    );
     for a in announcers {
         a.shutdown().await.expect("a graceful stop");
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::TIMEOUT;
+use super::{TIMEOUT, weight};
 
 const PREFIX: &str = "xdsfleet";
 
@@ -120,15 +120,6 @@ async fn client(
             let _ = reads.send((index, cla.cluster_name.clone(), weight(&cla)));
         }
     }
-}
-
-fn weight(cla: &ClusterLoadAssignment) -> u32 {
-    cla.endpoints
-        .iter()
-        .flat_map(|l| &l.lb_endpoints)
-        .map(|e| e.load_balancing_weight.map_or(0, |w| w.value))
-        .next()
-        .unwrap_or(0)
 }
 
 /// Reads until every client in `clients` read `want(service)` for every service in `services`.

@@ -114,6 +114,21 @@ async fn updated(events: &mut EventStream) {
     }
 }
 
+/// One line per row: its name, then p50, p90, p99 and max in milliseconds.
+fn print_summaries<const N: usize>(indent: &str, rows: [(&str, &mut Vec<Duration>); N]) {
+    for (what, samples) in rows {
+        let s = Summary::of(samples);
+        println!(
+            "{indent}{what:<45} p50 {} p90 {} p99 {} max {}",
+            ms(s.p50),
+            ms(s.p90),
+            ms(s.p99),
+            ms(s.max)
+        );
+    }
+}
+
+/// The weight of an assignment's first endpoint (0 when it has none).
 fn weight(cla: &ClusterLoadAssignment) -> u32 {
     cla.endpoints
         .iter()
@@ -190,20 +205,14 @@ async fn measure(args: Args) {
         "xds: one change in flight, {} changes of one instance's load (each moves its weight)",
         args.changes
     );
-    for (what, samples) in [
-        ("publish -> subscriber's Updated", &mut to_event),
-        ("publish -> EDS response read by the client", &mut to_eds),
-        ("Updated -> EDS response", &mut after_event),
-    ] {
-        let s = Summary::of(samples);
-        println!(
-            "  {what:<45} p50 {} p90 {} p99 {} max {}",
-            ms(s.p50),
-            ms(s.p90),
-            ms(s.p99),
-            ms(s.max)
-        );
-    }
+    print_summaries(
+        "  ",
+        [
+            ("publish -> subscriber's Updated", &mut to_event),
+            ("publish -> EDS response read by the client", &mut to_eds),
+            ("Updated -> EDS response", &mut after_event),
+        ],
+    );
 
     // A burst of joins into one service.
     client.ask(&["svc", "burst"], None).await;
