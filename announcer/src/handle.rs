@@ -337,6 +337,53 @@ impl AnnouncerHandle {
         }
     }
 
+    /// Leaves without failing a call: announces `draining` at once, so that consumers stop
+    /// picking the instance while the calls they already made go on; waits `drain`, long
+    /// enough for every subscriber and xDS client to have seen it and for those calls to
+    /// finish; then [`shutdown`](AnnouncerHandle::shutdown)s (goodbye, deregistration). Stop
+    /// serving only after it returns. A zero `drain` is `shutdown`. The wait ends early when
+    /// the announcer stops on its own (see [`stopped`](AnnouncerHandle::stopped)).
+    ///
+    /// A drain that cannot be announced (NATS down) is logged; the wait and the shutdown
+    /// still happen, so that a stop never waits longer than `drain` plus the shutdown
+    /// timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`shutdown`](AnnouncerHandle::shutdown).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(announcer: herald_announcer::AnnouncerHandle) -> Result<(), herald_announcer::Error> {
+    /// use std::time::Duration;
+    ///
+    /// // On SIGTERM: out of every consumer's picks first, then gone, then stop serving.
+    /// announcer.shutdown_after(Duration::from_millis(500)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown_after(self, drain: Duration) -> Result<(), Error> {
+        if !drain.is_zero() {
+            let until = Instant::now() + drain;
+            match tokio::time::timeout_at(until, self.drain()).await {
+                Ok(Ok(())) => tracing::info!(?drain, "draining before leaving"),
+                Ok(Err(e)) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "drain not announced; leaving after the drain period anyway"
+                ),
+                Err(_) => tracing::warn!(
+                    ?drain,
+                    "drain not flushed within the drain period; leaving now"
+                ),
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                _ = self.stopped() => {}
+            }
+        }
+        self.shutdown().await
+    }
+
     /// Flushes the token a request published: when the flush completes, the token has
     /// reached the socket.
     async fn published(

@@ -345,3 +345,65 @@ async fn drained_instances_stay_listed_but_are_not_picked() {
     .expect("watch sees the goodbye")
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_after_a_drain_is_draining_at_once_and_a_goodbye_after_the_drain() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let prefix = prefix("drainstop");
+    let sub = subscriber(&server.url(), &prefix).await;
+    let mut events = sub.events();
+    let a = announcer(&server.url(), &prefix, "a")
+        .start()
+        .await
+        .unwrap();
+    let _b = announcer(&server.url(), &prefix, "b")
+        .start()
+        .await
+        .unwrap();
+    for id in ["a", "b"] {
+        wait_event(&mut events, Duration::from_secs(5), "Added", |e| {
+            is_added(e, id)
+        })
+        .await;
+    }
+    let drain = Duration::from_millis(500);
+    let asked = Instant::now();
+    let stopping = tokio::spawn(a.shutdown_after(drain));
+    let e = wait_event(
+        &mut events,
+        Duration::from_secs(5),
+        "a draining",
+        |e| matches!(e, Event::Updated(i) | Event::Removed { instance: i, .. } if i.id() == "a"),
+    )
+    .await;
+    assert!(
+        matches!(&e, Event::Updated(i) if i.state() == herald_shared::State::Draining),
+        "the first news of the stop is the drain, not the removal: {e:?}"
+    );
+    // While it drains it is listed but never picked.
+    assert_eq!(
+        sub.instances("svc").len(),
+        2,
+        "a draining instance stays listed"
+    );
+    for _ in 0..100 {
+        assert_eq!(
+            sub.pick("svc", Strategy::PowerOfTwoChoices).unwrap().id(),
+            "b"
+        );
+    }
+    wait_event(
+        &mut events,
+        Duration::from_secs(5),
+        "Removed(a, goodbye)",
+        |e| is_removed(e, "a", RemovalCause::Goodbye),
+    )
+    .await;
+    assert!(
+        asked.elapsed() >= drain,
+        "the goodbye waits for the drain: removed after {:?}",
+        asked.elapsed()
+    );
+    stopping.await.unwrap().expect("a clean stop");
+}

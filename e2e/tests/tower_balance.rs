@@ -143,3 +143,96 @@ async fn tonic_balances_over_discovered_servers_and_drops_a_stopped_one() {
         "{before:?} -> {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_on_a_removed_endpoint_is_not_cut() {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::health_check_response::ServingStatus as Wire;
+    init_tracing();
+    let nats_server = NatsServer::start().await;
+    let prefix = prefix("inflight");
+    let port = free_port();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("job", ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The server goes on serving after its announcer stopped, as it does while it drains.
+    tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming),
+    );
+    let announcer = Announcer::builder("grpc", format!("127.0.0.1:{port}"))
+        .nats(nats(&nats_server.url()))
+        .prefix(&prefix)
+        .instance("s0")
+        .start()
+        .await
+        .unwrap();
+    let sub = subscriber(&nats_server.url(), &prefix).await;
+    let mut events = sub.events();
+    let (channel, tx) = Channel::balance_channel::<String>(16);
+    let mut discover = sub.discover("grpc", |i| {
+        Endpoint::from_shared(format!("http://{}", i.addr())).expect("valid endpoint")
+    });
+    tokio::spawn(async move {
+        use tonic::transport::channel::Change as TonicChange;
+        while let Some(Ok(change)) = discover.next().await {
+            let change = match change {
+                tower::discover::Change::Insert(k, e) => TonicChange::Insert(k, e),
+                tower::discover::Change::Remove(k) => TonicChange::Remove(k),
+            };
+            if tx.send(change).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut client = HealthClient::new(channel);
+    // A long call: a watch of the service's health, one message per change.
+    let mut watch = client
+        .watch(HealthCheckRequest {
+            service: "job".into(),
+        })
+        .await
+        .expect("the watch starts")
+        .into_inner();
+    let first = watch.message().await.expect("a first status").unwrap();
+    assert_eq!(first.status(), Wire::Serving);
+
+    announcer.shutdown().await.unwrap();
+    wait_event(&mut events, Duration::from_secs(2), "Removed(s0)", |e| {
+        is_removed(e, "s0", RemovalCause::Goodbye)
+    })
+    .await;
+    // The balancer has applied the removal once a new call finds no endpoint.
+    let removed = std::time::Instant::now();
+    loop {
+        let call = client.check(HealthCheckRequest {
+            service: "job".into(),
+        });
+        if tokio::time::timeout(Duration::from_millis(100), call)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(5),
+            "new calls still reach s0 5 s after its goodbye"
+        );
+    }
+    // The call made before the removal goes on: it still receives what the server sends.
+    reporter
+        .set_service_status("job", ServingStatus::NotServing)
+        .await;
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the in-flight call still receives")
+        .expect("the in-flight call was not cut")
+        .expect("the stream goes on");
+    assert_eq!(next.status(), Wire::NotServing);
+}
