@@ -27,7 +27,14 @@ is unset.
 
 Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 error, 2 bad command line;
 `announce` only: 3 deregistered (its etcd key was deleted), 4 fenced (another process took
-over its instance id), 5 closed otherwise.";
+over its instance id), 5 closed otherwise. `announce -- CMD` stopped by SIGINT/SIGTERM: the
+command's exit code (0 when it exits 0 or dies of the SIGTERM it is sent; 128+N when
+signal N killed it). A command that exits on its own, or before it is ready: its code, at
+least 1 (128+N for signal N); its instance is withdrawn at once.
+
+Stop sequence of `announce` on SIGINT/SIGTERM: `draining` is announced at once; after
+--drain-for, goodbye and deregistration; then, with a command, SIGTERM to it and, after
+--stop-timeout, SIGKILL.";
 
 /// Where NATS and etcd are, and how to authenticate to them.
 #[derive(Debug, Args, Clone)]
@@ -223,6 +230,20 @@ pub(crate) struct AnnounceArgs {
     /// How often the check runs.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub(crate) check_interval: Duration,
+    /// On SIGINT/SIGTERM, announce `draining` at once and leave only this long after: consumers
+    /// stop picking the instance while the calls they already made finish; then goodbye,
+    /// deregistration and, with a command, its stop. 0s leaves at once.
+    #[arg(long, env = "HERALD_DRAIN_FOR", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) drain_for: Duration,
+    /// With a command: how long it has to exit after SIGTERM before it is killed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) stop_timeout: Duration,
+    /// Run the service: announced once it accepts connections on --addr (or passes
+    /// --check-*), stopped with SIGTERM after the instance has left; withdrawn at once if it
+    /// exits on its own. It gets announce's stdin, stdout and stderr, in a process group of
+    /// its own, and is killed if announce dies.
+    #[arg(last = true, value_name = "CMD")]
+    pub(crate) command: Vec<String>,
 }
 
 /// `herald ls`.

@@ -53,6 +53,14 @@ impl Check {
         })
     }
 
+    /// What passing means, for messages: "accept connections on HOST:PORT".
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Check::Tcp(addr) => format!("accept connections on {addr}"),
+            Check::Http { url, .. } => format!("answer 2xx on {url}"),
+        }
+    }
+
     /// Whether the check passes now.
     pub(crate) async fn run(&self) -> bool {
         let attempt = async {

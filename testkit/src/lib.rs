@@ -51,4 +51,4 @@ pub use etcd_cluster::EtcdCluster;
 pub use nats::{ADVISORY_SUBJECT, NatsBuilder, NatsRoutes, NatsServer, NatsTls};
 pub use nats_cluster::NatsCluster;
 pub use ports::free_port;
-pub use process::{ChildGuard, bin_exe, pid_alive, spawn_guarded, try_spawn_guarded};
+pub use process::{ChildGuard, bin_exe, pid_alive, signal_pid, spawn_guarded, try_spawn_guarded};

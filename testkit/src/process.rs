@@ -75,6 +75,16 @@ pub fn pid_alive(pid: u32) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
+/// Sends signal number `sig` to process `pid`, one this process did not start (a child's
+/// child, say).
+///
+/// # Errors
+///
+/// When the process does not exist or cannot be signalled.
+pub fn signal_pid(pid: u32, sig: i32) -> io::Result<()> {
+    crate::sys::signal(pid, sig)
+}
+
 /// Owns a child process; SIGKILLs and reaps it when dropped.
 #[derive(Debug)]
 pub struct ChildGuard {

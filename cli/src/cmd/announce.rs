@@ -1,7 +1,11 @@
 //! `herald announce`: announces a service that cannot embed the Rust announcer, optionally
-//! draining it while a health check fails. SIGINT/SIGTERM shut it down gracefully (exit 0);
-//! when etcd's authority ends the announcer (its key deleted, or taken over), the command
-//! ends too, with an exit code that says why (see [`crate::exit`]).
+//! draining it while a health check fails, and optionally running it (`-- CMD`).
+//!
+//! SIGINT/SIGTERM stop it in the order that fails no call: `draining` at once, goodbye and
+//! deregistration after `--drain-for`, and only then the command's stop. When etcd's
+//! authority ends the announcer (its key deleted, or taken over), the command ends too, with
+//! an exit code that says why (see [`crate::exit`]); when the command exits on its own, the
+//! instance is withdrawn at once and `announce` ends with the command's code.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,6 +15,7 @@ use herald_announcer::{Announcer, AnnouncerHandle, ErrorKind, Stopped};
 use crate::args::{AnnounceArgs, Global};
 use crate::exit;
 use crate::health::Check;
+use crate::supervise::{self, Service};
 
 pub(crate) async fn run(global: &Global, args: &AnnounceArgs) -> anyhow::Result<ExitCode> {
     let mut nats = global.nats_config()?;
@@ -38,7 +43,37 @@ pub(crate) async fn run(global: &Global, args: &AnnounceArgs) -> anyhow::Result<
     }
     builder = crate::etcd_options(builder, global, Some(args.lease_ttl));
     let check = Check::from_args(args)?;
-    let announcer = builder.start().await.map_err(start_error)?;
+    let mut service = match args.command.is_empty() {
+        true => None,
+        false => {
+            let mut service = match Service::spawn(&args.command) {
+                Ok(service) => service,
+                Err(e) => {
+                    // As a shell says it: 127 not found, 126 found but not runnable.
+                    let code = match e.downcast_ref::<std::io::Error>().map(|e| e.kind()) {
+                        Some(std::io::ErrorKind::NotFound) => 127,
+                        _ => 126,
+                    };
+                    eprintln!("herald: error: {e:#}");
+                    return Ok(ExitCode::from(code));
+                }
+            };
+            let ready = until_ready(&mut service, check.as_ref(), &args.addr, args.stop_timeout);
+            if let Some(code) = ready.await {
+                return Ok(ExitCode::from(code));
+            }
+            Some(service)
+        }
+    };
+    let announcer = match builder.start().await {
+        Ok(announcer) => announcer,
+        Err(e) => {
+            if let Some(service) = &mut service {
+                service.stop(args.stop_timeout).await;
+            }
+            return Err(start_error(e));
+        }
+    };
     tracing::info!(
         service = args.service,
         instance = announcer.instance(),
@@ -57,16 +92,98 @@ pub(crate) async fn run(global: &Global, args: &AnnounceArgs) -> anyhow::Result<
     loop {
         tokio::select! {
             _ = crate::shutdown_signal() => break,
-            reason = &mut stopped => return Ok(ended(reason)),
+            reason = &mut stopped => {
+                let code = ended(reason);
+                if let Some(service) = &mut service {
+                    service.stop(args.stop_timeout).await;
+                }
+                return Ok(code);
+            }
+            status = exited(&mut service) => {
+                // Nothing serves at the address any more: withdrawn at once, no drain.
+                announcer.shutdown().await?;
+                let name = service.as_ref().map_or("", |s| s.name.as_str());
+                eprintln!(
+                    "herald: `{name}` exited on its own ({}); its instance is withdrawn",
+                    supervise::describe(status)
+                );
+                return Ok(ExitCode::from(supervise::code(status).max(1)));
+            }
             _ = tick.tick(), if check.is_some() => {
                 let ok = check.as_ref().expect("guarded").run().await;
                 health.observe(ok, &announcer).await?;
             }
         }
     }
-    announcer.shutdown().await?;
-    Ok(ExitCode::SUCCESS)
+    if !args.drain_for.is_zero() {
+        eprintln!(
+            "draining; leaving in {}",
+            humantime::format_duration(args.drain_for)
+        );
+    }
+    let left = announcer.shutdown_after(args.drain_for).await;
+    let code = match &mut service {
+        Some(service) => service.stop(args.stop_timeout).await,
+        None => 0,
+    };
+    left?;
+    Ok(ExitCode::from(code))
 }
+
+/// Resolves when the supervised command exits; never without one.
+async fn exited(service: &mut Option<Service>) -> std::process::ExitStatus {
+    match service {
+        Some(service) => service.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until the command accepts connections on `addr` (or passes `check`). `None` once it
+/// does; the code to exit with when it exits first, or when a signal comes first (it is then
+/// stopped).
+async fn until_ready(
+    service: &mut Service,
+    check: Option<&Check>,
+    addr: &str,
+    stop_timeout: Duration,
+) -> Option<u8> {
+    let connect = Check::Tcp(addr.to_owned());
+    let check = check.unwrap_or(&connect);
+    let since = Instant::now();
+    let mut said = false;
+    loop {
+        if check.run().await {
+            return None;
+        }
+        if !said && since.elapsed() > READY_NOTE_AFTER {
+            said = true;
+            eprintln!(
+                "waiting for `{}` to {} before announcing it",
+                service.name,
+                check.describe()
+            );
+        }
+        tokio::select! {
+            status = service.exited() => {
+                eprintln!(
+                    "herald: `{}` exited before it was ready ({}); nothing was announced",
+                    service.name,
+                    supervise::describe(status)
+                );
+                return Some(supervise::code(status).max(1));
+            }
+            _ = crate::shutdown_signal() => {
+                return Some(service.stop(stop_timeout).await);
+            }
+            () = tokio::time::sleep(READY_POLL) => {}
+        }
+    }
+}
+
+/// How often a starting command is checked for readiness.
+const READY_POLL: Duration = Duration::from_millis(20);
+/// When a command that is not ready yet is said to be awaited.
+const READY_NOTE_AFTER: Duration = Duration::from_secs(5);
 
 /// The announcer ended on its own: one line naming why, and the exit code of that reason.
 fn ended(reason: Stopped) -> ExitCode {
