@@ -152,7 +152,7 @@ pub(crate) struct Global {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Announce a service that cannot embed the Rust announcer, until SIGINT or SIGTERM.
-    Announce(AnnounceArgs),
+    Announce(Box<AnnounceArgs>),
     /// List the live instances: those that answered the probe (with etcd, the registered
     /// instances that answered; `--all` adds the silent ones).
     Ls(LsArgs),
