@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,21 +15,8 @@ use herald_shared::{EtcdConfig, NatsConfig, State};
 use herald_subscriber::{Event, EventStream, RemovalCause, Strategy, Subscriber};
 use herald_testkit::{ChildGuard, free_port, pid_alive, signal_pid, spawn_guarded};
 
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: scripts/install-deps makes it",
-        venv.display()
-    );
-    venv
-}
-
 fn backend_script() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/grpc/backend.py")
-        .display()
-        .to_string()
+    common::script("backend.py").display().to_string()
 }
 
 async fn subscriber(env: &Env) -> Subscriber {
@@ -48,7 +34,7 @@ async fn subscriber(env: &Env) -> Subscriber {
 fn supervised(env: &Env, id: &str, port: u16, extra: &[&str]) -> (ChildGuard, u32) {
     let addr = format!("127.0.0.1:{port}");
     let port_arg = port.to_string();
-    let python = python().display().to_string();
+    let python = common::python().display().to_string();
     let script = backend_script();
     let mut args = vec![
         "announce",

@@ -11,39 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Env, eventually};
+use common::{Env, agent, backend, eventually, python, script};
 use herald_testkit::{ChildGuard, free_port, spawn_guarded};
-
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: scripts/install-deps makes it (grpcio for the xDS tests)",
-        venv.display()
-    );
-    venv
-}
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/grpc")
-        .join(name)
-}
-
-/// A gRPC backend answering with `name`, once it serves.
-fn backend(name: &str, port: u16) -> ChildGuard {
-    let mut cmd = Command::new(python());
-    cmd.arg(script("backend.py"))
-        .arg(name)
-        .arg(port.to_string())
-        .stdout(Stdio::piped());
-    let mut child = spawn_guarded(cmd);
-    let stdout = child.child_mut().stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert!(line.starts_with("serving"), "backend {name} said {line:?}");
-    child
-}
 
 /// A proxyless gRPC client of the test.
 #[derive(Debug, Clone, Copy)]
@@ -237,35 +206,6 @@ async fn grpc_clients_balance_over_the_agent_by_load_and_leave_drained_and_kille
             "{client:?}: no call goes to it: {report}"
         );
     }
-}
-
-/// The agent of a test: `herald serve` with HTTP and xDS on fixed ports, started again on the
-/// same ports after a stop.
-fn agent(env: &Env, http_port: u16, xds: &str) -> ChildGuard {
-    let mut serve = env.herald(&[
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{http_port}"),
-        "--xds",
-        xds,
-    ]);
-    serve.stderr(Stdio::piped());
-    let mut child = spawn_guarded(serve);
-    let stderr = child.child_mut().stderr.take().unwrap();
-    let mut reader = BufReader::new(stderr);
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "the agent ended before serving"
-        );
-        if line.starts_with("herald agent listening") {
-            break;
-        }
-    }
-    // Keep reading: a closed pipe would fail the agent's later log lines.
-    std::thread::spawn(move || for _ in reader.lines().map_while(Result::ok) {});
-    child
 }
 
 /// When (milliseconds into the timeline) `name` first served a call.

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -166,4 +167,72 @@ pub fn exit_within(
 
 pub fn libc_sigterm() -> i32 {
     15
+}
+
+/// The Python of the venv `scripts/install-deps` makes, with grpcio.
+pub fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: scripts/install-deps makes it (grpcio for the xDS tests)",
+        venv.display()
+    );
+    venv
+}
+
+/// A script of `tests/grpc`.
+pub fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/grpc")
+        .join(name)
+}
+
+/// A gRPC backend answering with `name`, once it serves.
+pub fn backend(name: &str, port: u16) -> ChildGuard {
+    backend_with(name, port, &[])
+}
+
+/// [`backend`] with `backend.py`'s options (`--delay-ms N`, `--abrupt`).
+pub fn backend_with(name: &str, port: u16, options: &[&str]) -> ChildGuard {
+    let mut cmd = Command::new(python());
+    cmd.arg(script("backend.py"))
+        .arg(name)
+        .arg(port.to_string())
+        .args(options)
+        .stdout(Stdio::piped());
+    let mut child = spawn_guarded(cmd);
+    let stdout = child.child_mut().stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert!(line.starts_with("serving"), "backend {name} said {line:?}");
+    child
+}
+
+/// The agent of a test: `herald serve` with HTTP and xDS on fixed ports, started again on the
+/// same ports after a stop.
+pub fn agent(env: &Env, http_port: u16, xds: &str) -> ChildGuard {
+    let mut serve = env.herald(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{http_port}"),
+        "--xds",
+        xds,
+    ]);
+    serve.stderr(Stdio::piped());
+    let mut child = spawn_guarded(serve);
+    let stderr = child.child_mut().stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the agent ended before serving"
+        );
+        if line.starts_with("herald agent listening") {
+            break;
+        }
+    }
+    // Keep reading: a closed pipe would fail the agent's later log lines.
+    std::thread::spawn(move || for _ in reader.lines().map_while(Result::ok) {});
+    child
 }
