@@ -10,6 +10,8 @@
 //!   plain NATS subscription of the same messages;
 //! - `memory`: live heap bytes per cached instance;
 //! - `scale` ([`scale`]), `peers` and `peers-kill` ([`peers`]), `churn` ([`churn`]);
+//! - `rolling` ([`rolling`]): failed calls through a rolling restart, with and without a
+//!   drain, and the drain that makes them 0;
 //! - criterion benches: `pick` (nanoseconds per pick for each strategy, and the allocations
 //!   100,000 picks make) and `hot_path` (each step of ingest on its own).
 //!
@@ -43,6 +45,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod peers;
 pub mod process;
+pub mod rolling;
 pub mod scale;
 pub mod stats;
 
