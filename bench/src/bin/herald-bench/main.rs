@@ -9,6 +9,8 @@
 //! cargo run --release -p herald-bench -- peers [--sizes 1000,5000] ...
 //! cargo run --release -p herald-bench -- peers-kill [--cells herald-advisories@3s,...] ...
 //! cargo run --release -p herald-bench -- churn [--duration 600s] [--seed N] [--advisories]
+//! cargo run --release -p herald-bench -- xds [--changes N] [--first-calls N] [--clients N]
+//! cargo run --release -p herald-bench -- rolling [--backends 3,30] [--drains 0s,1s] [--sweep ...]
 //! ```
 //!
 //! `herald-bench help SUBCOMMAND` says what each measures and takes. The benchmarks that
@@ -24,6 +26,7 @@ mod memory;
 mod peers;
 mod peers_kill;
 mod propagation;
+mod rolling;
 mod scale;
 mod xds;
 
@@ -61,6 +64,9 @@ enum Command {
     /// xDS: view change to EDS response, against the subscriber's own event; a burst's
     /// responses.
     Xds(xds::Args),
+    /// Rolling restarts: failed calls with and without the drain, and the drain that fails
+    /// no call.
+    Rolling(rolling::Args),
     /// Ingest's publishing process.
     #[command(hide = true)]
     IngestPublisher { url: String },
@@ -98,6 +104,7 @@ fn main() {
         Command::PeersKill(args) => peers_kill::run(args),
         Command::Churn(args) => churn::run(args),
         Command::Xds(args) => xds::run(args),
+        Command::Rolling(args) => rolling::run_all(args),
         Command::IngestPublisher { url } => ingest::publisher_process(url),
         Command::ScaleCase { settings } => scale::run_case(&settings),
         Command::ScaleHost { settings } => scale::host_process(&settings),
