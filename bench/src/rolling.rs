@@ -73,6 +73,8 @@ pub struct Calls {
     pub failed: u64,
     /// The first few failures, as the client told them.
     pub errors: Vec<String>,
+    /// How long the served calls took, p50 and p99, as the client saw them.
+    pub latency: (Duration, Duration),
 }
 
 /// What a run gave.
@@ -254,6 +256,7 @@ impl Decoder for Raw {
 #[derive(Debug, Default)]
 struct Tally {
     served: Mutex<BTreeMap<String, u64>>,
+    took: Mutex<Vec<Duration>>,
     failed: AtomicU64,
     errors: Mutex<Vec<String>>,
 }
@@ -295,6 +298,7 @@ async fn tonic_client(sub: Arc<Subscriber>, rate: u64, stop: CancellationToken) 
         let channel = channel.clone();
         let tally = tally.clone();
         calls.push(tokio::spawn(async move {
+            let began = Instant::now();
             let mut grpc = tonic::client::Grpc::new(channel);
             let call = async {
                 grpc.ready()
@@ -305,6 +309,7 @@ async fn tonic_client(sub: Arc<Subscriber>, rate: u64, stop: CancellationToken) 
             };
             match tokio::time::timeout(Duration::from_secs(2), call).await {
                 Ok(Ok(response)) => {
+                    tally.took.lock().expect("took lock").push(began.elapsed());
                     let who = String::from_utf8_lossy(response.get_ref()).into_owned();
                     *tally
                         .served
@@ -323,10 +328,13 @@ async fn tonic_client(sub: Arc<Subscriber>, rate: u64, stop: CancellationToken) 
     for call in calls {
         call.await.expect("a call's task");
     }
+    let mut took = std::mem::take(&mut *tally.took.lock().expect("took lock"));
+    let took = crate::stats::Summary::of(&mut took);
     Calls {
         served: tally.served.lock().expect("served lock").clone(),
         failed: tally.failed.load(Ordering::Relaxed),
         errors: tally.errors.lock().expect("errors lock").clone(),
+        latency: (took.p50, took.p99),
     }
 }
 
@@ -377,6 +385,10 @@ impl Grpcio {
                 .as_array()
                 .map(|a| a.iter().map(|e| e.to_string()).collect())
                 .unwrap_or_default(),
+            latency: (
+                Duration::from_secs_f64(report["p50_ms"].as_f64().unwrap_or(0.0) / 1e3),
+                Duration::from_secs_f64(report["p99_ms"].as_f64().unwrap_or(0.0) / 1e3),
+            ),
         }
     }
 }

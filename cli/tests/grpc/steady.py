@@ -1,6 +1,6 @@
 """Calls xds:///SERVICE at RATE calls a second through grpcio until its stdin closes, and then
 prints one JSON line: {"served": {backend: calls}, "failed": calls, "errors": [the first
-few]}: steady.py SERVICE RATE. Calls are made without waiting for each other, so a slow one
+few], "p50_ms": .., "p99_ms": ..} (how long served calls took): steady.py SERVICE RATE. Calls are made without waiting for each other, so a slow one
 does not slow the rate; "ready" is printed once the first call was served."""
 import json
 import sys
@@ -25,16 +25,17 @@ def wait_for_eof():
 
 threading.Thread(target=wait_for_eof, daemon=True).start()
 lock = threading.Lock()
-served, errors = {}, []
+served, errors, took = {}, [], []
 failed = 0
 pending = []
 
 
-def done(future):
+def done(future, began):
     global failed
     with lock:
         try:
             who = future.result().decode()
+            took.append(time.monotonic() - began)
             served[who] = served.get(who, 0) + 1
         except grpc.RpcError as e:
             failed += 1
@@ -47,8 +48,9 @@ n = 0
 while not stop.is_set():
     due = start + n / rate
     time.sleep(max(0.0, due - time.monotonic()))
+    began = time.monotonic()
     future = call.future(b"", timeout=2)
-    future.add_done_callback(done)
+    future.add_done_callback(lambda f, began=began: done(f, began))
     pending.append(future)
     n += 1
 for future in pending:
@@ -58,4 +60,8 @@ for future in pending:
         pass
 time.sleep(0.1)
 with lock:
-    print(json.dumps({"served": served, "failed": failed, "errors": errors}), flush=True)
+    took.sort()
+    p50 = took[len(took) // 2] * 1000 if took else 0
+    p99 = took[min(len(took) - 1, len(took) * 99 // 100)] * 1000 if took else 0
+    report = {"served": served, "failed": failed, "errors": errors, "p50_ms": p50, "p99_ms": p99}
+    print(json.dumps(report), flush=True)

@@ -123,11 +123,18 @@ pub(crate) fn run_all(args: Args) {
             };
             let o = run(&settings).await;
             println!(
-                "    drain {:>6}: failed calls tonic {:>3}, grpcio {:>3}",
+                "    drain {:>6}: failed calls tonic {:>3}, grpcio {:>3}; calls took p50 / p99 tonic {} / {}, grpcio {} / {}",
                 humantime::format_duration(drain).to_string(),
                 o.tonic.failed,
-                o.grpcio.failed
+                o.grpcio.failed,
+                ms(o.tonic.latency.0),
+                ms(o.tonic.latency.1),
+                ms(o.grpcio.latency.0),
+                ms(o.grpcio.latency.1)
             );
+            for e in o.tonic.errors.iter().chain(&o.grpcio.errors).take(2) {
+                println!("        e.g. {e}");
+            }
         }
     });
 }
