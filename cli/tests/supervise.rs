@@ -277,3 +277,52 @@ async fn sigterm_while_the_command_starts_stops_it_and_announces_nothing() {
         .unwrap();
     assert!(!err.contains("announcing"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
+    let env = Env::start("stoptimeout").await;
+    let port = free_port();
+    let python = common::python().display().to_string();
+    let serve = format!(
+        "import signal, socket, time\n\
+         signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+         s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n\
+         time.sleep(60)"
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = env.herald(&[
+        "announce",
+        "--service",
+        "echo",
+        "--addr",
+        &addr,
+        "--drain-for",
+        "0s",
+        "--stop-timeout",
+        "300ms",
+        "--",
+        &python,
+        "-c",
+        &serve,
+    ]);
+    cmd.stderr(Stdio::piped());
+    let mut announce = spawn_guarded(cmd);
+    let mut err = BufReader::new(announce.child_mut().stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("announcing") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "announce ended first");
+    }
+    let asked = Instant::now();
+    let status = sigterm(&mut announce);
+    assert_eq!(status.code(), Some(128 + 9), "killed, and said so by its code");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "SIGKILL only after --stop-timeout: {:?}",
+        asked.elapsed()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(rest.contains("did not exit"), "{rest}");
+    assert!(rest.contains("--stop-timeout"), "{rest}");
+}
