@@ -311,11 +311,18 @@ async fn a_command_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
     let mut line = String::new();
     while !line.starts_with("announcing") {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "announce ended first");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "announce ended first"
+        );
     }
     let asked = Instant::now();
     let status = sigterm(&mut announce);
-    assert_eq!(status.code(), Some(128 + 9), "killed, and said so by its code");
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "killed, and said so by its code"
+    );
     assert!(
         asked.elapsed() >= Duration::from_millis(300),
         "SIGKILL only after --stop-timeout: {:?}",
