@@ -26,15 +26,20 @@ RUST_LOG=herald_subscriber=debug). Colours only when stderr is a terminal and NO
 is unset.
 
 Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 error, 2 bad command line;
-`announce` only: 3 deregistered (its etcd key was deleted), 4 fenced (another process took
-over its instance id), 5 closed otherwise. `announce -- CMD` stopped by SIGINT/SIGTERM: the
-command's exit code (0 when it exits 0 or dies of the SIGTERM it is sent; 128+N when
-signal N killed it). A command that exits on its own, or before it is ready: its code, at
-least 1 (128+N for signal N); its instance is withdrawn at once.
+`announce` has codes of its own (`herald announce --help`).";
 
-Stop sequence of `announce` on SIGINT/SIGTERM: `draining` is announced at once; after
---drain-for, goodbye and deregistration; then, with a command, SIGTERM to it and, after
---stop-timeout, SIGKILL.";
+/// What `announce --help` says about its stop sequence and exit codes.
+const ANNOUNCE_HELP: &str = "\
+Stop sequence on SIGINT/SIGTERM: `draining` is announced at once (consumers stop picking
+the instance; the calls they made go on); after --drain-for, goodbye and deregistration;
+then, with a command, SIGTERM to its process group and, after --stop-timeout, SIGKILL.
+
+Exit codes: 0 stopped by SIGINT/SIGTERM, 1 error, 2 bad command line, 3 deregistered (its
+etcd key was deleted), 4 fenced (another process took over its instance id), 5 closed
+otherwise. With `-- CMD`: stopped by SIGINT/SIGTERM, the command's exit code (0 when it exits
+0 or dies of the SIGTERM it is sent; 128+N when signal N killed it); a command that exits on
+its own, or before it is ready: its code, at least 1 (128+N for signal N), its instance
+withdrawn at once; 127 not found, 126 not runnable.";
 
 /// Where NATS and etcd are, and how to authenticate to them.
 #[derive(Debug, Args, Clone)]
@@ -152,6 +157,7 @@ pub(crate) struct Global {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Announce a service that cannot embed the Rust announcer, until SIGINT or SIGTERM.
+    #[command(after_help = ANNOUNCE_HELP)]
     Announce(Box<AnnounceArgs>),
     /// List the live instances: those that answered the probe (with etcd, the registered
     /// instances that answered; `--all` adds the silent ones).
