@@ -158,9 +158,42 @@ async fn a_crashed_command_is_withdrawn_at_once_and_announce_fails_with_its_sign
         .expect("both added");
         assert!(matches!(e, Event::Added(_)));
     }
+    // `herald watch` as an operator runs it, beside the test's own subscriber.
+    let mut watch = env.herald(&["watch", "echo", "--json"]);
+    watch.stdout(Stdio::piped());
+    let mut watch = spawn_guarded(watch);
+    let (lines_tx, watched) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(watch.child_mut().stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines_tx.send((Instant::now(), line));
+        }
+    });
+    // It prints what it lists first: once both instances are there, it watches.
+    let mut listed = 0;
+    while listed < 2 {
+        let (_, line) = watched
+            .recv_timeout(Duration::from_secs(10))
+            .expect("watch lists the instances");
+        listed += usize::from(line.contains("\"added\""));
+    }
     let killed = Instant::now();
     signal_pid(backend, 9).unwrap();
     let (removed_at, removed) = next_of(&mut events, "e2").await;
+    let (watch_removed_at, line) = loop {
+        let (at, line) = watched
+            .recv_timeout(Duration::from_secs(10))
+            .expect("watch tells the removal");
+        if line.contains("\"removed\"") {
+            break (at, line);
+        }
+    };
+    assert!(line.contains("\"instance\":\"e2\""), "{line}");
+    assert!(
+        watch_removed_at - killed < Duration::from_millis(100),
+        "herald watch told the removal {:?} after the crash",
+        watch_removed_at - killed
+    );
     assert!(
         matches!(
             &removed,
