@@ -41,6 +41,28 @@ async fn grpc_server(port: u16) -> Arc<AtomicUsize> {
     served
 }
 
+/// A tonic channel balancing over the subscriber's view of `grpc`.
+fn balanced(sub: &herald_subscriber::Subscriber) -> Channel {
+    let (channel, tx) = Channel::balance_channel::<String>(16);
+    let mut discover = sub.discover("grpc", |i| {
+        Endpoint::from_shared(format!("http://{}", i.addr())).expect("valid endpoint")
+    });
+    tokio::spawn(async move {
+        // tonic's balancer takes its own change type.
+        use tonic::transport::channel::Change as TonicChange;
+        while let Some(Ok(change)) = discover.next().await {
+            let change = match change {
+                tower::discover::Change::Insert(k, e) => TonicChange::Insert(k, e),
+                tower::discover::Change::Remove(k) => TonicChange::Remove(k),
+            };
+            if tx.send(change).await.is_err() {
+                break;
+            }
+        }
+    });
+    channel
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_balances_over_discovered_servers_and_drops_a_stopped_one() {
     init_tracing();
@@ -66,23 +88,7 @@ async fn tonic_balances_over_discovered_servers_and_drops_a_stopped_one() {
     })
     .await;
 
-    let (channel, tx) = Channel::balance_channel::<String>(16);
-    let mut discover = sub.discover("grpc", |i| {
-        Endpoint::from_shared(format!("http://{}", i.addr())).expect("valid endpoint")
-    });
-    tokio::spawn(async move {
-        // tonic's balancer takes its own change type.
-        use tonic::transport::channel::Change as TonicChange;
-        while let Some(Ok(change)) = discover.next().await {
-            let change = match change {
-                tower::discover::Change::Insert(k, e) => TonicChange::Insert(k, e),
-                tower::discover::Change::Remove(k) => TonicChange::Remove(k),
-            };
-            if tx.send(change).await.is_err() {
-                break;
-            }
-        }
-    });
+    let channel = balanced(&sub);
     let mut client = HealthClient::new(channel);
     let call = async |client: &mut HealthClient<Channel>| {
         client
@@ -175,22 +181,7 @@ async fn a_call_in_flight_on_a_removed_endpoint_is_not_cut() {
         .unwrap();
     let sub = subscriber(&nats_server.url(), &prefix).await;
     let mut events = sub.events();
-    let (channel, tx) = Channel::balance_channel::<String>(16);
-    let mut discover = sub.discover("grpc", |i| {
-        Endpoint::from_shared(format!("http://{}", i.addr())).expect("valid endpoint")
-    });
-    tokio::spawn(async move {
-        use tonic::transport::channel::Change as TonicChange;
-        while let Some(Ok(change)) = discover.next().await {
-            let change = match change {
-                tower::discover::Change::Insert(k, e) => TonicChange::Insert(k, e),
-                tower::discover::Change::Remove(k) => TonicChange::Remove(k),
-            };
-            if tx.send(change).await.is_err() {
-                break;
-            }
-        }
-    });
+    let channel = balanced(&sub);
     let mut client = HealthClient::new(channel);
     // A long call: a watch of the service's health, one message per change.
     let mut watch = client
