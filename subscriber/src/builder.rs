@@ -401,7 +401,7 @@ impl SubscriberBuilder {
             store,
             etcd: etcd_rx,
             first_listing,
-            deferred_deletes: Vec::new(),
+            deletes: Default::default(),
             subs: crate::ingest::Subscriptions::new(subs),
             client: client.clone(),
             nats_events,

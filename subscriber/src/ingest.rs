@@ -30,6 +30,38 @@ use crate::store::Store;
 /// Tokens applied before the task publishes snapshots and events and yields.
 const BATCH: usize = 256;
 
+/// The longest a batch of deletions waits for its round trip (a NATS server that does not
+/// answer): then it is applied anyway, and a goodbye still on its way reads as a
+/// deregistration.
+const DELETE_BARRIER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most tokens read after a barrier before its deletions apply: every message the server
+/// wrote before the echo is in the subscription's buffer by then, and the buffer holds no
+/// more than this.
+const DRAIN_BEFORE_DELETES: usize = 65_536;
+
+/// An etcd deletion: service, instance, revision.
+type Delete = (String, String, u64);
+
+/// etcd deletions and the barrier they wait for.
+///
+/// An announcer that stops gracefully sends its goodbye and revokes its lease only once the
+/// NATS server has routed the goodbye, so the server wrote that goodbye to this subscriber's
+/// socket before the deletion existed. One round trip on this subscriber's own connection,
+/// begun after the deletion arrived, ends after every such goodbye has been read: the
+/// deletion then applies, and the stop reads as a goodbye rather than a deregistration. One
+/// round trip covers every deletion that arrived before it began.
+#[derive(Default)]
+pub(crate) struct Deletes {
+    /// Arrived since the barrier in flight began: they wait for the next one.
+    waiting: Vec<Delete>,
+    /// Covered by the barrier in flight.
+    covered: Vec<Delete>,
+}
+
+/// A round trip in flight.
+type Barrier = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 pub(crate) struct Ingest {
     pub(crate) store: Store,
     pub(crate) subs: Subscriptions,
@@ -38,8 +70,8 @@ pub(crate) struct Ingest {
     pub(crate) etcd: Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>,
     /// `start()`, waiting for the first etcd listing, until every scope's is applied.
     pub(crate) first_listing: Option<FirstListing>,
-    /// etcd deletions waiting for the next tick (see `on_etcd`).
-    pub(crate) deferred_deletes: Vec<(String, String, u64)>,
+    /// etcd deletions waiting for the next barrier (see [`Deletes`]).
+    pub(crate) deletes: Deletes,
     pub(crate) subjects: Subjects,
     pub(crate) probe_subjects: Vec<String>,
     pub(crate) counters: Arc<Counters>,
@@ -63,10 +95,18 @@ impl Ingest {
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(self.sweep_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut barrier: Option<Barrier> = None;
         loop {
+            if barrier.is_none() {
+                barrier = self.begin_barrier();
+            }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                () = passed(&mut barrier) => {
+                    barrier = None;
+                    self.apply_covered_deletes();
+                }
                 _ = tick.tick() => self.on_tick().await,
                 event = recv_event(&mut self.nats_events) => self.on_nats_event(event),
                 msg = recv_advisory(&mut self.advisories) => {
@@ -124,15 +164,45 @@ impl Ingest {
         }
     }
 
+    /// Begins the round trip that the deletions waiting need, if any wait.
+    fn begin_barrier(&mut self) -> Option<Barrier> {
+        if self.deletes.waiting.is_empty() {
+            return None;
+        }
+        let mut waiting = std::mem::take(&mut self.deletes.waiting);
+        self.deletes.covered.append(&mut waiting);
+        // Disconnected, no goodbye can be on its way: nothing to wait for.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Some(Box::pin(std::future::ready(())));
+        }
+        let client = self.client.clone();
+        Some(Box::pin(async move {
+            if let Err(e) =
+                herald_shared::round_trip::server_handled(&client, DELETE_BARRIER_TIMEOUT).await
+            {
+                tracing::debug!(error = %e, "deletions applied without their round trip");
+            }
+        }))
+    }
+
+    /// The barrier passed: the goodbyes sent before the covered deletions are in the
+    /// subscription's buffer. They are read first, then the deletions apply.
+    fn apply_covered_deletes(&mut self) {
+        for _ in 0..DRAIN_BEFORE_DELETES {
+            match self.subs.next().now_or_never() {
+                Some(Some(msg)) => self.ingest_one(&msg),
+                _ => break,
+            }
+        }
+        for (service, instance, revision) in std::mem::take(&mut self.deletes.covered) {
+            self.store.deregister(&service, &instance, revision);
+        }
+        self.store.flush();
+    }
+
     async fn on_tick(&mut self) {
         self.watch_connection();
         self.give_up_advisory_check();
-        if !self.deferred_deletes.is_empty() {
-            self.drain_ready_tokens();
-            for (service, instance, revision) in std::mem::take(&mut self.deferred_deletes) {
-                self.store.deregister(&service, &instance, revision);
-            }
-        }
         self.store.sweep();
         self.store.flush();
         for service in self.store.take_probe_requests() {
@@ -308,15 +378,14 @@ impl Ingest {
     async fn on_etcd(&mut self, update: Option<EtcdUpdate>) {
         match update {
             Some(EtcdUpdate::Put(reg)) => self.store.register(&reg),
-            // A graceful stop sends its goodbye, then revokes its lease; the two travel
-            // different paths and the deletion may come first. Held until the next tick (at
-            // most one sweep interval), the goodbye has landed and the removal reads as one.
+            // A graceful stop's goodbye and its lease's revoke travel different paths: the
+            // deletion waits for the round trip that proves the goodbye read (`Deletes`).
             // Revisions keep this safe against any registration applied meanwhile.
             Some(EtcdUpdate::Delete {
                 service,
                 instance,
                 revision,
-            }) => self.deferred_deletes.push((service, instance, revision)),
+            }) => self.deletes.waiting.push((service, instance, revision)),
             Some(EtcdUpdate::Resync {
                 listing,
                 new_cluster,
@@ -406,6 +475,14 @@ async fn recv_etcd(rx: &mut Option<tokio::sync::mpsc::Receiver<EtcdUpdate>>) -> 
 async fn recv_advisory(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
     match sub {
         Some(sub) => sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the barrier in flight passed; never without one.
+async fn passed(barrier: &mut Option<Barrier>) {
+    match barrier {
+        Some(b) => b.await,
         None => std::future::pending().await,
     }
 }

@@ -233,3 +233,86 @@ fn a_heartbeat_keeps_its_instance_on_the_connection_of_its_last_full_token() {
         [("a".to_owned(), RemovalCause::Disconnected)]
     );
 }
+
+/// A registration confirmed by a heartbeat, which names no connection: the subscriber
+/// missed the full token (it was held and timed out, or it started after it). Without the
+/// connection, a kill would read as an expiry a TTL later; a probe asks the instance for a
+/// full token, which names it.
+#[test]
+fn an_instance_confirmed_by_a_heartbeat_is_probed_for_its_connection_and_then_goes_with_it() {
+    let views = Arc::new(Views::new(Arc::new(Clock::manual())));
+    let counters = Arc::new(Counters::default());
+    let (tx, mut rx) = broadcast::channel(1024);
+    let registry = crate::merge::Mode {
+        registry: true,
+        allow_unregistered: false,
+    };
+    let mut s = Store::new(registry, views, counters, tx);
+    s.follow_connections(Duration::from_millis(GRACE_MS));
+    let registered = token("a", 0, "unused");
+    s.register(&crate::etcd_sync::Registration {
+        service: "svc".into(),
+        instance: "a".into(),
+        value: herald_shared::codec::encode(&registered).unwrap(),
+        revision: 7,
+        lease: 1,
+    });
+    let _ = s.take_probe_requests();
+    let mut beat = token("a", 2, "unused");
+    beat.epoch = 7;
+    s.ingest(
+        "svc",
+        &herald_shared::codec::encode_heartbeat(&beat).unwrap(),
+    );
+    let e = s.services.get("svc").unwrap().live("a").unwrap().clone();
+    assert!(e.is_confirmed(), "the heartbeat confirms the registration");
+    assert_eq!(
+        s.take_probe_requests()
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+        vec!["svc".to_owned()],
+        "its connection unknown, its service is probed"
+    );
+    // The probe's answer: a full token, over the connection.
+    let mut answer = token("a", 3, "S/1");
+    answer.epoch = 7;
+    s.apply(&answer.as_ref());
+    s.flush();
+    let mut beat = token("a", 4, "unused");
+    beat.epoch = 7;
+    s.ingest(
+        "svc",
+        &herald_shared::codec::encode_heartbeat(&beat).unwrap(),
+    );
+    assert!(
+        s.take_probe_requests().is_empty(),
+        "its connection known, no more probes"
+    );
+    assert!(s.connection_closed("S/1"));
+    advance(&mut s, GRACE_MS + 1);
+    assert_eq!(
+        removed(&mut rx),
+        vec![("a".to_owned(), RemovalCause::Disconnected)]
+    );
+}
+
+/// An announcer too old to name its connection is not probed again and again.
+#[test]
+fn an_instance_whose_tokens_name_no_connection_is_probed_once() {
+    let (mut s, _rx, _c) = store();
+    let mut t = token("a", 1, "unused");
+    t.conn = None;
+    s.apply(&t.as_ref());
+    for seq in 2..5 {
+        let beat = token("a", seq, "unused");
+        s.ingest(
+            "svc",
+            &herald_shared::codec::encode_heartbeat(&beat).unwrap(),
+        );
+        assert!(
+            s.take_probe_requests().is_empty(),
+            "its full token said it names no connection"
+        );
+    }
+}

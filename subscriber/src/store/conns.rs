@@ -21,6 +21,8 @@ use crate::instance::Entry;
 
 /// The number of "no connection known".
 const NONE: u32 = 0;
+/// The number of "its full token names no connection" (an announcer too old to say).
+const UNSAID: u32 = u32::MAX;
 
 struct Connection {
     name: Box<str>,
@@ -48,22 +50,23 @@ impl Conns {
         }
     }
 
-    /// Records that `entry`'s latest token came over `conn` (`None`: a sender that does not
-    /// say). Nothing changes, and nothing allocates, when it is the same connection as before.
+    /// Records that `entry`'s latest full token came over `conn` (`None`: a sender that does
+    /// not say). Nothing changes, and nothing allocates, when it is the same connection as
+    /// before.
     pub(super) fn carried(&mut self, entry: &Entry, conn: Option<&str>) {
         let current = entry.conn.load(Relaxed);
-        let same = match (self.by_id.get(&current), conn) {
-            (Some(c), Some(name)) => *c.name == *name,
-            (None, None) => true,
-            _ => false,
+        let Some(name) = conn else {
+            // A sender that does not say: remembered as such, so that nothing asks again.
+            if current != UNSAID {
+                self.forget(entry);
+                entry.conn.store(UNSAID, Relaxed);
+            }
+            return;
         };
-        if same {
+        if self.by_id.get(&current).is_some_and(|c| *c.name == *name) {
             return;
         }
         self.forget(entry);
-        let Some(name) = conn else {
-            return;
-        };
         let id = match self.ids.get(name) {
             Some(&id) => id,
             None => self.number(name),
@@ -74,12 +77,21 @@ impl Conns {
         entry.conn.store(id, Relaxed);
     }
 
+    /// Whether no token of `entry` named its connection yet: it was listed from etcd and
+    /// confirmed by heartbeats alone.
+    pub(super) fn unknown(&self, entry: &Entry) -> bool {
+        entry.conn.load(Relaxed) == NONE
+    }
+
     /// Numbers the connection `name`, not known before.
     fn number(&mut self, name: &str) -> u32 {
         let id = self.next_id;
         // Numbers are not reused while a connection could still hold one: 2^32 connections
         // seen by one subscriber would take decades.
-        self.next_id = self.next_id.checked_add(1).unwrap_or(NONE + 1);
+        self.next_id = match self.next_id.checked_add(1) {
+            Some(UNSAID) | None => NONE + 1,
+            Some(next) => next,
+        };
         self.ids.insert(Box::from(name), id);
         self.by_id.insert(
             id,

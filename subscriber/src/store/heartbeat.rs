@@ -68,6 +68,12 @@ impl Store {
                 self.note_run(service, beat.instance, &outcome);
                 self.counters.accepted.fetch_add(1, Relaxed);
                 self.counters.heartbeats.fetch_add(1, Relaxed);
+                // Confirmed without a full token (it was held and timed out, or came before
+                // this subscriber): its connection is unknown, and a kill would read as an
+                // expiry. The probe's answer is a full token that names it.
+                if self.conns.as_ref().is_some_and(|c| c.unknown(&entry)) {
+                    self.request_probe(service, beat, "connection of a listed instance unknown");
+                }
             }
             _ => self.heartbeat_unknown(service, beat),
         }
@@ -75,6 +81,15 @@ impl Store {
 
     fn heartbeat_unknown(&mut self, service: &str, beat: &Heartbeat<'_>) {
         self.counters.heartbeats_unknown.fetch_add(1, Relaxed);
+        self.request_probe(
+            service,
+            beat,
+            "heartbeat of an instance not listed under its epoch",
+        );
+    }
+
+    /// Asks for a probe of `service`, whose instances then answer in full.
+    fn request_probe(&mut self, service: &str, beat: &Heartbeat<'_>, why: &'static str) {
         // During the first listing the instance may be on a page still to come, and once
         // the listing is applied every announcer is probed anyway.
         if self.first_listing || self.probe_requests.iter().any(|s| **s == *service) {
@@ -85,7 +100,8 @@ impl Store {
                 service,
                 instance = beat.instance,
                 epoch = beat.epoch,
-                "heartbeat of an instance not listed under its epoch: probing its service"
+                why,
+                "probing the service"
             );
             self.probe_requests.push(Arc::from(service));
         }

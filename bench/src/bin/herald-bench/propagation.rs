@@ -106,9 +106,10 @@ async fn measure() {
         );
     }
 
-    let deleted = deregistration(&config, EtcdConfig::new(etcd.endpoints())).await;
+    let (deleted, watched) = deregistration(&config, EtcdConfig::new(etcd.endpoints())).await;
     println!("an operator's delete of a registration ({REACTION_SAMPLES} samples):");
     println!("  {:<28} {deleted}", "etcd delete -> Removed");
+    println!("  {:<28} {watched}", "etcd delete -> etcd watch");
 
     let restart = nats_restart().await;
     println!(
@@ -500,8 +501,9 @@ async fn reactions(config: &NatsConfig) -> Reactions {
 }
 
 /// An etcd delete of a live instance's key until the subscriber's `Removed { cause:
-/// Deregistered }`: the watch's way, while the instance's token TTL is far off.
-async fn deregistration(config: &NatsConfig, etcd: EtcdConfig) -> Summary {
+/// Deregistered }`: the watch's way, while the instance's token TTL is far off; and, in the
+/// same samples, until a plain etcd watch of the key sees the delete.
+async fn deregistration(config: &NatsConfig, etcd: EtcdConfig) -> (Summary, Summary) {
     const SERVICE: &str = "deleted";
     let subscriber = Subscriber::builder()
         .nats(config.clone())
@@ -513,7 +515,7 @@ async fn deregistration(config: &NatsConfig, etcd: EtcdConfig) -> Summary {
     let mut events = subscriber.events();
     let mut client = etcd.connect().await.expect("etcd connects");
     let subjects = Subjects::default();
-    let mut removed = Vec::new();
+    let (mut removed, mut watched) = (Vec::new(), Vec::new());
     for k in 0..REACTION_SAMPLES {
         let id = format!("deleted-{k:04}");
         let _announcer = Announcer::builder(SERVICE, "10.9.9.9:8080")
@@ -528,20 +530,35 @@ async fn deregistration(config: &NatsConfig, etcd: EtcdConfig) -> Summary {
             matches!(e, Event::Updated(i) | Event::Added(i) if i.id() == id && i.is_confirmed())
         })
         .await;
+        let key = subjects.key(SERVICE, &id);
+        let mut watch = client.watch(key.clone(), None).await.expect("watch");
         let t0 = Instant::now();
-        client
-            .delete(subjects.key(SERVICE, &id), None)
-            .await
-            .expect("delete");
-        wait_for(&mut events, |e| {
-            matches!(e, Event::Removed { instance, cause: RemovalCause::Deregistered }
-                if instance.id() == id)
-        })
-        .await;
-        removed.push(t0.elapsed());
+        client.delete(key, None).await.expect("delete");
+        let seen_by_etcd_watch = async {
+            while let Some(r) = watch.message().await.expect("watch answers") {
+                if r.events()
+                    .iter()
+                    .any(|e| e.event_type() == etcd_client::EventType::Delete)
+                {
+                    return t0.elapsed();
+                }
+            }
+            panic!("the watch ended")
+        };
+        let seen_by_subscriber = async {
+            wait_for(&mut events, |e| {
+                matches!(e, Event::Removed { instance, cause: RemovalCause::Deregistered }
+                    if instance.id() == id)
+            })
+            .await;
+            t0.elapsed()
+        };
+        let (w, r) = tokio::join!(seen_by_etcd_watch, seen_by_subscriber);
+        watched.push(w);
+        removed.push(r);
     }
     subscriber.shutdown().await;
-    Summary::of(&mut removed)
+    (Summary::of(&mut removed), Summary::of(&mut watched))
 }
 
 /// A nats-server restart: from the server greeting clients again until the subscriber holds
