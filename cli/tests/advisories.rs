@@ -133,3 +133,62 @@ async fn a_bad_advisory_subject_or_grace_is_refused_naming_the_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--disconnect-grace"), "{err}");
 }
+
+/// Two processes that keep both cores busy while they live.
+fn cpu_burners() -> Vec<herald_testkit::ChildGuard> {
+    (0..2)
+        .map(|_| {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", "while :; do :; done"]);
+            spawn_guarded(cmd)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_killed_announces_in_a_row_each_leave_as_disconnected_within_a_second() {
+    let env = env("kills", true).await;
+    let mut cmd = env.herald(&[
+        "watch",
+        "web",
+        "--json",
+        "--nats-advisories",
+        ADVISORY_SUBJECT,
+    ]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut watch = spawn_guarded(cmd);
+    let out = lines_of(watch.child_mut().stdout.take().unwrap());
+    let err = lines_of(watch.child_mut().stderr.take().unwrap());
+    line_with(
+        &err,
+        "disconnect advisories arrive",
+        Duration::from_secs(10),
+    );
+    let _burners = cpu_burners();
+    let mut slowest = Duration::ZERO;
+    for k in 0..20 {
+        let id = format!("w{k}");
+        let mut web = env.announce("web", &id, &["--ttl", "5s"]);
+        let quoted = format!("\"{id}\"");
+        let mut listed = line_with(&out, &quoted, Duration::from_secs(10));
+        while !listed.contains("\"confirmed\":true") {
+            listed = line_with(&out, &quoted, Duration::from_secs(10));
+        }
+        let killed = Instant::now();
+        web.kill();
+        let removed = line_with(&out, "\"removed\"", Duration::from_secs(8));
+        let after = killed.elapsed();
+        assert!(removed.contains(&quoted), "kill {k}: {removed}");
+        assert!(
+            removed.contains("\"cause\":\"disconnected\""),
+            "kill {k}: {removed}"
+        );
+        assert!(
+            after < Duration::from_secs(1),
+            "kill {k}: removed {after:?} after the kill"
+        );
+        slowest = slowest.max(after);
+    }
+    eprintln!("20 kills beside 2 CPU burners: the slowest removal took {slowest:?}");
+    assert!(sigterm(&mut watch).success());
+}
