@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_nats::Subscriber;
 use futures::StreamExt;
+use herald_shared::pace::NEW_RUN_JUMP;
 use herald_shared::{Received, codec};
 use tokio_util::sync::CancellationToken;
 
@@ -27,9 +28,6 @@ const LISTEN_MAX: Duration = Duration::from_secs(30);
 /// Most tokens the check reads: the server ends the subscription after these, so that a
 /// large service (or a flood on its subject) cannot pile up in this process's buffers.
 const MAX_TOKENS: u64 = 4_096;
-
-/// A `seq` this far above the run's first one belongs to a run started later.
-const OTHER_RUN_JUMP: u64 = 10_000;
 
 /// What the check needs to tell this run's tokens from another run's.
 #[derive(Debug)]
@@ -62,7 +60,7 @@ impl Check {
                     Err(_) => continue,
                 };
                 let other_run =
-                    seq < self.first_seq || seq > self.first_seq.saturating_add(OTHER_RUN_JUMP);
+                    seq < self.first_seq || seq > self.first_seq.saturating_add(NEW_RUN_JUMP);
                 if instance == self.instance && epoch == 0 && other_run {
                     return Some(addr.to_owned());
                 }

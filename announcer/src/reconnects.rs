@@ -41,8 +41,12 @@ impl Link {
     fn read(client: &Client) -> Link {
         let connects = client.statistics().connects.load(Ordering::Relaxed);
         let info = client.server_info();
-        let conn = (!info.server_id.is_empty())
-            .then(|| Arc::from(format!("{}/{}", info.server_id, info.client_id)));
+        let conn = (!info.server_id.is_empty()).then(|| {
+            Arc::from(herald_shared::token::connection_name(
+                &info.server_id,
+                info.client_id,
+            ))
+        });
         Link { connects, conn }
     }
 }

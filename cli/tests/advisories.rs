@@ -134,17 +134,6 @@ async fn a_bad_advisory_subject_or_grace_is_refused_naming_the_flag() {
     assert!(err.contains("--disconnect-grace"), "{err}");
 }
 
-/// Two processes that keep both cores busy while they live.
-fn cpu_burners() -> Vec<herald_testkit::ChildGuard> {
-    (0..2)
-        .map(|_| {
-            let mut cmd = std::process::Command::new("sh");
-            cmd.args(["-c", "while :; do :; done"]);
-            spawn_guarded(cmd)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_killed_announces_in_a_row_each_leave_as_disconnected_within_a_second() {
     let env = env("kills", true).await;
@@ -164,7 +153,7 @@ async fn twenty_killed_announces_in_a_row_each_leave_as_disconnected_within_a_se
         "disconnect advisories arrive",
         Duration::from_secs(10),
     );
-    let _burners = cpu_burners();
+    let _burners = herald_bench::process::Burners::start(2);
     let mut slowest = Duration::ZERO;
     for k in 0..20 {
         let id = format!("w{k}");

@@ -34,3 +34,7 @@ pub const ACCEPT_SLACK: u64 = 2 * SEND_BURST as u64;
 pub fn max_seq_advance(elapsed_ms: u64) -> u64 {
     (elapsed_ms / TOKEN_GAP.as_millis() as u64).saturating_add(ACCEPT_SLACK)
 }
+
+/// A `seq` this far from another of the same epoch belongs to another run of the instance (a
+/// restart without etcd, or a second process under the same id), not to lost tokens.
+pub const NEW_RUN_JUMP: u64 = 10_000;

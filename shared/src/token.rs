@@ -107,6 +107,16 @@ pub struct Token {
     pub conn: Option<String>,
 }
 
+/// The name of a NATS connection as tokens' `conn` and disconnect advisories give it:
+/// `{server_id}/{client_id}`.
+///
+/// ```
+/// assert_eq!(herald_shared::token::connection_name("NSRV", 42), "NSRV/42");
+/// ```
+pub fn connection_name(server_id: &str, client_id: u64) -> String {
+    format!("{server_id}/{client_id}")
+}
+
 impl Token {
     /// A token for an `up` instance with default weight, no zone or metadata, epoch 0, and a
     /// 3 s TTL. Fields are public; set the rest directly.

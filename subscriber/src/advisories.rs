@@ -56,7 +56,7 @@ impl Disconnect {
             return None;
         }
         Some(Disconnect {
-            conn: format!("{}/{}", a.server.id, a.client.id),
+            conn: herald_shared::token::connection_name(&a.server.id, a.client.id),
             reason: a.reason.into_owned(),
             name: a.client.name.map(Cow::into_owned),
         })
@@ -111,7 +111,7 @@ impl Check {
         config.name = Some("herald advisory check".into());
         let (client, _events) = config.connect().await?;
         let info = client.server_info();
-        let conn = format!("{}/{}", info.server_id, info.client_id);
+        let conn = herald_shared::token::connection_name(&info.server_id, info.client_id);
         // Dropping the last handle closes the socket: the server sees `Client Closed`.
         drop(client);
         Ok(Check {

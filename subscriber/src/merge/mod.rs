@@ -562,5 +562,4 @@ pub(crate) fn lost_between(previous: u64, next: u64) -> u64 {
     }
 }
 
-/// A `seq` jump above this is taken as a restart of the instance rather than lost tokens.
-pub(crate) const NEW_RUN_JUMP: u64 = 10_000;
+pub(crate) use herald_shared::pace::NEW_RUN_JUMP;

@@ -111,6 +111,11 @@ async fn measure() {
     println!("  {:<28} {deleted}", "etcd delete -> Removed");
     println!("  {:<28} {watched}", "etcd delete -> etcd watch");
 
+    let (goodbyes, causes) = graceful_stops(&config, EtcdConfig::new(etcd.endpoints())).await;
+    println!(
+        "graceful stops with etcd, beside a CPU burner: {goodbyes} of {GRACEFUL_STOPS} removed as goodbye (all causes: {causes:?})"
+    );
+
     let restart = nats_restart().await;
     println!(
         "a nats-server restart, {RESTART_SAMPLES} samples, 5 announcers (interval 30 s) and a \
@@ -189,7 +194,7 @@ impl RawPing {
 }
 
 /// Waits for the first event that `wanted` accepts.
-async fn wait_for(events: &mut EventStream, wanted: impl Fn(&Event) -> bool) {
+async fn wait_for(events: &mut EventStream, mut wanted: impl FnMut(&Event) -> bool) {
     let found = async {
         while let Some(e) = events.next().await {
             if let Event::Lagged { missed } = e {
@@ -559,6 +564,57 @@ async fn deregistration(config: &NatsConfig, etcd: EtcdConfig) -> (Summary, Summ
     }
     subscriber.shutdown().await;
     (Summary::of(&mut removed), Summary::of(&mut watched))
+}
+
+/// Graceful stops measured for their removal cause.
+const GRACEFUL_STOPS: usize = 1_000;
+
+/// [`GRACEFUL_STOPS`] registered announcers started and shut down one after another beside a
+/// CPU burner: how many the subscriber removes as `goodbye` (the leaving token read before
+/// the registration's deletion), and every cause seen.
+async fn graceful_stops(
+    config: &NatsConfig,
+    etcd: EtcdConfig,
+) -> (usize, std::collections::BTreeMap<&'static str, usize>) {
+    const SERVICE: &str = "stopping";
+    let subscriber = Subscriber::builder()
+        .nats(config.clone())
+        .etcd(etcd.clone())
+        .service(SERVICE)
+        .start()
+        .await
+        .expect("subscriber starts");
+    let mut events = subscriber.events();
+    let _burner = herald_bench::process::Burners::start(1);
+    let mut causes = std::collections::BTreeMap::new();
+    for k in 0..GRACEFUL_STOPS {
+        let id = format!("stopping-{k:04}");
+        let announcer = Announcer::builder(SERVICE, "10.9.9.9:8080")
+            .nats(config.clone())
+            .etcd(etcd.clone())
+            .instance(id.clone())
+            .interval(Duration::from_secs(30))
+            .start()
+            .await
+            .expect("announcer starts");
+        wait_for(&mut events, |e| {
+            matches!(e, Event::Updated(i) | Event::Added(i) if i.id() == id && i.is_confirmed())
+        })
+        .await;
+        announcer.shutdown().await.expect("a graceful stop");
+        let mut cause = None;
+        wait_for(&mut events, |e| match e {
+            Event::Removed { instance, cause: c } if instance.id() == id => {
+                cause = Some(c.as_str());
+                true
+            }
+            _ => false,
+        })
+        .await;
+        *causes.entry(cause.expect("a cause")).or_insert(0) += 1;
+    }
+    subscriber.shutdown().await;
+    (causes.get("goodbye").copied().unwrap_or(0), causes)
 }
 
 /// A nats-server restart: from the server greeting clients again until the subscriber holds
