@@ -18,8 +18,8 @@ use crate::merge::{self, DropReason, Effect, HeldChange, Outcome, TombstoneChang
 const DEREGISTERED_TOMBSTONE: Duration = Duration::from_secs(600);
 
 impl Store {
-    /// Carries out the outcome of a token.
-    pub(super) fn carry_token(&mut self, t: &TokenRef<'_>, outcome: Outcome) {
+    /// Carries out the outcome of a token, judged at `now`.
+    pub(super) fn carry_token(&mut self, t: &TokenRef<'_>, outcome: Outcome, now: u64) {
         if let Some(reason) = outcome.dropped {
             self.count_drop(reason, t.service, t.instance);
             if matches!(reason, DropReason::Duplicate | DropReason::SeqJump) {
@@ -31,7 +31,6 @@ impl Store {
                 self.count_drop(DropReason::Duplicate, t.service, t.instance);
             }
             let key = self.key(t.service, t.instance);
-            let now = self.clock.now_ms();
             self.held.hold(key, t.to_owned(), now);
             self.counters.held.fetch_add(1, Relaxed);
             tracing::debug!(
@@ -42,7 +41,6 @@ impl Store {
             );
         }
         self.change_tombstone(t.service, t.instance, outcome.tombstone, t.ttl_ms);
-        let now = self.clock.now_ms();
         let live = self
             .services
             .get(t.service)

@@ -56,7 +56,13 @@ impl Store {
             epoch: t.epoch,
             seq: t.seq,
             leaving: false,
-            same_identity: self.same_identity(&t, &facts),
+            same_identity: super::same_identity(
+                &t,
+                self.services
+                    .get(service)
+                    .and_then(|s| s.slots.get(beat.instance)),
+                &facts,
+            ),
         });
         let outcome = merge::merge(self.mode, &facts, input);
         match (outcome.effect, outcome.dropped) {

@@ -14,7 +14,7 @@
 //! atomics in place and pushes nothing.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -119,7 +119,7 @@ impl Ord for Due {
 /// Every known key, the expiry schedule, and the change log of the current batch.
 pub(crate) struct Store {
     mode: Mode,
-    services: HashMap<Arc<str>, ServiceState>,
+    services: FastMap<Arc<str>, ServiceState>,
     dirty: Vec<Arc<str>>,
     heap: BinaryHeap<Reverse<Due>>,
     tombstones: Cache<Key, Tombstone>,
@@ -154,7 +154,7 @@ impl Store {
         let clock = views.clock.clone();
         Store {
             mode,
-            services: HashMap::new(),
+            services: FastMap::default(),
             dirty: Vec::new(),
             heap: BinaryHeap::new(),
             tombstones: Cache::builder()
@@ -241,8 +241,12 @@ impl Store {
 
     /// Applies one valid token: the merge rules decide, the store carries the outcome out.
     pub(crate) fn apply(&mut self, t: &TokenRef<'_>) {
-        let facts = self.facts(t.service, t.instance);
-        let same_identity = self.same_identity(t, &facts);
+        // One clock read and one lookup of the key serve the whole token.
+        let now = self.clock.now_ms();
+        let svc = self.services.get(t.service);
+        let slot = svc.and_then(|s| s.slots.get(t.instance));
+        let facts = self.facts_of(svc, slot, t.service, t.instance, now);
+        let same_identity = same_identity(t, slot, &facts);
         let input = Input::Token(TokenFacts {
             epoch: t.epoch,
             seq: t.seq,
@@ -250,35 +254,26 @@ impl Store {
             same_identity,
         });
         let outcome = merge::merge(self.mode, &facts, input);
-        self.carry_token(t, outcome);
-    }
-
-    /// Whether `t`'s identity equals the registration's (compared exactly: a publisher on the
-    /// bus must not redirect an instance), else the live entry's.
-    fn same_identity(&self, t: &TokenRef<'_>, facts: &Facts) -> bool {
-        let Some(slot) = self
-            .services
-            .get(t.service)
-            .and_then(|s| s.slots.get(t.instance))
-        else {
-            return true;
-        };
-        match (&slot.registration, &slot.live) {
-            (Some(r), _) if facts.registration.is_some_and(|f| f.epoch == t.epoch) => {
-                r.record.same_identity_exact(t)
-            }
-            (Some(_), _) => true,
-            (None, Some(live)) => live.same_fingerprint(t),
-            (None, None) => true,
-        }
+        self.carry_token(t, outcome, now);
     }
 
     /// What is known of one key, as [`merge::merge`] needs it.
     fn facts(&self, service: &str, instance: &str) -> Facts {
         let svc = self.services.get(service);
         let slot = svc.and_then(|s| s.slots.get(instance));
+        self.facts_of(svc, slot, service, instance, self.clock.now_ms())
+    }
+
+    /// [`Store::facts`] of a key whose service state and slot were looked up already.
+    fn facts_of(
+        &self,
+        svc: Option<&ServiceState>,
+        slot: Option<&service::Slot>,
+        service: &str,
+        instance: &str,
+        now: u64,
+    ) -> Facts {
         let live = slot.and_then(|s| s.live.as_ref());
-        let now = self.clock.now_ms();
         Facts {
             live: live.map(|e| {
                 let quiet_ms = u64::from((now as u32).wrapping_sub(e.heard_ms.load(Relaxed)));
@@ -381,3 +376,24 @@ fn key_of(name: Option<&Arc<str>>, service: &str, instance: &str) -> Key {
         Arc::from(instance),
     )
 }
+
+/// Whether `t`'s identity equals the registration's (compared exactly: a publisher on the
+/// bus must not redirect an instance), else the live entry's.
+fn same_identity(t: &TokenRef<'_>, slot: Option<&service::Slot>, facts: &Facts) -> bool {
+    let Some(slot) = slot else {
+        return true;
+    };
+    match (&slot.registration, &slot.live) {
+        (Some(r), _) if facts.registration.is_some_and(|f| f.epoch == t.epoch) => {
+            r.record.same_identity_exact(t)
+        }
+        (Some(_), _) => true,
+        (None, Some(live)) => live.same_fingerprint(t),
+        (None, None) => true,
+    }
+}
+
+/// The hasher of the maps the ingest path reads per token. Their keys are service names and
+/// instance ids from the network; the hasher's seed is random per process, so that nobody can
+/// choose names that collide, and names are bounded (64 and 128 bytes).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -1,7 +1,6 @@
 //! One service's keys: the live entry and the registration of each instance, and the live
 //! entries in snapshot order.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::instance::{Entry, Instance};
@@ -31,7 +30,7 @@ impl Slot {
 
 pub(super) struct ServiceState {
     pub(super) name: Arc<str>,
-    pub(super) slots: HashMap<Arc<str>, Slot>,
+    pub(super) slots: super::FastMap<Arc<str>, Slot>,
     /// The live entries in snapshot order (zone, then id), kept sorted as they come and go,
     /// so that publishing a snapshot is a copy, not a sort.
     pub(super) sorted: Vec<Instance>,
@@ -53,7 +52,7 @@ impl ServiceState {
     pub(super) fn new(name: Arc<str>, view: Arc<ServiceView>) -> Self {
         ServiceState {
             name,
-            slots: HashMap::new(),
+            slots: super::FastMap::default(),
             sorted: Vec::new(),
             view,
             dirty: false,
