@@ -27,13 +27,6 @@ pub(crate) const CHECK_WITHIN: Duration = Duration::from_secs(5);
 /// Largest advisory read; real ones are about 1 KiB.
 const MAX_ADVISORY_BYTES: usize = 64 * 1024;
 
-/// The reasons that mean the client's host closed the connection (nats-server 2.9, measured
-/// with `kill -9`): `Client Closed` (the kernel closes a dead process's sockets), `Read Error`
-/// (a reset: it died with unread data in its socket) and `Write Error` (a reset while the
-/// server was writing to it). A client that reconnects also closes its old connection
-/// (`Client Closed`); the grace covers its republish over the new one.
-const CLOSED_BY_HOST: [&str; 3] = ["Client Closed", "Read Error", "Write Error"];
-
 /// What one advisory says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Disconnect {
@@ -62,9 +55,10 @@ impl Disconnect {
         })
     }
 
-    /// Whether the client's host closed the connection: its process is gone.
+    /// Whether the client's host closed the connection: its process is gone (the rule is
+    /// [`crate::merge::closed_by_host`]).
     pub(crate) fn closed_by_host(&self) -> bool {
-        CLOSED_BY_HOST.contains(&self.reason.as_str())
+        crate::merge::closed_by_host(&self.reason)
     }
 }
 

@@ -150,6 +150,9 @@ pub(crate) struct Facts {
     pub(crate) retired: Option<u64>,
     /// No room to hold one more token (the bound on held tokens is reached).
     pub(crate) hold_full: bool,
+    /// With disconnect advisories: no full token of the live entry named its connection yet
+    /// (heartbeats alone confirmed it), so a closed connection would not find it.
+    pub(crate) connection_unknown: bool,
 }
 
 /// A valid token, as far as the rules need it.
@@ -168,6 +171,9 @@ pub(crate) struct TokenFacts {
 pub(crate) enum Input {
     /// A token from NATS (or a held one, released).
     Token(TokenFacts),
+    /// A heartbeat from NATS: the listed entry's full token of `epoch` again, with a new
+    /// `seq` (and load).
+    Heartbeat { epoch: u64, seq: u64 },
     /// etcd wrote the key at `revision` under `lease`.
     Put { revision: u64, lease: i64 },
     /// etcd deleted the key at `revision`.
@@ -264,6 +270,8 @@ pub(crate) struct Outcome {
     pub(crate) rebased: bool,
     /// The accepted token showed the entry's pending goodbye false: the instance goes on.
     pub(crate) refuted_goodbye: bool,
+    /// Probe the key's service: its instances answer with full tokens.
+    pub(crate) probe: bool,
 }
 
 impl Outcome {
@@ -276,6 +284,7 @@ impl Outcome {
         retired: RetiredChange::Keep,
         rebased: false,
         refuted_goodbye: false,
+        probe: false,
     };
 
     fn effect(effect: Effect) -> Outcome {
@@ -330,6 +339,7 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
     match input {
         Input::Token(t) if mode.registry => registered_token(mode, facts, t),
         Input::Token(t) => bus_token(mode, facts, t),
+        Input::Heartbeat { epoch, seq } => heartbeat(mode, facts, epoch, seq),
         Input::Put { revision, lease } => put(facts, revision, lease),
         Input::Delete { revision } => delete(facts, revision),
         Input::ClusterChange => cluster_change(facts),
@@ -550,6 +560,54 @@ fn cluster_change(facts: &Facts) -> Outcome {
         tombstone: TombstoneChange::Clear,
         retired,
         ..Outcome::NOTHING
+    }
+}
+
+/// The disconnect-advisory reasons that mean the client's host closed the connection, so
+/// that its process is gone (nats-server 2.9, measured with `kill -9`): `Client Closed` (the
+/// kernel closes a dead process's sockets), `Read Error` (a reset: it died with unread data in
+/// its socket) and `Write Error` (a reset while the server was writing to it). A client that
+/// reconnects also closes its old connection (`Client Closed`); the grace covers its
+/// republish over the new one. Other reasons (server shutdown, lame duck, stale connection)
+/// say nothing of the process: its instances keep their TTL.
+const CLOSED_BY_HOST: [&str; 3] = ["Client Closed", "Read Error", "Write Error"];
+
+/// Whether a disconnect advisory's `reason` means the client's process is gone: its
+/// instances go after the grace ([`Input::ConnectionClosed`]).
+pub(crate) fn closed_by_host(reason: &str) -> bool {
+    CLOSED_BY_HOST.contains(&reason)
+}
+
+/// A heartbeat is judged as the listed entry's full token would be, when an entry of its
+/// epoch is listed; it can only refresh it. For any other key nothing can be built from it,
+/// and the service is probed: every instance answers in full (a subscriber that missed the
+/// full token, or a new incarnation not heard of yet). An entry confirmed by heartbeats alone
+/// has no known connection: its service is probed too, so that a full token names it.
+fn heartbeat(mode: Mode, facts: &Facts, epoch: u64, seq: u64) -> Outcome {
+    if !facts.live.is_some_and(|l| l.epoch == epoch) {
+        return Outcome {
+            probe: true,
+            ..Outcome::NOTHING
+        };
+    }
+    let token = TokenFacts {
+        epoch,
+        seq,
+        leaving: false,
+        // It carries no identity: the listed entry's is its own.
+        same_identity: true,
+    };
+    let outcome = merge(mode, facts, Input::Token(token));
+    match (outcome.effect, outcome.dropped) {
+        (_, Some(_)) => outcome,
+        (Effect::Refresh, None) => Outcome {
+            probe: facts.connection_unknown,
+            ..outcome
+        },
+        _ => Outcome {
+            probe: true,
+            ..Outcome::NOTHING
+        },
     }
 }
 

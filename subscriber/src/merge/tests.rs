@@ -924,3 +924,116 @@ fn a_token_may_carry_the_largest_seq_without_reading_as_a_fence() {
         ),
     ]);
 }
+
+#[test]
+fn heartbeats() {
+    let beat = |epoch, seq| Input::Heartbeat { epoch, seq };
+    let listed = Facts {
+        live: live(7, 5),
+        registration: reg(7, 1),
+        ..Facts::default()
+    };
+    let unheard = Facts {
+        connection_unknown: true,
+        ..listed
+    };
+    // (mode, facts, input) -> (effect, dropped, probe)
+    let rows: [(Mode, &Facts, Input, Effect, Option<DropReason>, bool, &str); 8] = [
+        (
+            REGISTRY,
+            &listed,
+            beat(7, 6),
+            Effect::Refresh,
+            None,
+            false,
+            "the listed epoch: a refresh",
+        ),
+        (
+            Mode::BUS,
+            &listed,
+            beat(7, 6),
+            Effect::Refresh,
+            None,
+            false,
+            "the same without etcd",
+        ),
+        (
+            REGISTRY,
+            &listed,
+            beat(7, 5),
+            Effect::None,
+            Some(DropReason::Duplicate),
+            false,
+            "an old seq: dropped, no probe",
+        ),
+        (
+            REGISTRY,
+            &listed,
+            beat(8, 1),
+            Effect::None,
+            None,
+            true,
+            "another epoch: nothing to build from, probed",
+        ),
+        (
+            REGISTRY,
+            &Facts::default(),
+            beat(7, 1),
+            Effect::None,
+            None,
+            true,
+            "nothing listed: probed",
+        ),
+        (
+            REGISTRY,
+            &unheard,
+            beat(7, 6),
+            Effect::Refresh,
+            None,
+            true,
+            "connection unknown: refreshed and probed",
+        ),
+        (
+            REGISTRY,
+            &listed,
+            beat(7, 6 + 100_000),
+            Effect::None,
+            Some(DropReason::SeqJump),
+            false,
+            "a seq far ahead: dropped as a jump",
+        ),
+        (
+            REGISTRY,
+            &unheard,
+            beat(7, 4),
+            Effect::None,
+            Some(DropReason::Duplicate),
+            false,
+            "a drop asks for no probe",
+        ),
+    ];
+    for (mode, facts, input, want_effect, want_drop, want_probe, case) in rows {
+        let o = merge(mode, facts, input);
+        assert_eq!(
+            (o.effect, o.dropped, o.probe),
+            (want_effect, want_drop, want_probe),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn advisory_reasons() {
+    for (reason, crash) in [
+        ("Client Closed", true),
+        ("Read Error", true),
+        ("Write Error", true),
+        ("Server Shutdown", false),
+        ("Stale Connection", false),
+        ("Slow Consumer", false),
+        ("client closed", false),
+        ("", false),
+    ] {
+        assert_eq!(closed_by_host(reason), crash, "{reason:?}");
+    }
+}

@@ -12,7 +12,7 @@ use herald_shared::token::{MetaRef, TOKEN_VERSION};
 use herald_shared::{Heartbeat, TokenRef};
 
 use super::Store;
-use crate::merge::{self, Effect, Input, TokenFacts};
+use crate::merge::{self, Effect, Input};
 
 /// Most services waiting for a probe: past them, a heartbeat of an unknown instance is only
 /// counted (the next full token, at most `full_token_every` tokens later, lists it anyway).
@@ -21,67 +21,53 @@ const PROBE_REQUESTS_MAX: usize = 1024;
 impl Store {
     /// Applies a heartbeat received on the announce subject of `service`.
     pub(super) fn apply_heartbeat(&mut self, service: &str, beat: &Heartbeat<'_>) {
-        let entry = self
+        let facts = self.facts(service, beat.instance);
+        let input = Input::Heartbeat {
+            epoch: beat.epoch,
+            seq: beat.seq,
+        };
+        let outcome = merge::merge(self.mode, &facts, input);
+        if let Some(reason) = outcome.dropped {
+            self.count_drop(reason, service, beat.instance);
+            return;
+        }
+        let listed = self
             .services
             .get(service)
             .and_then(|s| s.live(beat.instance))
-            .filter(|e| e.epoch == beat.epoch)
             .cloned();
-        let Some(entry) = entry else {
-            self.heartbeat_unknown(service, beat);
-            return;
-        };
-        let mut meta = MetaRef::default();
-        for (k, v) in entry.addr_meta.meta() {
-            meta.push(k, v);
-        }
-        let t = TokenRef {
-            v: TOKEN_VERSION,
-            service,
-            instance: beat.instance,
-            addr: entry.addr_meta.addr(),
-            load: beat.load,
-            weight: entry.weight,
-            zone: entry.zone.as_deref(),
-            state: entry.announced_state(),
-            meta,
-            epoch: beat.epoch,
-            seq: beat.seq,
-            ttl_ms: entry.ttl_ms.load(Relaxed),
-            sent_at_ms: 0,
-            conn: None,
-        };
-        let facts = self.facts(service, beat.instance);
-        let input = Input::Token(TokenFacts {
-            epoch: t.epoch,
-            seq: t.seq,
-            leaving: false,
-            same_identity: super::same_identity(
-                &t,
-                self.services
-                    .get(service)
-                    .and_then(|s| s.slots.get(beat.instance)),
-                &facts,
-            ),
-        });
-        let outcome = merge::merge(self.mode, &facts, input);
-        match (outcome.effect, outcome.dropped) {
-            (_, Some(reason)) => self.count_drop(reason, service, beat.instance),
-            (Effect::Refresh, None) => {
-                // Not `carry_token`: the connection index keeps what the last full token
-                // said, and there is no send time to take a latency from.
-                self.refresh(&entry, &t, &outcome, self.clock.now_ms());
-                self.note_run(service, beat.instance, &outcome);
-                self.counters.accepted.fetch_add(1, Relaxed);
-                self.counters.heartbeats.fetch_add(1, Relaxed);
-                // Confirmed without a full token (it was held and timed out, or came before
-                // this subscriber): its connection is unknown, and a kill would read as an
-                // expiry. The probe's answer is a full token that names it.
-                if self.conns.as_ref().is_some_and(|c| c.unknown(&entry)) {
-                    self.request_probe(service, beat, "connection of a listed instance unknown");
-                }
+        if let (Effect::Refresh, Some(entry)) = (outcome.effect, listed) {
+            let mut meta = MetaRef::default();
+            for (k, v) in entry.addr_meta.meta() {
+                meta.push(k, v);
             }
-            _ => self.heartbeat_unknown(service, beat),
+            let t = TokenRef {
+                v: TOKEN_VERSION,
+                service,
+                instance: beat.instance,
+                addr: entry.addr_meta.addr(),
+                load: beat.load,
+                weight: entry.weight,
+                zone: entry.zone.as_deref(),
+                state: entry.announced_state(),
+                meta,
+                epoch: beat.epoch,
+                seq: beat.seq,
+                ttl_ms: entry.ttl_ms.load(Relaxed),
+                sent_at_ms: 0,
+                conn: None,
+            };
+            // Not `carry_token`: the connection index keeps what the last full token said,
+            // and there is no send time to take a latency from.
+            self.refresh(&entry, &t, &outcome, self.clock.now_ms());
+            self.note_run(service, beat.instance, &outcome);
+            self.counters.accepted.fetch_add(1, Relaxed);
+            self.counters.heartbeats.fetch_add(1, Relaxed);
+            if outcome.probe {
+                self.request_probe(service, beat, "connection of a listed instance unknown");
+            }
+        } else if outcome.probe {
+            self.heartbeat_unknown(service, beat);
         }
     }
 

@@ -304,6 +304,11 @@ impl Store {
             held: self.held.known(service, instance),
             retired: self.retired.get(service, instance).copied(),
             hold_full: self.held.is_full(),
+            connection_unknown: self
+                .conns
+                .as_ref()
+                .zip(live)
+                .is_some_and(|(c, e)| c.unknown(e)),
         }
     }
 
