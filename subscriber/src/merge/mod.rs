@@ -584,7 +584,7 @@ pub(crate) fn closed_by_host(reason: &str) -> bool {
 /// full token, or a new incarnation not heard of yet). An entry confirmed by heartbeats alone
 /// has no known connection: its service is probed too, so that a full token names it.
 fn heartbeat(mode: Mode, facts: &Facts, epoch: u64, seq: u64) -> Outcome {
-    if !facts.live.is_some_and(|l| l.epoch == epoch) {
+    if facts.live.is_none_or(|l| l.epoch != epoch) {
         return Outcome {
             probe: true,
             ..Outcome::NOTHING
