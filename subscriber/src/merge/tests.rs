@@ -937,8 +937,17 @@ fn heartbeats() {
         connection_unknown: true,
         ..listed
     };
-    // (mode, facts, input) -> (effect, dropped, probe)
-    let rows: [(Mode, &Facts, Input, Effect, Option<DropReason>, bool, &str); 8] = [
+    /// (mode, facts, input) -> (effect, dropped, probe), and the case.
+    type Row<'a> = (
+        Mode,
+        &'a Facts,
+        Input,
+        Effect,
+        Option<DropReason>,
+        bool,
+        &'a str,
+    );
+    let rows: [Row<'_>; 8] = [
         (
             REGISTRY,
             &listed,
