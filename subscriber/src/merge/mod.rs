@@ -563,6 +563,22 @@ fn cluster_change(facts: &Facts) -> Outcome {
     }
 }
 
+/// How long a deregistration's tombstone holds. An announcer cut off from etcd keeps
+/// broadcasting its old epoch until it can register again; for this long its tokens are
+/// dropped instead of resurrecting the deleted registration.
+pub(crate) const DEREGISTERED_TOMBSTONE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long the tombstone of a removal holds: a deletion's fence [`DEREGISTERED_TOMBSTONE`];
+/// any other removal one TTL of the instance (`ttl_ms`), as long as its late tokens may still
+/// be on their way.
+pub(crate) fn tombstone_lifetime(known: Known, ttl_ms: u32) -> std::time::Duration {
+    if known.fence {
+        DEREGISTERED_TOMBSTONE
+    } else {
+        std::time::Duration::from_millis(u64::from(ttl_ms))
+    }
+}
+
 /// The disconnect-advisory reasons that mean the client's host closed the connection, so
 /// that its process is gone (nats-server 2.9, measured with `kill -9`): `Client Closed` (the
 /// kernel closes a dead process's sockets), `Read Error` (a reset: it died with unread data in

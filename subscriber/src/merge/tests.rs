@@ -1046,3 +1046,17 @@ fn advisory_reasons() {
         assert_eq!(closed_by_host(reason), crash, "{reason:?}");
     }
 }
+
+#[test]
+fn tombstone_lifetimes() {
+    assert_eq!(
+        tombstone_lifetime(Known::token(3, 9), 1_500),
+        std::time::Duration::from_millis(1_500),
+        "a removal's tombstone holds one TTL"
+    );
+    assert_eq!(
+        tombstone_lifetime(Known::fence(10), 1_500),
+        DEREGISTERED_TOMBSTONE,
+        "a deletion's fence holds far longer"
+    );
+}

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use herald_shared::TokenRef;
 
@@ -11,11 +10,6 @@ use super::{Key, Store, Tombstone};
 use crate::event::{Event, RemovalCause};
 use crate::instance::{Entry, Instance};
 use crate::merge::{self, DropReason, Effect, HeldChange, Outcome, TombstoneChange};
-
-/// How long a deregistration tombstone holds. An announcer cut off from etcd keeps
-/// broadcasting its old epoch until it can register again; for this long its tokens are
-/// dropped instead of resurrecting the deleted registration.
-const DEREGISTERED_TOMBSTONE: Duration = Duration::from_secs(600);
 
 impl Store {
     /// Carries out the outcome of a token, judged at `now`.
@@ -269,11 +263,7 @@ impl Store {
             TombstoneChange::Keep => {}
             TombstoneChange::Clear => self.tombstones.invalidate(&self.key(service, instance)),
             TombstoneChange::Set(known) => {
-                let ttl = if known.fence {
-                    DEREGISTERED_TOMBSTONE
-                } else {
-                    Duration::from_millis(u64::from(ttl_ms))
-                };
+                let ttl = merge::tombstone_lifetime(known, ttl_ms);
                 let until_ms = self.clock.now_ms() + ttl.as_millis() as u64;
                 let tombstone = Tombstone {
                     known,
