@@ -69,6 +69,7 @@ pub struct SubscriberBuilder {
     event_capacity: usize,
     sweep_interval: Duration,
     confirm_timeout: Duration,
+    #[cfg(feature = "internals")]
     ingest_delay: Option<Duration>,
     advisories: Option<String>,
     disconnect_grace: Duration,
@@ -93,6 +94,7 @@ impl Default for SubscriberBuilder {
             event_capacity: 4096,
             sweep_interval: Duration::from_millis(20),
             confirm_timeout: Duration::from_secs(5),
+            #[cfg(feature = "internals")]
             ingest_delay: None,
             advisories: None,
             disconnect_grace: DEFAULT_DISCONNECT_GRACE,
@@ -223,8 +225,10 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Slows ingest down by `delay` per token, to exercise overload in tests.
+    /// Slows ingest down by `delay` per token, to exercise overload in tests (feature
+    /// `internals`; production builds have no such hook).
     #[doc(hidden)]
+    #[cfg(feature = "internals")]
     pub fn ingest_delay_for_tests(mut self, delay: Duration) -> Self {
         self.ingest_delay = Some(delay);
         self
@@ -410,6 +414,7 @@ impl SubscriberBuilder {
             counters: counters.clone(),
             connections: connections.clone(),
             sweep_every: self.sweep_interval,
+            #[cfg(feature = "internals")]
             ingest_delay: self.ingest_delay.map(crate::ingest::SlowIngest::new),
             probe_pacing: crate::probe_pacing::ProbePacing::new(tokio::time::Instant::now()),
             probe_wanted: false,

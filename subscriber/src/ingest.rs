@@ -78,6 +78,8 @@ pub(crate) struct Ingest {
     /// Where the connection's state is published for readiness checks.
     pub(crate) connections: Arc<Tracker>,
     pub(crate) sweep_every: Duration,
+    /// A test hook (feature `internals`), absent from production builds.
+    #[cfg(feature = "internals")]
     pub(crate) ingest_delay: Option<SlowIngest>,
     pub(crate) probe_pacing: ProbePacing,
     pub(crate) probe_wanted: bool,
@@ -136,6 +138,7 @@ impl Ingest {
         self.ingest_one(&first);
         self.drain_ready_tokens();
         self.store.flush();
+        #[cfg(feature = "internals")]
         if let Some(slow) = &mut self.ingest_delay {
             slow.pay().await;
         }
@@ -152,6 +155,7 @@ impl Ingest {
     }
 
     fn ingest_one(&mut self, msg: &async_nats::Message) {
+        #[cfg(feature = "internals")]
         if let Some(slow) = &mut self.ingest_delay {
             slow.owe();
         }
@@ -529,15 +533,18 @@ impl Stream for Subscriptions {
     }
 }
 
-/// A test hook that slows ingest down by a fixed time per token, to exercise overload. The
+/// A test hook (feature `internals`) that slows ingest down by a fixed time per token, to
+/// exercise overload. The
 /// time is owed per token and paid in sleeps of at least a millisecond (the timer's
 /// granularity) after each batch, so that no runtime worker is ever blocked.
+#[cfg(feature = "internals")]
 #[derive(Debug)]
 pub(crate) struct SlowIngest {
     per_token: Duration,
     owed: Duration,
 }
 
+#[cfg(feature = "internals")]
 impl SlowIngest {
     pub(crate) fn new(per_token: Duration) -> Self {
         SlowIngest {
