@@ -72,7 +72,11 @@ impl Clock {
     }
 
     pub(crate) fn is_live(&self, e: &Entry, now_ms: u64) -> bool {
-        self.preserving.load(Relaxed) || e.deadline.load(Relaxed) > now_ms
+        crate::merge::live_at(
+            e.deadline.load(Relaxed),
+            now_ms,
+            self.preserving.load(Relaxed),
+        )
     }
 }
 

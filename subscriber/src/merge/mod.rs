@@ -563,6 +563,20 @@ fn cluster_change(facts: &Facts) -> Outcome {
     }
 }
 
+/// Whether an entry with `deadline` is live at `now`: until its deadline, and whatever its
+/// deadline while the subscriber preserves its view (its own NATS link is down: the silence
+/// is ours, not the instances'). Reads ask this between sweeps, so that no snapshot lists an
+/// instance whose TTL passed; the sweep's [`Input::Deadline`] then removes it.
+pub(crate) fn live_at(deadline: u64, now: u64, preserving: bool) -> bool {
+    preserving || deadline > now
+}
+
+/// A live entry's deadline once the subscriber's own NATS link is back: one fresh TTL from
+/// `now` at least. The silence was ours; each instance gets a whole TTL to be heard again.
+pub(crate) fn deadline_after_reconnect(deadline: u64, now: u64, ttl_ms: u32) -> u64 {
+    deadline.max(now + u64::from(ttl_ms))
+}
+
 /// How long a deregistration's tombstone holds. An announcer cut off from etcd keeps
 /// broadcasting its old epoch until it can register again; for this long its tokens are
 /// dropped instead of resurrecting the deleted registration.

@@ -1060,3 +1060,27 @@ fn tombstone_lifetimes() {
         "a deletion's fence holds far longer"
     );
 }
+
+#[test]
+fn liveness_between_sweeps() {
+    assert!(live_at(1_001, 1_000, false), "before its deadline");
+    assert!(!live_at(1_000, 1_000, false), "at its deadline it is gone");
+    assert!(
+        live_at(500, 1_000, true),
+        "preserved while our own link is down"
+    );
+}
+
+#[test]
+fn deadlines_after_our_own_reconnect() {
+    assert_eq!(
+        deadline_after_reconnect(1_200, 1_000, 3_000),
+        4_000,
+        "one fresh TTL from now"
+    );
+    assert_eq!(
+        deadline_after_reconnect(9_000, 1_000, 3_000),
+        9_000,
+        "a later deadline stays"
+    );
+}

@@ -26,7 +26,8 @@ impl Store {
             if !self.is_current(&entry) {
                 continue;
             }
-            if entry.deadline.load(Relaxed) > now {
+            // Refreshed since it was scheduled: armed again for its new deadline.
+            if merge::live_at(entry.deadline.load(Relaxed), now, false) {
                 self.schedule(&entry);
                 continue;
             }
@@ -106,10 +107,12 @@ impl Store {
         let now = self.clock.now_ms();
         for svc in self.services.values() {
             for e in svc.slots.values().filter_map(|s| s.live.as_ref()) {
-                let fresh = now + u64::from(e.ttl_ms.load(Relaxed));
-                if e.deadline.load(Relaxed) < fresh {
-                    e.deadline.store(fresh, Relaxed);
-                }
+                let deadline = merge::deadline_after_reconnect(
+                    e.deadline.load(Relaxed),
+                    now,
+                    e.ttl_ms.load(Relaxed),
+                );
+                e.deadline.store(deadline, Relaxed);
             }
         }
     }
