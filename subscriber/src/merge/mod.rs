@@ -178,6 +178,8 @@ pub(crate) enum Input {
     Put { revision: u64, lease: i64 },
     /// etcd deleted the key at `revision`.
     Delete { revision: u64 },
+    /// A full listing at `revision - 1` left the key out.
+    Unlisted { revision: u64 },
     /// A different etcd cluster answers: its revisions mean nothing against the old ones.
     ClusterChange,
     /// The live entry's deadline passed; `preserving` while our own NATS link is down.
@@ -342,6 +344,17 @@ pub(crate) fn merge(mode: Mode, facts: &Facts, input: Input) -> Outcome {
         Input::Heartbeat { epoch, seq } => heartbeat(mode, facts, epoch, seq),
         Input::Put { revision, lease } => put(facts, revision, lease),
         Input::Delete { revision } => delete(facts, revision),
+        // Only what etcd said exists can have vanished from it: a registration, or an entry
+        // of a registered epoch. An unregistered instance (epoch 0) was never listed.
+        Input::Unlisted { revision } => {
+            let registered =
+                facts.registration.is_some() || facts.live.is_some_and(|l| l.epoch > 0);
+            if registered {
+                delete(facts, revision)
+            } else {
+                Outcome::NOTHING
+            }
+        }
         Input::ClusterChange => cluster_change(facts),
         Input::Deadline { preserving } => match facts.live {
             None => Outcome::NOTHING,

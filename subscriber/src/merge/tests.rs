@@ -1084,3 +1084,38 @@ fn deadlines_after_our_own_reconnect() {
         "a later deadline stays"
     );
 }
+
+#[test]
+fn keys_a_full_listing_leaves_out() {
+    let unlisted = Input::Unlisted { revision: 50 };
+    let registered = Facts {
+        live: live(7, 5),
+        registration: reg(7, 1),
+        ..Facts::default()
+    };
+    assert_eq!(
+        merge(REGISTRY, &registered, unlisted).effect,
+        merge(REGISTRY, &registered, Input::Delete { revision: 50 }).effect,
+        "a registered key that vanished is deregistered as of the listing"
+    );
+    let unregistered = Facts {
+        live: live(0, 5),
+        ..Facts::default()
+    };
+    assert_eq!(
+        merge(REGISTRY_OPEN, &unregistered, unlisted),
+        Outcome::NOTHING,
+        "an unregistered instance was never listed: nothing vanished"
+    );
+    let registered_epoch_only = Facts {
+        live: live(9, 5),
+        ..Facts::default()
+    };
+    assert!(
+        matches!(
+            merge(REGISTRY, &registered_epoch_only, unlisted).effect,
+            Effect::Remove(RemovalCause::Deregistered)
+        ),
+        "an entry of a registered epoch whose registration the store lost goes too"
+    );
+}

@@ -109,8 +109,14 @@ impl Store {
 
     /// Applies an etcd DELETE at `revision`.
     pub(crate) fn deregister(&mut self, service: &str, instance: &str, revision: u64) {
+        self.apply_deletion(service, instance, Input::Delete { revision });
+    }
+
+    /// Carries out a deletion the merge rules judge: a DELETE, or a key a full listing
+    /// left out.
+    fn apply_deletion(&mut self, service: &str, instance: &str, input: Input) {
         let facts = self.facts(service, instance);
-        let outcome = merge::merge(self.mode, &facts, Input::Delete { revision });
+        let outcome = merge::merge(self.mode, &facts, input);
         let key = self.key(service, instance);
         if let Effect::Remove(cause) = outcome.effect
             && let Some(entry) = self.services.get(service).and_then(|s| s.live(instance))
@@ -184,9 +190,9 @@ impl Store {
         self.counters.etcd_cluster_changes.fetch_add(1, Relaxed);
     }
 
-    /// Brings the store in line with a full listing of its scope: registered instances that
-    /// vanished are deregistered as of the listing's revision, and every listed one is
-    /// applied.
+    /// Brings the store in line with a full listing of its scope: every key of the scope
+    /// that the listing leaves out is judged as such ([`Input::Unlisted`]: a registered one
+    /// is deregistered as of the listing's revision), and every listed one is applied.
     pub(crate) fn reconcile(&mut self, listing: &Listing) {
         let scope = listing.scope.as_deref();
         let listed: HashSet<(&str, &str)> = listing
@@ -194,24 +200,16 @@ impl Store {
             .iter()
             .map(|r| (r.service.as_str(), r.instance.as_str()))
             .collect();
-        let vanished: Vec<(Arc<str>, Arc<str>)> = self
+        let unlisted: Vec<(Arc<str>, Arc<str>)> = self
             .services
             .values()
             .filter(|s| in_scope(scope, &s.name))
-            .flat_map(|s| {
-                s.slots
-                    .iter()
-                    .filter(|(_, slot)| {
-                        slot.registration.is_some()
-                            || slot.live.as_ref().is_some_and(|e| e.epoch > 0)
-                    })
-                    .map(|(id, _)| (s.name.clone(), id.clone()))
-            })
+            .flat_map(|s| s.slots.keys().map(|id| (s.name.clone(), id.clone())))
             .filter(|(s, i)| !listed.contains(&(&**s, &**i)))
             .collect();
         let after = u64::try_from(listing.revision).unwrap_or(0) + 1;
-        for (service, instance) in vanished {
-            self.deregister(&service, &instance, after);
+        for (service, instance) in unlisted {
+            self.apply_deletion(&service, &instance, Input::Unlisted { revision: after });
         }
         for reg in &listing.registrations {
             self.register(reg);
