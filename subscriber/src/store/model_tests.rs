@@ -1,6 +1,7 @@
 //! The store against a reference model written from DESIGN.md alone.
 //!
-//! Random interleavings of tokens (current, stale, ahead, unregistered, spoofed), etcd PUTs
+//! Random interleavings of tokens (current, stale, ahead, unregistered, spoofed; full or
+//! heartbeats), etcd PUTs
 //! and DELETEs, passing time and cluster changes go to the real store and to the model; after
 //! every step both must list the same instances and have emitted the same events, and have
 //! counted the same drops.
@@ -46,6 +47,8 @@ enum Op {
         spoofed_addr: bool,
         other_ttl: bool,
         load: u8,
+        /// Sent as a heartbeat: only `instance`, `epoch`, `seq` and `load`.
+        heartbeat: bool,
     },
     Put {
         inst: u8,
@@ -78,8 +81,13 @@ fn op(registry: bool) -> impl Strategy<Value = Op> {
         prop::bool::weighted(0.1),
     )
         .prop_flat_map(move |(inst, epoch, step, leaving, spoofed_addr)| {
-            (prop::bool::weighted(0.05), 0..2u8, forged.clone()).prop_map(
-                move |(other_ttl, load, forged)| Op::Token {
+            (
+                prop::bool::weighted(0.05),
+                0..2u8,
+                forged.clone(),
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(move |(other_ttl, load, forged, heartbeat)| Op::Token {
                     inst,
                     epoch,
                     step,
@@ -88,8 +96,8 @@ fn op(registry: bool) -> impl Strategy<Value = Op> {
                     spoofed_addr,
                     other_ttl,
                     load,
-                },
-            )
+                    heartbeat,
+                })
         });
     let time = prop_oneof![
         Just(0u64),
@@ -222,6 +230,30 @@ impl Model {
         } else {
             None
         }
+    }
+
+    /// A heartbeat: the listed entry's full token of its epoch again, with a new `seq` and
+    /// load; for any other key nothing (its service is probed).
+    fn heartbeat(&mut self, i: u8, epoch: u64, seq: u64, load: u8) {
+        let Some(e) = self
+            .keys
+            .get(&i)
+            .and_then(|k| k.live)
+            .filter(|e| e.epoch == epoch)
+        else {
+            return;
+        };
+        self.token(
+            i,
+            MToken {
+                epoch,
+                seq,
+                leaving: false,
+                addr_spoofed: e.addr_spoofed,
+                ttl: e.ttl,
+                load,
+            },
+        );
     }
 
     fn token(&mut self, i: u8, t: MToken) {
@@ -615,6 +647,7 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
                 spoofed_addr,
                 other_ttl,
                 load,
+                heartbeat,
             } => {
                 let current = etcd.keys.get(&inst).map_or(0, |k| k.0);
                 let epoch = match epoch {
@@ -638,21 +671,26 @@ fn run(mode: Mode, ops: &[Op]) -> Result<(), TestCaseError> {
                 t.seq = seq;
                 t.ttl_ms = ttl;
                 t.load = f32::from(load);
-                if leaving {
-                    t.state = State::Leaving;
+                if heartbeat {
+                    store.ingest("svc", &codec::encode_heartbeat(&t).unwrap());
+                    model.heartbeat(inst, epoch, seq, load);
+                } else {
+                    if leaving {
+                        t.state = State::Leaving;
+                    }
+                    store.apply(&t.as_ref());
+                    model.token(
+                        inst,
+                        MToken {
+                            epoch,
+                            seq,
+                            leaving,
+                            addr_spoofed: spoofed_addr,
+                            ttl,
+                            load,
+                        },
+                    );
                 }
-                store.apply(&t.as_ref());
-                model.token(
-                    inst,
-                    MToken {
-                        epoch,
-                        seq,
-                        leaving,
-                        addr_spoofed: spoofed_addr,
-                        ttl,
-                        load,
-                    },
-                );
             }
             Op::Put {
                 inst,
