@@ -45,11 +45,21 @@ pub(crate) struct Entry {
     pub(crate) conn: AtomicU32,
     /// Fingerprint of the identity fields, so that a refresh compares one inline word
     /// instead of reading the strings from their separate heap blocks.
-    identity: u64,
+    identity: Fingerprint,
 }
 
 /// A 64-bit fingerprint of what makes a record besides its epoch (weight, address, zone,
 /// metadata). Fx-style, eight bytes a step: cheap enough for every token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint(u64);
+
+impl Fingerprint {
+    /// The fingerprint of a token's identity fields.
+    pub(crate) fn of(t: &TokenRef<'_>) -> Fingerprint {
+        Fingerprint(identity(t))
+    }
+}
+
 fn identity(t: &TokenRef<'_>) -> u64 {
     let mut h = Fx(0);
     h.word(u64::from(t.weight));
@@ -132,7 +142,7 @@ impl Entry {
             heard_ms: AtomicU32::new(deadline.saturating_sub(u64::from(t.ttl_ms)) as u32),
             confirmed: AtomicBool::new(true),
             conn: AtomicU32::new(0),
-            identity: identity(t),
+            identity: Fingerprint::of(t),
         }
     }
 
@@ -173,14 +183,14 @@ impl Entry {
 
     /// Whether the token describes the same identity fields, by fingerprint (bus mode: a
     /// change of record, not a security boundary).
-    pub(crate) fn same_fingerprint(&self, t: &TokenRef<'_>) -> bool {
-        self.identity == identity(t)
+    pub(crate) fn same_fingerprint(&self, fingerprint: Fingerprint) -> bool {
+        self.identity == fingerprint
     }
 
     /// Whether the token's identity fields and TTL equal this record's, compared exactly
     /// (registry mode: what a publisher on the bus must not be able to change).
-    pub(crate) fn same_identity_exact(&self, t: &TokenRef<'_>) -> bool {
-        self.identity == identity(t)
+    pub(crate) fn same_identity_exact(&self, t: &TokenRef<'_>, fingerprint: Fingerprint) -> bool {
+        self.identity == fingerprint
             && self.ttl_ms.load(Relaxed) == t.ttl_ms
             && self.weight == t.weight
             && self.zone.as_deref() == t.zone

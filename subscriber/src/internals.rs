@@ -136,7 +136,8 @@ pub fn merge_refresh(registry: bool, live_seq: u64, token_seq: u64) -> bool {
         epoch: 7,
         seq: token_seq,
         leaving: false,
-        same_identity: true,
+        matches_registration: true,
+        matches_live: true,
     });
     merge::merge(mode, &facts, input).effect == Effect::Refresh
 }

@@ -161,9 +161,39 @@ pub(crate) struct TokenFacts {
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
     pub(crate) leaving: bool,
-    /// Its identity fields (address, zone, weight, metadata, TTL) equal those of the
-    /// registration, when there is one, else those of the live entry (true when neither).
-    pub(crate) same_identity: bool,
+    /// Its identity fields (address, zone, weight, metadata, TTL) equal the registration's,
+    /// compared exactly (true when there is no registration).
+    pub(crate) matches_registration: bool,
+    /// Its identity fields equal the live entry's, by fingerprint (true when there is no
+    /// live entry).
+    pub(crate) matches_live: bool,
+}
+
+impl TokenFacts {
+    /// A token that changes no identity field.
+    #[cfg(test)]
+    pub(crate) fn same(epoch: u64, seq: u64, leaving: bool) -> TokenFacts {
+        TokenFacts {
+            epoch,
+            seq,
+            leaving,
+            matches_registration: true,
+            matches_live: true,
+        }
+    }
+
+    /// Whether the token keeps the identity it is judged against: the registration's when
+    /// it is of the registration's epoch (exactly: a publisher on the bus must not redirect
+    /// an instance), else the live entry's when there is no registration (a change of record
+    /// without etcd, not a security boundary). A token of another epoch than a registration
+    /// has nothing to keep: the epoch rules judge it.
+    fn same_identity(self, facts: &Facts) -> bool {
+        match facts.registration {
+            Some(r) if r.epoch == self.epoch => self.matches_registration,
+            Some(_) => true,
+            None => self.matches_live,
+        }
+    }
 }
 
 /// One input for one key.
@@ -419,7 +449,7 @@ fn bus_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
             Outcome::effect(Effect::Remove(RemovalCause::Goodbye)).tombstone(after)
         }
         None if t.leaving => Outcome::drop(DropReason::GoodbyeUnknown).tombstone(after),
-        Some(l) if l.epoch == t.epoch && t.same_identity => Outcome::effect(Effect::Refresh),
+        Some(l) if l.epoch == t.epoch && t.same_identity(facts) => Outcome::effect(Effect::Refresh),
         Some(_) => Outcome::effect(Effect::Replace),
         None => Outcome::effect(Effect::Add { confirmed: true }),
     };
@@ -434,7 +464,7 @@ fn bus_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
 fn registered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
     match facts.registration {
         Some(r) if t.epoch == r.epoch && t.epoch > 0 => {
-            if t.same_identity {
+            if t.same_identity(facts) {
                 bus_token(mode, facts, t)
             } else {
                 Outcome::drop(DropReason::IdentityMismatch)
@@ -461,7 +491,7 @@ fn unregistered_token(mode: Mode, facts: &Facts, t: TokenFacts) -> Outcome {
         return Outcome::drop(DropReason::Unregistered);
     }
     // A replaced cluster's token may refresh what it listed, never change its identity.
-    if grandfathered && !t.same_identity {
+    if grandfathered && !t.same_identity(facts) {
         return Outcome::drop(DropReason::IdentityMismatch);
     }
     bus_token(mode, facts, TokenFacts { epoch: 0, ..t })
@@ -584,6 +614,47 @@ pub(crate) fn live_at(deadline: u64, now: u64, preserving: bool) -> bool {
     preserving || deadline > now
 }
 
+/// The subscriber's own NATS link, as the self-preservation rule needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// The link is up now.
+    pub(crate) connected: bool,
+    /// The view is preserved (the link was down when last looked at).
+    pub(crate) preserving: bool,
+    /// The client connected again since last looked at, whether or not it was seen down.
+    pub(crate) reconnected: bool,
+}
+
+/// What the subscriber does about its own link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkAction {
+    /// Nothing changed.
+    None,
+    /// The link is down: nothing expires until it is back (the silence is ours).
+    Preserve,
+    /// The link is back: every live entry gets [`deadline_after_reconnect`], preservation
+    /// is lifted after that (no reader sees a gap), and every announcer is probed.
+    Resume,
+}
+
+/// Self-preservation (DESIGN.md, "Failure behaviour"): while the subscriber's own NATS link
+/// is down nothing expires; once it is back, after any disconnect however brief, every
+/// instance gets one fresh TTL and a probe asks everyone to answer now.
+pub(crate) fn own_link(link: Link) -> LinkAction {
+    match link {
+        Link {
+            connected: false, ..
+        } => LinkAction::Preserve,
+        Link {
+            preserving: true, ..
+        }
+        | Link {
+            reconnected: true, ..
+        } => LinkAction::Resume,
+        _ => LinkAction::None,
+    }
+}
+
 /// A live entry's deadline once the subscriber's own NATS link is back: one fresh TTL from
 /// `now` at least. The silence was ours; each instance gets a whole TTL to be heard again.
 pub(crate) fn deadline_after_reconnect(deadline: u64, now: u64, ttl_ms: u32) -> u64 {
@@ -638,7 +709,8 @@ fn heartbeat(mode: Mode, facts: &Facts, epoch: u64, seq: u64) -> Outcome {
         seq,
         leaving: false,
         // It carries no identity: the listed entry's is its own.
-        same_identity: true,
+        matches_registration: true,
+        matches_live: true,
     };
     let outcome = merge(mode, facts, Input::Token(token));
     match (outcome.effect, outcome.dropped) {

@@ -31,21 +31,11 @@ fn known(epoch: u64, seq: u64) -> Option<Known> {
 }
 
 fn tok(epoch: u64, seq: u64) -> Input {
-    Input::Token(TokenFacts {
-        epoch,
-        seq,
-        leaving: false,
-        same_identity: true,
-    })
+    Input::Token(TokenFacts::same(epoch, seq, false))
 }
 
 fn bye(epoch: u64, seq: u64) -> Input {
-    Input::Token(TokenFacts {
-        epoch,
-        seq,
-        leaving: true,
-        same_identity: true,
-    })
+    Input::Token(TokenFacts::same(epoch, seq, true))
 }
 
 fn other_identity(epoch: u64, seq: u64) -> Input {
@@ -53,7 +43,8 @@ fn other_identity(epoch: u64, seq: u64) -> Input {
         epoch,
         seq,
         leaving: false,
-        same_identity: false,
+        matches_registration: false,
+        matches_live: false,
     })
 }
 
@@ -254,7 +245,8 @@ fn registry_mode_applies_only_the_registered_epoch_and_identity() {
                 epoch: 10,
                 seq: 6,
                 leaving: true,
-                same_identity: false,
+                matches_registration: false,
+                matches_live: false,
             }),
             &|o| dropped(o) == Some(DropReason::IdentityMismatch) && effect(o) == Effect::None,
         ),
@@ -1118,4 +1110,99 @@ fn keys_a_full_listing_leaves_out() {
         ),
         "an entry of a registered epoch whose registration the store lost goes too"
     );
+}
+
+fn token_matching(epoch: u64, registration: bool, live: bool) -> Input {
+    Input::Token(TokenFacts {
+        matches_registration: registration,
+        matches_live: live,
+        ..TokenFacts::same(epoch, 11, false)
+    })
+}
+
+#[test]
+fn a_token_keeps_the_identity_of_its_registration_else_of_its_entry() {
+    let registered = Facts {
+        live: live(7, 10),
+        registration: reg(7, 1),
+        ..Facts::default()
+    };
+    let bus = Facts {
+        live: live(7, 10),
+        ..Facts::default()
+    };
+    table(&[
+        (
+            "the registration's identity decides, even when the entry's matches",
+            REGISTRY,
+            registered,
+            token_matching(7, false, true),
+            &|o| dropped(o) == Some(DropReason::IdentityMismatch),
+        ),
+        (
+            "matching the registration refreshes, whatever the entry's fingerprint",
+            REGISTRY,
+            registered,
+            token_matching(7, true, false),
+            &|o| effect(o) == Effect::Refresh,
+        ),
+        (
+            "a registration of another epoch leaves the identity to the epoch rules",
+            REGISTRY,
+            Facts {
+                registration: reg(9, 1),
+                ..registered
+            },
+            token_matching(7, false, false),
+            &|o| dropped(o) == Some(DropReason::StaleEpoch),
+        ),
+        (
+            "without etcd the entry's fingerprint decides: another one replaces",
+            Mode::BUS,
+            bus,
+            token_matching(7, true, false),
+            &|o| effect(o) == Effect::Replace,
+        ),
+        (
+            "without etcd a matching fingerprint refreshes",
+            Mode::BUS,
+            bus,
+            token_matching(7, false, true),
+            &|o| effect(o) == Effect::Refresh,
+        ),
+    ]);
+}
+
+#[test]
+fn our_own_link_preserves_the_view_while_down_and_refreshes_it_once_back() {
+    let link = |connected, preserving, reconnected| Link {
+        connected,
+        preserving,
+        reconnected,
+    };
+    for (what, now, action) in [
+        (
+            "down: preserve",
+            link(false, false, false),
+            LinkAction::Preserve,
+        ),
+        (
+            "still down: preserve",
+            link(false, true, true),
+            LinkAction::Preserve,
+        ),
+        (
+            "back after being seen down",
+            link(true, true, false),
+            LinkAction::Resume,
+        ),
+        (
+            "down and back between two looks",
+            link(true, false, true),
+            LinkAction::Resume,
+        ),
+        ("up all along", link(true, false, false), LinkAction::None),
+    ] {
+        assert_eq!(own_link(now), action, "{what}");
+    }
 }

@@ -24,7 +24,7 @@ use moka::sync::Cache;
 use tokio::sync::broadcast;
 
 use crate::event::Event;
-use crate::instance::Entry;
+use crate::instance::{Entry, Fingerprint};
 use crate::merge::{self, Facts, Input, Known, Live, Mode, Registered, TokenFacts};
 use crate::stats::Counters;
 use crate::view::{Clock, Snapshot, Views};
@@ -246,12 +246,17 @@ impl Store {
         let svc = self.services.get(t.service);
         let slot = svc.and_then(|s| s.slots.get(t.instance));
         let facts = self.facts_of(svc, slot, t.service, t.instance, now);
-        let same_identity = same_identity(t, slot, &facts);
+        let fingerprint = Fingerprint::of(t);
         let input = Input::Token(TokenFacts {
             epoch: t.epoch,
             seq: t.seq,
             leaving: t.state == State::Leaving,
-            same_identity,
+            matches_registration: slot
+                .and_then(|s| s.registration.as_ref())
+                .is_none_or(|r| r.record.same_identity_exact(t, fingerprint)),
+            matches_live: slot
+                .and_then(|s| s.live.as_ref())
+                .is_none_or(|l| l.same_fingerprint(fingerprint)),
         });
         let outcome = merge::merge(self.mode, &facts, input);
         self.carry_token(t, outcome, now);
@@ -380,22 +385,6 @@ fn key_of(name: Option<&Arc<str>>, service: &str, instance: &str) -> Key {
         name.cloned().unwrap_or_else(|| Arc::from(service)),
         Arc::from(instance),
     )
-}
-
-/// Whether `t`'s identity equals the registration's (compared exactly: a publisher on the
-/// bus must not redirect an instance), else the live entry's.
-fn same_identity(t: &TokenRef<'_>, slot: Option<&service::Slot>, facts: &Facts) -> bool {
-    let Some(slot) = slot else {
-        return true;
-    };
-    match (&slot.registration, &slot.live) {
-        (Some(r), _) if facts.registration.is_some_and(|f| f.epoch == t.epoch) => {
-            r.record.same_identity_exact(t)
-        }
-        (Some(_), _) => true,
-        (None, Some(live)) => live.same_fingerprint(t),
-        (None, None) => true,
-    }
 }
 
 /// The hasher of the maps the ingest path reads per token. Their keys are service names and
