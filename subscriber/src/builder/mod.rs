@@ -1,21 +1,12 @@
-//! Building and starting a subscriber.
+//! The subscriber's settings and their checks; `start` starts one from them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use herald_shared::{EtcdConfig, NatsConfig, Subjects, round_trip, validate};
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use herald_shared::{EtcdConfig, NatsConfig, Subjects, validate};
 
-use crate::connections::Tracker;
 use crate::error::{Error, ErrorKind};
-use crate::ingest::Ingest;
-use crate::merge::Mode;
-use crate::stats::Counters;
-use crate::store::Store;
-use crate::subscriber::{Shared, Subscriber};
-use crate::view::{Clock, Views};
+
+mod start;
 
 /// Where the subscriber gets its NATS connection.
 #[derive(Debug)]
@@ -39,7 +30,7 @@ impl std::fmt::Debug for Etcd {
     }
 }
 
-/// Settings of a [`Subscriber`]; `start()` checks them, subscribes, and returns it.
+/// Settings of a [`Subscriber`](crate::Subscriber); `start()` checks them, subscribes, and returns it.
 ///
 /// # Examples
 ///
@@ -276,200 +267,6 @@ impl SubscriberBuilder {
             Some(Nats::Config(c)) => c.validate().map(|()| subjects).map_err(Error::from),
             Some(Nats::Client(_)) => Ok(subjects),
         }
-    }
-
-    /// Subscribes (and confirms the subscriptions with a round trip), starts ingest, and
-    /// sends a probe, so that every live announcer answers within one round trip.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::InvalidConfig`] naming the field, before any connection is made;
-    /// [`ErrorKind::Connect`] or [`ErrorKind::Subscribe`] when NATS fails.
-    pub async fn start(self) -> Result<Subscriber, Error> {
-        let subjects = self.validate()?;
-        let (client, nats_events, own_config) = match self.nats {
-            Some(Nats::Config(c)) => {
-                let (client, events) = c.connect().await?;
-                (client, Some(events.subscribe()), Some(c))
-            }
-            Some(Nats::Client(c)) => (c, None, None),
-            None => unreachable!("validated above"),
-        };
-        let mut subs = Vec::new();
-        let announce: Vec<String> = if self.services.is_empty() {
-            vec![subjects.announce_all()]
-        } else {
-            self.services.iter().map(|s| subjects.announce(s)).collect()
-        };
-        for subject in announce {
-            let sub = client
-                .subscribe(subject)
-                .await
-                .map_err(|e| Error::new(ErrorKind::Subscribe, e))?;
-            subs.push(sub);
-        }
-        let advisories = match &self.advisories {
-            Some(subject) => Some(
-                client
-                    .subscribe(subject.clone())
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Subscribe, e))?,
-            ),
-            None => None,
-        };
-        round_trip::confirm_subscriptions(&client, self.confirm_timeout)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Subscribe, e))?;
-        let advisory_check = match (&self.advisories, &own_config) {
-            (Some(subject), Some(config)) => {
-                match crate::advisories::Check::start(config, subject).await {
-                    Ok(check) => Some(check),
-                    Err(e) => {
-                        tracing::warn!(
-                            error = &e as &dyn std::error::Error,
-                            "cannot open a test connection to check that disconnect advisories arrive"
-                        );
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-
-        let clock = Arc::new(Clock::new());
-        let views = Arc::new(Views::new(clock));
-        let counters = Arc::new(Counters::default());
-        let (events, _) = broadcast::channel(self.event_capacity);
-        let probe_subjects = if self.services.is_empty() {
-            vec![subjects.probe_all()]
-        } else {
-            self.services.iter().map(|s| subjects.probe(s)).collect()
-        };
-        let mode = Mode {
-            registry: self.etcd.is_some(),
-            allow_unregistered: self.allow_unregistered || self.etcd.is_none(),
-        };
-        let mut store = Store::new(mode, views.clone(), counters.clone(), events.clone());
-        if self.advisories.is_some() {
-            store.follow_connections(self.disconnect_grace);
-        }
-        let connections = Arc::new(Tracker::new(self.etcd.is_some()));
-        let cancel = CancellationToken::new();
-        let mut etcd_rx = None;
-        let mut etcd_tasks = Vec::new();
-        let mut first_listing = None;
-        let mut listed = None;
-        if let Some(etcd) = self.etcd {
-            // NATS is subscribed already. Each scope's task lists etcd page by page, then
-            // watches from the revision after the listing; ingest applies the pages as they
-            // come and keeps taking tokens in between, so the subscription's buffer does not
-            // fill while etcd is read. The merge rules make the order of tokens and
-            // registrations safe either way (a token ahead of its registration is held).
-            let client = match etcd {
-                Etcd::Config(c) => c
-                    .connect()
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Etcd, e))?,
-                Etcd::Client(c) => *c,
-            };
-            // The filter applies to etcd as to NATS: one scope per followed service.
-            let scopes: Vec<Option<String>> = if self.services.is_empty() {
-                vec![None]
-            } else {
-                self.services.iter().cloned().map(Some).collect()
-            };
-            let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            etcd_rx = Some(rx);
-            let (done, done_rx) = tokio::sync::oneshot::channel();
-            first_listing = Some(crate::ingest::FirstListing {
-                scopes_left: scopes.len(),
-                done,
-            });
-            listed = Some(done_rx);
-            store.begin_first_listing();
-            for scope in scopes {
-                let span =
-                    tracing::debug_span!("etcd_watch", scope = scope.as_deref().unwrap_or("*"));
-                let follow = crate::etcd_sync::follow(
-                    client.clone(),
-                    subjects.clone(),
-                    scope,
-                    tx.clone(),
-                    connections.clone(),
-                    cancel.clone(),
-                );
-                etcd_tasks.push(tokio::spawn(follow.instrument(span)));
-            }
-        }
-        let mut ingest = Ingest {
-            store,
-            etcd: etcd_rx,
-            first_listing,
-            deletes: Default::default(),
-            subs: crate::ingest::Subscriptions::new(subs),
-            client: client.clone(),
-            nats_events,
-            subjects,
-            probe_subjects,
-            counters: counters.clone(),
-            connections: connections.clone(),
-            sweep_every: self.sweep_interval,
-            #[cfg(feature = "internals")]
-            ingest_delay: self.ingest_delay.map(crate::ingest::SlowIngest::new),
-            probe_pacing: crate::probe_pacing::ProbePacing::new(tokio::time::Instant::now()),
-            probe_wanted: false,
-            services_to_probe: Vec::new(),
-            connects: client
-                .statistics()
-                .connects
-                .load(std::sync::atomic::Ordering::Relaxed),
-            advisories,
-            advisory_check,
-        };
-        if listed.is_none() {
-            // Without etcd, nothing to wait for: every announcer is asked to answer now.
-            // With etcd, ingest asks once the listing is applied.
-            ingest.probe().await;
-        }
-        let span = tracing::debug_span!("subscriber", services = ?self.services);
-        let task = tokio::spawn(ingest.run(cancel.clone()).instrument(span));
-        if let Some(listed) = listed {
-            let failed = match listed.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(Error::new(
-                    ErrorKind::Etcd,
-                    herald_shared::etcd::classify(e),
-                )),
-                Err(_) => Some(Error::new(
-                    ErrorKind::Etcd,
-                    std::io::Error::other("ingest stopped before the etcd listing was applied"),
-                )),
-            };
-            if let Some(e) = failed {
-                cancel.cancel();
-                let _ = task.await;
-                for t in etcd_tasks {
-                    let _ = t.await;
-                }
-                return Err(e);
-            }
-        }
-        let _ = client.flush().await;
-        tracing::info!(services = ?self.services, "subscriber started");
-        Ok(Subscriber::new(
-            Shared {
-                views,
-                counters,
-                events,
-                zone: self.zone,
-                client,
-                connections,
-                followed: self.services.into(),
-            },
-            cancel,
-            task,
-            etcd_tasks,
-        ))
     }
 }
 
