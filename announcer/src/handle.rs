@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use herald_shared::{State, Token, round_trip};
@@ -11,11 +12,11 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
-use crate::messages::{Rewrite, Standing};
+use crate::messages::{Rewrite, StagedMeta, Standing};
 use crate::scheduler::Member;
 use crate::stats::{Counters, Stats};
 use crate::status::Stopped;
-use crate::task::Goodbye;
+use crate::task::{Goodbye, MetaRequest};
 
 /// How long `shutdown()` waits past its deadline for the registration task to report: the
 /// task bounds its revoke by the deadline itself.
@@ -61,6 +62,8 @@ pub struct AnnouncerHandle {
     /// Cancelled when the announcer's tokens have ended (its goodbye flushed, if any).
     pub(crate) broadcast_done: CancellationToken,
     pub(crate) registration: Option<Registration>,
+    /// Numbers `set_meta()` calls, so that calls that cross keep the newest metadata.
+    pub(crate) meta_versions: AtomicU64,
 }
 
 impl AnnouncerHandle {
@@ -234,16 +237,17 @@ impl AnnouncerHandle {
         self.published(self.member.set_state(State::Up)).await
     }
 
-    /// Replaces the metadata and publishes at once, returning once the token is flushed and,
-    /// with etcd, the registration rewritten (under the same lease; its new revision becomes
-    /// the epoch).
+    /// Replaces the metadata and publishes it, returning once the token is flushed. With
+    /// etcd, the registration is rewritten first (under the same lease; its new revision
+    /// becomes the epoch), and the token goes out with the new epoch: subscribers with etcd
+    /// never see metadata the registration does not hold.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Config`] naming `meta` when the map breaks a bound (the previous metadata
-    /// stays); `EtcdUnreachable` when the token went out but etcd could not be written (the
-    /// registration is rewritten as soon as etcd answers); otherwise as
-    /// [`drain`](AnnouncerHandle::drain).
+    /// stays); `EtcdUnreachable` when etcd could not be written (tokens keep the previous
+    /// metadata; the registration is rewritten, and the new metadata goes out, as soon as etcd
+    /// answers); otherwise as [`drain`](AnnouncerHandle::drain).
     ///
     /// # Examples
     ///
@@ -262,18 +266,30 @@ impl AnnouncerHandle {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        self.published(self.member.set_meta(meta)).await?;
         let Some(registration) = &self.registration else {
-            return Ok(());
+            return self
+                .published(self.member.set_meta(MetaRequest::Publish(meta)))
+                .await;
         };
+        // The registration first, then the token: a subscriber with etcd drops a token whose
+        // identity is not the registration's.
+        let meta = StagedMeta {
+            version: self.meta_versions.fetch_add(1, Relaxed) + 1,
+            meta,
+        };
+        self.member
+            .set_meta(MetaRequest::Stage(meta.clone()))
+            .await?;
         let stopped = || Error::new(ErrorKind::Stopped);
         let (reply, written) = oneshot::channel();
         registration
             .rewrite
-            .send(reply)
+            .send(Rewrite { meta, reply })
             .await
             .map_err(|_| stopped())?;
-        written.await.map_err(|_| stopped())?
+        written.await.map_err(|_| stopped())??;
+        self.published(self.member.set_meta(MetaRequest::Written))
+            .await
     }
 
     /// Stops announcing: sends a `leaving` token (subscribers drop the instance at once),

@@ -4,13 +4,29 @@
 //! first answer to `start()` ([`FirstEpoch`]), and
 //! what a session and its announcers tell each other ([`SessionLease`], [`SessionRequest`]).
 
+use std::collections::BTreeMap;
+
 use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::status::Stopped;
 
-/// A `set_meta` request to the registration task: rewrite the key with the current token.
-pub(crate) type Rewrite = oneshot::Sender<Result<(), Error>>;
+/// A `set_meta` request to the registration task: rewrite the key with this metadata, and
+/// answer once it is written.
+#[derive(Debug)]
+pub(crate) struct Rewrite {
+    pub(crate) meta: StagedMeta,
+    pub(crate) reply: oneshot::Sender<Result<(), Error>>,
+}
+
+/// Metadata set through `set_meta`, numbered in the order of the calls. It goes out in tokens
+/// only once the registration holds it (a subscriber with etcd drops a token whose identity
+/// differs from the registration's), so both sides keep the highest number they were given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagedMeta {
+    pub(crate) version: u64,
+    pub(crate) meta: BTreeMap<String, String>,
+}
 
 /// The registration task's answer to `start()`: the epoch of the first registration, or why
 /// there is none (nothing is left behind then).
@@ -26,6 +42,9 @@ pub(crate) struct Standing {
     /// Set once the announcer has stopped for this reason: the broadcast task has ended and
     /// the registration task revoked its lease (or gave up trying).
     pub(crate) stopped: Option<Stopped>,
+    /// The [`StagedMeta::version`] the registration holds (0: the metadata the announcer
+    /// started with): tokens may carry that metadata from this epoch on.
+    pub(crate) meta_version: u64,
 }
 
 impl Standing {
@@ -35,6 +54,7 @@ impl Standing {
             epoch,
             halted: false,
             stopped: None,
+            meta_version: 0,
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::error::{Error, ErrorKind};
 use crate::probes::{ProbeFeeds, Probed};
 use crate::reconnects::{Link, Poller};
-use crate::task::{Broadcaster, Goodbye, LoadCell};
+use crate::task::{Broadcaster, Goodbye, LoadCell, MetaRequest};
 
 /// An announcer's key on its connection's scheduler.
 pub(crate) type Key = u64;
@@ -44,7 +44,8 @@ enum Order {
     Join(Key, Box<Broadcaster>),
     /// `drain()`, `resume()`.
     SetState(Key, State, Reply),
-    SetMeta(Key, BTreeMap<String, String>, Reply),
+    /// `set_meta()`.
+    SetMeta(Key, MetaRequest, Reply),
     /// `set_load()`: read the announcer's load cell.
     Load(Key),
     /// The registration's standing changed.
@@ -191,8 +192,8 @@ impl Member {
             .await
     }
 
-    pub(crate) async fn set_meta(&self, meta: BTreeMap<String, String>) -> Result<(), Error> {
-        self.request(|reply| Order::SetMeta(self.key, meta, reply))
+    pub(crate) async fn set_meta(&self, request: MetaRequest) -> Result<(), Error> {
+        self.request(|reply| Order::SetMeta(self.key, request, reply))
             .await
     }
 

@@ -170,6 +170,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         last_token,
         span: span.clone(),
         done: Some(broadcast_done.clone().drop_guard()),
+        staged: None,
     };
 
     let first = async {
@@ -221,6 +222,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         _standing_owner,
         broadcast_done,
         registration,
+        meta_versions: Default::default(),
     })
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
 use crate::error::{Error, ErrorKind};
-use crate::messages::Standing;
+use crate::messages::{StagedMeta, Standing};
 use crate::pacer::Pacer;
 use crate::plan::LoadFn;
 use crate::probes::ProbeFeed;
@@ -61,6 +61,20 @@ pub(crate) struct Broadcaster {
     /// waits for this before revoking the lease, so that the goodbye goes out first. Handed
     /// to `shutdown()` with the goodbye, which drops it once the goodbye is flushed.
     pub(crate) done: Option<DropGuard>,
+    /// Metadata `set_meta` set, waiting for the registration to hold it.
+    pub(crate) staged: Option<StagedMeta>,
+}
+
+/// What `set_meta()` asks of the broadcasting.
+#[derive(Debug)]
+pub(crate) enum MetaRequest {
+    /// Without etcd: publish this metadata now.
+    Publish(BTreeMap<String, String>),
+    /// With etcd: check this metadata and keep it until the registration holds it.
+    Stage(StagedMeta),
+    /// The registration now holds the staged metadata: publish it, unless the new epoch's
+    /// token already did.
+    Written,
 }
 
 /// The load set through the handle: written by `set_load`, read by the scheduler, which is
@@ -183,6 +197,12 @@ impl Broadcaster {
         self.token.epoch = standing.epoch;
         self.token.sent_at_ms = unix_millis();
         self.schedule.published(now, self.load);
+        // New metadata goes out in full, as any change does.
+        let why = if self.adopt_staged_meta(standing.meta_version) {
+            Why::Meta
+        } else {
+            why
+        };
         let compact = self.fullness.compact(why);
         let encoded = if compact {
             codec::encode_heartbeat(&self.token)
@@ -230,18 +250,61 @@ impl Broadcaster {
         self.publish(client, Why::State).await
     }
 
-    /// `set_meta()`: published when valid, else refused with the token unchanged.
+    /// `set_meta()`: metadata is checked first, and refused with the token unchanged when it
+    /// breaks a bound. With etcd it goes out only once the registration holds it: a
+    /// subscriber with etcd drops a token whose identity is not the registration's.
     pub(crate) async fn set_meta(
         &mut self,
         client: &Client,
-        meta: BTreeMap<String, String>,
+        request: MetaRequest,
     ) -> Result<(), Error> {
-        let previous = std::mem::replace(&mut self.token.meta, meta);
-        match check_token(&self.token) {
-            Ok(()) => self.publish(client, Why::Meta).await,
-            Err(e) => {
-                self.token.meta = previous;
-                Err(e)
+        match request {
+            MetaRequest::Publish(meta) => {
+                let previous = std::mem::replace(&mut self.token.meta, meta);
+                match check_token(&self.token) {
+                    Ok(()) => self.publish(client, Why::Meta).await,
+                    Err(e) => {
+                        self.token.meta = previous;
+                        Err(e)
+                    }
+                }
+            }
+            MetaRequest::Stage(staged) => {
+                let mut next = self.token.clone();
+                next.meta = staged.meta.clone();
+                check_token(&next)?;
+                if self
+                    .staged
+                    .as_ref()
+                    .is_none_or(|s| s.version < staged.version)
+                {
+                    self.staged = Some(staged);
+                }
+                Ok(())
+            }
+            MetaRequest::Written => {
+                let held = self.standing.borrow().meta_version;
+                if self.staged.as_ref().is_some_and(|s| s.version <= held) {
+                    self.publish(client, Why::Meta).await
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Takes the staged metadata into the token once the registration holds it (at
+    /// `meta_version` or later); returns whether it did.
+    fn adopt_staged_meta(&mut self, meta_version: u64) -> bool {
+        match self.staged.take() {
+            Some(staged) if staged.version <= meta_version => {
+                tracing::info!(version = staged.version, "metadata changed");
+                self.token.meta = staged.meta;
+                true
+            }
+            other => {
+                self.staged = other;
+                false
             }
         }
     }

@@ -809,6 +809,10 @@ async fn set_meta_rewrites_the_registration_and_adopts_its_revision() {
         (0, 0),
         "a rewrite under the same lease is an update, not a takeover"
     );
+    assert_eq!(
+        stats.identity_mismatch_drops, 0,
+        "no token carried the new metadata before the registration did"
+    );
     assert!(a.stats().lease_losses == 0 && a.stats().registrations == 1);
 }
 

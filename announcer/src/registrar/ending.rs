@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::{RETRY_FIRST, Registrar, value_of};
+use super::{RETRY_FIRST, Registrar};
 use crate::error::{Context, Error, ErrorKind};
 use crate::etcd_calls::CallError;
 use crate::status::Stopped;
@@ -19,12 +19,16 @@ impl Registrar {
             // The next registration writes the current token.
             return Ok(());
         };
-        let value = value_of(&self.last_token.borrow());
+        let value = self.value();
         match self.etcd.rewrite(value, lease).await {
             Ok(Some(epoch)) => {
                 self.rewrite_due = false;
                 self.epoch = epoch;
-                self.set_standing(|s| s.epoch = epoch);
+                let meta_version = self.meta_version();
+                self.set_standing(|s| {
+                    s.epoch = epoch;
+                    s.meta_version = meta_version;
+                });
                 Ok(())
             }
             // Not ours any more: the watch reports what happened.
@@ -39,7 +43,7 @@ impl Registrar {
                 Err(Error::with_source(
                     ErrorKind::EtcdUnreachable,
                     Context::new(
-                        "metadata published; the registration is rewritten once etcd answers",
+                        "the new metadata goes out once etcd answers and the registration is rewritten",
                         e,
                     ),
                 ))

@@ -11,7 +11,7 @@ use herald_shared::EtcdError;
 use herald_shared::backoff::Backoff;
 use tracing::Instrument;
 
-use super::{Links, Registrar, value_of};
+use super::{Links, Registrar};
 use crate::error::{Duplicate, Error, ErrorKind};
 use crate::etcd_calls::{CallError, Claim, Etcd};
 use crate::messages::{FirstEpoch, SessionLease};
@@ -107,7 +107,7 @@ impl Registrar {
             Some(session) => session_lease(session, budget).await?,
             None => retried(budget, || self.etcd.grant(self.lease_ttl)).await?,
         };
-        let value = value_of(&self.last_token.borrow());
+        let value = self.value();
         let mut claim = retried(budget, || self.etcd.claim(value.clone(), lease, takeover)).await;
         if let Ok(Claim::Held {
             epoch,

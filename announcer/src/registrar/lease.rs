@@ -3,7 +3,7 @@
 use herald_shared::CONNECTION_LOG;
 use tokio::time::Instant;
 
-use super::{Registrar, value_of};
+use super::Registrar;
 use crate::etcd_calls::{CallError, Claim, Renewal};
 use crate::messages::SessionLease;
 use crate::stats::Counters;
@@ -123,7 +123,7 @@ impl Registrar {
         let Some(lease) = self.lease_for_registration().await else {
             return self.ending.is_some();
         };
-        let value = value_of(&self.last_token.borrow());
+        let value = self.value();
         match self.etcd.claim(value, lease, false).await {
             Ok(Claim::Written { epoch, cluster_id }) => self.registered(lease, epoch, cluster_id),
             Ok(Claim::Held {
@@ -173,6 +173,10 @@ impl Registrar {
         self.seen = epoch as i64;
         self.rewrite_due = false;
         self.keep_alive_at = Instant::now() + self.period;
-        self.set_standing(|s| s.epoch = epoch);
+        let meta_version = self.meta_version();
+        self.set_standing(|s| {
+            s.epoch = epoch;
+            s.meta_version = meta_version;
+        });
     }
 }

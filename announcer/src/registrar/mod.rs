@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive};
-use crate::messages::{Rewrite, SessionLease, Standing};
+use crate::messages::{Rewrite, SessionLease, StagedMeta, Standing};
 use crate::scheduler::Nudge;
 use crate::session::{KeyWatch, Session};
 use crate::stats::Counters;
@@ -35,9 +35,8 @@ pub(crate) use first::{Setup, run};
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// The value written to the key: the token as last sent, without its per-token stamps.
-pub(crate) fn value_of(token: &Token) -> Vec<u8> {
-    let mut t = token.clone();
+/// The value written to the key: the token, without its per-token stamps.
+fn value_of(mut t: Token) -> Vec<u8> {
     t.epoch = 0;
     t.seq = 0;
     if t.state == State::Leaving {
@@ -83,6 +82,8 @@ pub(crate) struct Registrar {
     check_key: bool,
     /// A metadata change not yet written.
     rewrite_due: bool,
+    /// The newest metadata `set_meta` asked for; every write of the key carries it.
+    meta: Option<StagedMeta>,
     ending: Option<Stopped>,
     standing: watch::Sender<Standing>,
     /// Tells the connection's scheduler of a new epoch or a halt.
@@ -172,6 +173,7 @@ impl Registrar {
             check_delete: false,
             check_key: false,
             rewrite_due: false,
+            meta: None,
             ending: None,
             standing,
             nudge,
@@ -182,6 +184,21 @@ impl Registrar {
             farewell,
             broadcast_done,
         }
+    }
+
+    /// The value to write: the token as last sent, with the newest metadata `set_meta` asked
+    /// for.
+    fn value(&self) -> Vec<u8> {
+        let mut token = self.last_token.borrow().clone();
+        if let Some(staged) = &self.meta {
+            token.meta = staged.meta.clone();
+        }
+        value_of(token)
+    }
+
+    /// The metadata version every write of the key carries now.
+    fn meta_version(&self) -> u64 {
+        self.meta.as_ref().map_or(0, |m| m.version)
     }
 
     /// Writes the standing; a new epoch or a halt is news for the broadcasting as well.
@@ -215,8 +232,12 @@ impl Registrar {
                 () = self.cancel.cancelled() => return Box::pin(self.finish()).await,
                 msg = next_watch(&mut self.watch) => Box::pin(self.on_watch(msg)).await,
                 lease = next_session_lease(&mut self.session_lease) => self.on_session_lease(lease),
-                reply = self.rewrites.recv(), if rewrites_open => match reply {
-                    Some(reply) => {
+                request = self.rewrites.recv(), if rewrites_open => match request {
+                    Some(Rewrite { meta, reply }) => {
+                        // Calls that crossed on their way keep the newest metadata.
+                        if self.meta.as_ref().is_none_or(|m| m.version < meta.version) {
+                            self.meta = Some(meta);
+                        }
                         let done = Box::pin(self.rewrite()).await;
                         let _ = reply.send(done);
                     }
