@@ -243,11 +243,18 @@ impl Etcd {
                 .or_else([TxnOp::get(self.key.clone(), None)])
         };
         // One transaction: the compare saw the key, so the get does too.
-        self.settle(txn).await?.ok_or_else(|| {
+        let claim = self.settle(txn).await?.ok_or_else(|| {
             CallError::Failed(EtcdError::unreachable(
                 "registration transaction answered neither way",
             ))
-        })
+        });
+        #[cfg(feature = "faults")]
+        if crate::faults::claim_answer_lost() {
+            return Err(CallError::Failed(EtcdError::unreachable(
+                "the registration's answer was lost (injected fault)",
+            )));
+        }
+        claim
     }
 
     /// Registers `value` under `lease` over the incarnation at `holder_epoch`, if the key is

@@ -79,6 +79,8 @@
 pub mod builder;
 pub mod error;
 mod etcd_calls;
+#[cfg(feature = "faults")]
+pub mod faults;
 pub mod handle;
 mod instance_id;
 mod messages;

@@ -104,7 +104,10 @@ impl Registrar {
     ) -> Result<(), Error> {
         let budget = self.etcd.timeout;
         let lease = match &self.session {
-            Some(session) => session_lease(session, budget).await?,
+            Some(session) => {
+                self.key_hold = session.hold(&self.etcd.key);
+                session_lease(session, budget).await?
+            }
             None => retried(budget, || self.etcd.grant(self.lease_ttl)).await?,
         };
         let value = self.value();
@@ -135,13 +138,14 @@ impl Registrar {
                 self.first_registered(lease, epoch, cluster_id);
                 return Ok(());
             }
-            // Our own lease holds it: an earlier attempt landed and its answer was lost.
+            // Our own lease holds it: an earlier attempt landed and its answer was lost. On a
+            // session, only if no other announcer on it holds the key.
             Ok(Claim::Held {
                 epoch,
                 lease: held,
                 cluster_id,
                 ..
-            }) if held == lease && self.session.is_none() => {
+            }) if held == lease && (self.session.is_none() || self.key_hold.is_some()) => {
                 self.first_registered(lease, epoch, cluster_id);
                 return Ok(());
             }
@@ -188,17 +192,29 @@ impl Registrar {
         Ok(holder)
     }
 
-    /// Gives up the registration `start()` failed with: revokes an own lease (a session's
-    /// stays); returns `failed`.
+    /// Gives up the registration `start()` failed with, and returns `failed`. An own lease
+    /// is revoked, which deletes the key if a claim did land. A session's lease stays: the
+    /// key is deleted if a claim landed under it, unless another announcer on the session
+    /// holds the key.
     async fn undo(&self, lease: i64, failed: Error) -> Error {
-        if self.session.is_none()
-            && let Err(e) = self.etcd.revoke(lease).await
-        {
-            tracing::warn!(
-                error = &e as &dyn std::error::Error,
-                lease,
-                "lease of a failed registration not revoked; it expires"
-            );
+        if self.session.is_none() {
+            if let Err(e) = self.etcd.revoke(lease).await {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    lease,
+                    "lease of a failed registration not revoked; it expires"
+                );
+            }
+        } else if self.key_hold.is_some() {
+            match self.etcd.delete_if_lease(lease).await {
+                Ok(true) => tracing::debug!(lease, "a claim that had landed was deleted"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    lease,
+                    "the key of a failed registration may stay until the session's lease ends"
+                ),
+            }
         }
         failed
     }

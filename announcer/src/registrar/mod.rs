@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive};
 use crate::messages::{Rewrite, SessionLease, StagedMeta, Standing};
 use crate::scheduler::Nudge;
-use crate::session::{KeyWatch, Session};
+use crate::session::{KeyHold, KeyWatch, Session};
 use crate::stats::Counters;
 use crate::status::Stopped;
 
@@ -84,6 +84,9 @@ pub(crate) struct Registrar {
     rewrite_due: bool,
     /// The newest metadata `set_meta` asked for; every write of the key carries it.
     meta: Option<StagedMeta>,
+    /// On a session: the key is this announcer's among the session's (see
+    /// [`Session::hold`]); `None` when another announcer on the session holds it.
+    key_hold: Option<KeyHold>,
     ending: Option<Stopped>,
     standing: watch::Sender<Standing>,
     /// Tells the connection's scheduler of a new epoch or a halt.
@@ -174,6 +177,7 @@ impl Registrar {
             check_key: false,
             rewrite_due: false,
             meta: None,
+            key_hold: None,
             ending: None,
             standing,
             nudge,

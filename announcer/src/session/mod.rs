@@ -12,9 +12,10 @@
 //! lease. `watch_hub` owns the shared watch stream and hands each announcer the responses of
 //! its own key.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_shared::EtcdConfig;
@@ -91,6 +92,8 @@ struct Inner {
     requests: mpsc::Sender<SessionRequest>,
     hub: WatchHub,
     counters: Arc<SessionCounters>,
+    /// The keys its announcers hold (see [`Session::hold`]).
+    held: Arc<Mutex<HashSet<String>>>,
     /// Stops the task when the last handle goes (the lease is left to expire).
     _stop: DropGuard,
 }
@@ -189,6 +192,7 @@ impl Session {
                 requests,
                 hub,
                 counters,
+                held: Arc::default(),
                 _stop: stop.drop_guard(),
             }),
         })
@@ -267,6 +271,34 @@ impl Session {
     /// The shared watch stream.
     pub(crate) fn hub(&self) -> &WatchHub {
         &self.inner.hub
+    }
+
+    /// Marks `key` as one of this session's announcers' own while the hold lives; `None` when
+    /// another announcer on the session holds it.
+    ///
+    /// Every key of the session is written under the same lease, so the lease cannot tell
+    /// whose a key is. The hold can: a claim that finds its key under the session's lease
+    /// while holding it is this announcer's own earlier attempt, whose answer was lost.
+    pub(crate) fn hold(&self, key: &str) -> Option<KeyHold> {
+        let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(key.to_owned()).then(|| KeyHold {
+            held: self.inner.held.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// A key held by one announcer of a session; released when dropped.
+#[derive(Debug)]
+pub(crate) struct KeyHold {
+    held: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for KeyHold {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.key);
     }
 }
 
