@@ -117,6 +117,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
                 plan,
                 lease_ttl: settings.lease_ttl,
                 predecessor,
+                watch_prefix: subjects.services_prefix().into(),
             };
             let (rewrite, rewrites) = mpsc::channel(REWRITE_QUEUE);
             let (farewell, farewell_rx) = oneshot::channel();

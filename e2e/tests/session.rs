@@ -86,6 +86,25 @@ async fn holder(client: &mut etcd_client::Client, key: &str) -> Option<(u64, i64
         .map(|kv| (kv.mod_revision() as u64, kv.lease()))
 }
 
+/// etcd's own count of its watchers (`etcd_debugging_mvcc_watcher_total`).
+async fn etcd_watchers(server: &EtcdServer) -> u64 {
+    let url = server.metrics_url();
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let metrics = herald_testkit::http::get(port, "/metrics")
+        .await
+        .expect("etcd metrics");
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("etcd reports its watchers") as u64
+}
+
 async fn leases(client: &mut etcd_client::Client) -> Vec<i64> {
     let resp = client.leases().await.expect("etcd leases");
     resp.leases().iter().map(|l| l.id()).collect()
@@ -122,6 +141,16 @@ async fn announcers_on_a_session_share_one_lease_one_keep_alive_and_one_watch_st
     )
     .await;
     assert_eq!(s.session.stats().watch_streams, 1, "on one watch stream");
+    assert_eq!(
+        s.session.stats().etcd_watchers,
+        1,
+        "one watch of the prefix for every key"
+    );
+    assert_eq!(
+        etcd_watchers(&s.etcd).await,
+        1,
+        "etcd holds one watcher for the session, not one per key"
+    );
 
     // The session keeps the lease alive (every third of its TTL), not the announcers.
     let before = s.session.stats().keep_alives;

@@ -36,6 +36,8 @@ pub(crate) struct Setup {
     /// Asks a holder of the key whether it lives, before the id is refused (not with
     /// takeover, which replaces any holder).
     pub(crate) predecessor: Option<Predecessor>,
+    /// The prefix a session watches for the key.
+    pub(crate) watch_prefix: Arc<str>,
 }
 
 /// The registration task: registers, tells `start()` the epoch (or the error) through
@@ -68,6 +70,7 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
         key,
         lease_ttl,
         predecessor,
+        watch_prefix,
     } = setup;
     let (client, session) = match plan.connection {
         EtcdConnection::Config(config) => (Arc::new(config.connect().await?), None),
@@ -81,7 +84,7 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
     };
     // On a session, the lease is the session's: its TTL sets the pace.
     let lease_ttl = session.as_ref().map_or(lease_ttl, Session::ttl);
-    let mut registrar = Registrar::new(etcd, session, lease_ttl, links);
+    let mut registrar = Registrar::new(etcd, session, watch_prefix, lease_ttl, links);
     registrar.claim_first(plan.takeover, predecessor).await?;
     // A call that outlasts the keep-alive period would put the lease at risk: from now on,
     // give up on it and retry instead.
@@ -106,6 +109,11 @@ impl Registrar {
         let lease = match &self.session {
             Some(session) => {
                 self.key_hold = session.hold(&self.etcd.key);
+                if self.key_hold.is_some() {
+                    // Before the claim: no change after it can pass unseen.
+                    self.watch =
+                        subscribed(session, &self.watch_prefix, &self.etcd.key, budget).await;
+                }
                 session_lease(session, budget).await?
             }
             None => retried(budget, || self.etcd.grant(self.lease_ttl)).await?,
@@ -257,6 +265,30 @@ where
                 tries += 1;
             }
             other => return other,
+        }
+    }
+}
+
+/// The key's share of the session's watch, or `None` when it is not open within `budget`
+/// (the registration task opens it later, and reads the key then).
+async fn subscribed(
+    session: &Session,
+    prefix: &str,
+    key: &str,
+    budget: Duration,
+) -> Option<crate::session::KeyWatch> {
+    match tokio::time::timeout(budget, session.hub().subscribe(prefix, key)).await {
+        Ok(Ok(watch)) => Some(watch),
+        Ok(Err(e)) => {
+            tracing::debug!(
+                error = &e as &dyn std::error::Error,
+                "session watch not open yet"
+            );
+            None
+        }
+        Err(_) => {
+            tracing::debug!("session watch not open within the call deadline");
+            None
         }
     }
 }

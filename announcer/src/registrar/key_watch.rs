@@ -2,21 +2,27 @@
 //! fences this incarnation; a deletion deregisters it if our lease still lives, else the lease
 //! expired and the instance registers again.
 
-use etcd_client::{EventType, WatchResponse};
 use tokio::time::Instant;
 
 use super::Registrar;
-use crate::session::KeyWatch;
+use crate::session::{KeyNews, KeyWatch};
 use crate::status::Stopped;
 
 impl Registrar {
+    /// Opens the key's watch: the announcer's own from the revision after the last seen, or
+    /// its share of the session's watch again, after which the key is read (changes since the
+    /// last share ended may have passed unseen).
     pub(super) async fn open_watch(&mut self) -> bool {
         let opened = match &self.session {
             Some(session) => {
-                session
+                let subscribed = session
                     .hub()
-                    .watch(self.etcd.key.clone(), self.seen + 1)
-                    .await
+                    .subscribe(&self.watch_prefix, &self.etcd.key)
+                    .await;
+                if subscribed.is_ok() {
+                    self.check_key = true;
+                }
+                subscribed
             }
             None => self
                 .etcd
@@ -39,12 +45,21 @@ impl Registrar {
         }
     }
 
-    pub(super) async fn on_watch(
-        &mut self,
-        msg: Result<Option<WatchResponse>, etcd_client::Error>,
-    ) {
-        let resp = match msg {
-            Ok(Some(resp)) => resp,
+    pub(super) async fn on_watch(&mut self, msg: Result<Option<KeyNews>, etcd_client::Error>) {
+        let (cluster, changes) = match msg {
+            Ok(Some(KeyNews::Changes {
+                cluster_id,
+                changes,
+            })) => (cluster_id, changes),
+            Ok(Some(KeyNews::HistoryLost)) => {
+                // An own watch ends with its history; the session's resumes by itself.
+                if matches!(self.watch, Some(KeyWatch::Own(_))) {
+                    self.watch = None;
+                }
+                self.check_key = true;
+                self.retry_at = Some(Instant::now());
+                return;
+            }
             Ok(None) | Err(_) => {
                 tracing::debug!(seen = self.seen, "watch of the registration lost; resuming");
                 self.watch = None;
@@ -52,35 +67,23 @@ impl Registrar {
                 return;
             }
         };
-        let cluster = resp.header().map_or(0, |h| h.cluster_id());
         if cluster != 0 && self.cluster_id != 0 && cluster != self.cluster_id {
             self.lease_lost("a different etcd cluster answers");
             return;
         }
-        if resp.compact_revision() > 0 || resp.canceled() {
-            self.watch = None;
-            self.check_key = true;
-            self.retry_at = Some(Instant::now());
-            return;
-        }
         let lease = self.lease.unwrap_or(0);
-        for event in resp.events() {
-            let Some(kv) = event.kv() else { continue };
-            self.seen = self.seen.max(kv.mod_revision());
-            let revision = kv.mod_revision().max(0) as u64;
+        for change in changes {
+            self.seen = self.seen.max(change.revision);
+            let revision = change.revision.max(0) as u64;
             if revision <= self.epoch {
                 continue;
             }
-            match event.event_type() {
-                EventType::Put if kv.lease() != lease => {
-                    self.ending = Some(Stopped::Fenced { by_epoch: revision });
-                    return;
-                }
-                EventType::Put => {}
-                EventType::Delete => {
-                    self.check_delete = true;
-                    self.retry_at = Some(Instant::now());
-                }
+            if change.deleted {
+                self.check_delete = true;
+                self.retry_at = Some(Instant::now());
+            } else if change.lease != lease {
+                self.ending = Some(Stopped::Fenced { by_epoch: revision });
+                return;
             }
         }
     }

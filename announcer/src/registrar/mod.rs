@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::WatchResponse;
 use herald_shared::backoff::Backoff;
 use herald_shared::{State, Token, codec};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -20,7 +19,7 @@ use crate::error::Error;
 use crate::etcd_calls::{Etcd, KeepAlive};
 use crate::messages::{Rewrite, SessionLease, StagedMeta, Standing};
 use crate::scheduler::Nudge;
-use crate::session::{KeyHold, KeyWatch, Session};
+use crate::session::{KeyHold, KeyNews, KeyWatch, Session};
 use crate::stats::Counters;
 use crate::status::Stopped;
 
@@ -82,6 +81,8 @@ pub(crate) struct Registrar {
     check_key: bool,
     /// A metadata change not yet written.
     rewrite_due: bool,
+    /// On a session: the prefix whose session watch follows the key.
+    watch_prefix: Arc<str>,
     /// The newest metadata `set_meta` asked for; every write of the key carries it.
     meta: Option<StagedMeta>,
     /// On a session: the key is this announcer's among the session's (see
@@ -115,9 +116,7 @@ pub(crate) struct Links {
     pub(crate) nudge: Nudge,
 }
 
-async fn next_watch(
-    watch: &mut Option<KeyWatch>,
-) -> Result<Option<WatchResponse>, etcd_client::Error> {
+async fn next_watch(watch: &mut Option<KeyWatch>) -> Result<Option<KeyNews>, etcd_client::Error> {
     match watch {
         Some(w) => w.message().await,
         None => std::future::pending().await,
@@ -144,7 +143,13 @@ fn far_future() -> Instant {
 
 impl Registrar {
     /// The task's state before its first registration.
-    fn new(etcd: Etcd, session: Option<Session>, lease_ttl: Duration, links: Links) -> Self {
+    fn new(
+        etcd: Etcd,
+        session: Option<Session>,
+        watch_prefix: Arc<str>,
+        lease_ttl: Duration,
+        links: Links,
+    ) -> Self {
         let period = lease_ttl / 3;
         let Links {
             standing,
@@ -176,6 +181,7 @@ impl Registrar {
             check_delete: false,
             check_key: false,
             rewrite_due: false,
+            watch_prefix,
             meta: None,
             key_hold: None,
             ending: None,
@@ -221,7 +227,7 @@ impl Registrar {
     /// may run thousands of these tasks that wait almost all the time, so the waiting state
     /// stays small (about 1 KiB instead of 34) and a step's state lives only while it runs.
     async fn run(mut self) -> Result<(), Error> {
-        if !Box::pin(self.open_watch()).await {
+        if self.watch.is_none() && !Box::pin(self.open_watch()).await {
             self.retry_at = Some(Instant::now() + RETRY_FIRST);
         }
         let mut rewrites_open = true;

@@ -9,8 +9,8 @@
 //!
 //! The session's task (`keeper`) owns the lease: it keeps it alive, and grants a new one when
 //! etcd says it is gone; every announcer on the session then registers again under the new
-//! lease. `watch_hub` owns the shared watch stream and hands each announcer the responses of
-//! its own key.
+//! lease. `watch_hub` owns the session's watch: one etcd watcher per prefix, whose events it
+//! hands to the announcer of each key.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,7 +31,7 @@ use crate::settings::{MAX_LEASE_TTL, MIN_LEASE_TTL};
 mod keeper;
 mod watch_hub;
 
-pub(crate) use watch_hub::{KeyWatch, WatchHub};
+pub(crate) use watch_hub::{KeyNews, KeyWatch, WatchHub};
 
 /// Deadline of each etcd call of a session built on a caller's client.
 const SHARED_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,8 +117,11 @@ pub struct SessionStats {
     pub keep_alive_failures: u64,
     /// Leases found gone, each replaced by a new grant (the announcers register again).
     pub lease_losses: u64,
-    /// Key watches open on the shared watch stream now (one per registered announcer).
+    /// Keys followed through the session's watch now (one per registered announcer).
     pub key_watches: u64,
+    /// Watchers the session holds on etcd now: one per prefix its announcers register under,
+    /// however many keys.
+    pub etcd_watchers: u64,
     /// Times the shared watch stream was opened (the first time, and after each break).
     pub watch_streams: u64,
 }
@@ -129,6 +132,7 @@ pub(crate) struct SessionCounters {
     pub(crate) keep_alive_failures: AtomicU64,
     pub(crate) lease_losses: AtomicU64,
     pub(crate) key_watches: AtomicU64,
+    pub(crate) etcd_watchers: AtomicU64,
     pub(crate) watch_streams: AtomicU64,
 }
 
@@ -229,6 +233,7 @@ impl Session {
             keep_alive_failures: c.keep_alive_failures.load(Ordering::Relaxed),
             lease_losses: c.lease_losses.load(Ordering::Relaxed),
             key_watches: c.key_watches.load(Ordering::Relaxed),
+            etcd_watchers: c.etcd_watchers.load(Ordering::Relaxed),
             watch_streams: c.watch_streams.load(Ordering::Relaxed),
         }
     }

@@ -1,71 +1,126 @@
-//! One etcd watch stream carrying the key watches of every announcer on a session.
+//! One etcd watch per prefix for every announcer on a session, on one stream.
 //!
-//! etcd multiplexes watchers on a stream by watch id; the hub picks the ids itself (etcd 3.4+
-//! takes a client-chosen id), so each response goes to its announcer without a lookup by key.
-//! The hub's task owns the stream: it opens it on the first watch, routes every response, and
-//! when the stream breaks it drops every subscription, whose announcers resume their watch from
-//! the last revision they saw, as they do with a watch of their own.
+//! The hub watches the services prefix of each Herald prefix its announcers register under:
+//! one etcd watcher, however many keys, opened when the first announcer of that prefix asks
+//! and cancelled when the last one leaves. Each event goes to the announcer of its key. An
+//! announcer subscribes before it claims its key, and the subscription is answered once etcd
+//! has created the watch, so no change after the claim can pass unseen; and a watch that starts
+//! at the current revision costs etcd no catch-up through history, where a watcher per key,
+//! each starting at its own claim's revision, did.
+//!
+//! When the stream breaks, the hub opens it again and resumes each prefix after the last
+//! revision it saw, without the announcers noticing. When etcd compacted that revision away,
+//! the watch resumes from the oldest revision left, and every announcer of the prefix is told
+//! that history was lost, so that it reads its key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use etcd_client::{WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
+use herald_shared::backoff::Backoff;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::SessionCounters;
 use crate::etcd_calls::{CallError, Etcd};
 
-/// Responses waiting for one announcer; it sees at most a few per registration.
+/// News waiting for one announcer; it sees at most a few per registration.
 const SUBSCRIPTION_QUEUE: usize = 16;
 
-/// A response on its way to one announcer. Boxed: a channel allocates its first block of 32
-/// slots when it is made, and 32 inline responses are 4 KB per announcer, for a queue that
-/// is nearly always empty.
-type Routed = Box<WatchResponse>;
+/// One change of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyChange {
+    /// The revision of the change.
+    pub(crate) revision: i64,
+    /// The lease a write put the key under (0 for a deletion).
+    pub(crate) lease: i64,
+    pub(crate) deleted: bool,
+}
+
+impl KeyChange {
+    fn of(event: &etcd_client::Event) -> Option<KeyChange> {
+        let kv = event.kv()?;
+        Some(KeyChange {
+            revision: kv.mod_revision(),
+            lease: kv.lease(),
+            deleted: event.event_type() == EventType::Delete,
+        })
+    }
+}
+
+/// What a watch tells of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyNews {
+    /// Changes of the key, in order, from the cluster `cluster_id` (0: not said).
+    Changes {
+        cluster_id: u64,
+        changes: Vec<KeyChange>,
+    },
+    /// The watch lost part of its history (compacted, or cancelled by etcd): the key must be
+    /// read to know where it stands.
+    HistoryLost,
+}
+
+impl KeyNews {
+    /// The news of a response of a watch of the key alone.
+    fn of(resp: &WatchResponse) -> KeyNews {
+        if resp.compact_revision() > 0 || resp.canceled() {
+            return KeyNews::HistoryLost;
+        }
+        KeyNews::Changes {
+            cluster_id: resp.header().map_or(0, |h| h.cluster_id()),
+            changes: resp.events().iter().filter_map(KeyChange::of).collect(),
+        }
+    }
+}
 
 /// A watch of one announcer's key.
 #[derive(Debug)]
 pub(crate) enum KeyWatch {
     /// A watch stream of the announcer's own.
     Own(Box<WatchStream>),
-    /// A watch on the session's shared stream.
+    /// The key's share of the session's watch.
     Shared(Subscription),
 }
 
 impl KeyWatch {
-    /// The next response; `Ok(None)` when the watch ended (resume it).
-    pub(crate) async fn message(&mut self) -> Result<Option<WatchResponse>, etcd_client::Error> {
+    /// The next news; `Ok(None)` when the watch ended (open it again).
+    pub(crate) async fn message(&mut self) -> Result<Option<KeyNews>, etcd_client::Error> {
         match self {
-            KeyWatch::Own(stream) => stream.message().await,
-            KeyWatch::Shared(sub) => Ok(sub.responses.recv().await.map(|r| *r)),
+            KeyWatch::Own(stream) => Ok(stream.message().await?.map(|r| KeyNews::of(&r))),
+            KeyWatch::Shared(sub) => Ok(sub.news.recv().await),
         }
     }
 }
 
-/// One key watch on the shared stream; dropping it cancels the watch.
+/// One key's share of the session's watch; dropping it ends the share.
 #[derive(Debug)]
 pub(crate) struct Subscription {
-    id: i64,
-    responses: mpsc::Receiver<Routed>,
+    key: Arc<str>,
+    id: u64,
+    news: mpsc::Receiver<KeyNews>,
     hub: mpsc::UnboundedSender<HubRequest>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = self.hub.send(HubRequest::Cancel(self.id));
+        let _ = self.hub.send(HubRequest::Cancel(self.key.clone(), self.id));
     }
 }
 
+type Answer = oneshot::Sender<Result<Subscription, CallError>>;
+
 #[derive(Debug)]
 pub(crate) enum HubRequest {
-    Watch {
-        key: String,
-        from: i64,
-        reply: oneshot::Sender<Result<Subscription, CallError>>,
+    Subscribe {
+        prefix: Arc<str>,
+        key: Arc<str>,
+        reply: Answer,
     },
-    Cancel(i64),
+    Cancel(Arc<str>, u64),
 }
 
 /// The handle to the hub's task.
@@ -74,44 +129,84 @@ pub(crate) struct WatchHub {
     requests: mpsc::UnboundedSender<HubRequest>,
 }
 
+fn gone() -> CallError {
+    CallError::Failed(herald_shared::EtcdError::unreachable("session gone"))
+}
+
 impl WatchHub {
     pub(crate) fn spawn(etcd: Etcd, counters: Arc<SessionCounters>, span: tracing::Span) -> Self {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let task = HubTask {
             etcd,
             stream: None,
+            prefixes: HashMap::new(),
+            by_id: HashMap::new(),
             routes: HashMap::new(),
-            next_id: 1,
+            next_route: 1,
+            next_watch: 1,
             requests: requests_rx,
             handle: requests.downgrade(),
             counters,
+            reopen_at: None,
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
         };
         tokio::spawn(task.run().instrument(span));
         WatchHub { requests }
     }
 
-    /// Watches `key` from revision `from` on the shared stream.
-    pub(crate) async fn watch(&self, key: String, from: i64) -> Result<KeyWatch, CallError> {
+    /// Follows `key` through the session's watch of `prefix` (which holds it). Answers once
+    /// etcd has created that watch: any change of the key from then on is seen.
+    pub(crate) async fn subscribe(&self, prefix: &str, key: &str) -> Result<KeyWatch, CallError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || CallError::Failed(herald_shared::EtcdError::unreachable("session gone"));
         self.requests
-            .send(HubRequest::Watch { key, from, reply })
+            .send(HubRequest::Subscribe {
+                prefix: prefix.into(),
+                key: key.into(),
+                reply,
+            })
             .map_err(|_| gone())?;
         let sub = answer.await.map_err(|_| gone())??;
         Ok(KeyWatch::Shared(sub))
     }
 }
 
+/// The session's watch of one prefix.
+struct PrefixWatch {
+    /// Its watch id on the current stream.
+    id: i64,
+    /// etcd confirmed it on the current stream.
+    created: bool,
+    /// The last revision it saw (0: none yet); it resumes after it.
+    seen: i64,
+    /// Keys followed through it.
+    keys: usize,
+    /// Subscriptions answered once it is created.
+    waiting: Vec<(Arc<str>, Answer)>,
+}
+
+/// Where one key's news goes.
+struct Route {
+    id: u64,
+    prefix: Arc<str>,
+    news: mpsc::Sender<KeyNews>,
+}
+
 struct HubTask {
     etcd: Etcd,
     stream: Option<WatchStream>,
-    /// Watch id → the announcer's queue.
-    routes: HashMap<i64, mpsc::Sender<Routed>>,
-    next_id: i64,
+    prefixes: HashMap<Arc<str>, PrefixWatch>,
+    /// Watch id on the current stream → its prefix.
+    by_id: HashMap<i64, Arc<str>>,
+    routes: HashMap<Arc<str>, Route>,
+    next_route: u64,
+    next_watch: i64,
     requests: mpsc::UnboundedReceiver<HubRequest>,
     /// Given to subscriptions so they can cancel; weak, so the task ends with the last hub.
     handle: mpsc::WeakUnboundedSender<HubRequest>,
     counters: Arc<SessionCounters>,
+    /// When to open the broken stream again.
+    reopen_at: Option<Instant>,
+    backoff: Backoff,
 }
 
 async fn next_response(
@@ -123,111 +218,321 @@ async fn next_response(
     }
 }
 
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl HubTask {
     async fn run(mut self) {
         loop {
             tokio::select! {
                 request = self.requests.recv() => match request {
-                    Some(HubRequest::Watch { key, from, reply }) => {
-                        let answer = self.watch(key, from).await;
-                        let _ = reply.send(answer);
+                    Some(HubRequest::Subscribe { prefix, key, reply }) => {
+                        self.subscribe(prefix, key, reply).await;
                     }
-                    Some(HubRequest::Cancel(id)) => self.cancel(id).await,
+                    Some(HubRequest::Cancel(key, id)) => self.cancel(&key, id).await,
                     None => return,
                 },
                 msg = next_response(&mut self.stream) => match msg {
-                    Ok(Some(resp)) => self.route(resp).await,
+                    Ok(Some(resp)) => self.on_response(resp).await,
                     Ok(None) | Err(_) => self.broken(),
                 },
+                () = until(self.reopen_at) => {
+                    self.reopen_at = None;
+                    self.reopen().await;
+                }
             }
         }
     }
 
-    async fn watch(&mut self, key: String, from: i64) -> Result<Subscription, CallError> {
-        let Some(handle) = self.handle.upgrade() else {
-            return Err(CallError::Failed(herald_shared::EtcdError::unreachable(
-                "session gone",
-            )));
-        };
-        let id = self.next_id;
-        self.next_id += 1;
-        let opts = WatchOptions::new()
-            .with_start_revision(from)
-            .with_watch_id(id);
-        match &mut self.stream {
-            Some(stream) => {
-                if let Err(e) = stream.watch(key, Some(opts)).await {
-                    tracing::debug!(error = %e, "shared watch stream broken");
+    async fn subscribe(&mut self, prefix: Arc<str>, key: Arc<str>, reply: Answer) {
+        if let Some(watch) = self.prefixes.get_mut(&prefix) {
+            if watch.created {
+                let sub = self.route(prefix, key);
+                let _ = reply.send(sub);
+            } else {
+                watch.waiting.push((key, reply));
+            }
+            return;
+        }
+        let id = self.watch_id(&prefix);
+        self.prefixes.insert(
+            prefix.clone(),
+            PrefixWatch {
+                id,
+                created: false,
+                seen: 0,
+                keys: 0,
+                waiting: vec![(key, reply)],
+            },
+        );
+        self.count();
+        if self.stream.is_some() || self.reopen_at.is_none() {
+            let opts = WatchOptions::new().with_prefix().with_watch_id(id);
+            if let Err(e) = self.send_watch(&prefix, opts).await {
+                // Nobody can be answered before the stream is back: fail them, they retry.
+                let watch = self.prefixes.remove(&prefix).expect("inserted above");
+                self.by_id.remove(&id);
+                self.count();
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "session watch not opened"
+                );
+                for (_, reply) in watch.waiting {
+                    let _ = reply.send(Err(CallError::Failed(
+                        herald_shared::EtcdError::unreachable(
+                            "the session's watch could not be opened",
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A new watch id for `prefix` on the current stream.
+    fn watch_id(&mut self, prefix: &Arc<str>) -> i64 {
+        let id = self.next_watch;
+        self.next_watch += 1;
+        self.by_id.insert(id, prefix.clone());
+        id
+    }
+
+    /// Asks for a watch of `prefix`, opening the stream when there is none.
+    async fn send_watch(&mut self, prefix: &str, opts: WatchOptions) -> Result<(), CallError> {
+        if let Some(stream) = &mut self.stream {
+            return match stream.watch(prefix, Some(opts)).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
                     self.broken();
-                    return Err(CallError::Failed(herald_shared::etcd::classify(e)));
+                    Err(CallError::Failed(herald_shared::etcd::classify(e)))
                 }
-            }
-            None => {
-                let mut client = etcd_client::Client::clone(&self.etcd.client);
-                let opened =
-                    tokio::time::timeout(self.etcd.timeout, client.watch(key, Some(opts))).await;
-                match opened {
-                    Ok(Ok(stream)) => {
-                        self.counters.watch_streams.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!("shared watch stream opened");
-                        self.stream = Some(stream);
-                    }
-                    Ok(Err(e)) => return Err(CallError::Failed(herald_shared::etcd::classify(e))),
-                    Err(_) => {
-                        return Err(CallError::Failed(herald_shared::EtcdError::no_answer(
-                            self.etcd.timeout,
-                        )));
-                    }
-                }
-            }
+            };
         }
-        let (tx, responses) = mpsc::channel(SUBSCRIPTION_QUEUE);
-        self.routes.insert(id, tx);
-        self.count_routes();
-        Ok(Subscription {
-            id,
-            responses,
-            hub: handle,
-        })
+        let mut client = etcd_client::Client::clone(&self.etcd.client);
+        match tokio::time::timeout(self.etcd.timeout, client.watch(prefix, Some(opts))).await {
+            Ok(Ok(stream)) => {
+                self.counters.watch_streams.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("session watch stream opened");
+                self.stream = Some(stream);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(CallError::Failed(herald_shared::etcd::classify(e))),
+            Err(_) => Err(CallError::Failed(herald_shared::EtcdError::no_answer(
+                self.etcd.timeout,
+            ))),
+        }
     }
 
-    /// Hands `resp` to the announcer whose watch it answers. One whose queue is full or gone
-    /// loses its watch: it resumes from the last revision it saw.
-    async fn route(&mut self, resp: WatchResponse) {
-        let id = resp.watch_id();
-        let ended = resp.canceled();
-        let Some(route) = self.routes.get(&id) else {
+    fn route(&mut self, prefix: Arc<str>, key: Arc<str>) -> Result<Subscription, CallError> {
+        let hub = self.handle.upgrade().ok_or_else(gone)?;
+        let id = self.next_route;
+        self.next_route += 1;
+        let (tx, news) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        let replaced = self.routes.insert(
+            key.clone(),
+            Route {
+                id,
+                prefix: prefix.clone(),
+                news: tx,
+            },
+        );
+        if replaced.is_none()
+            && let Some(watch) = self.prefixes.get_mut(&prefix)
+        {
+            watch.keys += 1;
+        }
+        self.count();
+        Ok(Subscription { key, id, news, hub })
+    }
+
+    async fn on_response(&mut self, resp: WatchResponse) {
+        let Some(prefix) = self.by_id.get(&resp.watch_id()).cloned() else {
             return;
         };
-        if route.try_send(Box::new(resp)).is_err() || ended {
-            self.cancel(id).await;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        if resp.compact_revision() > 0 {
+            self.history_lost(&prefix, resp.compact_revision()).await;
+            return;
+        }
+        if resp.canceled() {
+            // etcd ended the watch for another reason (a permission, a member going away):
+            // its announcers read their keys, and every prefix resumes on a new stream after
+            // a pause.
+            tracing::debug!(%prefix, reason = resp.cancel_reason(), "session watch cancelled by etcd");
+            self.tell_history_lost(&prefix).await;
+            self.stream = None;
+            self.broken();
+            return;
+        }
+        let Some(watch) = self.prefixes.get_mut(&prefix) else {
+            return;
+        };
+        if resp.created() && !watch.created {
+            watch.created = true;
+            if watch.seen == 0 {
+                watch.seen = revision;
+            }
+            self.backoff.reset();
+            for (key, reply) in std::mem::take(&mut watch.waiting) {
+                let sub = self.route(prefix.clone(), key);
+                let _ = reply.send(sub);
+            }
+            return;
+        }
+        let cluster_id = resp.header().map_or(0, |h| h.cluster_id());
+        let mut seen = revision.max(watch.seen);
+        let mut overflowed = Vec::new();
+        for event in resp.events() {
+            let Some(change) = KeyChange::of(event) else {
+                continue;
+            };
+            seen = seen.max(change.revision);
+            let Some(key) = event.kv().and_then(|kv| kv.key_str().ok()) else {
+                continue;
+            };
+            let Some(route) = self.routes.get(key) else {
+                continue;
+            };
+            let news = KeyNews::Changes {
+                cluster_id,
+                changes: vec![change],
+            };
+            if route.news.try_send(news).is_err() {
+                overflowed.push((Arc::<str>::from(key), route.id));
+            }
+        }
+        if let Some(watch) = self.prefixes.get_mut(&prefix) {
+            watch.seen = seen;
+        }
+        // An announcer that cannot keep up loses its share: it subscribes again and reads
+        // its key.
+        for (key, id) in overflowed {
+            self.cancel(&key, id).await;
         }
     }
 
-    async fn cancel(&mut self, id: i64) {
-        if self.routes.remove(&id).is_none() {
+    /// etcd dropped part of `prefix`'s history: every announcer of it is told, and the watch
+    /// resumes from the oldest revision left (`compacted`), or after the last one seen.
+    async fn history_lost(&mut self, prefix: &Arc<str>, compacted: i64) {
+        tracing::debug!(%prefix, compacted, "session watch lost its history");
+        self.tell_history_lost(prefix).await;
+        let Some(watch) = self.prefixes.get(prefix) else {
             return;
+        };
+        let from = if compacted > 0 {
+            compacted
+        } else {
+            watch.seen + 1
+        };
+        let old = watch.id;
+        self.by_id.remove(&old);
+        let id = self.watch_id(prefix);
+        if let Some(watch) = self.prefixes.get_mut(prefix) {
+            watch.id = id;
+            watch.created = false;
         }
-        self.count_routes();
-        if let Some(stream) = &mut self.stream
-            && stream.cancel(id).await.is_err()
-        {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_watch_id(id)
+            .with_start_revision(from);
+        if self.send_watch(prefix, opts).await.is_err() {
             self.broken();
         }
     }
 
-    /// The stream broke: every subscription ends, and its announcer resumes.
-    fn broken(&mut self) {
-        if self.stream.take().is_some() {
-            tracing::debug!(watches = self.routes.len(), "shared watch stream lost");
+    /// Tells every announcer of `prefix` that history was lost.
+    async fn tell_history_lost(&mut self, prefix: &Arc<str>) {
+        let mut overflowed = Vec::new();
+        for (key, route) in &self.routes {
+            if &route.prefix == prefix && route.news.try_send(KeyNews::HistoryLost).is_err() {
+                overflowed.push((key.clone(), route.id));
+            }
         }
-        self.routes.clear();
-        self.count_routes();
+        for (key, id) in overflowed {
+            self.cancel(&key, id).await;
+        }
     }
 
-    fn count_routes(&self) {
-        self.counters
-            .key_watches
+    async fn cancel(&mut self, key: &str, id: u64) {
+        let Some(route) = self.routes.get(key).filter(|r| r.id == id) else {
+            return;
+        };
+        let prefix = route.prefix.clone();
+        self.routes.remove(key);
+        let Some(watch) = self.prefixes.get_mut(&prefix) else {
+            self.count();
+            return;
+        };
+        watch.keys = watch.keys.saturating_sub(1);
+        if watch.keys == 0 && watch.waiting.is_empty() {
+            // Nobody follows the prefix any more: etcd drops its watcher.
+            let watch_id = watch.id;
+            self.prefixes.remove(&prefix);
+            self.by_id.remove(&watch_id);
+            if let Some(stream) = &mut self.stream
+                && stream.cancel(watch_id).await.is_err()
+            {
+                self.broken();
+            }
+        }
+        self.count();
+    }
+
+    /// The stream broke: every prefix resumes on a new one, shortly.
+    fn broken(&mut self) {
+        if self.stream.take().is_some() {
+            tracing::debug!(
+                prefixes = self.prefixes.len(),
+                keys = self.routes.len(),
+                "session watch stream lost; resuming"
+            );
+        }
+        for watch in self.prefixes.values_mut() {
+            watch.created = false;
+        }
+        if !self.prefixes.is_empty() && self.reopen_at.is_none() {
+            self.reopen_at = Some(Instant::now() + self.backoff.next_pause());
+        }
+    }
+
+    /// Opens the stream again and resumes every prefix after the last revision it saw.
+    async fn reopen(&mut self) {
+        self.by_id.clear();
+        let prefixes: Vec<(Arc<str>, i64)> = self
+            .prefixes
+            .iter()
+            .map(|(p, w)| (p.clone(), w.seen))
+            .collect();
+        for (prefix, seen) in prefixes {
+            let id = self.watch_id(&prefix);
+            if let Some(watch) = self.prefixes.get_mut(&prefix) {
+                watch.id = id;
+                watch.created = false;
+            }
+            let mut opts = WatchOptions::new().with_prefix().with_watch_id(id);
+            if seen > 0 {
+                opts = opts.with_start_revision(seen + 1);
+            }
+            if let Err(e) = self.send_watch(&prefix, opts).await {
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "session watch not resumed"
+                );
+                self.stream = None;
+                self.broken();
+                return;
+            }
+        }
+    }
+
+    fn count(&self) {
+        let c = &self.counters;
+        c.key_watches
             .store(self.routes.len() as u64, Ordering::Relaxed);
+        c.etcd_watchers
+            .store(self.prefixes.len() as u64, Ordering::Relaxed);
     }
 }
