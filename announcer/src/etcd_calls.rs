@@ -14,7 +14,7 @@ use herald_shared::{EtcdError, codec};
 use crate::error::{Error, ErrorKind};
 
 /// Why a call did not do what was asked.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum CallError {
     /// The lease is unknown to the cluster that answered (expired, revoked, or a new cluster).
     LeaseGone,
@@ -52,7 +52,7 @@ impl From<CallError> for Error {
     }
 }
 
-fn sort(e: etcd_client::Error) -> CallError {
+pub(crate) fn sort(e: etcd_client::Error) -> CallError {
     if herald_shared::etcd::is_lease_not_found(&e) {
         CallError::LeaseGone
     } else {
@@ -230,29 +230,11 @@ impl Etcd {
         lease: i64,
         takeover: bool,
     ) -> Result<Claim, CallError> {
-        let txn = if takeover {
-            Txn::new().and_then([self.put(value, lease)])
-        } else {
-            Txn::new()
-                .when([Compare::create_revision(
-                    self.key.clone(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then([self.put(value, lease)])
-                .or_else([TxnOp::get(self.key.clone(), None)])
-        };
+        let txn = claim_txn(&self.key, value, lease, takeover);
         // One transaction: the compare saw the key, so the get does too.
-        let claim = self.settle(txn).await?.ok_or_else(|| {
-            CallError::Failed(EtcdError::unreachable(
-                "registration transaction answered neither way",
-            ))
-        });
-        #[cfg(feature = "faults")]
-        if crate::faults::claim_answer_lost() {
-            return Err(CallError::Failed(EtcdError::unreachable(
-                "the registration's answer was lost (injected fault)",
-            )));
+        let claim = self.settle(txn).await?.ok_or_else(neither_way);
+        if answer_lost() {
+            return Err(lost_answer());
         }
         claim
     }
@@ -280,11 +262,7 @@ impl Etcd {
     }
 
     fn put(&self, value: Vec<u8>, lease: i64) -> TxnOp {
-        TxnOp::put(
-            self.key.clone(),
-            value,
-            Some(PutOptions::new().with_lease(lease).with_prev_key()),
-        )
+        put(&self.key, value, lease)
     }
 
     /// Runs a registration transaction: written (noting an incarnation it replaced), held by
@@ -292,23 +270,7 @@ impl Etcd {
     async fn settle(&self, txn: Txn) -> Result<Option<Claim>, CallError> {
         let mut client = Client::clone(&self.client);
         let resp = self.bounded(client.txn(txn)).await?;
-        let (epoch, cluster_id) = revision(resp.header());
-        if resp.succeeded() {
-            if let Some(prev) = previous(&resp) {
-                tracing::warn!(
-                    replaced_epoch = prev.epoch,
-                    epoch,
-                    "took over the registration of another incarnation"
-                );
-            }
-            return Ok(Some(Claim::Written { epoch, cluster_id }));
-        }
-        Ok(read(&resp).map(|h| Claim::Held {
-            epoch: h.epoch,
-            lease: h.lease,
-            token_ttl: h.token_ttl,
-            cluster_id,
-        }))
+        Ok(claim_outcome(&resp, resp.header()))
     }
 
     /// Rewrites the key with `value` if it is still attached to `lease`; the new epoch, or
@@ -385,6 +347,75 @@ impl Etcd {
         self.bounded(client.watch(self.key.clone(), Some(opts)))
             .await
     }
+}
+
+/// The registration transaction of `key`: put `value` under `lease` if the key does not
+/// exist, else read it; with `takeover`, put it whatever holds the key.
+pub(crate) fn claim_txn(key: &str, value: Vec<u8>, lease: i64, takeover: bool) -> Txn {
+    if takeover {
+        Txn::new().and_then([put(key, value, lease)])
+    } else {
+        Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([put(key, value, lease)])
+            .or_else([TxnOp::get(key, None)])
+    }
+}
+
+fn put(key: &str, value: Vec<u8>, lease: i64) -> TxnOp {
+    TxnOp::put(
+        key,
+        value,
+        Some(PutOptions::new().with_lease(lease).with_prev_key()),
+    )
+}
+
+/// What a registration transaction did, answered under `header`: written (noting an
+/// incarnation it replaced), held by the holder its `or_else` read, or `None` when its
+/// compare failed on an absent key.
+pub(crate) fn claim_outcome(
+    resp: &TxnResponse,
+    header: Option<&etcd_client::ResponseHeader>,
+) -> Option<Claim> {
+    let (epoch, cluster_id) = revision(header);
+    if resp.succeeded() {
+        if let Some(prev) = previous(resp) {
+            tracing::warn!(
+                replaced_epoch = prev.epoch,
+                epoch,
+                "took over the registration of another incarnation"
+            );
+        }
+        return Some(Claim::Written { epoch, cluster_id });
+    }
+    read(resp).map(|h| Claim::Held {
+        epoch: h.epoch,
+        lease: h.lease,
+        token_ttl: h.token_ttl,
+        cluster_id,
+    })
+}
+
+/// A registration transaction that neither wrote nor read: no answer that makes sense.
+pub(crate) fn neither_way() -> CallError {
+    CallError::Failed(EtcdError::unreachable(
+        "registration transaction answered neither way",
+    ))
+}
+
+/// Whether the answer of a registration that etcd carried out is to be lost (a fault a test
+/// injected; never without the `faults` feature).
+pub(crate) fn answer_lost() -> bool {
+    #[cfg(feature = "faults")]
+    return crate::faults::claim_answer_lost();
+    #[cfg(not(feature = "faults"))]
+    false
+}
+
+pub(crate) fn lost_answer() -> CallError {
+    CallError::Failed(EtcdError::unreachable(
+        "the registration's answer was lost (injected fault)",
+    ))
 }
 
 fn previous(resp: &TxnResponse) -> Option<Holder> {

@@ -485,3 +485,77 @@ async fn a_session_and_its_announcers_check_their_settings() {
     );
     first.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcers_starting_and_stopping_together_share_transactions() {
+    init_tracing();
+    const MANY: usize = 200;
+    let nats_server = NatsServer::start().await;
+    let etcd_server = EtcdServer::start().await;
+    let prefix = prefix("batched");
+    let session = Session::connect(etcd(&etcd_server.endpoints()), SESSION_TTL)
+        .await
+        .expect("session starts");
+    let client = async_nats::connect(nats_server.url()).await.unwrap();
+    let mut etcd_c = etcd_client(&etcd_server.endpoints()).await;
+
+    // Every start at once.
+    let starts = (0..MANY).map(|i| start(&client, &session, &prefix, i));
+    let announcers = futures::future::join_all(starts).await;
+    let lease = session.lease().unwrap();
+    for (i, a) in announcers.iter().enumerate() {
+        assert_eq!(
+            holder(&mut etcd_c, &key(&prefix, i)).await,
+            Some((a.epoch(), lease)),
+            "key {i}: written under the session's lease, its revision the epoch"
+        );
+    }
+    let started = session.stats();
+    assert_eq!(started.batched_calls, MANY as u64);
+    assert!(
+        started.batches < MANY as u64 / 4,
+        "{} claims went in {} transactions",
+        started.batched_calls,
+        started.batches
+    );
+
+    // An id another announcer on the session has is refused without a claim.
+    let err = Announcer::builder("svc", "127.0.0.1:8999")
+        .client(client.clone())
+        .session(&session)
+        .prefix(&prefix)
+        .instance(id(7))
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DuplicateInstance, "{err}");
+    assert_eq!(
+        session.stats().batched_calls,
+        MANY as u64,
+        "no claim was sent"
+    );
+
+    // Every stop at once: the deletions share transactions too.
+    let stops = announcers.into_iter().map(|a| a.shutdown());
+    for stopped in futures::future::join_all(stops).await {
+        stopped.expect("shutdown");
+    }
+    let stopped = session.stats();
+    assert_eq!(stopped.batched_calls - started.batched_calls, MANY as u64);
+    assert!(
+        stopped.batches - started.batches < MANY as u64 / 4,
+        "{} deletions went in {} transactions",
+        stopped.batched_calls - started.batched_calls,
+        stopped.batches - started.batches
+    );
+    let left = etcd_c
+        .get(
+            format!("/{prefix}/"),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 0, "every key deleted");
+    assert_eq!(session.stats().etcd_watchers, 0, "no watcher left on etcd");
+    session.close().await.unwrap();
+}

@@ -140,7 +140,7 @@ impl Registrar {
         let Some(lease) = self.lease else {
             return Ok(());
         };
-        match tokio::time::timeout_at(deadline, self.etcd.delete_if_lease(lease)).await {
+        match tokio::time::timeout_at(deadline, self.delete_if_lease(lease)).await {
             Ok(Ok(_)) => {
                 tracing::info!("registration removed");
                 Ok(())
@@ -175,7 +175,7 @@ impl Registrar {
         };
         let ttl = std::time::Duration::from_millis(u64::from(self.last_token.borrow().ttl_ms));
         tokio::time::sleep(ttl * 2).await;
-        match self.etcd.delete_if_lease(lease).await {
+        match self.delete_if_lease(lease).await {
             Ok(_) => tracing::debug!("handle dropped; registration removed after the token TTL"),
             Err(e) => {
                 tracing::warn!(

@@ -109,6 +109,13 @@ impl Registrar {
         let lease = match &self.session {
             Some(session) => {
                 self.key_hold = session.hold(&self.etcd.key);
+                if self.key_hold.is_none() && !takeover {
+                    // Another announcer on this session has the id: no claim could tell
+                    // whose the key is, since both would write under the same lease.
+                    let holder = retried(budget, || self.etcd.holder()).await;
+                    let epoch = holder.ok().and_then(|(h, ..)| h).map_or(0, |h| h.epoch);
+                    return Err(self.duplicate(epoch));
+                }
                 if self.key_hold.is_some() {
                     // Before the claim: no change after it can pass unseen.
                     self.watch =
@@ -119,7 +126,7 @@ impl Registrar {
             None => retried(budget, || self.etcd.grant(self.lease_ttl)).await?,
         };
         let value = self.value();
-        let mut claim = retried(budget, || self.etcd.claim(value.clone(), lease, takeover)).await;
+        let mut claim = retried(budget, || self.claim(value.clone(), lease, takeover)).await;
         if let Ok(Claim::Held {
             epoch,
             lease: held,
@@ -157,11 +164,7 @@ impl Registrar {
                 self.first_registered(lease, epoch, cluster_id);
                 return Ok(());
             }
-            Ok(Claim::Held { epoch, .. }) => Error::duplicate(Duplicate {
-                instance: self.last_token.borrow().instance.clone(),
-                key: self.etcd.key.clone(),
-                epoch,
-            }),
+            Ok(Claim::Held { epoch, .. }) => self.duplicate(epoch),
             Err(e) => {
                 if let CallError::LeaseGone = e {
                     self.report_lost(lease);
@@ -170,6 +173,15 @@ impl Registrar {
             }
         };
         Err(self.undo(lease, failed).await)
+    }
+
+    /// `DuplicateInstance`: the key is held, at `epoch`.
+    fn duplicate(&self, epoch: u64) -> Error {
+        Error::duplicate(Duplicate {
+            instance: self.last_token.borrow().instance.clone(),
+            key: self.etcd.key.clone(),
+            epoch,
+        })
     }
 
     /// Asks the holder of the key at `epoch` whether it lives, waiting up to its token TTL
@@ -214,7 +226,7 @@ impl Registrar {
                 );
             }
         } else if self.key_hold.is_some() {
-            match self.etcd.delete_if_lease(lease).await {
+            match self.delete_if_lease(lease).await {
                 Ok(true) => tracing::debug!(lease, "a claim that had landed was deleted"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(

@@ -124,7 +124,7 @@ impl Registrar {
             return self.ending.is_some();
         };
         let value = self.value();
-        match self.etcd.claim(value, lease, false).await {
+        match self.claim(value, lease, false).await {
             Ok(Claim::Written { epoch, cluster_id }) => self.registered(lease, epoch, cluster_id),
             Ok(Claim::Held {
                 epoch,

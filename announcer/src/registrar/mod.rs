@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::etcd_calls::{Etcd, KeepAlive};
+use crate::etcd_calls::{CallError, Claim, Etcd, KeepAlive};
 use crate::messages::{Rewrite, SessionLease, StagedMeta, Standing};
 use crate::scheduler::Nudge;
 use crate::session::{KeyHold, KeyNews, KeyWatch, Session};
@@ -204,6 +204,33 @@ impl Registrar {
             token.meta = staged.meta.clone();
         }
         value_of(token)
+    }
+
+    /// Claims the key: in the session's next batch, or in a transaction of its own.
+    async fn claim(&self, value: Vec<u8>, lease: i64, takeover: bool) -> Result<Claim, CallError> {
+        match &self.session {
+            Some(session) => {
+                session
+                    .batcher()
+                    .claim(&self.etcd.key, value, lease, takeover)
+                    .await
+            }
+            None => self.etcd.claim(value, lease, takeover).await,
+        }
+    }
+
+    /// Deletes the key if it is still attached to `lease`: in the session's next batch, or in
+    /// a transaction of its own.
+    async fn delete_if_lease(&self, lease: i64) -> Result<bool, CallError> {
+        match &self.session {
+            Some(session) => {
+                session
+                    .batcher()
+                    .delete_if_lease(&self.etcd.key, lease)
+                    .await
+            }
+            None => self.etcd.delete_if_lease(lease).await,
+        }
     }
 
     /// The metadata version every write of the key carries now.

@@ -28,9 +28,11 @@ use crate::etcd_calls::Etcd;
 use crate::messages::{SessionLease, SessionRequest};
 use crate::settings::{MAX_LEASE_TTL, MIN_LEASE_TTL};
 
+mod batch;
 mod keeper;
 mod watch_hub;
 
+pub(crate) use batch::Batcher;
 pub(crate) use watch_hub::{KeyNews, KeyWatch, WatchHub};
 
 /// Deadline of each etcd call of a session built on a caller's client.
@@ -91,6 +93,8 @@ struct Inner {
     lease: watch::Receiver<SessionLease>,
     requests: mpsc::Sender<SessionRequest>,
     hub: WatchHub,
+    /// Claims and deletions, batched.
+    batcher: Batcher,
     counters: Arc<SessionCounters>,
     /// The keys its announcers hold (see [`Session::hold`]).
     held: Arc<Mutex<HashSet<String>>>,
@@ -124,6 +128,11 @@ pub struct SessionStats {
     pub etcd_watchers: u64,
     /// Times the shared watch stream was opened (the first time, and after each break).
     pub watch_streams: u64,
+    /// etcd transactions that carried the announcers' claims and deletions.
+    pub batches: u64,
+    /// Claims and deletions carried in those transactions (several to a transaction when
+    /// announcers start or stop together).
+    pub batched_calls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +143,8 @@ pub(crate) struct SessionCounters {
     pub(crate) key_watches: AtomicU64,
     pub(crate) etcd_watchers: AtomicU64,
     pub(crate) watch_streams: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) batched_calls: AtomicU64,
 }
 
 impl Session {
@@ -178,6 +189,7 @@ impl Session {
         let counters = Arc::new(SessionCounters::default());
         let stop = CancellationToken::new();
         let hub = WatchHub::spawn(etcd.clone(), counters.clone(), span.clone());
+        let batcher = Batcher::spawn(etcd.clone(), counters.clone(), span.clone());
         let keeper = keeper::Keeper::new(
             etcd.clone(),
             ttl,
@@ -195,6 +207,7 @@ impl Session {
                 lease: lease_rx,
                 requests,
                 hub,
+                batcher,
                 counters,
                 held: Arc::default(),
                 _stop: stop.drop_guard(),
@@ -235,6 +248,8 @@ impl Session {
             key_watches: c.key_watches.load(Ordering::Relaxed),
             etcd_watchers: c.etcd_watchers.load(Ordering::Relaxed),
             watch_streams: c.watch_streams.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            batched_calls: c.batched_calls.load(Ordering::Relaxed),
         }
     }
 
@@ -276,6 +291,11 @@ impl Session {
     /// The shared watch stream.
     pub(crate) fn hub(&self) -> &WatchHub {
         &self.inner.hub
+    }
+
+    /// The batched registration calls.
+    pub(crate) fn batcher(&self) -> &Batcher {
+        &self.inner.batcher
     }
 
     /// Marks `key` as one of this session's announcers' own while the hold lives; `None` when
