@@ -68,13 +68,7 @@ async fn start_on_a_shared_client_publishes_before_returning() {
         .expect("announcer starts on a shared client");
     // One connection's messages reach a subscriber in order: a marker published after
     // start() returned arrives after the first token only if start() published it.
-    client
-        .publish(
-            announce_subject(),
-            herald_shared::codec::encode(&marker()).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    publish_marker(&client).await;
     let first = observer
         .expect(Duration::from_secs(1), "the first token")
         .await
@@ -96,6 +90,22 @@ async fn start_on_a_shared_client_publishes_before_returning() {
 
 fn marker() -> herald_shared::Token {
     herald_shared::Token::new(SERVICE, "marker", "marker:1")
+}
+
+/// Publishes [`marker`] on `client`: every message `client` published before it reaches a
+/// subscriber before it.
+async fn publish_marker(client: &async_nats::Client) {
+    client
+        .publish(
+            announce_subject(),
+            herald_shared::codec::encode(&marker()).unwrap().into(),
+        )
+        .await
+        .unwrap();
+}
+
+fn is_marker(seen: &common::Seen) -> bool {
+    seen.token.instance == marker().instance
 }
 
 #[tokio::test]
@@ -200,6 +210,7 @@ async fn set_meta_publishes_at_once_and_refuses_bad_maps() {
     );
 
     let too_many = (0..33).map(|i| (format!("k{i}"), "v".to_owned()));
+    let sent = announcer.stats().tokens_sent;
     let err = announcer.set_meta(too_many).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert_eq!(
@@ -207,16 +218,30 @@ async fn set_meta_publishes_at_once_and_refuses_bad_maps() {
         Some("meta"),
         "the error names the field: {err}"
     );
-    observer
-        .expect_silence(
-            Duration::from_millis(200),
-            "a refused map publishes nothing",
-        )
-        .await;
+    assert_eq!(
+        announcer.stats().tokens_sent,
+        sent,
+        "a refused map publishes nothing"
+    );
     assert_eq!(
         announcer.token().meta.get("version").map(String::as_str),
         Some("2"),
         "a refused map keeps the previous metadata"
+    );
+
+    // On the wire too: the token of the next valid map directly follows the metadata one.
+    announcer.set_meta([("version", "3")]).await.unwrap();
+    let next = observer
+        .expect(Duration::from_secs(2), "the next metadata token")
+        .await;
+    assert_eq!(
+        next.token.meta.get("version").map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        next.token.seq,
+        updated.token.seq + 1,
+        "nothing went out between the two accepted maps"
     );
 }
 
@@ -224,8 +249,10 @@ async fn set_meta_publishes_at_once_and_refuses_bad_maps() {
 async fn shutdown_sends_leaving_and_returns_well_within_the_deadline() {
     let server = NatsServer::start().await;
     let mut observer = Observer::new(&server.url(), &announce_subject()).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
     let interval = Duration::from_millis(200);
     let announcer = announcer(&server)
+        .client(client.clone())
         .interval(interval)
         .shutdown_timeout(Duration::from_secs(20))
         .start()
@@ -257,17 +284,31 @@ async fn shutdown_sends_leaving_and_returns_well_within_the_deadline() {
         "leaving carries the next seq"
     );
     eprintln!("shutdown(): returned after {took:.1} ms");
-    observer
-        .expect_silence(interval * 3, "nothing follows the leaving token")
-        .await;
+    // The announcer published on `client`: whatever it sent after the leaving token would
+    // arrive before a marker published on the same connection now.
+    publish_marker(&client).await;
+    let next = observer.expect(Duration::from_secs(2), "the marker").await;
+    assert!(
+        is_marker(&next),
+        "nothing follows the leaving token: saw {} (state {}, seq {})",
+        next.token.instance,
+        next.token.state,
+        next.token.seq
+    );
 }
 
 #[tokio::test]
 async fn dropping_the_handle_stops_tokens_without_a_goodbye() {
     let server = NatsServer::start().await;
     let mut observer = Observer::new(&server.url(), &announce_subject()).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
     let interval = Duration::from_millis(200);
-    let announcer = announcer(&server).interval(interval).start().await.unwrap();
+    let announcer = announcer(&server)
+        .client(client.clone())
+        .interval(interval)
+        .start()
+        .await
+        .unwrap();
     observer
         .expect(Duration::from_secs(1), "the first token")
         .await;
@@ -279,8 +320,17 @@ async fn dropping_the_handle_stops_tokens_without_a_goodbye() {
         .await
         .expect("a dropped handle stops its task");
     // A token sent just before the drop may still be on its way; nothing after it, and
-    // no goodbye.
-    let after = observer.collect(interval * 3).await;
+    // no goodbye. The announcer published on `client`: everything it sent arrives before a
+    // marker published on the same connection now.
+    publish_marker(&client).await;
+    let mut after = Vec::new();
+    loop {
+        let seen = observer.expect(Duration::from_secs(2), "the marker").await;
+        if is_marker(&seen) {
+            break;
+        }
+        after.push(seen);
+    }
     assert!(
         after.len() <= 1 && after.iter().all(|s| s.token.state == State::Up),
         "a dropped handle stops the tokens without a leaving token: {:?}",

@@ -3,7 +3,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Observer, announce_subject, announcer, ms_between};
@@ -12,6 +12,8 @@ use herald_testkit::NatsServer;
 use tokio::time::Instant;
 
 const GAP: Duration = Duration::from_millis(100);
+/// How often `load_fn` is sampled in `load_fn_is_sampled_and_sent_early`.
+const SAMPLE: Duration = Duration::from_millis(50);
 
 #[tokio::test]
 async fn set_load_beyond_the_delta_sends_an_early_token() {
@@ -25,28 +27,38 @@ async fn set_load_beyond_the_delta_sends_an_early_token() {
         .start()
         .await
         .unwrap();
-    observer
+    let first = observer
         .expect(Duration::from_secs(1), "the first token")
         .await;
-    // Past the rate limit of the first token, so the early token may go out at once.
+    // Past the rate limit of the first token, so that an early token would go out at once.
     tokio::time::sleep(GAP + Duration::from_millis(20)).await;
 
     announcer.set_load(0.25).unwrap();
-    observer
-        .expect_silence(
-            Duration::from_millis(200),
-            "a move within the delta is not sent early",
-        )
+    // The announcer's task takes requests in order: the metadata token goes out after it
+    // took the load (it carries it), and after any early token that load would have caused.
+    announcer.set_meta([("mark", "1")]).await.unwrap();
+    // The next periodic token is 5 s away: the next token is the metadata one.
+    let marked = observer
+        .expect(Duration::from_secs(2), "the metadata token")
         .await;
+    assert_eq!(marked.token.load, 0.25, "the task took the load first");
+    assert_eq!(
+        marked.token.seq,
+        first.token.seq + 1,
+        "a move within the delta is not sent early"
+    );
+    assert_eq!(announcer.stats().early_tokens, 0);
+    // Past the rate limit of the metadata token, so the early token may go out at once.
+    tokio::time::sleep(GAP + Duration::from_millis(20)).await;
 
     let asked = Instant::now();
     announcer.set_load(0.9).unwrap();
-    // The next periodic token is 5 s away: a token within 2 s is the early one.
     let early = observer
         .expect(Duration::from_secs(2), "an early token")
         .await;
     let latency = ms_between(asked, early.at);
     assert_eq!(early.token.load, 0.9);
+    assert_eq!(early.token.seq, marked.token.seq + 1);
     assert_eq!(announcer.stats().early_tokens, 1);
     eprintln!("set_load -> early token: {latency:.2} ms");
 
@@ -131,10 +143,16 @@ async fn load_fn_is_sampled_and_sent_early() {
     let mut observer = Observer::new(&server.url(), &announce_subject()).await;
     let gauge = Arc::new(AtomicU32::new(0.1f32.to_bits()));
     let source = gauge.clone();
+    let samples = Arc::new(AtomicU64::new(0));
+    let sampled = samples.clone();
     let announcer = announcer(&server)
         .interval(Duration::from_secs(5))
-        .load_fn(move || f32::from_bits(source.load(Ordering::Relaxed)))
-        .load_sample_interval(Duration::from_millis(50))
+        .load_fn(move || {
+            sampled.fetch_add(1, Ordering::SeqCst);
+            f32::from_bits(source.load(Ordering::SeqCst))
+        })
+        .load_sample_interval(SAMPLE)
+        .min_early_gap(GAP)
         .start()
         .await
         .unwrap();
@@ -142,7 +160,7 @@ async fn load_fn_is_sampled_and_sent_early() {
         .expect(Duration::from_secs(1), "the first token")
         .await;
 
-    gauge.store(0.8f32.to_bits(), Ordering::Relaxed);
+    gauge.store(0.8f32.to_bits(), Ordering::SeqCst);
     // The next periodic token is 5 s away: a token within 2 s is the sampled one.
     let early = observer
         .expect(Duration::from_secs(2), "an early token from load_fn")
@@ -150,12 +168,34 @@ async fn load_fn_is_sampled_and_sent_early() {
     assert_eq!(early.token.load, 0.8);
     assert_eq!(announcer.stats().early_tokens, 1);
 
-    gauge.store(f32::NAN.to_bits(), Ordering::Relaxed);
-    observer
-        .expect_silence(
-            Duration::from_millis(300),
-            "an invalid sample is ignored, not sent",
-        )
+    let sent = announcer.stats().tokens_sent;
+    gauge.store(f32::NAN.to_bits(), Ordering::SeqCst);
+    // Every sample counted from here reads NaN. Samples are taken one turn after the other,
+    // each turn sending what is due: once the first NaN sample is followed by enough samples
+    // to span the early gap, any token it caused has gone out.
+    let stored = samples.load(Ordering::SeqCst);
+    let wanted = stored + 2 + GAP.div_duration_f64(SAMPLE).ceil() as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while samples.load(Ordering::SeqCst) < wanted {
+        assert!(
+            Instant::now() < deadline,
+            "load_fn not sampled {} times within 5 s",
+            wanted - stored
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        announcer.stats().tokens_sent,
+        sent,
+        "an invalid sample is ignored, not sent"
+    );
+
+    // The next token, whatever its cause, carries the last valid sample.
+    announcer.set_meta([("mark", "1")]).await.unwrap();
+    let next = observer
+        .expect(Duration::from_secs(2), "the metadata token")
         .await;
+    assert_eq!(next.token.seq, early.token.seq + 1);
+    assert_eq!(next.token.load, 0.8, "an invalid sample is not kept");
     assert_eq!(announcer.token().load, 0.8);
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use common::{Env, exit_within, sigterm};
@@ -32,6 +32,23 @@ fn line_with(lines: &Receiver<String>, text: &str, within: Duration) -> String {
             Ok(line) if line.contains(text) => return line,
             Ok(_) => continue,
             Err(_) => panic!("no line with `{text}` within {within:?}"),
+        }
+    }
+}
+
+/// Every line of `lines` still to come, up to the end of the output (the reader sees the pipe
+/// close once the command exited), within `within`.
+fn to_the_end(lines: &Receiver<String>, within: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + within;
+    let mut rest = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => rest.push(line),
+            Err(RecvTimeoutError::Disconnected) => return rest,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("the output did not end within {within:?}: {rest:?}")
+            }
         }
     }
 }
@@ -134,7 +151,7 @@ async fn announce_says_once_when_each_link_is_lost_and_when_it_is_back() {
 
     assert!(sigterm(&mut child).success());
     // Nothing else was said in between: no line per retry.
-    let rest: Vec<String> = lines.try_iter().collect();
+    let rest = to_the_end(&lines, Duration::from_secs(5));
     for needle in [
         "nats connection lost",
         "nats reconnected",

@@ -292,13 +292,17 @@ async fn sigterm_while_the_command_starts_stops_it_and_announces_nothing() {
         "--addr",
         "127.0.0.1:1",
         "--",
-        "sleep",
-        "30",
+        "sh",
+        "-c",
+        "echo started; exec sleep 30",
     ]);
-    cmd.stderr(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut announce = spawn_guarded(cmd);
-    // `sleep` never listens: announce waits for it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The command runs once it says so; `sleep` never listens: announce waits for it.
+    let mut out = BufReader::new(announce.child_mut().stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n", "the command's first line");
     let status = sigterm(&mut announce);
     assert_eq!(
         status.code(),

@@ -196,7 +196,17 @@ async fn grpc_clients_balance_over_the_agent_by_load_and_leave_drained_and_kille
 
     // kill -9 of b3's announcer: its instance goes after its TTL (3 x 200 ms).
     announcers.pop().unwrap().kill();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually(Duration::from_secs(5), "b3 no longer listed", async || {
+        let Ok(r) = reqwest::get(&instances).await else {
+            return false;
+        };
+        let listed: serde_json::Value =
+            serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
+        listed.as_array().is_some_and(|listed| {
+            !listed.is_empty() && listed.iter().all(|i| i["instance"] != "b3")
+        })
+    })
+    .await;
     for client in [Client::Grpcio, Client::GrpcJs] {
         let (report, failed) = calls(client, &bootstrap, 200).await;
         assert_eq!(failed, 0, "{client:?}: {report}");

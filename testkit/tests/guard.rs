@@ -90,8 +90,8 @@ async fn guarded_child_stops_on_sigterm() {
     );
 }
 
-#[test]
-fn child_outlives_the_thread_that_spawned_it() {
+#[tokio::test(flavor = "multi_thread")]
+async fn child_outlives_the_thread_that_spawned_it() {
     // The parent-death signal follows the spawning thread; the kit forks from a thread of its
     // own, so a child asked for by a short-lived thread keeps running.
     let handle = std::thread::spawn(|| {
@@ -100,9 +100,9 @@ fn child_outlives_the_thread_that_spawned_it() {
         spawn_guarded(cmd)
     });
     let mut child = handle.join().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        child.is_running(),
+    assert_eq!(
+        child.wait_exit(Duration::from_millis(200)).await,
+        None,
         "child died with the thread that asked for it"
     );
     child.kill();
