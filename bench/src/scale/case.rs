@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet;
 use crate::metrics::NatsVarz;
-use crate::process::{Burners, rss_bytes};
+use crate::process::{Burners, process_cpu, rss_bytes};
 use crate::scale::hosts::Hosts;
 use crate::scale::outcome::{EtcdState, Memory, Outcome, Startup, Trouble};
 use crate::scale::picks::{clock_overhead_ns, time_picks};
@@ -89,6 +89,7 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
         .map_err(|e| format!("etcd client: {e}"))?;
     let n = case.instances();
 
+    let etcd_cpu_before_start = process_cpu(etcd.pid()).unwrap_or_default();
     let mut hosts = Hosts::spawn(
         &settings.host_program,
         settings.host_nice,
@@ -97,6 +98,9 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
         case,
     );
     let started = hosts.wait_ready(settings.start_timeout).await?;
+    let etcd_cpu_start = process_cpu(etcd.pid())
+        .unwrap_or_default()
+        .saturating_sub(etcd_cpu_before_start);
     say(format!(
         "{} announcers started in {:.2} s",
         started.instances,
@@ -186,7 +190,11 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
     problems.extend(exact_listing(&sub, case));
     sub.shutdown().await;
 
+    let etcd_cpu_before_stop = process_cpu(etcd.pid()).unwrap_or_default();
     let (stop, stop_errors) = hosts.stop(Duration::from_secs(300)).await?;
+    let etcd_cpu_stop = process_cpu(etcd.pid())
+        .unwrap_or_default()
+        .saturating_sub(etcd_cpu_before_stop);
     say(format!("hosts stopped in {:.2} s", stop.as_secs_f64()));
     let keys_after_stop = etcd_client
         .get(
@@ -214,6 +222,8 @@ pub async fn run(case: &Case, settings: &Settings) -> Result<Outcome, String> {
             start_burners: settings.start_burners,
             stop: stop.as_secs_f64(),
             stop_errors,
+            etcd_cpu_per_start_us: per_instance_us(etcd_cpu_start, started.instances),
+            etcd_cpu_per_stop_us: per_instance_us(etcd_cpu_stop, started.instances),
         },
         window,
         memory,
@@ -296,4 +306,9 @@ async fn plain_listing(client: &mut etcd_client::Client, n: usize) -> Result<Dur
         return Err(format!("the plain listing read {read} keys, {n} expected"));
     }
     Ok(took)
+}
+
+/// CPU time spread over `instances`, in µs each.
+fn per_instance_us(cpu: Duration, instances: usize) -> f64 {
+    cpu.as_secs_f64() * 1e6 / instances.max(1) as f64
 }

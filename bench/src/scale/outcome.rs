@@ -29,6 +29,12 @@ pub struct Startup {
     /// Announcer shutdowns that reported an error (a timeout, mostly: the instance then
     /// expires by TTL and the key goes with the session's lease).
     pub stop_errors: usize,
+    /// etcd's CPU while the hosts started every announcer, per announcer (µs).
+    #[serde(default)]
+    pub etcd_cpu_per_start_us: f64,
+    /// etcd's CPU while the hosts stopped, per announcer (µs).
+    #[serde(default)]
+    pub etcd_cpu_per_stop_us: f64,
 }
 
 /// Memory, bytes (RSS from `/proc`).

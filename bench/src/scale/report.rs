@@ -49,6 +49,13 @@ pub fn figures(outcomes: &[Outcome]) -> String {
     t.row("announcer shutdowns that reported an error", |o| {
         o.startup.stop_errors.to_string()
     });
+    t.row("etcd CPU per announcer: start / stop (µs)", |o| {
+        format!(
+            "{} / {}",
+            num(o.startup.etcd_cpu_per_start_us, 0),
+            num(o.startup.etcd_cpu_per_stop_us, 0)
+        )
+    });
     subscriber(&mut t, outcomes);
     servers(&mut t);
     t.section("checks");
