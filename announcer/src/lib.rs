@@ -83,6 +83,7 @@ mod etcd_calls;
 pub mod faults;
 pub mod handle;
 mod instance_id;
+mod load_sampler;
 mod messages;
 mod namesake;
 mod pacer;

@@ -146,11 +146,37 @@ impl Scheduler {
         }
     }
 
+    /// What samples `key`'s `load_fn` uses to hand over each sample.
+    pub(crate) fn load_setter(&self, key: Key, load: Arc<LoadCell>) -> LoadSetter {
+        LoadSetter {
+            orders: self.orders.clone(),
+            key,
+            load,
+        }
+    }
+
     /// What the registration task of `key` uses to tell of a new standing.
     pub(crate) fn nudge(&self, key: Key) -> Nudge {
         Nudge {
             orders: self.orders.clone(),
             key,
+        }
+    }
+}
+
+/// Sets an announcer's load from outside its handle (its `load_fn`'s samples).
+#[derive(Debug)]
+pub(crate) struct LoadSetter {
+    orders: mpsc::UnboundedSender<Order>,
+    key: Key,
+    load: Arc<LoadCell>,
+}
+
+impl LoadSetter {
+    /// As [`Member::set_load`].
+    pub(crate) fn set(&self, load: f32) {
+        if self.load.set(load) {
+            let _ = self.orders.send(Order::Load(self.key));
         }
     }
 }

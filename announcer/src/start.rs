@@ -160,11 +160,6 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         next_seq: unix_micros(),
         probes,
         load_cell: load_cell.clone(),
-        next_sample: load_fn
-            .as_ref()
-            .map(|_| now + settings.load_sample_interval),
-        load_fn,
-        load_sample_interval: settings.load_sample_interval,
         standing: standing.clone(),
         link_seen,
         counters: counters.clone(),
@@ -208,6 +203,12 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         };
         // Ends by itself after two intervals (30 s at most), or when the announcer stops.
         tokio::spawn(check.run(cancel.clone()).instrument(span.clone()));
+    }
+    if let Some(load_fn) = load_fn {
+        let setter = scheduler.load_setter(key, load_cell.clone());
+        let every = settings.load_sample_interval;
+        let sampling = crate::load_sampler::run(load_fn, every, setter, cancel.clone());
+        tokio::spawn(sampling.instrument(span.clone()));
     }
     let member = scheduler.join(key, broadcaster, load_cell);
     Ok(AnnouncerHandle {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
 
 use async_nats::{Client, Subject};
 use herald_shared::{State, Token, codec, unix_millis};
@@ -18,7 +17,6 @@ use tokio_util::sync::DropGuard;
 use crate::error::{Error, ErrorKind};
 use crate::messages::{StagedMeta, Standing};
 use crate::pacer::Pacer;
-use crate::plan::LoadFn;
 use crate::probes::ProbeFeed;
 use crate::reconnects::Link;
 use crate::schedule::{Schedule, Why};
@@ -43,10 +41,6 @@ pub(crate) struct Broadcaster {
     pub(crate) probes: ProbeFeed,
     /// Loads set through the handle, read when the scheduler is told of one.
     pub(crate) load_cell: Arc<LoadCell>,
-    pub(crate) load_fn: Option<LoadFn>,
-    pub(crate) load_sample_interval: Duration,
-    /// When `load_fn` is sampled next (`None` without one).
-    pub(crate) next_sample: Option<Instant>,
     /// The registration's standing, written by the registration task (epoch 0 without etcd).
     /// A new epoch is published at once, so subscribers learn it without waiting a period; a
     /// halt ends the broadcasting without a goodbye.
@@ -158,16 +152,11 @@ impl Fullness {
 impl Broadcaster {
     /// The next instant at which something of this announcer may be due.
     pub(crate) fn next_wake(&self) -> Instant {
-        let wake = self.schedule.next_wake();
-        self.next_sample.map_or(wake, |sample| wake.min(sample))
+        self.schedule.next_wake()
     }
 
-    /// Samples the load when due, then sends the token due at `now`, if one is.
+    /// Sends the token due at `now`, if one is.
     pub(crate) async fn turn(&mut self, client: &Client, now: Instant) {
-        if self.next_sample.is_some_and(|at| at <= now) {
-            self.next_sample = Some(now + self.load_sample_interval);
-            self.sample_load(now);
-        }
         if let Some(why) = self.schedule.due(now) {
             // A failure is counted and logged in `publish`; the next token retries.
             let _ = self.publish(client, why).await;
@@ -318,18 +307,6 @@ impl Broadcaster {
     fn set_load(&mut self, now: Instant, load: f32) {
         self.load = load;
         self.schedule.load(now, load);
-    }
-
-    fn sample_load(&mut self, now: Instant) {
-        let Some(load_fn) = &self.load_fn else {
-            return;
-        };
-        let load = load_fn.sample();
-        if herald_shared::validate::load(load).is_ok() {
-            self.set_load(now, load);
-        } else {
-            tracing::debug!(load, "load_fn returned an invalid load; sample ignored");
-        }
     }
 
     /// The registration's standing changed: a new epoch goes out at once. Returns false

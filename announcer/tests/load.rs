@@ -170,9 +170,8 @@ async fn load_fn_is_sampled_and_sent_early() {
 
     let sent = announcer.stats().tokens_sent;
     gauge.store(f32::NAN.to_bits(), Ordering::SeqCst);
-    // Every sample counted from here reads NaN. Samples are taken one turn after the other,
-    // each turn sending what is due: once the first NaN sample is followed by enough samples
-    // to span the early gap, any token it caused has gone out.
+    // Every sample counted from here reads NaN. Once the first NaN sample is followed by
+    // enough samples to span the early gap, any token it could have caused has gone out.
     let stored = samples.load(Ordering::SeqCst);
     let wanted = stored + 2 + GAP.div_duration_f64(SAMPLE).ceil() as u64;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -198,4 +197,56 @@ async fn load_fn_is_sampled_and_sent_early() {
     assert_eq!(next.token.seq, early.token.seq + 1);
     assert_eq!(next.token.load, 0.8, "an invalid sample is not kept");
     assert_eq!(announcer.token().load, 0.8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_load_fn_stalls_no_other_announcer_on_the_connection() {
+    let server = NatsServer::start().await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut observer = Observer::new(&server.url(), &announce_subject()).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    // Blocks its thread for a second at every sample, as a load source stuck on a lock or a
+    // slow system call would.
+    let slow = announcer(&server)
+        .client(client.clone())
+        .instance("slow")
+        .interval(Duration::from_secs(5))
+        .load_fn(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(1));
+            0.7
+        })
+        .load_sample_interval(Duration::from_millis(25))
+        .start()
+        .await
+        .unwrap();
+    let steady = announcer(&server)
+        .client(client.clone())
+        .instance("steady")
+        .interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "load_fn never sampled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // While the slow source blocks, the other announcer on the connection keeps its 100 ms
+    // period: a scheduler blocked by the sample would send one token a second at best.
+    let seen = observer.collect(Duration::from_millis(1_500)).await;
+    let steady_tokens = seen.iter().filter(|s| s.token.instance == "steady").count();
+    assert!(
+        steady_tokens >= 8,
+        "{steady_tokens} tokens of the other announcer in 1.5 s at a 100 ms period"
+    );
+    // The slow source's load still arrives, with the sample that blocked.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.token().load != 0.7 {
+        assert!(Instant::now() < deadline, "the slow sample never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    steady.shutdown().await.unwrap();
+    slow.shutdown().await.unwrap();
 }

@@ -87,10 +87,11 @@ impl AnnouncerBuilder {
         self
     }
 
-    /// A load source, sampled by the broadcast task every
-    /// [`load_sample_interval`](AnnouncerBuilder::load_sample_interval). It runs on the
-    /// task, so it must be quick and must not block; samples that are not finite and `>= 0`
-    /// are ignored.
+    /// A load source, sampled every
+    /// [`load_sample_interval`](AnnouncerBuilder::load_sample_interval) on tokio's blocking
+    /// pool: a slow or blocking one delays this announcer's load only (the next sample waits
+    /// for it), never the tokens of the other announcers on the connection. Samples that are
+    /// not finite and `>= 0` are ignored, and so is a sample whose call panicked.
     ///
     /// # Examples
     ///
