@@ -18,6 +18,7 @@ use async_nats::{Client, SubscribeError};
 use futures::StreamExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// A subject that was probed, as its reader tells the scheduler.
 #[derive(Debug)]
@@ -39,13 +40,8 @@ impl Probed {
 pub(crate) struct SubjectFeed {
     subject: Arc<str>,
     task: JoinHandle<()>,
-}
-
-impl Drop for SubjectFeed {
-    fn drop(&mut self) {
-        // Dropping the task's subscriber unsubscribes it.
-        self.task.abort();
-    }
+    /// Stops the task, which unsubscribes, when the last announcer of the subject is gone.
+    _stop: DropGuard,
 }
 
 /// The live feeds of one connection, by subject. An async lock: the first announcer of a
@@ -99,16 +95,27 @@ impl ProbeFeeds {
             unread: AtomicBool::new(false),
         });
         let probed = self.probed.clone();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let task = tokio::spawn(async move {
-            while subscriber.next().await.is_some() {
-                if !news.unread.swap(true, Ordering::AcqRel) && probed.send(news.clone()).is_err() {
+            loop {
+                let probe = tokio::select! {
+                    () = stopped.cancelled() => break,
+                    probe = subscriber.next() => probe,
+                };
+                if probe.is_none() {
                     return;
                 }
+                if !news.unread.swap(true, Ordering::AcqRel) && probed.send(news.clone()).is_err() {
+                    break;
+                }
             }
+            let _ = subscriber.unsubscribe().await;
         });
         let feed = Arc::new(SubjectFeed {
             subject: subject.clone(),
             task,
+            _stop: stop.drop_guard(),
         });
         feeds.insert(subject, Arc::downgrade(&feed));
         Ok((feed, true))

@@ -1,4 +1,5 @@
-//! Noticing NATS reconnects: one poller per connection, shared by every announcer on it.
+//! Noticing NATS reconnects: one poller per connection, owned by the connection's scheduler
+//! and shared by every announcer on it.
 //!
 //! A reconnect is read from the connection's counter (`Client::statistics().connects`), which
 //! works the same for a client the announcer built and for one it was given, and cannot lag or
@@ -12,17 +13,16 @@
 //! The poller also says, once per outage and under [`CONNECTION_LOG`], when the connection is
 //! lost and when it is back.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::connection::State;
 use herald_shared::CONNECTION_LOG;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How often a connection's counter is read: small next to the reconnect backoff.
 pub(crate) const RECONNECT_POLL: Duration = Duration::from_millis(50);
@@ -51,57 +51,40 @@ impl Link {
     }
 }
 
-/// The poller of one connection; it stops when the last announcer on the connection drops it.
+/// The poller of one connection, owned by its scheduler; it stops when dropped.
 #[derive(Debug)]
 pub(crate) struct Poller {
     link: watch::Receiver<Link>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _stop: DropGuard,
 }
 
 impl Poller {
+    /// Starts polling `client`'s connection.
+    pub(crate) fn spawn(client: &Client) -> Poller {
+        let (tx, link) = watch::channel(Link::read(client));
+        let stop = CancellationToken::new();
+        tokio::spawn(poll(client.clone(), tx, stop.clone()));
+        Poller {
+            link,
+            _stop: stop.drop_guard(),
+        }
+    }
+
     /// The connection's connect count and server connection as they change.
     pub(crate) fn link(&self) -> watch::Receiver<Link> {
         self.link.clone()
     }
 }
 
-/// Live pollers, by the address of their connection's statistics (which the poller holds, so
-/// the address cannot be reused while the entry lives).
-static POLLERS: Mutex<Option<HashMap<usize, Weak<Poller>>>> = Mutex::new(None);
-
-/// The poller of `client`'s connection, started if none runs.
-pub(crate) fn poller(client: &Client) -> Arc<Poller> {
-    let stats = client.statistics();
-    let key = Arc::as_ptr(&stats) as usize;
-    let mut pollers = POLLERS.lock().unwrap_or_else(|e| e.into_inner());
-    let pollers = pollers.get_or_insert_with(HashMap::new);
-    if let Some(live) = pollers.get(&key).and_then(Weak::upgrade)
-        && !live.task.is_finished()
-    {
-        return live;
-    }
-    pollers.retain(|_, p| p.strong_count() > 0);
-    let (tx, link) = watch::channel(Link::read(client));
-    // The task holds a clone of the client, not the statistics alone: the entry's key stays
-    // the live connection's, and the poller reads its INFO.
-    let task = tokio::spawn(poll(client.clone(), tx));
-    let poller = Arc::new(Poller { link, task });
-    pollers.insert(key, Arc::downgrade(&poller));
-    poller
-}
-
-async fn poll(client: Client, tx: watch::Sender<Link>) {
+async fn poll(client: Client, tx: watch::Sender<Link>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(RECONNECT_POLL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut outage = Outage::default();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         outage.follow(client.connection_state());
         let now = Link::read(&client);
         tx.send_if_modified(|seen| {
@@ -152,42 +135,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn announcers_on_one_connection_share_one_poller() {
+    async fn a_dropped_poller_stops_its_task() {
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connect("127.0.0.1:1")
             .await
             .expect("a client that keeps trying to connect");
-        let a = poller(&client);
-        let b = poller(&client.clone());
-        assert!(Arc::ptr_eq(&a, &b), "one poller per connection");
-        let other = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect("127.0.0.1:1")
-            .await
-            .unwrap();
+        let poller = Poller::spawn(&client);
+        let mut link = poller.link();
+        drop(poller);
+        // The task owns the sending side: it is dropped when the task ends.
+        let ended = tokio::time::timeout(Duration::from_secs(5), link.changed()).await;
         assert!(
-            !Arc::ptr_eq(&a, &poller(&other)),
-            "another connection, another poller"
-        );
-        let task_done = {
-            drop(b);
-            a.task.abort_handle()
-        };
-        drop(a);
-        for _ in 0..200 {
-            if task_done.is_finished() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(
-            task_done.is_finished(),
-            "the last announcer stops the poller"
-        );
-        assert!(
-            !Arc::ptr_eq(&poller(&other), &poller(&client)),
-            "and a new one starts on demand"
+            matches!(ended, Ok(Err(_))),
+            "the dropped poller's task still runs"
         );
     }
 }

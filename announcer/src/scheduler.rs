@@ -24,6 +24,7 @@ use herald_shared::State;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind};
@@ -65,12 +66,8 @@ pub(crate) struct Scheduler {
     probe_feeds: ProbeFeeds,
     next_key: AtomicU64,
     task: JoinHandle<()>,
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Stops the task when the last announcer on the connection is gone.
+    _stop: DropGuard,
 }
 
 /// Live schedulers, by the address of their connection's statistics (the task holds the
@@ -90,7 +87,7 @@ pub(crate) fn scheduler(client: &Client) -> Arc<Scheduler> {
     all.retain(|_, s| s.strong_count() > 0);
     let (orders, orders_rx) = mpsc::unbounded_channel();
     let (probed, probed_rx) = mpsc::unbounded_channel();
-    let poller = crate::reconnects::poller(client);
+    let poller = Poller::spawn(client);
     let link = poller.link();
     let turns = Turns {
         client: client.clone(),
@@ -102,12 +99,14 @@ pub(crate) fn scheduler(client: &Client) -> Arc<Scheduler> {
         link: link.clone(),
         _poller: poller,
     };
+    let stop = CancellationToken::new();
     let scheduler = Arc::new(Scheduler {
         orders,
         link,
         probe_feeds: ProbeFeeds::new(probed),
         next_key: AtomicU64::new(0),
-        task: tokio::spawn(turns.run()),
+        task: tokio::spawn(turns.run(stop.clone())),
+        _stop: stop.drop_guard(),
     });
     all.insert(key, Arc::downgrade(&scheduler));
     scheduler
@@ -280,15 +279,15 @@ struct Turns {
     orders: mpsc::UnboundedReceiver<Order>,
     probed: mpsc::UnboundedReceiver<Arc<Probed>>,
     link: watch::Receiver<Link>,
-    /// Keeps the connection's reconnect poller running.
-    _poller: Arc<Poller>,
+    /// The connection's reconnect poller, stopped with the scheduler.
+    _poller: Poller,
 }
 
 /// How far ahead an idle scheduler sleeps.
 const IDLE: Duration = Duration::from_secs(3600);
 
 impl Turns {
-    async fn run(mut self) {
+    async fn run(mut self, stop: CancellationToken) {
         let wake = tokio::time::sleep(IDLE);
         tokio::pin!(wake);
         let mut link_open = true;
@@ -302,6 +301,7 @@ impl Turns {
             }
             tokio::select! {
                 biased;
+                () = stop.cancelled() => return,
                 order = self.orders.recv() => match order {
                     Some(order) => self.order(order).await,
                     // Every sender is gone: the scheduler itself was dropped.
