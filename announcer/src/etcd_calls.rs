@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
-    TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
+    TxnOp, TxnOpResponse, TxnResponse,
 };
+use herald_shared::backoff::Backoff;
 use herald_shared::{EtcdError, codec};
 
 use crate::error::{Error, ErrorKind};
@@ -86,7 +87,7 @@ pub(crate) struct Holder {
 }
 
 impl Holder {
-    fn of(kv: &KeyValue) -> Holder {
+    pub(crate) fn of(kv: &KeyValue) -> Holder {
         Holder {
             epoch: kv.mod_revision().max(0) as u64,
             lease: kv.lease(),
@@ -292,16 +293,6 @@ impl Etcd {
         Ok(resp.succeeded().then(|| revision(resp.header()).0))
     }
 
-    /// Deletes the key if it is still attached to `lease`; whether it was.
-    pub(crate) async fn delete_if_lease(&self, lease: i64) -> Result<bool, CallError> {
-        let txn = Txn::new()
-            .when([Compare::lease(self.key.clone(), CompareOp::Equal, lease)])
-            .and_then([TxnOp::delete(self.key.clone(), None)]);
-        let mut client = Client::clone(&self.client);
-        let resp = self.bounded(client.txn(txn)).await?;
-        Ok(resp.succeeded())
-    }
-
     /// The key's holder, if it exists, and the revision and cluster of the answer.
     pub(crate) async fn holder(&self) -> Result<(Option<Holder>, u64, u64), CallError> {
         let mut client = Client::clone(&self.client);
@@ -338,14 +329,6 @@ impl Etcd {
     ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), CallError> {
         let mut client = Client::clone(&self.client);
         self.bounded(client.lease_keep_alive(lease)).await
-    }
-
-    /// Watches the key from revision `from`.
-    pub(crate) async fn watch(&self, from: i64) -> Result<WatchStream, CallError> {
-        let mut client = Client::clone(&self.client);
-        let opts = WatchOptions::new().with_start_revision(from);
-        self.bounded(client.watch(self.key.clone(), Some(opts)))
-            .await
     }
 }
 
@@ -430,4 +413,42 @@ fn read(resp: &TxnResponse) -> Option<Holder> {
         TxnOpResponse::Get(g) => g.kvs().first().map(Holder::of),
         _ => None,
     })
+}
+
+/// Pauses before trying a call again: from about [`PAUSE_FIRST`], doubled after each try up
+/// to [`PAUSE_MAX`].
+const PAUSE_FIRST: Duration = Duration::from_millis(20);
+const PAUSE_MAX: Duration = Duration::from_millis(500);
+
+/// Runs `call` again while etcd gives no answer, for up to `budget` in all: a listed member
+/// may be down, and etcd-client's channel may send the next try to another. A refused
+/// connection fails at once, so many tries fit; a member that does not answer at all uses up
+/// the call's own deadline.
+pub(crate) async fn retried<T, F>(
+    budget: Duration,
+    mut call: impl FnMut() -> F,
+) -> Result<T, CallError>
+where
+    F: Future<Output = Result<T, CallError>>,
+{
+    let give_up = tokio::time::Instant::now() + budget;
+    let mut backoff = Backoff::new(PAUSE_FIRST, PAUSE_MAX);
+    let mut tries = 1u32;
+    loop {
+        let pause = backoff.next_pause();
+        match call().await {
+            Err(CallError::Failed(e @ EtcdError::Unreachable(_)))
+                if tokio::time::Instant::now() + pause < give_up =>
+            {
+                tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    tries,
+                    "etcd did not answer; trying again"
+                );
+                tokio::time::sleep(pause).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }

@@ -51,56 +51,45 @@ impl Registrar {
         }
     }
 
-    /// etcd ended this incarnation: stop the broadcast task without a goodbye, revoke our own
-    /// lease (never theirs), and report why.
+    /// etcd ended this incarnation: stop the broadcast task without a goodbye, revoke the
+    /// lease if it is this announcer's alone (never a shared session's), and report why.
     pub(super) async fn halt(self, reason: Stopped) -> Result<(), Error> {
         tracing::warn!(epoch = self.epoch, %reason, "announcer stopped by etcd");
         self.set_standing(|s| s.halted = true);
         let _ = tokio::time::timeout(HALT_WAIT, self.broadcast_done.cancelled()).await;
-        // A session's lease holds other announcers' keys: never revoke it. The key is not ours
-        // any more anyway (taken over, or deleted).
-        let own_leases = if self.session.is_some() {
-            [None, None]
-        } else {
-            [self.lease, self.spare]
-        };
-        for lease in own_leases.into_iter().flatten() {
-            if let Err(e) = self.etcd.revoke(lease).await {
-                tracing::warn!(
-                    error = &e as &dyn std::error::Error,
-                    lease,
-                    "own lease not revoked; it expires on its own"
-                );
-            }
+        // A shared session's lease holds other announcers' keys. The key is not ours any
+        // more anyway (taken over, or deleted).
+        if self.session.is_private()
+            && let Err(e) = self.session.close().await
+        {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "own lease not revoked; it expires on its own"
+            );
         }
         self.set_standing(|s| s.stopped = Some(reason));
         Ok(())
     }
 
-    /// After cancellation: revoke the lease when `shutdown()` asked, once the goodbye is out.
+    /// After cancellation: when `shutdown()` asked, remove the registration once the goodbye
+    /// is out (revoke a lease of this announcer alone; delete the key from a shared
+    /// session's); when the handle was dropped, leave it as a crash would.
     pub(super) async fn finish(mut self) -> Result<(), Error> {
         let Ok(deadline) = self.farewell.try_recv() else {
-            if self.session.is_some() {
+            if !self.session.is_private() {
                 return self.forget_after_ttl().await;
             }
             tracing::debug!("handle dropped without shutdown; the lease is left to expire");
             return Ok(());
         };
-        if self.session.is_some() {
+        if !self.session.is_private() {
             return self.leave_session(deadline).await;
         }
         // The leaving token first, so subscribers see a goodbye rather than a deregistration;
         // but keep half of the time left for the revoke.
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left / 2, self.broadcast_done.cancelled()).await;
-        let leases: Vec<i64> = [self.lease, self.spare].into_iter().flatten().collect();
-        let revoke = async {
-            for lease in leases {
-                self.etcd.revoke(lease).await?;
-            }
-            Ok::<(), CallError>(())
-        };
-        match tokio::time::timeout_at(deadline, revoke).await {
+        match tokio::time::timeout_at(deadline, self.session.close()).await {
             Ok(Ok(())) => {
                 tracing::info!("lease revoked; registration removed");
                 Ok(())

@@ -7,23 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_shared::EtcdError;
-use herald_shared::backoff::Backoff;
 use tracing::Instrument;
 
 use super::{Links, Registrar};
 use crate::error::{Duplicate, Error, ErrorKind};
-use crate::etcd_calls::{CallError, Claim, Etcd};
+use crate::etcd_calls::{CallError, Claim, Etcd, retried};
 use crate::messages::{FirstEpoch, SessionLease};
 use crate::plan::{EtcdConnection, EtcdPlan};
 use crate::predecessor::{Holder, Predecessor};
 use crate::session::Session;
 use crate::stats::Counters;
-
-/// Pauses before trying a registration call again: from about [`PAUSE_FIRST`], doubled after
-/// each try up to [`PAUSE_MAX`].
-const PAUSE_FIRST: Duration = Duration::from_millis(20);
-const PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// What the registration task starts from.
 #[derive(Debug)]
@@ -31,12 +24,13 @@ pub(crate) struct Setup {
     pub(crate) plan: EtcdPlan,
     /// The instance's key.
     pub(crate) key: String,
-    /// The TTL of an own lease (a session's lease has its own).
+    /// The TTL of the lease of a session of this announcer alone (a shared session's lease
+    /// has its own).
     pub(crate) lease_ttl: Duration,
     /// Asks a holder of the key whether it lives, before the id is refused (not with
     /// takeover, which replaces any holder).
     pub(crate) predecessor: Option<Predecessor>,
-    /// The prefix a session watches for the key.
+    /// The prefix a shared session watches for the key.
     pub(crate) watch_prefix: Arc<str>,
 }
 
@@ -72,19 +66,24 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
         predecessor,
         watch_prefix,
     } = setup;
-    let (client, session) = match plan.connection {
-        EtcdConnection::Config(config) => (Arc::new(config.connect().await?), None),
-        EtcdConnection::Client(client) => (Arc::new(*client), None),
-        EtcdConnection::Session(session) => (session.etcd().client.clone(), Some(session)),
+    // Without a session the announcer makes one of its own: one lease path for all.
+    let private = |client| {
+        let leases = Etcd::leases(client, plan.timeout);
+        Session::private(leases, lease_ttl, links.counters.clone())
     };
+    let (session, watch_prefix) = match plan.connection {
+        EtcdConnection::Config(config) => (private(config.connect().await?).await?, None),
+        EtcdConnection::Client(client) => (private(*client).await?, None),
+        EtcdConnection::Session(session) => (session, Some(watch_prefix)),
+    };
+    // A session of one announcer watches its key alone.
+    let watch_prefix = watch_prefix.unwrap_or_else(|| key.as_str().into());
     let etcd = Etcd {
-        client,
+        client: session.etcd().client.clone(),
         key,
         timeout: plan.timeout,
     };
-    // On a session, the lease is the session's: its TTL sets the pace.
-    let lease_ttl = session.as_ref().map_or(lease_ttl, Session::ttl);
-    let mut registrar = Registrar::new(etcd, session, watch_prefix, lease_ttl, links);
+    let mut registrar = Registrar::new(etcd, session, watch_prefix, links);
     registrar.claim_first(plan.takeover, predecessor).await?;
     // A call that outlasts the keep-alive period would put the lease at risk: from now on,
     // give up on it and retry instead.
@@ -93,37 +92,35 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
 }
 
 impl Registrar {
-    /// Takes a lease (its own, or the session's) and claims the key under it.
+    /// Claims the key under the session's lease.
     ///
     /// # Errors
     ///
     /// `EtcdUnreachable` or `EtcdAuth` when etcd cannot be used, `DuplicateInstance` when the
     /// key is held by a live holder (without takeover); what NATS said when the holder could
-    /// not be asked. An own lease is revoked on every error.
+    /// not be asked. Nothing is left behind on an error (see [`Registrar::undo`]).
     async fn claim_first(
         &mut self,
         takeover: bool,
         predecessor: Option<Predecessor>,
     ) -> Result<(), Error> {
         let budget = self.etcd.timeout;
-        let lease = match &self.session {
-            Some(session) => {
-                self.key_hold = session.hold(&self.etcd.key);
-                if self.key_hold.is_none() && !takeover {
-                    // Another announcer on this session has the id: no claim could tell
-                    // whose the key is, since both would write under the same lease.
-                    let holder = retried(budget, || self.etcd.holder()).await;
-                    let epoch = holder.ok().and_then(|(h, ..)| h).map_or(0, |h| h.epoch);
-                    return Err(self.duplicate(epoch));
-                }
-                if self.key_hold.is_some() {
-                    // Before the claim: no change after it can pass unseen.
-                    self.watch =
-                        subscribed(session, &self.watch_prefix, &self.etcd.key, budget).await;
-                }
-                session_lease(session, budget).await?
-            }
-            None => retried(budget, || self.etcd.grant(self.lease_ttl)).await?,
+        let session = &self.session;
+        self.key_hold = session.hold(&self.etcd.key);
+        if self.key_hold.is_none() && !takeover {
+            // Another announcer on this session has the id: no claim could tell whose the
+            // key is, since both would write under the same lease.
+            let holder = retried(budget, || self.etcd.holder()).await;
+            let epoch = holder.ok().and_then(|(h, ..)| h).map_or(0, |h| h.epoch);
+            return Err(self.duplicate(epoch));
+        }
+        if self.key_hold.is_some() {
+            // Before the claim: no change after it can pass unseen.
+            self.watch = subscribed(session, &self.watch_prefix, &self.etcd.key, budget).await;
+        }
+        let lease = match session_lease(session, budget).await {
+            Ok(lease) => lease,
+            Err(e) => return Err(self.undo(0, e).await),
         };
         let value = self.value();
         let mut claim = retried(budget, || self.claim(value.clone(), lease, takeover)).await;
@@ -153,14 +150,14 @@ impl Registrar {
                 self.first_registered(lease, epoch, cluster_id);
                 return Ok(());
             }
-            // Our own lease holds it: an earlier attempt landed and its answer was lost. On a
-            // session, only if no other announcer on it holds the key.
+            // Our lease holds it, and no other announcer on the session holds the key: an
+            // earlier attempt landed and its answer was lost.
             Ok(Claim::Held {
                 epoch,
                 lease: held,
                 cluster_id,
                 ..
-            }) if held == lease && (self.session.is_none() || self.key_hold.is_some()) => {
+            }) if held == lease && self.key_hold.is_some() => {
                 self.first_registered(lease, epoch, cluster_id);
                 return Ok(());
             }
@@ -212,20 +209,19 @@ impl Registrar {
         Ok(holder)
     }
 
-    /// Gives up the registration `start()` failed with, and returns `failed`. An own lease
-    /// is revoked, which deletes the key if a claim did land. A session's lease stays: the
-    /// key is deleted if a claim landed under it, unless another announcer on the session
-    /// holds the key.
+    /// Gives up the registration `start()` failed with, and returns `failed`. A session of
+    /// this announcer alone is closed: its lease is revoked, which deletes the key if a claim
+    /// did land. A shared session's lease stays: the key is deleted if a claim landed under
+    /// it, unless another announcer on the session holds the key.
     async fn undo(&self, lease: i64, failed: Error) -> Error {
-        if self.session.is_none() {
-            if let Err(e) = self.etcd.revoke(lease).await {
+        if self.session.is_private() {
+            if let Err(e) = self.session.close().await {
                 tracing::warn!(
                     error = &e as &dyn std::error::Error,
-                    lease,
                     "lease of a failed registration not revoked; it expires"
                 );
             }
-        } else if self.key_hold.is_some() {
+        } else if self.key_hold.is_some() && lease != 0 {
             match self.delete_if_lease(lease).await {
                 Ok(true) => tracing::debug!(lease, "a claim that had landed was deleted"),
                 Ok(false) => {}
@@ -244,40 +240,10 @@ impl Registrar {
             epoch,
             lease,
             key = %self.etcd.key,
-            shared = self.session.is_some(),
+            shared = !self.session.is_private(),
             "registered"
         );
         self.adopt(lease, epoch, cluster_id);
-    }
-}
-
-/// Runs `call` again while etcd gives no answer, for up to `budget` in all: a listed member
-/// may be down, and etcd-client's channel may send the next try to another. A refused
-/// connection fails at once, so many tries fit; a member that does not answer at all uses up
-/// the call's own deadline.
-async fn retried<T, F>(budget: Duration, mut call: impl FnMut() -> F) -> Result<T, CallError>
-where
-    F: Future<Output = Result<T, CallError>>,
-{
-    let give_up = tokio::time::Instant::now() + budget;
-    let mut backoff = Backoff::new(PAUSE_FIRST, PAUSE_MAX);
-    let mut tries = 1u32;
-    loop {
-        let pause = backoff.next_pause();
-        match call().await {
-            Err(CallError::Failed(e @ EtcdError::Unreachable(_)))
-                if tokio::time::Instant::now() + pause < give_up =>
-            {
-                tracing::debug!(
-                    error = &e as &dyn std::error::Error,
-                    tries,
-                    "etcd did not answer; trying again"
-                );
-                tokio::time::sleep(pause).await;
-                tries += 1;
-            }
-            other => return other,
-        }
     }
 }
 

@@ -5,31 +5,21 @@
 use tokio::time::Instant;
 
 use super::Registrar;
-use crate::session::{KeyNews, KeyWatch};
+use crate::session::KeyNews;
 use crate::status::Stopped;
 
 impl Registrar {
-    /// Opens the key's watch: the announcer's own from the revision after the last seen, or
-    /// its share of the session's watch again, after which the key is read (changes since the
-    /// last share ended may have passed unseen).
+    /// Opens the key's share of the session's watch again, after which the key is read
+    /// (changes since the last share ended may have passed unseen).
     pub(super) async fn open_watch(&mut self) -> bool {
-        let opened = match &self.session {
-            Some(session) => {
-                let subscribed = session
-                    .hub()
-                    .subscribe(&self.watch_prefix, &self.etcd.key)
-                    .await;
-                if subscribed.is_ok() {
-                    self.check_key = true;
-                }
-                subscribed
-            }
-            None => self
-                .etcd
-                .watch(self.seen + 1)
-                .await
-                .map(|w| KeyWatch::Own(Box::new(w))),
-        };
+        let opened = self
+            .session
+            .hub()
+            .subscribe(&self.watch_prefix, &self.etcd.key)
+            .await;
+        if opened.is_ok() {
+            self.check_key = true;
+        }
         match opened {
             Ok(watch) => {
                 self.watch = Some(watch);
@@ -52,10 +42,7 @@ impl Registrar {
                 changes,
             })) => (cluster_id, changes),
             Ok(Some(KeyNews::HistoryLost)) => {
-                // An own watch ends with its history; the session's resumes by itself.
-                if matches!(self.watch, Some(KeyWatch::Own(_))) {
-                    self.watch = None;
-                }
+                // The session's watch resumes by itself.
                 self.check_key = true;
                 self.retry_at = Some(Instant::now());
                 return;

@@ -1,54 +1,15 @@
-//! The lease: keep-alives on the task's own timer, its loss, and registering again.
+//! The session's lease as the registration sees it: its loss, and registering again.
 
 use herald_shared::CONNECTION_LOG;
 use tokio::time::Instant;
 
 use super::Registrar;
-use crate::etcd_calls::{CallError, Claim, Renewal};
+use crate::etcd_calls::{CallError, Claim};
 use crate::messages::SessionLease;
 use crate::stats::Counters;
 use crate::status::Stopped;
 
 impl Registrar {
-    /// One keep-alive of the announcer's own lease.
-    pub(super) async fn keep_alive(&mut self) {
-        let Some(lease) = self.lease else { return };
-        match self.keeper.renew(&self.etcd, lease).await {
-            Renewal::Alive => {
-                Counters::bump(&self.counters.keep_alives);
-                if self.failing > 0 {
-                    tracing::info!(
-                        target: CONNECTION_LOG,
-                        failures = self.failing,
-                        "etcd lease keep-alives resumed"
-                    );
-                }
-                self.failing = 0;
-                self.keep_alive_at = Instant::now() + self.period;
-            }
-            Renewal::Gone => self.lease_lost("etcd says the lease is gone"),
-            Renewal::Failed(error) => {
-                Counters::bump(&self.counters.keep_alive_failures);
-                // One warning per outage; the retries that follow are routine.
-                if self.failing == 0 {
-                    tracing::warn!(
-                        target: CONNECTION_LOG,
-                        error = &error as &dyn std::error::Error,
-                        "etcd lease keep-alive failed; still broadcasting, retrying"
-                    );
-                } else {
-                    tracing::debug!(
-                        error = &error as &dyn std::error::Error,
-                        failures = self.failing,
-                        "lease keep-alive failed again"
-                    );
-                }
-                self.failing += 1;
-                self.keep_alive_at = Instant::now() + self.next_backoff();
-            }
-        }
-    }
-
     pub(super) fn lease_lost(&mut self, why: &str) {
         Counters::bump(&self.counters.lease_losses);
         tracing::warn!(
@@ -57,12 +18,10 @@ impl Registrar {
             "lease lost; still broadcasting, registering again"
         );
         self.lease = None;
-        self.keeper.close();
         self.watch = None;
         self.check_delete = false;
         self.check_key = false;
         self.retry_at = Some(Instant::now());
-        self.keep_alive_at = Instant::now() + self.period;
     }
 
     /// The session's lease changed: a replaced lease took this registration with it; a closed
@@ -85,42 +44,28 @@ impl Registrar {
         }
     }
 
-    /// The lease to register under: a new one of our own (or the spare of a lost answer), or
-    /// the session's. `None` when there is none yet (retry later).
-    async fn lease_for_registration(&mut self) -> Option<i64> {
-        if let Some(session) = &self.session {
-            return match *session.watch_lease().borrow() {
-                SessionLease::Live(id) => Some(id),
-                SessionLease::Renewing => None,
-                SessionLease::Closed => {
-                    self.ending = Some(Stopped::SessionClosed);
-                    None
-                }
-            };
-        }
-        if self.spare.is_none() {
-            match self.etcd.grant(self.lease_ttl).await {
-                Ok(lease) => self.spare = Some(lease),
-                Err(e) => tracing::debug!(
-                    error = &e as &dyn std::error::Error,
-                    "lease not granted; retrying"
-                ),
+    /// The session's lease to register under; `None` while it is being replaced (retry
+    /// later).
+    fn lease_for_registration(&mut self) -> Option<i64> {
+        match *self.session.watch_lease().borrow() {
+            SessionLease::Live(id) => Some(id),
+            SessionLease::Renewing => None,
+            SessionLease::Closed => {
+                self.ending = Some(Stopped::SessionClosed);
+                None
             }
         }
-        self.spare
     }
 
-    /// Tells the session, if any, that `lease` is gone, so that it replaces it now.
+    /// Tells the session that `lease` is gone, so that it replaces it now.
     pub(super) fn report_lost(&self, lease: i64) {
-        if let Some(session) = &self.session {
-            session.report_lost(lease);
-        }
+        self.session.report_lost(lease);
     }
 
     /// Registers again after a lost lease: a lease and the create-if-absent transaction.
     /// Returns whether nothing is left to retry.
     pub(super) async fn register(&mut self) -> bool {
-        let Some(lease) = self.lease_for_registration().await else {
+        let Some(lease) = self.lease_for_registration() else {
             return self.ending.is_some();
         };
         let value = self.value();
@@ -143,7 +88,6 @@ impl Registrar {
                 self.ending = Some(Stopped::Fenced { by_epoch: epoch });
             }
             Err(CallError::LeaseGone) => {
-                self.spare = None;
                 self.report_lost(lease);
                 return false;
             }
@@ -166,13 +110,11 @@ impl Registrar {
     /// Takes a registration written under `lease` at `epoch` as the current one.
     pub(super) fn adopt(&mut self, lease: i64, epoch: u64, cluster_id: u64) {
         Counters::bump(&self.counters.registrations);
-        self.spare = None;
         self.lease = Some(lease);
         self.epoch = epoch;
         self.cluster_id = cluster_id;
         self.seen = epoch as i64;
         self.rewrite_due = false;
-        self.keep_alive_at = Instant::now() + self.period;
         let meta_version = self.meta_version();
         self.set_standing(|s| {
             s.epoch = epoch;

@@ -1,10 +1,11 @@
-//! The registration task: sole owner of the lease and of the instance's key in etcd, from the
-//! first claim (`first`: the registration `start()` waits for) on. It keeps
-//! the lease alive on its own timer (etcd-client does not), registers again when the lease is
-//! lost, rewrites the key for `set_meta`, and watches the key: a write by another lease fences
-//! this incarnation, a deletion while the lease lives deregisters it. Either stops the
-//! broadcast task at once, without a goodbye. Tokens stay the broadcast task's: this task only
-//! publishes the epoch they carry.
+//! The registration task: sole owner of the instance's key in etcd, from the first claim
+//! (`first`: the registration `start()` waits for) on. The lease is always a [`Session`]'s: a
+//! session shared by many announcers, or one this announcer made for itself, so there is one
+//! lease path and one keep-alive loop (the session's). The task registers again when the
+//! lease is lost, rewrites the key for `set_meta`, and watches the key through the session: a
+//! write by another lease fences this incarnation, a deletion while the lease lives
+//! deregisters it. Either stops the broadcast task at once, without a goodbye. Tokens stay the
+//! broadcast task's: this task only publishes the epoch they carry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::etcd_calls::{CallError, Claim, Etcd, KeepAlive};
+use crate::etcd_calls::{CallError, Claim, Etcd};
 use crate::messages::{Rewrite, SessionLease, StagedMeta, Standing};
 use crate::scheduler::Nudge;
 use crate::session::{KeyHold, KeyNews, KeyWatch, Session};
@@ -50,28 +51,20 @@ fn value_of(mut t: Token) -> Vec<u8> {
 #[derive(Debug)]
 pub(crate) struct Registrar {
     etcd: Etcd,
-    /// Keep-alive period: a third of the lease TTL.
+    /// A third of the lease TTL: no single call may take longer, and retries wait less.
     period: Duration,
-    lease_ttl: Duration,
     /// The lease the key is attached to; `None` once lost, until registered again.
     lease: Option<i64>,
-    /// A lease granted for a registration whose answer was lost; reused by the next attempt,
-    /// so that a write that did land is recognised as ours.
-    spare: Option<i64>,
     epoch: u64,
     cluster_id: u64,
     /// The last revision of the key seen: the watch resumes after it.
     seen: i64,
-    /// Keep-alives of the announcer's own lease (unused on a session).
-    keeper: KeepAlive,
-    /// The shared lease, when the announcer is on a [`Session`]: the session keeps it alive.
-    session: Option<Session>,
+    /// The lease's owner: a [`Session`] shared by many announcers, or one of this announcer
+    /// alone ([`Session::is_private`]). The session keeps the lease alive.
+    session: Session,
     /// The session's lease as it changes.
     session_lease: Option<watch::Receiver<SessionLease>>,
     watch: Option<KeyWatch>,
-    keep_alive_at: Instant,
-    /// Keep-alives failed in a row.
-    failing: u32,
     /// When to retry pending work (registration, watch, checks) after a failure.
     retry_at: Option<Instant>,
     backoff: Backoff,
@@ -81,12 +74,13 @@ pub(crate) struct Registrar {
     check_key: bool,
     /// A metadata change not yet written.
     rewrite_due: bool,
-    /// On a session: the prefix whose session watch follows the key.
+    /// What the session's watch covers for the key: the services prefix on a shared session,
+    /// the key itself on a private one.
     watch_prefix: Arc<str>,
     /// The newest metadata `set_meta` asked for; every write of the key carries it.
     meta: Option<StagedMeta>,
-    /// On a session: the key is this announcer's among the session's (see
-    /// [`Session::hold`]); `None` when another announcer on the session holds it.
+    /// The key is this announcer's among the session's (see [`Session::hold`]); `None` when
+    /// another announcer on the session holds it.
     key_hold: Option<KeyHold>,
     ending: Option<Stopped>,
     standing: watch::Sender<Standing>,
@@ -143,14 +137,8 @@ fn far_future() -> Instant {
 
 impl Registrar {
     /// The task's state before its first registration.
-    fn new(
-        etcd: Etcd,
-        session: Option<Session>,
-        watch_prefix: Arc<str>,
-        lease_ttl: Duration,
-        links: Links,
-    ) -> Self {
-        let period = lease_ttl / 3;
+    fn new(etcd: Etcd, session: Session, watch_prefix: Arc<str>, links: Links) -> Self {
+        let period = session.ttl() / 3;
         let Links {
             standing,
             last_token,
@@ -164,18 +152,13 @@ impl Registrar {
         Registrar {
             etcd,
             period,
-            lease_ttl,
             lease: None,
-            spare: None,
             epoch: 0,
             cluster_id: 0,
             seen: 0,
-            keeper: KeepAlive::default(),
-            session_lease: session.as_ref().map(Session::watch_lease),
+            session_lease: Some(session.watch_lease()),
             session,
             watch: None,
-            keep_alive_at: Instant::now() + period,
-            failing: 0,
             retry_at: None,
             backoff: Backoff::new(RETRY_FIRST, RETRY_MAX.min(period)),
             check_delete: false,
@@ -206,31 +189,16 @@ impl Registrar {
         value_of(token)
     }
 
-    /// Claims the key: in the session's next batch, or in a transaction of its own.
+    /// Claims the key, in the session's next batch.
     async fn claim(&self, value: Vec<u8>, lease: i64, takeover: bool) -> Result<Claim, CallError> {
-        match &self.session {
-            Some(session) => {
-                session
-                    .batcher()
-                    .claim(&self.etcd.key, value, lease, takeover)
-                    .await
-            }
-            None => self.etcd.claim(value, lease, takeover).await,
-        }
+        let batcher = self.session.batcher();
+        batcher.claim(&self.etcd.key, value, lease, takeover).await
     }
 
-    /// Deletes the key if it is still attached to `lease`: in the session's next batch, or in
-    /// a transaction of its own.
+    /// Deletes the key if it is still attached to `lease`, in the session's next batch.
     async fn delete_if_lease(&self, lease: i64) -> Result<bool, CallError> {
-        match &self.session {
-            Some(session) => {
-                session
-                    .batcher()
-                    .delete_if_lease(&self.etcd.key, lease)
-                    .await
-            }
-            None => self.etcd.delete_if_lease(lease).await,
-        }
+        let batcher = self.session.batcher();
+        batcher.delete_if_lease(&self.etcd.key, lease).await
     }
 
     /// The metadata version every write of the key carries now.
@@ -259,11 +227,7 @@ impl Registrar {
         }
         let mut rewrites_open = true;
         loop {
-            let due = match (self.retry_at, self.own_keep_alive_at()) {
-                (Some(r), Some(k)) => r.min(k),
-                (Some(at), None) | (None, Some(at)) => at,
-                (None, None) => far_future(),
-            };
+            let due = self.retry_at.unwrap_or_else(far_future);
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Box::pin(self.finish()).await,
@@ -288,16 +252,10 @@ impl Registrar {
         }
     }
 
-    /// Keeps the lease alive when due, then does whatever work is pending. Each step may
-    /// uncover the next (a lost history, a deletion, a lost lease, a registration to watch),
-    /// so they run in that order; what fails is retried after a jittered backoff.
+    /// Does whatever work is pending. Each step may uncover the next (a lost history, a
+    /// deletion, a lost lease, a registration to watch), so they run in that order; what
+    /// fails is retried after a jittered backoff.
     async fn tick(&mut self) {
-        if self
-            .own_keep_alive_at()
-            .is_some_and(|at| Instant::now() >= at)
-        {
-            self.keep_alive().await;
-        }
         let mut failed = false;
         if self.check_key && self.ending.is_none() {
             failed |= !self.judge_key().await;
@@ -320,12 +278,6 @@ impl Registrar {
             self.backoff.reset();
             None
         };
-    }
-
-    /// When the announcer's own lease is due for a keep-alive; `None` on a session, or with
-    /// no lease.
-    fn own_keep_alive_at(&self) -> Option<Instant> {
-        (self.lease.is_some() && self.session.is_none()).then_some(self.keep_alive_at)
     }
 
     pub(super) fn next_backoff(&mut self) -> Duration {

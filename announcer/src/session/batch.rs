@@ -1,34 +1,40 @@
-//! The registration calls of a session's announcers, batched: the claims and deletions asked
-//! for while one transaction is in flight go together in the next, each as a transaction of
-//! its own key nested in one, up to etcd's limit of operations per transaction.
+//! The registration calls of a session's announcers, batched: the claims (or the deletions)
+//! asked for while one transaction is in flight go together in the next, up to etcd's limit
+//! of operations per transaction.
 //!
-//! Each key's outcome is what its own transaction would have given: written (its epoch is the
-//! batch's revision), or held (by whom, at which epoch), or deleted or not. A batch holds each
-//! key once and one lease only (etcd refuses a transaction that writes a key twice, and fails
-//! a whole transaction whose lease is gone); the others wait for the next batch. A batch that
-//! gets no answer fails each of its calls, which their announcers retry as before.
+//! A batch is one flat transaction: "if every key is absent, put them all, else read them
+//! all" (a deletion: "if every key is still under our lease, delete them all, else read
+//! them"). When the compare fails, the reads tell each key's outcome: held (by whom, at which
+//! epoch) or not ours any more; the keys whose compare did hold go again in the next batch.
+//! So each key's outcome is what its own transaction would have given, and its epoch, when
+//! written, is the batch's revision. Nested transactions would decide per key in one
+//! round, but etcd 3.4 before 3.4.26 does not check permissions inside them: a user without
+//! write access could register.
+//!
+//! A batch holds one kind of call, one lease and each key once (etcd refuses a transaction
+//! that writes a key twice, and fails a whole transaction whose lease is gone); the others
+//! wait for the next batch. A batch that gets no answer fails each of its calls, which their
+//! announcers retry as before.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::SessionCounters;
-use crate::etcd_calls::{
-    CallError, Claim, Etcd, answer_lost, claim_outcome, claim_txn, lost_answer, neither_way, sort,
-};
+use crate::etcd_calls::{CallError, Claim, Etcd, Holder, answer_lost, lost_answer, sort};
 
-/// Keys in one transaction. etcd's default `--max-txn-ops` is 128, and it gives a nested
-/// transaction what the outer one leaves of that limit: 127 keys leave one operation for each
-/// key's own transaction, which has one operation per branch.
-pub(crate) const MAX_OPS: usize = 127;
+/// Keys in one transaction: etcd's default `--max-txn-ops` (a transaction's compares, and
+/// each of its branches, count against it).
+pub(crate) const MAX_OPS: usize = 128;
 
 /// One call of one key.
 #[derive(Debug)]
 enum Call {
+    /// Put the value if the key is absent; with `takeover`, whatever holds it.
     Claim {
         value: Vec<u8>,
         takeover: bool,
@@ -40,11 +46,42 @@ enum Call {
     },
 }
 
+/// What a batch holds one of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Claim,
+    Takeover,
+    Delete,
+}
+
 #[derive(Debug)]
 struct Request {
     key: Arc<str>,
     lease: i64,
     call: Call,
+}
+
+impl Request {
+    fn kind(&self) -> Kind {
+        match self.call {
+            Call::Claim {
+                takeover: false, ..
+            } => Kind::Claim,
+            Call::Claim { takeover: true, .. } => Kind::Takeover,
+            Call::Delete { .. } => Kind::Delete,
+        }
+    }
+
+    fn fail(self, e: CallError) {
+        match self.call {
+            Call::Claim { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Call::Delete { reply } => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
 }
 
 /// The handle to a session's batching task; the task ends with the last handle.
@@ -88,7 +125,7 @@ impl Batcher {
         answer.await.map_err(|_| gone())?
     }
 
-    /// As [`Etcd::delete_if_lease`], in the next batch.
+    /// Deletes `key` if it is still attached to `lease`, in the next batch; whether it was.
     pub(crate) async fn delete_if_lease(&self, key: &str, lease: i64) -> Result<bool, CallError> {
         let (reply, answer) = oneshot::channel();
         self.send(key, lease, Call::Delete { reply })?;
@@ -109,7 +146,8 @@ struct BatchTask {
     etcd: Etcd,
     counters: Arc<SessionCounters>,
     requests: mpsc::UnboundedReceiver<Request>,
-    /// Asked for, but kept out of a batch (a key or lease it could not take).
+    /// Asked for, but kept out of a batch (another kind, lease or a key already in it), or
+    /// to go again (its compare held while another's failed).
     waiting: VecDeque<Request>,
 }
 
@@ -124,13 +162,16 @@ impl BatchTask {
                 },
             };
             let batch = self.batch(first);
-            self.carry_out(batch).await;
+            let again = self.carry_out(batch).await;
+            for r in again.into_iter().rev() {
+                self.waiting.push_front(r);
+            }
         }
     }
 
     /// `first` and what waits behind it, as far as one transaction can take.
     fn batch(&mut self, first: Request) -> Vec<Request> {
-        let lease = first.lease;
+        let (lease, kind) = (first.lease, first.kind());
         let mut keys = HashSet::from([first.key.clone()]);
         let mut batch = vec![first];
         let mut left = VecDeque::new();
@@ -142,7 +183,7 @@ impl BatchTask {
                     Err(_) => break,
                 },
             };
-            if next.lease == lease && keys.insert(next.key.clone()) {
+            if next.lease == lease && next.kind() == kind && keys.insert(next.key.clone()) {
                 batch.push(next);
             } else {
                 left.push_back(next);
@@ -153,26 +194,29 @@ impl BatchTask {
         batch
     }
 
-    async fn carry_out(&self, batch: Vec<Request>) {
-        let ops: Vec<TxnOp> = batch
-            .iter()
-            .map(|r| {
-                TxnOp::txn(match &r.call {
-                    Call::Claim {
-                        value, takeover, ..
-                    } => claim_txn(&r.key, value.clone(), r.lease, *takeover),
-                    Call::Delete { .. } => Txn::new()
-                        .when([Compare::lease(&*r.key, CompareOp::Equal, r.lease)])
-                        .and_then([TxnOp::delete(&*r.key, None)]),
-                })
-            })
-            .collect();
+    /// Runs one batch and answers its calls; returns those that go again.
+    async fn carry_out(&self, batch: Vec<Request>) -> Vec<Request> {
+        let kind = batch[0].kind();
+        let txn = match kind {
+            Kind::Claim => Txn::new()
+                .when(each(&batch, |r| {
+                    Compare::create_revision(&*r.key, CompareOp::Equal, 0)
+                }))
+                .and_then(each(&batch, put))
+                .or_else(each(&batch, |r| TxnOp::get(&*r.key, None))),
+            Kind::Takeover => Txn::new().and_then(each(&batch, put)),
+            Kind::Delete => Txn::new()
+                .when(each(&batch, |r| {
+                    Compare::lease(&*r.key, CompareOp::Equal, r.lease)
+                }))
+                .and_then(each(&batch, |r| TxnOp::delete(&*r.key, None)))
+                .or_else(each(&batch, |r| TxnOp::get(&*r.key, None))),
+        };
         let calls = batch.len();
         self.counters.batches.fetch_add(1, Relaxed);
         self.counters.batched_calls.fetch_add(calls as u64, Relaxed);
         let mut client = Client::clone(&self.etcd.client);
-        let txn = client.txn(Txn::new().and_then(ops));
-        let answer = match tokio::time::timeout(self.etcd.timeout, txn).await {
+        let answer = match tokio::time::timeout(self.etcd.timeout, client.txn(txn)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(sort(e)),
             Err(_) => Err(CallError::Failed(herald_shared::EtcdError::no_answer(
@@ -188,45 +232,89 @@ impl BatchTask {
                     "batch failed"
                 );
                 for r in batch {
-                    fail(r.call, error.clone());
+                    r.fail(error.clone());
                 }
-                return;
+                return Vec::new();
             }
         };
-        tracing::debug!(calls, "batch carried out");
-        let header = resp.header();
-        let nested = resp.op_responses();
-        for (i, r) in batch.into_iter().enumerate() {
-            let outcome = match nested.get(i) {
-                Some(TxnOpResponse::Txn(t)) => Ok(t),
-                _ => Err(neither_way()),
-            };
-            match r.call {
-                Call::Claim { reply, .. } => {
-                    let claim =
-                        outcome.and_then(|t| claim_outcome(t, header).ok_or_else(neither_way));
-                    let claim = if claim.is_ok() && answer_lost() {
-                        Err(lost_answer())
-                    } else {
-                        claim
-                    };
-                    let _ = reply.send(claim);
+        let (epoch, cluster_id) = resp
+            .header()
+            .map_or((0, 0), |h| (h.revision().max(0) as u64, h.cluster_id()));
+        let answers = resp.op_responses();
+        tracing::debug!(calls, succeeded = resp.succeeded(), "batch carried out");
+        let mut again = Vec::new();
+        for (r, answer) in batch.into_iter().zip(answers.iter()) {
+            match (r.call, resp.succeeded()) {
+                (Call::Claim { reply, .. }, true) => {
+                    if let TxnOpResponse::Put(p) = answer
+                        && let Some(prev) = p.prev_key()
+                    {
+                        tracing::warn!(
+                            replaced_epoch = prev.mod_revision(),
+                            epoch,
+                            "took over the registration of another incarnation"
+                        );
+                    }
+                    let _ = reply.send(answered(Claim::Written { epoch, cluster_id }));
                 }
-                Call::Delete { reply } => {
-                    let _ = reply.send(outcome.map(|t| t.succeeded()));
+                (Call::Delete { reply }, true) => {
+                    let _ = reply.send(Ok(true));
+                }
+                (call, false) => {
+                    let held = match answer {
+                        TxnOpResponse::Get(g) => g.kvs().first().map(Holder::of),
+                        _ => None,
+                    };
+                    match (call, held) {
+                        (Call::Claim { reply, .. }, Some(h)) => {
+                            let _ = reply.send(answered(Claim::Held {
+                                epoch: h.epoch,
+                                lease: h.lease,
+                                token_ttl: h.token_ttl,
+                                cluster_id,
+                            }));
+                        }
+                        (Call::Delete { reply }, Some(h)) if h.lease != r.lease => {
+                            let _ = reply.send(Ok(false));
+                        }
+                        (Call::Delete { reply }, None) => {
+                            let _ = reply.send(Ok(false));
+                        }
+                        // Its compare held; another's did not: it goes again.
+                        (call, _) => again.push(Request {
+                            key: r.key,
+                            lease: r.lease,
+                            call,
+                        }),
+                    }
                 }
             }
         }
+        again
     }
 }
 
-fn fail(call: Call, e: CallError) {
-    match call {
-        Call::Claim { reply, .. } => {
-            let _ = reply.send(Err(e));
-        }
-        Call::Delete { reply } => {
-            let _ = reply.send(Err(e));
-        }
+/// A claim's outcome as its announcer gets it (lost on the way when a test says so).
+fn answered(claim: Claim) -> Result<Claim, CallError> {
+    if answer_lost() {
+        Err(lost_answer())
+    } else {
+        Ok(claim)
     }
+}
+
+fn each<T>(batch: &[Request], f: impl Fn(&Request) -> T) -> Vec<T> {
+    batch.iter().map(f).collect()
+}
+
+/// The write of a claim: the value under the lease, noting what it replaced.
+fn put(r: &Request) -> TxnOp {
+    let Call::Claim { value, .. } = &r.call else {
+        unreachable!("only claims are put")
+    };
+    TxnOp::put(
+        &*r.key,
+        value.clone(),
+        Some(PutOptions::new().with_lease(r.lease).with_prev_key()),
+    )
 }

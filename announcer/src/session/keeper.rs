@@ -35,6 +35,9 @@ pub(super) struct Keeper {
     published: watch::Sender<SessionLease>,
     requests: mpsc::Receiver<SessionRequest>,
     counters: Arc<SessionCounters>,
+    /// The announcer's own counters, when the session is one announcer's (see
+    /// [`super::Session::private`]): its keep-alives are counted there too.
+    mirror: Option<Arc<Counters>>,
     stop: CancellationToken,
 }
 
@@ -61,8 +64,15 @@ impl Keeper {
             published,
             requests,
             counters,
+            mirror: None,
             stop,
         }
+    }
+
+    /// Counts the keep-alives in `mirror` too (an announcer's counters).
+    pub(super) fn mirrored(mut self, mirror: Option<Arc<Counters>>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     /// Runs until `close()`, or until every handle is gone (the lease is then left to expire).
@@ -102,11 +112,14 @@ impl Keeper {
         match self.keep_alive.renew(&self.etcd, lease).await {
             Renewal::Alive => {
                 Counters::bump(&self.counters.keep_alives);
+                if let Some(mirror) = &self.mirror {
+                    Counters::bump(&mirror.keep_alives);
+                }
                 if self.failing > 0 {
                     tracing::info!(
                         target: CONNECTION_LOG,
                         failures = self.failing,
-                        "etcd session keep-alives resumed"
+                        "etcd lease keep-alives resumed"
                     );
                 }
                 self.failing = 0;
@@ -115,18 +128,24 @@ impl Keeper {
             }
             Renewal::Gone => {
                 Counters::bump(&self.counters.lease_losses);
-                tracing::warn!(lease, "session lease lost; granting a new one");
+                tracing::warn!(
+                    lease,
+                    "etcd lease lost; granting a new one, every registration on it is written again"
+                );
                 self.lease = None;
                 self.published.send_replace(SessionLease::Renewing);
                 self.next = Instant::now();
             }
             Renewal::Failed(error) => {
                 Counters::bump(&self.counters.keep_alive_failures);
+                if let Some(mirror) = &self.mirror {
+                    Counters::bump(&mirror.keep_alive_failures);
+                }
                 if self.failing == 0 {
                     tracing::warn!(
                         target: CONNECTION_LOG,
                         error = &error as &dyn std::error::Error,
-                        "etcd session keep-alive failed; retrying"
+                        "etcd lease keep-alive failed; still broadcasting, retrying"
                     );
                 } else {
                     tracing::debug!(

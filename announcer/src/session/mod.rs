@@ -24,9 +24,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind};
-use crate::etcd_calls::Etcd;
+use crate::etcd_calls::{Etcd, retried};
 use crate::messages::{SessionLease, SessionRequest};
 use crate::settings::{MAX_LEASE_TTL, MIN_LEASE_TTL};
+use crate::stats::Counters;
 
 mod batch;
 mod keeper;
@@ -96,6 +97,9 @@ struct Inner {
     /// Claims and deletions, batched.
     batcher: Batcher,
     counters: Arc<SessionCounters>,
+    /// Made by one announcer for itself (one without a session): its lease holds that
+    /// announcer's key alone.
+    private: bool,
     /// The keys its announcers hold (see [`Session::hold`]).
     held: Arc<Mutex<HashSet<String>>>,
     /// Stops the task when the last handle goes (the lease is left to expire).
@@ -160,7 +164,7 @@ impl Session {
         let lease_ttl = checked_ttl(lease_ttl)?;
         let timeout = config.request_timeout;
         let client = config.connect().await?;
-        Session::start(Etcd::leases(client, timeout), lease_ttl).await
+        Session::start(Etcd::leases(client, timeout), lease_ttl, None).await
     }
 
     /// As [`connect`](Session::connect), through an existing client (an application's own, or
@@ -175,11 +179,28 @@ impl Session {
         lease_ttl: Duration,
     ) -> Result<Session, Error> {
         let lease_ttl = checked_ttl(lease_ttl)?;
-        Session::start(Etcd::leases(client, SHARED_CLIENT_TIMEOUT), lease_ttl).await
+        Session::start(Etcd::leases(client, SHARED_CLIENT_TIMEOUT), lease_ttl, None).await
     }
 
-    async fn start(mut etcd: Etcd, ttl: Duration) -> Result<Session, Error> {
-        let lease = etcd.grant(ttl).await?;
+    /// The session of one announcer without one: the same lease path, with a lease that holds
+    /// that announcer's key alone. Its keep-alives are counted in the announcer's own
+    /// counters (`mirror`) as well.
+    pub(crate) async fn private(
+        etcd: Etcd,
+        lease_ttl: Duration,
+        mirror: Arc<Counters>,
+    ) -> Result<Session, Error> {
+        Session::start(etcd, lease_ttl, Some(mirror)).await
+    }
+
+    async fn start(
+        mut etcd: Etcd,
+        ttl: Duration,
+        mirror: Option<Arc<Counters>>,
+    ) -> Result<Session, Error> {
+        // A listed member may be down: the grant is tried again within the call deadline.
+        let lease = retried(etcd.timeout, || etcd.grant(ttl)).await?;
+        let private = mirror.is_some();
         // A call that outlasts the keep-alive period would put the lease at risk.
         etcd.timeout = etcd.timeout.min(ttl / 3);
         let span = tracing::debug_span!("session", lease);
@@ -198,7 +219,8 @@ impl Session {
             requests_rx,
             counters.clone(),
             stop.clone(),
-        );
+        )
+        .mirrored(mirror);
         tokio::spawn(keeper.run().instrument(span));
         Ok(Session {
             inner: Arc::new(Inner {
@@ -209,10 +231,16 @@ impl Session {
                 hub,
                 batcher,
                 counters,
+                private,
                 held: Arc::default(),
                 _stop: stop.drop_guard(),
             }),
         })
+    }
+
+    /// Whether the session is one announcer's own (see [`Session::private`]).
+    pub(crate) fn is_private(&self) -> bool {
+        self.inner.private
     }
 
     /// The id of the session's lease now; `None` while a lost lease is being replaced, and

@@ -64,54 +64,29 @@ pub(crate) enum KeyNews {
     HistoryLost,
 }
 
-impl KeyNews {
-    /// The news of a response of a watch of the key alone.
-    fn of(resp: &WatchResponse) -> KeyNews {
-        if resp.compact_revision() > 0 || resp.canceled() {
-            return KeyNews::HistoryLost;
-        }
-        KeyNews::Changes {
-            cluster_id: resp.header().map_or(0, |h| h.cluster_id()),
-            changes: resp.events().iter().filter_map(KeyChange::of).collect(),
-        }
-    }
-}
-
-/// A watch of one announcer's key.
-#[derive(Debug)]
-pub(crate) enum KeyWatch {
-    /// A watch stream of the announcer's own.
-    Own(Box<WatchStream>),
-    /// The key's share of the session's watch.
-    Shared(Subscription),
-}
-
-impl KeyWatch {
-    /// The next news; `Ok(None)` when the watch ended (open it again).
-    pub(crate) async fn message(&mut self) -> Result<Option<KeyNews>, etcd_client::Error> {
-        match self {
-            KeyWatch::Own(stream) => Ok(stream.message().await?.map(|r| KeyNews::of(&r))),
-            KeyWatch::Shared(sub) => Ok(sub.news.recv().await),
-        }
-    }
-}
-
 /// One key's share of the session's watch; dropping it ends the share.
 #[derive(Debug)]
-pub(crate) struct Subscription {
+pub(crate) struct KeyWatch {
     key: Arc<str>,
     id: u64,
     news: mpsc::Receiver<KeyNews>,
     hub: mpsc::UnboundedSender<HubRequest>,
 }
 
-impl Drop for Subscription {
+impl KeyWatch {
+    /// The next news; `Ok(None)` when the share ended (open it again).
+    pub(crate) async fn message(&mut self) -> Result<Option<KeyNews>, etcd_client::Error> {
+        Ok(self.news.recv().await)
+    }
+}
+
+impl Drop for KeyWatch {
     fn drop(&mut self) {
         let _ = self.hub.send(HubRequest::Cancel(self.key.clone(), self.id));
     }
 }
 
-type Answer = oneshot::Sender<Result<Subscription, CallError>>;
+type Answer = oneshot::Sender<Result<KeyWatch, CallError>>;
 
 #[derive(Debug)]
 pub(crate) enum HubRequest {
@@ -165,8 +140,7 @@ impl WatchHub {
                 reply,
             })
             .map_err(|_| gone())?;
-        let sub = answer.await.map_err(|_| gone())??;
-        Ok(KeyWatch::Shared(sub))
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -180,7 +154,7 @@ struct PrefixWatch {
     seen: i64,
     /// Keys followed through it.
     keys: usize,
-    /// Subscriptions answered once it is created.
+    /// KeyWatchs answered once it is created.
     waiting: Vec<(Arc<str>, Answer)>,
 }
 
@@ -207,6 +181,16 @@ struct HubTask {
     /// When to open the broken stream again.
     reopen_at: Option<Instant>,
     backoff: Backoff,
+}
+
+/// What a watch of `prefix` covers: every key under it when it ends with `/` (a session's
+/// services prefix), else that one key (a session of one announcer).
+fn range(opts: WatchOptions, prefix: &str) -> WatchOptions {
+    if prefix.ends_with('/') {
+        opts.with_prefix()
+    } else {
+        opts
+    }
 }
 
 async fn next_response(
@@ -271,7 +255,7 @@ impl HubTask {
         );
         self.count();
         if self.stream.is_some() || self.reopen_at.is_none() {
-            let opts = WatchOptions::new().with_prefix().with_watch_id(id);
+            let opts = range(WatchOptions::new(), &prefix).with_watch_id(id);
             if let Err(e) = self.send_watch(&prefix, opts).await {
                 // Nobody can be answered before the stream is back: fail them, they retry.
                 let watch = self.prefixes.remove(&prefix).expect("inserted above");
@@ -326,7 +310,7 @@ impl HubTask {
         }
     }
 
-    fn route(&mut self, prefix: Arc<str>, key: Arc<str>) -> Result<Subscription, CallError> {
+    fn route(&mut self, prefix: Arc<str>, key: Arc<str>) -> Result<KeyWatch, CallError> {
         let hub = self.handle.upgrade().ok_or_else(gone)?;
         let id = self.next_route;
         self.next_route += 1;
@@ -345,7 +329,7 @@ impl HubTask {
             watch.keys += 1;
         }
         self.count();
-        Ok(Subscription { key, id, news, hub })
+        Ok(KeyWatch { key, id, news, hub })
     }
 
     async fn on_response(&mut self, resp: WatchResponse) {
@@ -434,8 +418,7 @@ impl HubTask {
             watch.id = id;
             watch.created = false;
         }
-        let opts = WatchOptions::new()
-            .with_prefix()
+        let opts = range(WatchOptions::new(), prefix)
             .with_watch_id(id)
             .with_start_revision(from);
         if self.send_watch(prefix, opts).await.is_err() {
@@ -512,7 +495,7 @@ impl HubTask {
                 watch.id = id;
                 watch.created = false;
             }
-            let mut opts = WatchOptions::new().with_prefix().with_watch_id(id);
+            let mut opts = range(WatchOptions::new(), &prefix).with_watch_id(id);
             if seen > 0 {
                 opts = opts.with_start_revision(seen + 1);
             }
