@@ -162,7 +162,8 @@ impl BatchTask {
                 },
             };
             let batch = self.batch(first);
-            let again = self.carry_out(batch).await;
+            // Boxed: etcd-client's futures are large, and the task waits almost always.
+            let again = Box::pin(self.carry_out(batch)).await;
             for r in again.into_iter().rev() {
                 self.waiting.push_front(r);
             }

@@ -90,12 +90,13 @@ impl Keeper {
                     }
                     Some(SessionRequest::Lost(_)) => {}
                     Some(SessionRequest::Close(reply)) => {
-                        let _ = reply.send(self.close().await);
+                        let _ = reply.send(Box::pin(self.close()).await);
                         return;
                     }
                     None => return,
                 },
-                () = tokio::time::sleep_until(self.next) => self.step().await,
+                // Boxed: etcd-client's futures are large, and the task waits almost always.
+                () = tokio::time::sleep_until(self.next) => Box::pin(self.step()).await,
             }
         }
     }

@@ -215,18 +215,20 @@ impl HubTask {
             tokio::select! {
                 request = self.requests.recv() => match request {
                     Some(HubRequest::Subscribe { prefix, key, reply }) => {
-                        self.subscribe(prefix, key, reply).await;
+                        // Boxed: etcd-client's futures are large, and the task waits
+                        // almost always.
+                        Box::pin(self.subscribe(prefix, key, reply)).await;
                     }
-                    Some(HubRequest::Cancel(key, id)) => self.cancel(&key, id).await,
+                    Some(HubRequest::Cancel(key, id)) => Box::pin(self.cancel(&key, id)).await,
                     None => return,
                 },
                 msg = next_response(&mut self.stream) => match msg {
-                    Ok(Some(resp)) => self.on_response(resp).await,
+                    Ok(Some(resp)) => Box::pin(self.on_response(resp)).await,
                     Ok(None) | Err(_) => self.broken(),
                 },
                 () = until(self.reopen_at) => {
                     self.reopen_at = None;
-                    self.reopen().await;
+                    Box::pin(self.reopen()).await;
                 }
             }
         }
