@@ -119,12 +119,22 @@ fn choose_in<'s>(
             .filter(|i| available(i))
             .min_by(|a, b| a.load().total_cmp(&b.load())),
         Strategy::PowerOfTwoChoices => {
-            let a = first_available_from(all, rng.usize(..n), available)?;
+            // Two distinct instances, the less loaded of them: with two available, the busier
+            // is never picked.
+            let i = rng.usize(..n);
+            let a = first_available_from(all, i, available)?;
             if n == 1 {
                 return Some(a);
             }
-            let b = first_available_from(all, rng.usize(..n), available)?;
-            Some(if b.load() < a.load() { b } else { a })
+            let mut j = rng.usize(..n - 1);
+            if j >= i {
+                j += 1;
+            }
+            let other = |x: &Instance| available(x) && !std::ptr::eq(x, a);
+            Some(match first_available_from(all, j, &other) {
+                Some(b) if b.load() < a.load() => b,
+                _ => a,
+            })
         }
         Strategy::WeightedRandom => {
             let cum = &snap.cum_weight[range.start..=range.end];
@@ -285,18 +295,39 @@ mod tests {
     }
 
     #[test]
-    fn power_of_two_prefers_the_less_loaded() {
+    fn power_of_two_compares_two_distinct_instances() {
         let s = snap(vec![
             inst("busy", 0.9, None, 100, State::Up),
             inst("idle", 0.1, None, 100, State::Up),
         ]);
-        let c = counts(&s, Strategy::PowerOfTwoChoices, None, 10_000);
-        // With two instances, p2c picks the idle one unless both draws hit the busy one (1/4).
-        let idle = c["idle"] as f64 / 10_000.0;
-        assert!(
-            (0.72..0.78).contains(&idle),
-            "idle share {idle} should be about 3/4"
+        let c = counts(&s, Strategy::PowerOfTwoChoices, None, 2_000);
+        assert_eq!(
+            c.get("busy"),
+            None,
+            "with two instances the busier is never picked: {c:?}"
         );
+        let three = snap(vec![
+            inst("low", 0.1, None, 100, State::Up),
+            inst("mid", 0.5, None, 100, State::Up),
+            inst("high", 0.9, None, 100, State::Up),
+        ]);
+        let c = counts(&three, Strategy::PowerOfTwoChoices, None, 3_000);
+        assert_eq!(c.get("high"), None, "the busiest loses every pair: {c:?}");
+        // Of the three pairs, `low` wins two and `mid` one.
+        let low = c["low"] as f64 / 3_000.0;
+        assert!(
+            (0.62..0.71).contains(&low),
+            "low's share {low} should be about 2/3"
+        );
+        // An unavailable instance is never one of the two.
+        let draining = snap(vec![
+            inst("busy", 0.9, None, 100, State::Up),
+            inst("gone", 0.0, None, 100, State::Draining),
+            inst("idle", 0.1, None, 100, State::Up),
+        ]);
+        let c = counts(&draining, Strategy::PowerOfTwoChoices, None, 2_000);
+        assert_eq!(c.get("busy"), None, "{c:?}");
+        assert_eq!(c.get("gone"), None, "{c:?}");
     }
 
     #[test]
