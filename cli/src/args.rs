@@ -231,7 +231,7 @@ pub(crate) struct AnnounceArgs {
     #[arg(long, conflicts_with = "check_http", value_parser = parse_host_port)]
     pub(crate) check_tcp: Option<String>,
     /// Drain while an HTTP GET of URL does not answer 2xx.
-    #[arg(long)]
+    #[arg(long, value_parser = http_url)]
     pub(crate) check_http: Option<String>,
     /// How often the check runs.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -331,6 +331,15 @@ pub(crate) fn flag_of(field: &str) -> String {
 
 // Names and addresses are checked as the command line is read, by the library's own rules, so
 // that a bad one is a usage error (exit 2) that names its argument.
+
+/// An `http://` URL, as `--check-http` takes.
+fn http_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err("only http:// URLs are supported".to_owned());
+    }
+    Ok(s.to_owned())
+}
 
 fn service_name(s: &str) -> Result<String, &'static str> {
     checked(s, validate::service_name)

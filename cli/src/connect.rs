@@ -98,12 +98,12 @@ fn subscriber_error(e: herald_subscriber::Error) -> anyhow::Error {
     if e.kind() == herald_subscriber::ErrorKind::InvalidConfig {
         let cause = e.source();
         if let Some(ConfigError::Field { field, bound }) = cause.and_then(|c| c.downcast_ref()) {
-            return anyhow::anyhow!("invalid {}: {bound}", crate::args::flag_of(field));
+            return crate::exit::bad_value(&crate::args::flag_of(field), bound);
         }
         if let Some(EtcdError::Config(message)) = cause.and_then(|c| c.downcast_ref())
             && let Some((field, bound)) = message.split_once(": ")
         {
-            return anyhow::anyhow!("invalid {}: {bound}", crate::args::flag_of(field));
+            return crate::exit::bad_value(&crate::args::flag_of(field), bound);
         }
     }
     anyhow::Error::new(e).context("cannot start the subscriber")

@@ -10,6 +10,29 @@ pub(crate) const FENCED: u8 = 4;
 /// `announce`: the announcer was closed otherwise.
 pub(crate) const CLOSED: u8 = 5;
 
+/// A value the command line gave that the library refused before connecting: a usage error,
+/// which exits 2 like the values clap refuses.
+#[derive(Debug)]
+pub(crate) struct BadValue(pub(crate) String);
+
+impl std::fmt::Display for BadValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadValue {}
+
+/// `invalid FLAG: BOUND`, as a usage error.
+pub(crate) fn bad_value(flag: &str, bound: &str) -> anyhow::Error {
+    anyhow::Error::new(BadValue(format!("invalid {flag}: {bound}")))
+}
+
+/// Whether `e` is a usage error (exit 2).
+pub(crate) fn is_bad_value(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.is::<BadValue>())
+}
+
 /// Whether `e` is a write to a closed pipe (the reader, e.g. `head`, has gone).
 pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {

@@ -86,6 +86,11 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         // A reader that went away (`| head`) is a normal end of the output.
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // A value the library refused before connecting: a bad command line, as for clap.
+        Err(e) if exit::is_bad_value(&e) => {
+            eprintln!("herald: error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             // One line: what failed and why, never a panic trace.
             eprintln!("herald: error: {e:#}");

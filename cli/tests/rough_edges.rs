@@ -274,7 +274,7 @@ async fn errors_say_each_cause_once_in_the_clis_words() {
     ] {
         let out = env.output(&args).await;
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "a bad value: {args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(
             !err.contains("drain()") && !err.contains("`"),
@@ -345,7 +345,7 @@ async fn bad_values_are_refused_before_anything_runs() {
                 "--check-http",
                 "notaurl",
             ],
-            "--check-http: bad URL",
+            "'notaurl' for '--check-http <CHECK_HTTP>': not a URL",
         ),
         (
             vec![
@@ -362,12 +362,51 @@ async fn bad_values_are_refused_before_anything_runs() {
     ] {
         let out = env.output(&args).await;
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} must be refused");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(
             !err.contains("unexpected argument"),
             "a value, not a flag: {err}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_the_library_refuses_exit_2_and_name_their_flag() {
+    let env = Env::start("refused").await;
+    let announce = |extra: &[&'static str]| {
+        let mut args = vec!["announce", "--service", "a", "--addr", "h:1"];
+        args.extend_from_slice(extra);
+        args
+    };
+    for (args, flag) in [
+        (announce(&["--interval", "10ms"]), "--interval"),
+        (announce(&["--ttl", "1s"]), "--ttl"),
+        (announce(&["--load", "-1"]), "--load"),
+        (announce(&["--load", "NaN"]), "--load"),
+        (announce(&["--load", "inf"]), "--load"),
+        (announce(&["--full-token-every", "0"]), "--full-token-every"),
+        (announce(&["--weight", "0"]), "--weight"),
+        (announce(&["--connect-timeout", "0s"]), "--connect-timeout"),
+        (announce(&["--nats", "not a url"]), "--nats"),
+        (announce(&["--lease-ttl", "1s"]), "--lease-ttl"),
+        (vec!["ls", "--nats-advisories", "a.*"], "--nats-advisories"),
+        (
+            vec![
+                "ls",
+                "--nats-advisories",
+                "a.b",
+                "--disconnect-grace",
+                "20s",
+            ],
+            "--disconnect-grace",
+        ),
+    ] {
+        let out = env.output(&args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&format!("invalid {flag}")), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
 

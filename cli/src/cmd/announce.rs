@@ -208,11 +208,11 @@ fn start_error(e: herald_announcer::Error) -> anyhow::Error {
         (ErrorKind::DuplicateInstance, _) => anyhow::Error::new(e).context(
             "cannot announce (the id is in use by a live process; pass --takeover to replace it)",
         ),
-        (ErrorKind::Config, Some(field)) => anyhow::anyhow!(
-            "cannot announce: invalid {}: {}",
-            crate::args::flag_of(field),
-            e.bound().unwrap_or("out of bounds")
-        ),
+        (ErrorKind::Config, Some(field)) => crate::exit::bad_value(
+            &crate::args::flag_of(field),
+            e.bound().unwrap_or("out of bounds"),
+        )
+        .context("cannot announce"),
         _ => anyhow::Error::new(e).context("cannot announce"),
     }
 }
