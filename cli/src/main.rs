@@ -65,9 +65,11 @@ async fn main() -> ExitCode {
         .init();
     let result = match &cli.command {
         Command::Announce(a) => cmd::announce::run(&cli.global, a).await,
-        Command::Ls(a) => cmd::ls::run(&cli.global, a)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Ls(a) => tokio::select! {
+            // It prints only once it has every answer: stopped before, it prints nothing.
+            listed = cmd::ls::run(&cli.global, a) => listed.map(|()| ExitCode::SUCCESS),
+            () = shutdown_signal() => Ok(interrupted()),
+        },
         Command::Watch(a) => cmd::watch::run(&cli.global, a)
             .await
             .map(|()| ExitCode::SUCCESS),
@@ -103,6 +105,9 @@ async fn main() -> ExitCode {
 static SHUTDOWN: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
     std::sync::OnceLock::new();
 
+/// The number of that signal (0 before one came).
+static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 /// Installs the SIGINT/SIGTERM handlers. Called first thing in `main`: a signal that arrives
 /// before its handler exists kills the process outright, skipping the graceful shutdown.
 fn install_signal_handlers() -> std::io::Result<()> {
@@ -111,10 +116,11 @@ fn install_signal_handlers() -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let number = tokio::select! {
+            _ = term.recv() => rustix::process::Signal::TERM.as_raw(),
+            _ = int.recv() => rustix::process::Signal::INT.as_raw(),
+        };
+        SIGNAL.store(number, std::sync::atomic::Ordering::SeqCst);
         token.cancel();
     });
     Ok(())
@@ -123,6 +129,13 @@ fn install_signal_handlers() -> std::io::Result<()> {
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     SHUTDOWN.get_or_init(Default::default).cancelled().await;
+}
+
+/// The exit code of a command a signal interrupted before it could finish: 128 + the
+/// signal's number, as a shell reports it (130 for SIGINT, 143 for SIGTERM).
+pub(crate) fn interrupted() -> ExitCode {
+    let number = SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+    ExitCode::from(128 + u8::try_from(number).unwrap_or(0))
 }
 
 /// Adds the etcd authority to an announcer when endpoints are configured.

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Env, eventually, sigterm};
+use common::{Env, eventually, exit_within, sigterm};
 use herald_testkit::{free_port, http, spawn_guarded};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,4 +437,36 @@ async fn user_errors_are_one_line_and_quick() {
         started.elapsed()
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_stops_at_once_on_a_signal_while_it_waits_for_answers() {
+    let env = Env::start("ls_signal").await;
+    let mut silent = env.announce("web", "web-1", &["--lease-ttl", "30s"]);
+    assert_eq!(env.ls_json("web").await.len(), 1);
+    silent.kill().expect("kill -9 ends it");
+    // Its registration holds for the 30 s lease and nobody answers for it: `ls` waits the
+    // whole `--wait` for that answer.
+    for (signal, code) in [(2, 130), (15, 143)] {
+        let mut cmd = env.herald(&["ls", "web", "--wait", "30s"]);
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut ls = spawn_guarded(cmd);
+        let stderr = BufReader::new(ls.child_mut().stderr.take().unwrap());
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("subscriber started"))
+            .expect("ls started its subscriber");
+        let asked = Instant::now();
+        ls.signal(signal).unwrap();
+        let status = exit_within(&mut ls, Duration::from_secs(3), "the signal");
+        assert_eq!(status.code(), Some(code), "signal {signal}");
+        assert!(asked.elapsed() < Duration::from_secs(3));
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut ls.child_mut().stdout.take().unwrap(), &mut out)
+            .unwrap();
+        assert_eq!(out, "", "nothing printed for a listing it did not finish");
+    }
 }
