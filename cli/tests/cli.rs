@@ -250,7 +250,18 @@ async fn serve_answers_every_endpoint() {
     let r = http::get(port, "/v1/pick/pay").await.unwrap();
     assert_eq!(r.status, 503, "no instance yet: {}", r.body);
 
-    let _a = env.announce("pay", "pay-1", &["--meta", "team=core"]);
+    let _a = env.announce(
+        "pay",
+        "pay-1",
+        &[
+            "--meta",
+            "team=core",
+            "--meta",
+            "a-b=dash",
+            "--meta",
+            "a_b=underscore",
+        ],
+    );
     let _b = env.announce("pay", "pay-2", &["--zone", "z2"]);
     eventually(Duration::from_secs(5), "both listed", async || {
         http::get(port, "/v1/services")
@@ -328,6 +339,9 @@ async fn serve_answers_every_endpoint() {
     assert_eq!(pay1["targets"][0], "127.0.0.1:9000");
     assert_eq!(pay1["labels"]["service"], "pay");
     assert_eq!(pay1["labels"]["__meta_herald_meta_team"], "core");
+    // Keys that differ only in characters a label cannot hold keep a label each.
+    assert_eq!(pay1["labels"]["__meta_herald_meta_a_2db"], "dash");
+    assert_eq!(pay1["labels"]["__meta_herald_meta_a__b"], "underscore");
 
     let r = http::get(port, "/metrics").await.unwrap();
     assert!(

@@ -333,11 +333,10 @@ async fn prometheus_sd(
                 labels.insert("__meta_herald_zone".to_owned(), z.to_owned());
             }
             for (k, v) in i.meta() {
-                let name: String = k
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
-                labels.insert(format!("__meta_herald_meta_{name}"), v.to_owned());
+                labels.insert(
+                    format!("__meta_herald_meta_{}", label_name(k)),
+                    v.to_owned(),
+                );
             }
             groups.push(serde_json::json!({ "targets": [i.addr()], "labels": labels }));
         }
@@ -347,6 +346,24 @@ async fn prometheus_sd(
         serde_json::to_string(&groups).unwrap_or_default(),
     )
         .into_response()
+}
+
+/// A metadata key as a Prometheus label name, one to one: letters and digits stay, `_`
+/// becomes `__`, and any other byte `_` and its two hex digits (`a-b` is `a_2db`, `a_b` is
+/// `a__b`). Two keys never share a label, so no value is lost.
+fn label_name(key: &str) -> String {
+    use std::fmt::Write as _;
+    let mut name = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'_' => name.push_str("__"),
+            b if b.is_ascii_alphanumeric() => name.push(char::from(b)),
+            b => {
+                let _ = write!(name, "_{b:02x}");
+            }
+        }
+    }
+    name
 }
 
 async fn watch_all(
@@ -386,4 +403,21 @@ fn sse(
             async move { out }
         });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_name;
+
+    #[test]
+    fn metadata_keys_map_to_distinct_label_names() {
+        assert_eq!(label_name("team"), "team");
+        assert_eq!(label_name("a-b"), "a_2db");
+        assert_eq!(label_name("a_b"), "a__b");
+        assert_eq!(label_name("a.b"), "a_2eb");
+        assert_eq!(label_name("é"), "_c3_a9");
+        let keys = ["a-b", "a_b", "a__b", "a_2db", "a.b", "a b", "ab"];
+        let names: std::collections::HashSet<String> = keys.iter().map(|k| label_name(k)).collect();
+        assert_eq!(names.len(), keys.len(), "one label per key");
+    }
 }
