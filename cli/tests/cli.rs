@@ -311,6 +311,13 @@ async fn serve_answers_every_endpoint() {
         ("/v1/watch/bad.name", 400, "not a service name"),
         ("/v1/pick/nobody", 503, "no available instance"),
         ("/v1/nothing/here", 404, "no such endpoint"),
+        // What axum's extractors refuse is JSON too.
+        (
+            "/v1/pick/pay?strategy=p2c&strategy=random",
+            400,
+            "duplicate field `strategy`",
+        ),
+        ("/v1/services/%FF", 400, "UTF-8"),
     ] {
         let r = http::get(port, path).await.unwrap();
         assert_eq!(r.status, status, "{path}: {}", r.body);
@@ -320,6 +327,10 @@ async fn serve_answers_every_endpoint() {
             "{path}: {body}"
         );
     }
+    let r = http::post_json(port, "/v1/services", "{}").await.unwrap();
+    assert_eq!(r.status, 405, "{}", r.body);
+    let body: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON error body");
+    assert_eq!(body["error"], "only GET is served", "{body}");
     let r = http::get(port, "/").await.unwrap();
     let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert!(

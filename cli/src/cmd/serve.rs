@@ -155,7 +155,36 @@ fn router(agent: Agent) -> Router {
             let body = serde_json::json!({ "error": "no such endpoint", "endpoints": ENDPOINTS });
             (StatusCode::NOT_FOUND, Json(body)).into_response()
         })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is served".to_owned(),
+            )
+        })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(agent)
+}
+
+/// Every error the router answers is JSON, also those axum's extractors write as text (a
+/// repeated query field, a path that is not UTF-8): their text becomes the `error`.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        text => text.to_owned(),
+    };
+    error(status, message)
 }
 
 /// An error answer: `{"error": message}` with `status`.
