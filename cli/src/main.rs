@@ -56,9 +56,14 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             // Warnings, and the lines that say a lost link or a failing check is back (with
-            // how long it was down).
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,herald::connection=info,herald::check=info".into()),
+            // how long it was down). Not the lines that repeat what the CLI says itself in
+            // its one last line: an announcer stopped by etcd, and async-nats's own report
+            // of a connection it could not make (the CLI names the cause, and its lost and
+            // recovered links are `herald::connection` lines).
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "warn,async_nats=off,herald::stopped=off,herald::connection=info,herald::check=info"
+                    .into()
+            }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(exit::colours_wanted())

@@ -64,8 +64,17 @@ async fn an_operator_delete_ends_announce_with_exit_code_3() {
         .unwrap();
     let status = exit_within(&mut child, Duration::from_secs(5), "the key's deletion");
     assert_eq!(status.code(), Some(3), "deregistered has its own exit code");
-    let line = line_with(&lines, "herald: announcer stopped", Duration::from_secs(1));
+    let said = to_the_end(&lines, Duration::from_secs(5));
+    let line = said
+        .iter()
+        .find(|l| l.contains("herald: announcer stopped"))
+        .expect("the stop is said");
     assert!(line.contains("deregistered"), "{line}");
+    // The promised one line, with no log line that says the same before it.
+    assert!(
+        !said.iter().any(|l| l.contains("stopped by etcd")),
+        "one line in the CLI's words: {said:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

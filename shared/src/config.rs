@@ -299,8 +299,16 @@ impl std::fmt::Display for NatsConnectError {
 }
 
 impl std::error::Error for NatsConnectError {
+    /// The underlying error, unless it only says the kind again (the server's
+    /// `nats: authorization violation` under the kind `authorization violation`).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.0)
+        let source = std::error::Error::source(&self.0)?;
+        let said = source.to_string();
+        let kind = self.0.kind().to_string();
+        let restated = said
+            .trim_start_matches("nats: ")
+            .eq_ignore_ascii_case(&kind);
+        (!restated).then_some(source)
     }
 }
 
@@ -323,6 +331,26 @@ impl From<crate::validate::Invalid> for ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_error_says_its_cause_once() {
+        use std::error::Error as _;
+        let kind = async_nats::ConnectErrorKind::AuthorizationViolation;
+        let restated = NatsConnectError(async_nats::ConnectError::with_source(
+            kind,
+            std::io::Error::other("nats: authorization violation"),
+        ));
+        assert_eq!(restated.to_string(), "authorization violation");
+        assert!(restated.source().is_none(), "the source only said it again");
+        let io = NatsConnectError(async_nats::ConnectError::with_source(
+            async_nats::ConnectErrorKind::Io,
+            std::io::Error::other("connection refused"),
+        ));
+        assert_eq!(
+            io.source().map(|s| s.to_string()).as_deref(),
+            Some("connection refused")
+        );
+    }
 
     #[test]
     fn reconnect_delay_is_short_capped_and_jittered() {

@@ -43,6 +43,11 @@ pub use codec::{Received, Reject};
 /// can show them while keeping the rest of its logs quiet:
 /// `RUST_LOG=warn,herald::connection=info`.
 pub const CONNECTION_LOG: &str = "herald::connection";
+
+/// The `tracing` target of the warning that etcd stopped an announcer (deregistered, fenced,
+/// its session closed). A program that reports the stop in its own words (the CLI's one
+/// line, with its exit code) can leave it out: `RUST_LOG=warn,herald::stopped=off`.
+pub const STOPPED_LOG: &str = "herald::stopped";
 pub use config::{
     ConfigError, ConnectionEvents, NatsAuth, NatsConfig, NatsConnectError, NatsEvent, NatsTls,
 };

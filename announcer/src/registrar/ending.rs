@@ -54,7 +54,12 @@ impl Registrar {
     /// etcd ended this incarnation: stop the broadcast task without a goodbye, revoke the
     /// lease if it is this announcer's alone (never a shared session's), and report why.
     pub(super) async fn halt(self, reason: Stopped) -> Result<(), Error> {
-        tracing::warn!(epoch = self.epoch, %reason, "announcer stopped by etcd");
+        tracing::warn!(
+            target: herald_shared::STOPPED_LOG,
+            epoch = self.epoch,
+            %reason,
+            "announcer stopped by etcd"
+        );
         self.set_standing(|s| s.halted = true);
         let _ = tokio::time::timeout(HALT_WAIT, self.broadcast_done.cancelled()).await;
         // A shared session's lease holds other announcers' keys. The key is not ours any
