@@ -431,8 +431,15 @@ async fn output_reads_well() {
     assert_eq!(lines.len(), 3, "{table}");
     let column = |l: &str, text: &str| l.find(text).unwrap();
     let addr_at = column(lines[0], "ADDR");
+    // Numbers are right-aligned, their headers too (as the README shows).
+    let load_ends = column(lines[0], "LOAD") + "LOAD".len();
     for row in &lines[1..] {
         assert_eq!(column(row, "127.0.0.1:9000"), addr_at, "aligned:\n{table}");
+        assert_eq!(
+            column(row, "0.000") + "0.000".len(),
+            load_ends,
+            "aligned:\n{table}"
+        );
     }
 
     // A goodbye's removal says `leaving`; logs carry no colour codes off a terminal.
