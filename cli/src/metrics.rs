@@ -105,6 +105,35 @@ impl Collector for XdsScrape {
     }
 }
 
+/// Whether an `Accept` header asks for OpenMetrics before the classic text format, by
+/// q-value (the first listed wins a tie); without an acceptable OpenMetrics, classic text.
+pub(crate) fn prefers_openmetrics(accept: &str) -> bool {
+    // Each format's q-value, and where it was first listed.
+    let mut open: Option<(f32, usize)> = None;
+    let mut text: Option<(f32, usize)> = None;
+    let ranges = accept
+        .split(',')
+        .filter_map(|r| r.trim().parse::<mime::Mime>().ok());
+    for (at, range) in ranges.enumerate() {
+        let q = range
+            .get_param("q")
+            .and_then(|q| q.as_str().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match (range.type_().as_str(), range.subtype().as_str()) {
+            ("application", "openmetrics-text") => &mut open,
+            ("text", "plain" | "*") | ("*", "*") => &mut text,
+            _ => continue,
+        };
+        slot.get_or_insert((q, at));
+    }
+    match (open, text) {
+        (Some((o, _)), _) if o <= 0.0 => false,
+        (Some((o, o_at)), Some((t, t_at))) => o > t || (o == t && o_at < t_at),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// The metrics as OpenMetrics text when `openmetrics`, else as classic text.
 pub(crate) fn encode(registry: &Registry, openmetrics: bool) -> String {
     let mut out = String::new();
@@ -380,6 +409,28 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_is_read_by_q_value() {
+        // What Prometheus sends.
+        assert!(prefers_openmetrics(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(!prefers_openmetrics(
+            "text/plain;q=1.0, application/openmetrics-text;q=0.5"
+        ));
+        assert!(!prefers_openmetrics("application/openmetrics-text;q=0"));
+        assert!(!prefers_openmetrics("text/plain"));
+        assert!(!prefers_openmetrics(""));
+        assert!(!prefers_openmetrics("*/*"));
+        assert!(prefers_openmetrics("application/openmetrics-text"));
+        assert!(prefers_openmetrics(
+            "application/openmetrics-text, text/plain"
+        ));
+        assert!(!prefers_openmetrics(
+            "text/plain, application/openmetrics-text"
+        ));
+    }
 
     #[test]
     fn classic_text_names_counter_families_with_total() {

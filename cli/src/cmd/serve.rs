@@ -206,11 +206,12 @@ fn invalid_service(service: &str) -> Option<Response> {
 
 /// Prometheus asks for OpenMetrics and gets it; anyone else gets the classic text format.
 async fn metrics(State(agent): State<Agent>, headers: HeaderMap) -> impl IntoResponse {
-    let openmetrics = headers
+    let accept: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
+        .collect();
+    let openmetrics = crate::metrics::prefers_openmetrics(&accept.join(","));
     let content_type = if openmetrics {
         crate::metrics::OPENMETRICS
     } else {
