@@ -470,3 +470,30 @@ async fn output_reads_well() {
         "no ANSI codes when stderr is not a terminal"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_etcd_connection_fails_at_once() {
+    let env = Env::start("refused_etcd").await;
+    // Nothing listens there: the connection is refused, as NATS's would be.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    let out = env
+        .output(&[
+            "announce",
+            "--service",
+            "a",
+            "--addr",
+            "h:1",
+            "--etcd",
+            &nowhere,
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "said at once, not after the 3 s connect timeout: {:?}",
+        started.elapsed()
+    );
+}

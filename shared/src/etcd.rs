@@ -148,12 +148,19 @@ impl EtcdConfig {
                 .map_err(classify)?;
             // Authentication happens in connect; a status call proves the cluster answers.
             // One call reaches one member, which may be the dead one of a degraded cluster:
-            // try again (the channel balances over the endpoints) until the deadline.
+            // try again (the channel balances over the endpoints) until the deadline. When
+            // the connections are refused again and again (twice per endpoint, so each had
+            // its turn), nothing listens there: that is said at once, not at the deadline.
+            let mut refused = 0;
             loop {
                 match client.status().await.map_err(classify) {
                     Ok(_) => return Ok(client),
                     Err(e @ EtcdError::Auth(_)) => return Err(e),
+                    Err(e) if is_refused(&e) && refused + 1 >= 2 * self.endpoints.len() => {
+                        return Err(e);
+                    }
                     Err(e) => {
+                        refused = if is_refused(&e) { refused + 1 } else { 0 };
                         tracing::debug!(
                             error = &e as &dyn std::error::Error,
                             "etcd member did not answer; trying again"
@@ -179,6 +186,20 @@ impl EtcdConfig {
             }
         }
     }
+}
+
+/// Whether `e` is a refused connection (nothing listens at the endpoint).
+fn is_refused(e: &EtcdError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, EtcdError> {
