@@ -77,7 +77,13 @@ impl Global {
                 .etcd(etcd)
                 .allow_unregistered(self.allow_unregistered);
         }
-        builder.start().await.map_err(subscriber_error)
+        builder
+            .start()
+            .await
+            .map_err(|e| match login_needed(&e, self.etcd_user.as_deref()) {
+                Some(message) => anyhow::anyhow!("cannot start the subscriber: {message}"),
+                None => subscriber_error(e),
+            })
     }
 }
 
@@ -90,6 +96,29 @@ fn given(values: &[String]) -> Vec<String> {
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// When etcd wants credentials and none were given, the flags that give them, as the
+/// whole message; else `None`.
+pub(crate) fn login_needed(
+    e: &(dyn std::error::Error + 'static),
+    user: Option<&str>,
+) -> Option<String> {
+    if user.is_some() {
+        return None;
+    }
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if matches!(c.downcast_ref::<EtcdError>(), Some(EtcdError::Auth(_))) {
+            return Some(
+                "etcd asks for a user and a password: pass --etcd-user and --etcd-password \
+                 (or set HERALD_ETCD_USER and HERALD_ETCD_PASSWORD)"
+                    .to_owned(),
+            );
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// `start()`'s errors; a setting is named by its flag.
@@ -107,4 +136,25 @@ fn subscriber_error(e: herald_subscriber::Error) -> anyhow::Error {
         }
     }
     anyhow::Error::new(e).context("cannot start the subscriber")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_without_a_user_names_the_flags() {
+        let refused = EtcdError::Auth(std::sync::Arc::new(herald_shared::etcd::EtcdCause::Other(
+            "etcdserver: user name is empty",
+        )));
+        let message = login_needed(&refused, None).expect("a user is needed");
+        assert!(message.contains("--etcd-user") && message.contains("--etcd-password"));
+        assert_eq!(
+            login_needed(&refused, Some("app")),
+            None,
+            "given, but refused"
+        );
+        let down = EtcdError::unreachable("no answer");
+        assert_eq!(login_needed(&down, None), None);
+    }
 }

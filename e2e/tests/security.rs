@@ -557,6 +557,20 @@ async fn etcd_logins_with_least_privilege_roles_and_a_wrong_password_refused() {
         herald_e2e::chain(&err)
     );
     assert!(started.elapsed() < REFUSAL_TIMEOUT + REFUSAL_MARGIN);
+
+    // No credentials at all, with authentication on: a login problem, not an outage.
+    let mut anonymous = login("herald-announcer", "unused");
+    anonymous.credentials = None;
+    let started = Instant::now();
+    let err = registered_announcer(&nats_server, &prefix, "a4", anonymous)
+        .await
+        .expect_err("etcd wants a login");
+    assert_eq!(err.kind(), AnnouncerErrorKind::EtcdAuth, "{err}");
+    assert!(
+        started.elapsed() < REFUSAL_TIMEOUT + REFUSAL_MARGIN,
+        "refused at once: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,9 @@ use crate::predecessor::{Holder, Predecessor};
 use crate::session::Session;
 use crate::stats::Counters;
 
+/// The longest the first claim waits for the key's watch to open.
+const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(1);
+
 /// What the registration task starts from.
 #[derive(Debug)]
 pub(crate) struct Setup {
@@ -115,8 +118,11 @@ impl Registrar {
             return Err(self.duplicate(epoch));
         }
         if self.key_hold.is_some() {
-            // Before the claim: no change after it can pass unseen.
-            self.watch = subscribed(session, &self.watch_prefix, &self.etcd.key, budget).await;
+            // Before the claim: no change after it can pass unseen. A watch etcd does not
+            // open at once (a missing permission can leave it unanswered) does not hold the
+            // claim up: the task opens it later and reads the key then.
+            let wait = budget.min(SUBSCRIBE_WITHIN);
+            self.watch = subscribed(session, &self.watch_prefix, &self.etcd.key, wait).await;
         }
         let lease = match session_lease(session, budget).await {
             Ok(lease) => lease,
@@ -247,15 +253,15 @@ impl Registrar {
     }
 }
 
-/// The key's share of the session's watch, or `None` when it is not open within `budget`
+/// The key's share of the session's watch, or `None` when it is not open within `wait`
 /// (the registration task opens it later, and reads the key then).
 async fn subscribed(
     session: &Session,
     prefix: &str,
     key: &str,
-    budget: Duration,
+    wait: Duration,
 ) -> Option<crate::session::KeyWatch> {
-    match tokio::time::timeout(budget, session.hub().subscribe(prefix, key)).await {
+    match tokio::time::timeout(wait, session.hub().subscribe(prefix, key)).await {
         Ok(Ok(watch)) => Some(watch),
         Ok(Err(e)) => {
             tracing::debug!(
@@ -265,7 +271,7 @@ async fn subscribed(
             None
         }
         Err(_) => {
-            tracing::debug!("session watch not open within the call deadline");
+            tracing::debug!("session watch not open yet; the claim goes on without it");
             None
         }
     }

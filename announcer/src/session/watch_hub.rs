@@ -348,6 +348,15 @@ impl HubTask {
             // its announcers read their keys, and every prefix resumes on a new stream after
             // a pause.
             tracing::debug!(%prefix, reason = resp.cancel_reason(), "session watch cancelled by etcd");
+            // Those still waiting for it (a watch etcd refused at once, for a missing
+            // permission) are not kept waiting: their own calls will say why.
+            if let Some(watch) = self.prefixes.get_mut(&prefix) {
+                for (_, reply) in std::mem::take(&mut watch.waiting) {
+                    let _ = reply.send(Err(CallError::Failed(
+                        herald_shared::EtcdError::unreachable("etcd cancelled the session's watch"),
+                    )));
+                }
+            }
             self.tell_history_lost(&prefix).await;
             self.stream = None;
             self.broken();
@@ -477,6 +486,13 @@ impl HubTask {
         }
         for watch in self.prefixes.values_mut() {
             watch.created = false;
+            // Who waits for a watch is not kept waiting through the outage: an announcer
+            // that starts claims without it and opens it later (then reads its key).
+            for (_, reply) in std::mem::take(&mut watch.waiting) {
+                let _ = reply.send(Err(CallError::Failed(
+                    herald_shared::EtcdError::unreachable("the session's watch broke"),
+                )));
+            }
         }
         if !self.prefixes.is_empty() && self.reopen_at.is_none() {
             self.reopen_at = Some(Instant::now() + self.backoff.next_pause());

@@ -71,6 +71,9 @@ pub(crate) async fn run(global: &Global, args: &AnnounceArgs) -> anyhow::Result<
             if let Some(service) = &mut service {
                 service.stop(args.stop_timeout).await;
             }
+            if let Some(message) = crate::connect::login_needed(&e, global.etcd_user.as_deref()) {
+                return Err(anyhow::anyhow!("cannot announce: {message}"));
+            }
             return Err(start_error(e));
         }
     };

@@ -10,6 +10,9 @@ use tonic::Code;
 
 /// What etcd answers to a wrong user name or password (status `InvalidArgument`).
 const AUTH_FAILED: &str = "etcdserver: authentication failed";
+/// What etcd with authentication on answers a client that gave no credentials
+/// (`InvalidArgument` too).
+const USER_EMPTY: &str = "etcdserver: user name is empty";
 
 /// Why etcd could not be used. `Display` names this layer only; the cause is in `source()`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -139,7 +142,10 @@ pub fn is_auth(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => true,
-            Code::InvalidArgument => status.message().starts_with(AUTH_FAILED),
+            Code::InvalidArgument => {
+                let message = status.message();
+                message.starts_with(AUTH_FAILED) || message.starts_with(USER_EMPTY)
+            }
             _ => false,
         },
         _ => false,
@@ -190,6 +196,8 @@ mod tests {
                 Code::InvalidArgument,
                 "etcdserver: authentication failed, invalid user ID or password",
             ),
+            // Authentication on, and no credentials given.
+            status(Code::InvalidArgument, "etcdserver: user name is empty"),
         ] {
             assert!(
                 matches!(classify(e), EtcdError::Auth(_)),
