@@ -33,16 +33,51 @@ const REWRITE_QUEUE: usize = 8;
 /// How long an undone registration waits past its deadline for the task to report.
 const ABANDON_SLACK: Duration = Duration::from_millis(100);
 
-pub(crate) async fn start(plan: Plan) -> Result<AnnouncerHandle, Error> {
+/// Starts the announcer; when `stop` completes first, the start stops, and what it
+/// registered is removed before it returns `Stopped`.
+pub(crate) async fn start(
+    plan: Plan,
+    stop: impl Future<Output = ()>,
+) -> Result<AnnouncerHandle, Error> {
     let span = tracing::debug_span!(
         "announcer",
         service = %plan.token.service,
         instance = %plan.token.instance,
     );
-    start_in(plan, span.clone()).instrument(span).await
+    let abort = CancellationToken::new();
+    let starting = start_in(plan, span.clone(), abort.clone()).instrument(span);
+    tokio::pin!(starting);
+    tokio::select! {
+        biased;
+        started = &mut starting => return started,
+        () = stop => {}
+    }
+    abort.cancel();
+    starting.await
 }
 
-async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Error> {
+/// The error of a start that was stopped.
+fn start_stopped() -> Error {
+    Error::with_source(ErrorKind::Stopped, "the start was stopped")
+}
+
+/// `step`, unless the start is stopped first.
+async fn unless_stopped<T>(
+    abort: &CancellationToken,
+    step: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        biased;
+        () = abort.cancelled() => Err(start_stopped()),
+        done = step => done,
+    }
+}
+
+async fn start_in(
+    plan: Plan,
+    span: tracing::Span,
+    abort: CancellationToken,
+) -> Result<AnnouncerHandle, Error> {
     let Plan {
         connection,
         subjects,
@@ -60,7 +95,7 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
             if config.name.is_none() {
                 config.name = Some(format!("herald {}/{}", token.service, token.instance));
             }
-            config.connect().await?.0
+            unless_stopped(&abort, async { Ok(config.connect().await?.0) }).await?
         }
         Connection::Client(client) => client,
     };
@@ -74,19 +109,25 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
         |e: async_nats::SubscribeError| Error::with_source(ErrorKind::Subscribe, e);
     // Shared with every announcer on this connection (one subscription per subject); a
     // subscription made here is confirmed on the server before the first token goes out.
-    let (probes, subscribed) = scheduler
-        .probe_feeds()
-        .join(
-            &client,
-            subjects.probe(&token.service),
-            subjects.probe_all(),
-        )
-        .await
-        .map_err(subscribe_error)?;
-    if subscribed {
-        round_trip::confirm_subscriptions(&client, START_TIMEOUT)
+    let (probes, subscribed) = unless_stopped(&abort, async {
+        scheduler
+            .probe_feeds()
+            .join(
+                &client,
+                subjects.probe(&token.service),
+                subjects.probe_all(),
+            )
             .await
-            .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))?;
+            .map_err(subscribe_error)
+    })
+    .await?;
+    if subscribed {
+        unless_stopped(&abort, async {
+            round_trip::confirm_subscriptions(&client, START_TIMEOUT)
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Subscribe, e))
+        })
+        .await?;
     }
 
     let (standing_tx, standing) = watch::channel(Standing::announcing(0));
@@ -131,7 +172,8 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
                 broadcast_done: broadcast_done.clone(),
                 nudge: scheduler.nudge(key),
             };
-            let task = registered(setup, links, span.clone()).await?;
+            let registering = registered(setup, links, span.clone(), farewell, abandon_within);
+            let (task, farewell) = registering.wait(&abort).await?;
             let registration = Registration {
                 rewrite,
                 farewell,
@@ -176,6 +218,14 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
             Ok(Err(e)) => Err(Error::with_source(ErrorKind::Publish, e)),
             Err(_) => Err(Error::new(ErrorKind::TimedOut)),
         }
+    };
+    let first = async {
+        first.await?;
+        // Stopped meanwhile: the registration goes again.
+        if abort.is_cancelled() {
+            return Err(start_stopped());
+        }
+        Ok(())
     };
     if let Err(e) = first.await {
         drop(broadcaster);
@@ -228,25 +278,65 @@ async fn start_in(plan: Plan, span: tracing::Span) -> Result<AnnouncerHandle, Er
     })
 }
 
-/// Spawns the registration task and waits for its first registration.
-///
-/// # Errors
-///
-/// What the first registration failed with (the task has undone it and ended).
-async fn registered(
+/// The registration task, spawned, and what stops it while it registers.
+struct Registering {
+    task: JoinHandle<Result<(), Error>>,
+    epoch: oneshot::Receiver<Result<u64, Error>>,
+    cancel: CancellationToken,
+    farewell: oneshot::Sender<Instant>,
+    within: Duration,
+}
+
+/// Spawns the registration task.
+fn registered(
     setup: Setup,
     links: Links,
     span: tracing::Span,
-) -> Result<JoinHandle<Result<(), Error>>, Error> {
+    farewell: oneshot::Sender<Instant>,
+    within: Duration,
+) -> Registering {
     let (first, epoch) = oneshot::channel();
+    let cancel = links.cancel.clone();
     let task = tokio::spawn(registrar::run(setup, links, first).instrument(span));
-    match epoch.await {
-        Ok(Ok(_)) => Ok(task),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(match task.await {
-            Err(join) => Error::with_source(ErrorKind::Stopped, join),
-            Ok(_) => Error::new(ErrorKind::Stopped),
-        }),
+    Registering {
+        task,
+        epoch,
+        cancel,
+        farewell,
+        within,
+    }
+}
+
+impl Registering {
+    /// Waits for the first registration. When the start is stopped meanwhile, the task
+    /// removes what it wrote (the claim undone while it runs, the registration removed as at
+    /// shutdown once it is done) before this returns `Stopped`.
+    ///
+    /// # Errors
+    ///
+    /// What the first registration failed with (the task has undone it and ended).
+    async fn wait(
+        mut self,
+        abort: &CancellationToken,
+    ) -> Result<(JoinHandle<Result<(), Error>>, oneshot::Sender<Instant>), Error> {
+        let answer = tokio::select! {
+            biased;
+            answer = &mut self.epoch => answer,
+            () = abort.cancelled() => {
+                let _ = self.farewell.send(Instant::now() + self.within);
+                self.cancel.cancel();
+                let _ = tokio::time::timeout(self.within + ABANDON_SLACK, self.task).await;
+                return Err(start_stopped());
+            }
+        };
+        match answer {
+            Ok(Ok(_)) => Ok((self.task, self.farewell)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(match self.task.await {
+                Err(join) => Error::with_source(ErrorKind::Stopped, join),
+                Ok(_) => Error::new(ErrorKind::Stopped),
+            }),
+        }
     }
 }
 

@@ -33,6 +33,24 @@ pub(crate) fn is_bad_value(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| cause.is::<BadValue>())
 }
 
+/// A command a signal stopped before it could start: it exits 128 + the signal, without a
+/// message (the user asked for it).
+#[derive(Debug)]
+pub(crate) struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped by a signal while starting")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Whether `e` is [`Interrupted`].
+pub(crate) fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.is::<Interrupted>()
+}
+
 /// Whether `e` is a write to a closed pipe (the reader, e.g. `head`, has gone).
 pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {

@@ -93,6 +93,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         // A reader that went away (`| head`) is a normal end of the output.
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if exit::is_interrupted(&e) => interrupted(),
         // A value the library refused before connecting: a bad command line, as for clap.
         Err(e) if exit::is_bad_value(&e) => {
             eprintln!("herald: error: {e:#}");
@@ -134,6 +135,11 @@ fn install_signal_handlers() -> std::io::Result<()> {
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     SHUTDOWN.get_or_init(Default::default).cancelled().await;
+}
+
+/// Whether SIGINT or SIGTERM came.
+pub(crate) fn signalled() -> bool {
+    SIGNAL.load(std::sync::atomic::Ordering::SeqCst) != 0
 }
 
 /// The exit code of a command a signal interrupted before it could finish: 128 + the

@@ -497,3 +497,86 @@ async fn a_refused_etcd_connection_fails_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_announce_starts_stops_it_and_leaves_nothing_registered() {
+    let env = Env::start("start_signal").await;
+    // A killed holder of the id: its registration stays for its lease, and a new process
+    // with the id waits up to the holder's token TTL for it to answer before taking over.
+    let mut holder = env.announce("web", "web-1", &["--ttl", "20s"]);
+    let mut client = etcd(&env).await;
+    let key = key(&env, "web", "web-1");
+    let before = client.get(key.as_str(), None).await.unwrap();
+    let before = before
+        .kvs()
+        .first()
+        .map(|kv| (kv.mod_revision(), kv.lease()));
+    assert!(before.is_some(), "the holder registered");
+    holder.kill().expect("kill -9 ends it");
+    for (signal, code) in [(2, 130), (15, 143)] {
+        let mut cmd = env.herald(&[
+            "announce",
+            "--service",
+            "web",
+            "--addr",
+            "h:1",
+            "--instance",
+            "web-1",
+        ]);
+        cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
+        let mut second = spawn_guarded(cmd);
+        let stderr = BufReader::new(second.child_mut().stderr.take().unwrap());
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("probing its holder"))
+            .expect("the start waits for the holder");
+        second.signal(signal).unwrap();
+        let status = exit_within(&mut second, Duration::from_secs(3), "the signal");
+        assert_eq!(status.code(), Some(code), "signal {signal}");
+        let after = client.get(key.as_str(), None).await.unwrap();
+        assert_eq!(
+            after
+                .kvs()
+                .first()
+                .map(|kv| (kv.mod_revision(), kv.lease())),
+            before,
+            "the holder's registration is untouched"
+        );
+        let leases = client.leases().await.unwrap();
+        assert_eq!(
+            leases.leases().len(),
+            1,
+            "the stopped start's own lease was revoked: {:?}",
+            leases.leases().iter().map(|l| l.id()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_waiting_for_etcd_stops_announce_and_serve_at_once() {
+    let env = Env::start("etcd_wait").await;
+    // Connections are accepted by the kernel and never answered: etcd "does not answer".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_at = listener.local_addr().unwrap().to_string();
+    let silent = format!("http://{silent_at}");
+    for command in [
+        vec!["announce", "--service", "a", "--addr", "h:1"],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let mut args = command.clone();
+        args.extend(["--etcd", &silent, "--connect-timeout", "20s"]);
+        let mut cmd = env.herald(&args);
+        cmd.env("RUST_LOG", "debug").stderr(Stdio::piped());
+        let mut started = spawn_guarded(cmd);
+        let stderr = BufReader::new(started.child_mut().stderr.take().unwrap());
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains(&format!("connecting to {silent_at}")))
+            .expect("it connects to etcd");
+        started.signal(2).unwrap();
+        let status = exit_within(&mut started, Duration::from_secs(3), "SIGINT");
+        assert_eq!(status.code(), Some(130), "{command:?}");
+    }
+}

@@ -136,6 +136,40 @@ impl AnnouncerBuilder {
     /// ```
     pub async fn start(self) -> Result<AnnouncerHandle, Error> {
         let plan = self.plan()?;
-        crate::start::start(plan).await
+        crate::start::start(plan, std::future::pending()).await
+    }
+
+    /// As [`start`](AnnouncerBuilder::start), until `stop` completes: then the start stops,
+    /// and what it registered in etcd is removed before it returns. A signal handler's
+    /// future is the usual `stop`, so that a process told to stop while it starts leaves
+    /// nothing registered (dropping a `start()` future leaves the registration to its
+    /// lease instead).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](AnnouncerBuilder::start); [`ErrorKind::Stopped`](crate::ErrorKind::Stopped)
+    /// when `stop` came first.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), herald_announcer::Error> {
+    /// use herald_announcer::Announcer;
+    /// use herald_shared::NatsConfig;
+    ///
+    /// let announcer = Announcer::builder("billing", "10.0.0.7:8080")
+    ///     .nats(NatsConfig::new(["nats://127.0.0.1:4222"]))
+    ///     .start_until(async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_until(
+        self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<AnnouncerHandle, Error> {
+        let plan = self.plan()?;
+        crate::start::start(plan, stop).await
     }
 }

@@ -40,15 +40,9 @@ pub(crate) struct Setup {
 /// The registration task: registers, tells `start()` the epoch (or the error) through
 /// `first`, then keeps the registration until cancelled or halted by etcd.
 pub(crate) async fn run(setup: Setup, links: Links, first: FirstEpoch) -> Result<(), Error> {
-    let cancel = links.cancel.clone();
     // Boxed: connecting and the first claim are large futures that live only while they run.
-    let started = Box::pin(start(setup, links).in_current_span());
-    let started = tokio::select! {
-        biased;
-        // `start()` was dropped: whatever was granted is left to expire.
-        () = cancel.cancelled() => return Ok(()),
-        started = started => started,
-    };
+    // A cancel while it runs (`start()` stopped or dropped) undoes what it wrote.
+    let started = Box::pin(start(setup, links).in_current_span()).await;
     match started {
         Ok(registrar) => {
             let _ = first.send(Ok(registrar.epoch));
@@ -74,10 +68,20 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
         let leases = Etcd::leases(client, plan.timeout);
         Session::private(leases, lease_ttl, links.counters.clone())
     };
-    let (session, watch_prefix) = match plan.connection {
-        EtcdConnection::Config(config) => (private(config.connect().await?).await?, None),
-        EtcdConnection::Client(client) => (private(*client).await?, None),
-        EtcdConnection::Session(session) => (session, Some(watch_prefix)),
+    let cancel = links.cancel.clone();
+    let session = async {
+        Ok::<_, Error>(match plan.connection {
+            EtcdConnection::Config(config) => (private(config.connect().await?).await?, None),
+            EtcdConnection::Client(client) => (private(*client).await?, None),
+            EtcdConnection::Session(session) => (session, Some(watch_prefix)),
+        })
+    };
+    // Nothing is registered yet: a cancel drops what was asked (a lease granted meanwhile
+    // holds no key, and expires).
+    let (session, watch_prefix) = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(start_stopped()),
+        session = session => session?,
     };
     // A session of one announcer watches its key alone.
     let watch_prefix = watch_prefix.unwrap_or_else(|| key.as_str().into());
@@ -87,11 +91,31 @@ async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
         timeout: plan.timeout,
     };
     let mut registrar = Registrar::new(etcd, session, watch_prefix, links);
-    registrar.claim_first(plan.takeover, predecessor).await?;
+    let claimed = tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        claimed = registrar.claim_first(plan.takeover, predecessor) => Some(claimed),
+    };
+    match claimed {
+        Some(claimed) => claimed?,
+        // The claim may have landed: it is undone before `start()` hears of it.
+        None => {
+            let lease = match *registrar.session.watch_lease().borrow() {
+                SessionLease::Live(id) => id,
+                SessionLease::Renewing | SessionLease::Closed => 0,
+            };
+            return Err(registrar.undo(lease, start_stopped()).await);
+        }
+    }
     // A call that outlasts the keep-alive period would put the lease at risk: from now on,
     // give up on it and retry instead.
     registrar.etcd.timeout = registrar.etcd.timeout.min(registrar.period);
     Ok(registrar)
+}
+
+/// The error of a start stopped before it registered.
+fn start_stopped() -> Error {
+    Error::with_source(ErrorKind::Stopped, "the start was stopped")
 }
 
 impl Registrar {

@@ -65,11 +65,16 @@ pub(crate) async fn run(global: &Global, args: &AnnounceArgs) -> anyhow::Result<
             Some(service)
         }
     };
-    let announcer = match builder.start().await {
+    // A signal while it starts (waiting for etcd, or for a silent predecessor's TTL) stops
+    // the start, and what it registered is removed before it returns.
+    let announcer = match builder.start_until(crate::shutdown_signal()).await {
         Ok(announcer) => announcer,
         Err(e) => {
             if let Some(service) = &mut service {
                 service.stop(args.stop_timeout).await;
+            }
+            if e.kind() == ErrorKind::Stopped && crate::signalled() {
+                return Ok(crate::interrupted());
             }
             if let Some(message) = crate::connect::login_needed(&e, global.etcd_user.as_deref()) {
                 return Err(anyhow::anyhow!("cannot announce: {message}"));

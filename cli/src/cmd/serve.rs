@@ -58,7 +58,11 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
         .filter(|s| !s.is_empty())
         .cloned()
         .collect();
-    let subscriber = Arc::new(global.subscriber(&services, args.zone.as_deref()).await?);
+    // A signal while it connects (an etcd that does not answer) stops it at once.
+    let subscriber = tokio::select! {
+        subscriber = global.subscriber(&services, args.zone.as_deref()) => Arc::new(subscriber?),
+        () = crate::shutdown_signal() => return Err(crate::exit::Interrupted.into()),
+    };
     if !services.is_empty() {
         eprintln!("herald agent following {} only", services.join(", "));
     }
