@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_shared::{round_trip, unix_micros};
+use herald_shared::{NatsEvent, round_trip, unix_micros};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -56,6 +56,46 @@ pub(crate) async fn start(
     starting.await
 }
 
+/// Whether the server let the first token through: the server answers a publish it refuses
+/// with an error before the PONG of a round trip that follows it, and the connection reports
+/// that error as an event moments later.
+///
+/// # Errors
+///
+/// `Publish` naming the subject when the server refused it.
+async fn publish_permitted(
+    client: &async_nats::Client,
+    mut events: tokio::sync::broadcast::Receiver<NatsEvent>,
+    subject: &str,
+) -> Result<(), Error> {
+    round_trip::server_handled(client, START_TIMEOUT)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Publish, e))?;
+    let refused = tokio::time::timeout(REFUSAL_WITHIN, async {
+        loop {
+            match events.recv().await {
+                Ok(NatsEvent::PermissionViolation) => return true,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if refused {
+        return Err(Error::with_source(
+            ErrorKind::Publish,
+            format!(
+                "the NATS server refused the first token: this user may not publish to `{subject}` (a permissions violation)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How long after the round trip the connection's report of a refused publish may come.
+const REFUSAL_WITHIN: Duration = Duration::from_millis(20);
+
 /// The error of a start that was stopped.
 fn start_stopped() -> Error {
     Error::with_source(ErrorKind::Stopped, "the start was stopped")
@@ -86,18 +126,21 @@ async fn start_in(
         load_fn,
         etcd,
     } = plan;
-    let client = match connection {
-        // Reconnects are noticed through the connection counter (see `reconnects`)
-        // for both kinds of connection, so the event receiver is not needed.
+    // Reconnects are noticed through the connection counter (see `reconnects`) for both kinds
+    // of connection; an own connection's events tell whether the server refused the first
+    // token (a publish permission missing).
+    let (client, events) = match connection {
         Connection::Config(mut config) => {
             // Named after the instance, so that the server's monitoring and its disconnect
             // advisories say whose connection it is.
             if config.name.is_none() {
                 config.name = Some(format!("herald {}/{}", token.service, token.instance));
             }
-            unless_stopped(&abort, async { Ok(config.connect().await?.0) }).await?
+            let (client, events) =
+                unless_stopped(&abort, async { Ok(config.connect().await?) }).await?;
+            (client, Some(events.subscribe()))
         }
-        Connection::Client(client) => client,
+        Connection::Client(client) => (client, None),
     };
     let scheduler = crate::scheduler::scheduler(&client);
     let key = scheduler.next_key();
@@ -211,6 +254,7 @@ async fn start_in(
         staged: None,
     };
 
+    let announce_subject = broadcaster.subject.clone();
     let first = async {
         broadcaster.publish(&client, Why::Start).await?;
         match tokio::time::timeout(START_TIMEOUT, client.flush()).await {
@@ -221,6 +265,9 @@ async fn start_in(
     };
     let first = async {
         first.await?;
+        if let Some(events) = events {
+            publish_permitted(&client, events, &announce_subject).await?;
+        }
         // Stopped meanwhile: the registration goes again.
         if abort.is_cancelled() {
             return Err(start_stopped());

@@ -275,6 +275,24 @@ async fn nats_permissions_keep_a_client_without_publish_rights_from_injecting_an
         is_added(e, "legit")
     })
     .await;
+    // An announcer with the subscriber's rights cannot announce: its start says so instead
+    // of looking healthy while the server drops every token.
+    let err = Announcer::builder("svc", "127.0.0.1:9001")
+        .nats(login("subscriber"))
+        .prefix(&prefix)
+        .instance("no-rights")
+        .interval(INTERVAL)
+        .start()
+        .await
+        .expect_err("a user without publish rights cannot announce");
+    assert_eq!(err.kind(), AnnouncerErrorKind::Publish, "{err}");
+    let said = herald_e2e::chain(&err);
+    assert!(
+        said.contains("may not publish to")
+            && said.contains(&Subjects::new(&prefix).unwrap().announce("svc")),
+        "names the subject and the missing permission: {said}"
+    );
+
     // A subscriber started now fills its view through a probe, answered at once.
     let late = Subscriber::builder()
         .nats(login("subscriber"))

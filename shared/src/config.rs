@@ -178,12 +178,16 @@ impl NatsConfig {
         let (tx, _) = broadcast::channel(64);
         let events = ConnectionEvents { tx: tx.clone() };
         let max = self.max_reconnect_delay;
+        // One warning per connection for refused permissions: a client that lost one would
+        // otherwise log a line per token.
+        let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         opts = opts
             .connection_timeout(self.connect_timeout)
             .subscription_capacity(self.subscription_capacity)
             .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max))
             .event_callback(move |event| {
                 let tx = tx.clone();
+                let warned = warned.clone();
                 async move {
                     let mapped = match event {
                         async_nats::Event::Connected => Some(NatsEvent::Connected),
@@ -193,8 +197,18 @@ impl NatsConfig {
                         // something this client asked for, which the caller never sees as an
                         // error of its own (publishes are fire-and-forget).
                         async_nats::Event::ServerError(error) => {
-                            tracing::warn!(%error, "nats server error");
-                            None
+                            let refused = error
+                                .to_string()
+                                .to_ascii_lowercase()
+                                .contains("permissions violation");
+                            let again =
+                                refused && warned.swap(true, std::sync::atomic::Ordering::Relaxed);
+                            if again {
+                                tracing::debug!(%error, "nats server error");
+                            } else {
+                                tracing::warn!(%error, "nats server error");
+                            }
+                            refused.then_some(NatsEvent::PermissionViolation)
                         }
                         other => {
                             tracing::debug!(event = %other, "nats event");
@@ -240,6 +254,9 @@ pub enum NatsEvent {
     Disconnected,
     /// async-nats dropped messages of subscription `sid` because its buffer was full.
     SlowConsumer(u64),
+    /// The server refused a publish or a subscription of this client (a permissions
+    /// violation): the client library never sees it as an error of the call.
+    PermissionViolation,
 }
 
 /// Events of a connection made by [`NatsConfig::connect`].

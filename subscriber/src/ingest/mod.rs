@@ -183,6 +183,9 @@ impl Ingest {
                 self.probe_pacing.overflowed(Instant::now());
                 self.probe_wanted = true;
             }
+            Some(NatsEvent::PermissionViolation) => {
+                // Logged once by the connection; a subscription refused shows as no tokens.
+            }
             Some(NatsEvent::Disconnected | NatsEvent::Connected) => {
                 // The tick's connection watch handles both, whoever built the client.
             }
