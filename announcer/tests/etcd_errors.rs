@@ -65,13 +65,36 @@ async fn a_wrong_password_is_an_auth_error_with_etcds_message_in_the_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_does_not_answer_is_unreachable_and_names_the_deadline() {
-    let mut config = EtcdConfig::new([format!("http://127.0.0.1:{}", herald_testkit::free_port())]);
+    // The kernel accepts the connection; nothing ever answers on it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = EtcdConfig::new([format!("http://{}", silent.local_addr().unwrap())]);
     config.connect_timeout = Duration::from_millis(500);
     let Err(err) = config.connect().await else {
-        panic!("nobody listens");
+        panic!("nobody answers");
     };
     assert!(matches!(err, EtcdError::Unreachable(_)), "{err:?}");
     let layers = chain(&err);
     assert_eq!(layers[0], "etcd unreachable", "{layers:?}");
     assert_eq!(layers[1], "no answer within 500ms", "{layers:?}");
+}
+
+#[tokio::test]
+async fn an_endpoint_that_refuses_connections_is_unreachable_at_once() {
+    let mut config = EtcdConfig::new([format!("http://127.0.0.1:{}", herald_testkit::free_port())]);
+    config.connect_timeout = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let Err(err) = config.connect().await else {
+        panic!("nobody listens");
+    };
+    assert!(matches!(err, EtcdError::Unreachable(_)), "{err:?}");
+    let layers = chain(&err);
+    assert!(
+        layers.iter().any(|l| l.contains("Connection refused")),
+        "{layers:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "said at once, not at the 5 s deadline: {:?}",
+        started.elapsed()
+    );
 }
