@@ -268,10 +268,9 @@ async fn start_in(
         if let Some(events) = events {
             publish_permitted(&client, events, &announce_subject).await?;
         }
-        // Stopped meanwhile: the registration goes again.
-        if abort.is_cancelled() {
-            return Err(start_stopped());
-        }
+        // A stop asked for from here on is the caller's to carry out on the handle: the
+        // first token is out, so subscribers list the instance, and a graceful stop (drain,
+        // goodbye) is what they should see, not a deregistration.
         Ok(())
     };
     if let Err(e) = first.await {

@@ -66,6 +66,8 @@ async fn main() -> ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        // A closed stderr loses the log lines; reporting that on stderr again would panic.
+        .log_internal_errors(false)
         .with_ansi(exit::colours_wanted())
         .init();
     let result = match &cli.command {

@@ -479,11 +479,12 @@ async fn ls_stops_at_once_on_a_signal_while_it_waits_for_answers() {
             .stderr(Stdio::piped());
         let mut ls = spawn_guarded(cmd);
         let stderr = BufReader::new(ls.child_mut().stderr.take().unwrap());
-        stderr
-            .lines()
-            .map_while(Result::ok)
+        let mut lines = stderr.lines().map_while(Result::ok);
+        lines
             .find(|l| l.contains("subscriber started"))
             .expect("ls started its subscriber");
+        // Read to the end: a closed pipe would fail its next log line.
+        std::thread::spawn(move || lines.for_each(drop));
         let asked = Instant::now();
         ls.signal(signal).unwrap();
         let status = exit_within(&mut ls, Duration::from_secs(3), "the signal");

@@ -526,11 +526,12 @@ async fn a_signal_while_announce_starts_stops_it_and_leaves_nothing_registered()
         cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
         let mut second = spawn_guarded(cmd);
         let stderr = BufReader::new(second.child_mut().stderr.take().unwrap());
-        stderr
-            .lines()
-            .map_while(Result::ok)
+        let mut lines = stderr.lines().map_while(Result::ok);
+        lines
             .find(|l| l.contains("probing its holder"))
             .expect("the start waits for the holder");
+        // Read to the end: a closed pipe would fail its next log line.
+        std::thread::spawn(move || lines.for_each(drop));
         second.signal(signal).unwrap();
         let status = exit_within(&mut second, Duration::from_secs(3), "the signal");
         assert_eq!(status.code(), Some(code), "signal {signal}");
@@ -570,11 +571,13 @@ async fn a_signal_while_waiting_for_etcd_stops_announce_and_serve_at_once() {
         cmd.env("RUST_LOG", "debug").stderr(Stdio::piped());
         let mut started = spawn_guarded(cmd);
         let stderr = BufReader::new(started.child_mut().stderr.take().unwrap());
-        stderr
-            .lines()
-            .map_while(Result::ok)
+        let mut lines = stderr.lines().map_while(Result::ok);
+        lines
             .find(|l| l.contains(&format!("connecting to {silent_at}")))
             .expect("it connects to etcd");
+        // Its stderr is closed from here on: the log lines it still writes are lost, and
+        // that must not make it panic (it did: exit 101).
+        drop(lines);
         started.signal(2).unwrap();
         let status = exit_within(&mut started, Duration::from_secs(3), "SIGINT");
         assert_eq!(status.code(), Some(130), "{command:?}");

@@ -254,12 +254,8 @@ async fn power_of_two_choices_prefers_the_less_loaded() {
                 == "idle"
         })
         .count();
-    let share = idle as f64 / picks as f64;
-    // Two independent draws pick `busy` only when both land on it: 1/4.
-    assert!(
-        (0.73..0.77).contains(&share),
-        "idle share {share}, expected about 0.75"
-    );
+    // Two distinct instances are compared: with two, the busier is never picked.
+    assert_eq!(idle, picks, "every pick goes to the idle instance");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
