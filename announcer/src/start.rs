@@ -65,7 +65,7 @@ pub(crate) async fn start(
 /// `Publish` naming the subject when the server refused it.
 async fn publish_permitted(
     client: &async_nats::Client,
-    mut events: tokio::sync::broadcast::Receiver<NatsEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<NatsEvent>,
     subject: &str,
 ) -> Result<(), Error> {
     round_trip::server_handled(client, START_TIMEOUT)
@@ -74,7 +74,7 @@ async fn publish_permitted(
     let refused = tokio::time::timeout(REFUSAL_WITHIN, async {
         loop {
             match events.recv().await {
-                Ok(NatsEvent::PermissionViolation) => return true,
+                Ok(NatsEvent::PermissionViolation { publish: true }) => return true,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
             }
@@ -91,6 +91,27 @@ async fn publish_permitted(
         ));
     }
     Ok(())
+}
+
+/// Counts the refusals the server reports on the announcer's own connection, until `cancel`.
+async fn count_refusals(
+    mut events: tokio::sync::broadcast::Receiver<NatsEvent>,
+    counters: Arc<crate::stats::Counters>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(NatsEvent::PermissionViolation { .. }) => {
+                crate::stats::Counters::bump(&counters.permission_violations);
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// How long after the round trip the connection's report of a refused publish may come.
@@ -129,7 +150,7 @@ async fn start_in(
     // Reconnects are noticed through the connection counter (see `reconnects`) for both kinds
     // of connection; an own connection's events tell whether the server refused the first
     // token (a publish permission missing).
-    let (client, events) = match connection {
+    let (client, mut events) = match connection {
         Connection::Config(mut config) => {
             // Named after the instance, so that the server's monitoring and its disconnect
             // advisories say whose connection it is.
@@ -265,7 +286,7 @@ async fn start_in(
     };
     let first = async {
         first.await?;
-        if let Some(events) = events {
+        if let Some(events) = &mut events {
             publish_permitted(&client, events, &announce_subject).await?;
         }
         // A stop asked for from here on is the caller's to carry out on the handle: the
@@ -299,6 +320,11 @@ async fn start_in(
         };
         // Ends by itself after two intervals (30 s at most), or when the announcer stops.
         tokio::spawn(check.run(cancel.clone()).instrument(span.clone()));
+    }
+    if let Some(events) = events {
+        // Refusals after the start: counted, for the announcer's stats to show.
+        let counting = count_refusals(events, counters.clone(), cancel.clone());
+        tokio::spawn(counting.instrument(span.clone()));
     }
     if let Some(load_fn) = load_fn {
         let setter = scheduler.load_setter(key, load_cell.clone());

@@ -38,6 +38,11 @@ pub struct Stats {
     /// Registrations of `start()` that took the key over from a holder that sent no token
     /// within its TTL when probed (a crashed predecessor whose lease had not expired yet).
     pub silent_holders_replaced: u64,
+    /// Refusals the NATS server reported on the announcer's own connection since `start()`
+    /// (a permission the user lacks, such as publishing the tokens): the connection warns of
+    /// the first only, so a count above zero is the announcer's error state. Not counted on a
+    /// shared client (`.client(c)`), whose events belong to whoever built it.
+    pub permission_violations: u64,
 }
 
 /// The live counters, shared by the broadcast task (writer) and the handle (reader).
@@ -55,6 +60,7 @@ pub(crate) struct Counters {
     pub(crate) lease_losses: AtomicU64,
     pub(crate) namesakes_heard: AtomicU64,
     pub(crate) silent_holders_replaced: AtomicU64,
+    pub(crate) permission_violations: AtomicU64,
 }
 
 impl Counters {
@@ -76,6 +82,7 @@ impl Counters {
             lease_losses: self.lease_losses.load(Ordering::Relaxed),
             namesakes_heard: self.namesakes_heard.load(Ordering::Relaxed),
             silent_holders_replaced: self.silent_holders_replaced.load(Ordering::Relaxed),
+            permission_violations: self.permission_violations.load(Ordering::Relaxed),
         }
     }
 }

@@ -1098,3 +1098,52 @@ impl Pki {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_permission_lost_later_is_the_announcers_error_state() {
+    let _serial = SERIAL.lock().await;
+    init_tracing();
+    let prefix = prefix("perm_lost");
+    // Permissions written in place: nats-server 2.9 does not reload the README's variables.
+    let publish = format!("publish: [\"{prefix}.announce.*\", \"{prefix}.probe.*\", \"_INBOX.>\"]");
+    let config = format!(
+        "authorization {{\n  users = [\n    {{ user: announcer, password: \"announcer-pw\", permissions: {{ {publish}, subscribe: [\"{prefix}.announce.*\", \"{prefix}.probe\", \"{prefix}.probe.*\", \"_INBOX.>\"] }} }}\n  ]\n}}\n"
+    );
+    let server = NatsServer::builder().config(&config).start().await;
+    let mut config = nats(&server.url());
+    config.auth = NatsAuth::UserPassword {
+        user: "announcer".into(),
+        password: "announcer-pw".into(),
+    };
+    let announcer = Announcer::builder("svc", "127.0.0.1:9000")
+        .nats(config)
+        .prefix(&prefix)
+        .instance("demoted")
+        .interval(INTERVAL)
+        .start()
+        .await
+        .expect("the announcer starts with the documented permissions");
+    assert_eq!(announcer.stats().permission_violations, 0);
+
+    // The operator takes the right to publish tokens away, and reloads.
+    let file = server.dir().join("nats-server.conf");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let demoted = text.replace(&publish, "publish: [\"_INBOX.>\"]");
+    assert_ne!(
+        text, demoted,
+        "the config names the announcer's permissions"
+    );
+    std::fs::write(&file, demoted).unwrap();
+    let pid = server.pid().expect("the server runs").to_string();
+    let reloaded = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(reloaded.success());
+    // Each refused token is counted: the announcer's stats show it is no longer heard.
+    eventually(Duration::from_secs(10), "refused tokens counted", || {
+        announcer.stats().permission_violations >= 2
+    })
+    .await;
+    announcer.shutdown().await.ok();
+}

@@ -197,10 +197,9 @@ impl NatsConfig {
                         // something this client asked for, which the caller never sees as an
                         // error of its own (publishes are fire-and-forget).
                         async_nats::Event::ServerError(error) => {
-                            let refused = error
-                                .to_string()
-                                .to_ascii_lowercase()
-                                .contains("permissions violation");
+                            let said = error.to_string().to_ascii_lowercase();
+                            let refused = said.contains("permissions violation");
+                            let publish = said.contains("permissions violation for publish");
                             let again =
                                 refused && warned.swap(true, std::sync::atomic::Ordering::Relaxed);
                             if again {
@@ -208,7 +207,7 @@ impl NatsConfig {
                             } else {
                                 tracing::warn!(%error, "nats server error");
                             }
-                            refused.then_some(NatsEvent::PermissionViolation)
+                            refused.then_some(NatsEvent::PermissionViolation { publish })
                         }
                         other => {
                             tracing::debug!(event = %other, "nats event");
@@ -254,9 +253,12 @@ pub enum NatsEvent {
     Disconnected,
     /// async-nats dropped messages of subscription `sid` because its buffer was full.
     SlowConsumer(u64),
-    /// The server refused a publish or a subscription of this client (a permissions
-    /// violation): the client library never sees it as an error of the call.
-    PermissionViolation,
+    /// The server refused a publish (`publish`) or a subscription of this client (a
+    /// permissions violation): the client library never sees it as an error of the call.
+    PermissionViolation {
+        /// A publish was refused, not a subscription.
+        publish: bool,
+    },
 }
 
 /// Events of a connection made by [`NatsConfig::connect`].

@@ -183,7 +183,7 @@ impl Ingest {
                 self.probe_pacing.overflowed(Instant::now());
                 self.probe_wanted = true;
             }
-            Some(NatsEvent::PermissionViolation) => {
+            Some(NatsEvent::PermissionViolation { .. }) => {
                 // Logged once by the connection; a subscription refused shows as no tokens.
             }
             Some(NatsEvent::Disconnected | NatsEvent::Connected) => {
