@@ -96,6 +96,17 @@ async fn nats_user_and_password_are_required_and_a_wrong_password_is_refused_at_
         "a refused login fails within the connect timeout: took {took:?}"
     );
 
+    // Credentials written in the URL log in too.
+    let in_url = server.url().replace("nats://", "nats://herald:s3cret-pw@");
+    Subscriber::builder()
+        .nats(nats(&in_url))
+        .prefix(&prefix)
+        .start()
+        .await
+        .expect("the URL's user and password log in")
+        .shutdown()
+        .await;
+
     let mut anonymous = nats(&server.url());
     anonymous.connect_timeout = REFUSAL_TIMEOUT;
     let started = Instant::now();

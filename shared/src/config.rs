@@ -68,7 +68,9 @@ pub struct NatsTls {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
-    /// Server URLs; the client connects to one and fails over to the others.
+    /// Server URLs; the client connects to one and fails over to the others. Credentials
+    /// written in a URL (`nats://user:password@host:4222`, `nats://token@host:4222`) log in
+    /// when [`NatsConfig::auth`] is [`NatsAuth::None`].
     pub urls: Vec<String>,
     /// Credentials.
     pub auth: NatsAuth,
@@ -150,7 +152,24 @@ impl NatsConfig {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| ConfigError::field("nats.urls", "each entry must be a NATS URL"))?;
 
-        let mut opts = match &self.auth {
+        // Credentials written in a URL (`nats://user:password@host`, `nats://token@host`) log
+        // in when no other credentials are set; async-nats itself does not read them.
+        let from_url =
+            addrs
+                .iter()
+                .find(|a| a.has_user_pass())
+                .map(|a| match (a.username(), a.password()) {
+                    (Some(user), Some(password)) => NatsAuth::UserPassword {
+                        user: user.to_owned(),
+                        password: password.to_owned(),
+                    },
+                    (user, _) => NatsAuth::Token(user.unwrap_or_default().to_owned()),
+                });
+        let auth = match (&self.auth, &from_url) {
+            (NatsAuth::None, Some(from_url)) => from_url,
+            (auth, _) => auth,
+        };
+        let mut opts = match auth {
             NatsAuth::None => async_nats::ConnectOptions::new(),
             NatsAuth::UserPassword { user, password } => {
                 async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
