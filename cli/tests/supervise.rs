@@ -85,6 +85,23 @@ async fn next_of(events: &mut EventStream, id: &str) -> (Instant, Event) {
     }
 }
 
+/// Waits until instance `id` is heard on NATS (confirmed): its first token is out, so the
+/// start is over. Listed from its etcd registration alone, it is still starting, and a signal
+/// then stops the start (the registration removed) rather than the announcer.
+async fn heard(events: &mut EventStream, id: &str) {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("{id} not heard within 10 s"))
+            .expect("events open");
+        match &e {
+            Event::Added(i) | Event::Updated(i) if i.id() == id && i.is_confirmed() => return,
+            Event::Removed { instance, .. } if instance.id() == id => panic!("{id} left: {e:?}"),
+            _ => {}
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_is_announced_once_it_serves_and_stopped_only_after_it_left() {
     let env = Env::start("supervise").await;
@@ -98,6 +115,9 @@ async fn a_command_is_announced_once_it_serves_and_stopped_only_after_it_left() 
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         "announced only once the command accepts connections"
     );
+    if !matches!(&added, Event::Added(i) if i.is_confirmed()) {
+        heard(&mut events, "e1").await;
+    }
 
     let asked = Instant::now();
     announce.signal(common::libc_sigterm()).unwrap();
