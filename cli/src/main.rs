@@ -24,6 +24,7 @@ mod exit;
 mod health;
 mod json;
 mod metrics;
+mod refusals;
 mod supervise;
 
 use args::{Cli, Command, Global};

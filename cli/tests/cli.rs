@@ -331,6 +331,41 @@ async fn serve_answers_every_endpoint() {
     assert_eq!(r.status, 405, "{}", r.body);
     let body: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON error body");
     assert_eq!(body["error"], "only GET is served", "{body}");
+    // Requests the HTTP parser refuses before any handler runs are answered JSON too, and
+    // read to their end first, so that the client gets the answer rather than a reset.
+    let long_uri = format!(
+        "GET /v1/services?q={} HTTP/1.1\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let huge_uri = format!(
+        "GET /v1/services?q={} HTTP/1.1\r\n\r\n",
+        "a".repeat(1_000_000)
+    );
+    for (request, status, says) in [
+        (long_uri.as_bytes(), 414, "URI is too long"),
+        (
+            huge_uri.as_bytes(),
+            431,
+            "head (its line and headers) is too large",
+        ),
+        (
+            &b"GET /\x01 HTTP/1.1\r\n\r\n"[..],
+            400,
+            "not valid HTTP/1.1",
+        ),
+    ] {
+        let (head, body) = raw_request(port, request).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {head}"
+        );
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON error body");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{status}: {body}"
+        );
+    }
     let r = http::get(port, "/").await.unwrap();
     let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert!(
@@ -495,4 +530,28 @@ async fn ls_stops_at_once_on_a_signal_while_it_waits_for_answers() {
             .unwrap();
         assert_eq!(out, "", "nothing printed for a listing it did not finish");
     }
+}
+
+/// Sends `request` as raw bytes on its own connection while reading the answer to the end:
+/// the answer's head and body.
+async fn raw_request(port: u16, request: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the agent accepts");
+    let (mut reader, mut writer) = stream.into_split();
+    let request = request.to_vec();
+    let writing = tokio::spawn(async move { writer.write_all(&request).await });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer))
+        .await
+        .expect("the agent answers and closes within 10 s")
+        .expect("the answer is read, not reset");
+    writing
+        .await
+        .unwrap()
+        .expect("the whole request is read by the agent");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    (head.to_owned(), body.to_owned())
 }

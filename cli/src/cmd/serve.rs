@@ -97,7 +97,7 @@ pub(crate) async fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()>
         listener.local_addr()?
     );
     let stop = shutdown.clone();
-    let http = axum::serve(listener, app)
+    let http = axum::serve(crate::refusals::Listener(listener), app)
         .with_graceful_shutdown(async move {
             tokio::select! {
                 () = crate::shutdown_signal() => {}

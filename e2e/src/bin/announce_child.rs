@@ -47,9 +47,10 @@ async fn main() {
             announcers.push(a.expect("announcer starts"));
         }
     }
-    println!("ready");
+    // The handler is in place before `ready`: a SIGTERM right after it is a graceful stop.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
+    println!("ready");
     term.recv().await;
     for a in announcers {
         a.shutdown().await.expect("graceful shutdown");

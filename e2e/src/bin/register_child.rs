@@ -42,9 +42,10 @@ async fn main() {
         .start()
         .await
         .expect("announcer starts");
-    println!("ready {}", announcer.epoch());
+    // The handler is in place before `ready`: a SIGTERM right after it is a graceful stop.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
+    println!("ready {}", announcer.epoch());
     term.recv().await;
     announcer.shutdown().await.expect("graceful shutdown");
 }
