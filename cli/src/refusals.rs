@@ -27,12 +27,10 @@ impl axum::serve::Listener for Listener {
     type Io = JsonRefusals<TcpStream>;
     type Addr = SocketAddr;
 
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        async {
-            // axum's accept loop: it waits out errors such as too many open files.
-            let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-            (JsonRefusals::new(io), addr)
-        }
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // axum's accept loop: it waits out errors such as too many open files.
+        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        (JsonRefusals::new(io), addr)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
