@@ -74,7 +74,7 @@ async fn publish_permitted(
     let refused = tokio::time::timeout(REFUSAL_WITHIN, async {
         loop {
             match events.recv().await {
-                Ok(NatsEvent::PermissionViolation { publish: true }) => return true,
+                Ok(NatsEvent::PermissionViolation { publish: true, .. }) => return true,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
             }
@@ -93,7 +93,8 @@ async fn publish_permitted(
     Ok(())
 }
 
-/// Counts the refusals the server reports on the announcer's own connection, until `cancel`.
+/// Counts the refusals the server reports on the announcer's own connection, until `cancel`,
+/// and warns of the first: a permission lost after the start is one line, not one per token.
 async fn count_refusals(
     mut events: tokio::sync::broadcast::Receiver<NatsEvent>,
     counters: Arc<crate::stats::Counters>,
@@ -105,8 +106,19 @@ async fn count_refusals(
             event = events.recv() => event,
         };
         match event {
-            Ok(NatsEvent::PermissionViolation { .. }) => {
+            Ok(NatsEvent::PermissionViolation { said, .. }) => {
+                let before = counters
+                    .permission_violations
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 crate::stats::Counters::bump(&counters.permission_violations);
+                if before == 0 {
+                    tracing::warn!(
+                        server = %said,
+                        "the NATS server refuses this announcer's requests (a permission was \
+                         taken away): subscribers see it as silent; counted in \
+                         permission_violations"
+                    );
+                }
             }
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

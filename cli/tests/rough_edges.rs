@@ -583,3 +583,48 @@ async fn a_signal_while_waiting_for_etcd_stops_announce_and_serve_at_once() {
         assert_eq!(status.code(), Some(130), "{command:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_publish_rights_gets_one_line_and_nothing_registered() {
+    let env = Env::start("noright").await;
+    let nats = herald_testkit::NatsServer::builder()
+        .config(
+            "authorization {\n  users = [\n    { user: ro, password: \"ro-pw\", permissions: { publish: [\"_INBOX.>\"], subscribe: [\">\"] } }\n  ]\n}\n",
+        )
+        .start()
+        .await;
+    let url = format!("nats://ro:ro-pw@127.0.0.1:{}", nats.port());
+    let out = env
+        .output(&[
+            "--nats",
+            &url,
+            "announce",
+            "--service",
+            "svc",
+            "--addr",
+            "h:1",
+            "--instance",
+            "i1",
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("may not publish to `{}.announce.svc`", env.prefix)),
+        "names the subject: {err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one line, no log line repeating it: {err}"
+    );
+    let left = etcd(&env)
+        .await
+        .get(key(&env, "svc", "i1"), None)
+        .await
+        .unwrap();
+    assert!(
+        left.kvs().is_empty(),
+        "the refused start left its registration"
+    );
+}

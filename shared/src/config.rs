@@ -197,36 +197,33 @@ impl NatsConfig {
         let (tx, _) = broadcast::channel(64);
         let events = ConnectionEvents { tx: tx.clone() };
         let max = self.max_reconnect_delay;
-        // One warning per connection for refused permissions: a client that lost one would
-        // otherwise log a line per token.
-        let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         opts = opts
             .connection_timeout(self.connect_timeout)
             .subscription_capacity(self.subscription_capacity)
             .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max))
             .event_callback(move |event| {
                 let tx = tx.clone();
-                let warned = warned.clone();
                 async move {
                     let mapped = match event {
                         async_nats::Event::Connected => Some(NatsEvent::Connected),
                         async_nats::Event::Disconnected => Some(NatsEvent::Disconnected),
                         async_nats::Event::SlowConsumer(sid) => Some(NatsEvent::SlowConsumer(sid)),
-                        // Permission violations and other server errors: the server refused
-                        // something this client asked for, which the caller never sees as an
-                        // error of its own (publishes are fire-and-forget).
+                        // The server refused something this client asked for, which the
+                        // caller never sees as an error of its own (publishes are
+                        // fire-and-forget). A permissions violation goes to the connection's
+                        // owner, which knows what it means (a start that fails, a warning
+                        // once); any other server error is logged here.
                         async_nats::Event::ServerError(error) => {
-                            let said = error.to_string().to_ascii_lowercase();
-                            let refused = said.contains("permissions violation");
-                            let publish = said.contains("permissions violation for publish");
-                            let again =
-                                refused && warned.swap(true, std::sync::atomic::Ordering::Relaxed);
-                            if again {
-                                tracing::debug!(%error, "nats server error");
+                            let said = error.to_string();
+                            let lower = said.to_ascii_lowercase();
+                            if lower.contains("permissions violation") {
+                                tracing::debug!(%error, "nats server refused a request");
+                                let publish = lower.contains("permissions violation for publish");
+                                Some(NatsEvent::PermissionViolation { publish, said })
                             } else {
                                 tracing::warn!(%error, "nats server error");
+                                None
                             }
-                            refused.then_some(NatsEvent::PermissionViolation { publish })
                         }
                         other => {
                             tracing::debug!(event = %other, "nats event");
@@ -264,7 +261,7 @@ pub fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
 }
 
 /// What the connection reported, as far as Herald cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NatsEvent {
     /// (Re)connected to a server.
     Connected,
@@ -277,6 +274,8 @@ pub enum NatsEvent {
     PermissionViolation {
         /// A publish was refused, not a subscription.
         publish: bool,
+        /// The server's words, naming the subject.
+        said: String,
     },
 }
 

@@ -107,6 +107,7 @@ impl SubscriberBuilder {
             ingest_delay: self.ingest_delay.map(crate::ingest::SlowIngest::new),
             probe_pacing: ProbePacing::new(tokio::time::Instant::now()),
             probe_wanted: false,
+            refusal_warned: false,
             services_to_probe: Vec::new(),
             connects: bus.client.statistics().connects.load(Relaxed),
             advisories: bus.advisories,

@@ -63,6 +63,8 @@ pub(crate) struct Ingest {
     pub(crate) ingest_delay: Option<SlowIngest>,
     pub(crate) probe_pacing: ProbePacing,
     pub(crate) probe_wanted: bool,
+    /// A permissions violation on the connection was warned of (once per subscriber).
+    pub(crate) refusal_warned: bool,
     /// Services to probe on their own (heartbeats of instances they do not list), when no
     /// probe of everything is due.
     pub(crate) services_to_probe: Vec<Arc<str>>,
@@ -183,8 +185,17 @@ impl Ingest {
                 self.probe_pacing.overflowed(Instant::now());
                 self.probe_wanted = true;
             }
-            Some(NatsEvent::PermissionViolation { .. }) => {
-                // Logged once by the connection; a subscription refused shows as no tokens.
+            Some(NatsEvent::PermissionViolation { said, .. }) => {
+                // Once: a refused subscription shows as no tokens, a refused probe as no
+                // answers, and both would otherwise repeat.
+                if !self.refusal_warned {
+                    self.refusal_warned = true;
+                    tracing::warn!(
+                        server = %said,
+                        "the NATS server refuses a request of this subscriber (a permissions \
+                         violation): what it refuses is missing from the view"
+                    );
+                }
             }
             Some(NatsEvent::Disconnected | NatsEvent::Connected) => {
                 // The tick's connection watch handles both, whoever built the client.
