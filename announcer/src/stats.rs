@@ -39,7 +39,7 @@ pub struct Stats {
     /// within its TTL when probed (a crashed predecessor whose lease had not expired yet).
     pub silent_holders_replaced: u64,
     /// Refusals the NATS server reported on the announcer's own connection since `start()`
-    /// (a permission the user lacks, such as publishing the tokens): the connection warns of
+    /// (a permission the user lacks, such as publishing the tokens): the announcer warns of
     /// the first only, so a count above zero is the announcer's error state. Not counted on a
     /// shared client (`.client(c)`), whose events belong to whoever built it.
     pub permission_violations: u64,
