@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use herald_shared::{State, Token, round_trip};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -25,7 +25,7 @@ const REPORT_SLACK: Duration = Duration::from_millis(100);
 /// The registration task, as the handle holds it.
 #[derive(Debug)]
 pub(crate) struct Registration {
-    pub(crate) rewrite: mpsc::Sender<Rewrite>,
+    pub(crate) rewrite: flume::Sender<Rewrite>,
     /// Carries `shutdown()`'s deadline: the lease is revoked only when it arrives.
     pub(crate) farewell: oneshot::Sender<Instant>,
     pub(crate) task: JoinHandle<Result<(), Error>>,
@@ -284,7 +284,7 @@ impl AnnouncerHandle {
         let (reply, written) = oneshot::channel();
         registration
             .rewrite
-            .send(Rewrite { meta, reply })
+            .send_async(Rewrite { meta, reply })
             .await
             .map_err(|_| stopped())?;
         written.await.map_err(|_| stopped())??;

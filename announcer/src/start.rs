@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_shared::{NatsEvent, round_trip, unix_micros};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -27,7 +27,9 @@ use crate::task::{Broadcaster, Fullness, LoadCell};
 /// Bound of the probe subscriptions' round trip and of the first token's flush.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Queue of `set_meta` rewrites; callers wait for their reply anyway.
+/// Queue of `set_meta` rewrites; callers wait for their reply anyway. (A flume channel: it
+/// allocates its queue as it fills, where tokio's preallocates a block of 32 slots per
+/// channel, which an announcer that never calls `set_meta` would carry for nothing.)
 const REWRITE_QUEUE: usize = 8;
 
 /// How long an undone registration waits past its deadline for the task to report.
@@ -236,7 +238,7 @@ async fn start_in(
                 predecessor,
                 watch_prefix: subjects.services_prefix().into(),
             };
-            let (rewrite, rewrites) = mpsc::channel(REWRITE_QUEUE);
+            let (rewrite, rewrites) = flume::bounded(REWRITE_QUEUE);
             let (farewell, farewell_rx) = oneshot::channel();
             let links = Links {
                 standing: standing_tx,
@@ -381,7 +383,7 @@ fn registered(
 ) -> Registering {
     let (first, epoch) = oneshot::channel();
     let cancel = links.cancel.clone();
-    let task = tokio::spawn(registrar::run(setup, links, first).instrument(span));
+    let task = tokio::spawn(registrar::run(Box::new(setup), links, first).instrument(span));
     Registering {
         task,
         epoch,

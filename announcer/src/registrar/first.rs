@@ -39,10 +39,12 @@ pub(crate) struct Setup {
 
 /// The registration task: registers, tells `start()` the epoch (or the error) through
 /// `first`, then keeps the registration until cancelled or halted by etcd.
-pub(crate) async fn run(setup: Setup, links: Links, first: FirstEpoch) -> Result<(), Error> {
-    // Boxed: connecting and the first claim are large futures that live only while they run.
-    // A cancel while it runs (`start()` stopped or dropped) undoes what it wrote.
-    let started = Box::pin(start(setup, links).in_current_span()).await;
+///
+/// `setup` comes boxed, and so does each phase's future: the task's own state stays a few
+/// pointers, where the setup's connection plan is half a kilobyte that is needed only once.
+pub(crate) async fn run(setup: Box<Setup>, links: Links, first: FirstEpoch) -> Result<(), Error> {
+    // A cancel while it starts (`start()` stopped or dropped) undoes what it wrote.
+    let started = Box::pin(start(unboxed(setup), links).in_current_span()).await;
     match started {
         Ok(registrar) => {
             let _ = first.send(Ok(registrar.epoch));
@@ -53,6 +55,12 @@ pub(crate) async fn run(setup: Setup, links: Links, first: FirstEpoch) -> Result
             Ok(())
         }
     }
+}
+
+/// The setup out of its box, which is freed here rather than when the task ends (a box moved
+/// out of in an `async fn` is freed at the end of the function).
+fn unboxed(setup: Box<Setup>) -> Setup {
+    *setup
 }
 
 async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use herald_shared::backoff::Backoff;
 use herald_shared::{State, Token, codec};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +67,9 @@ pub(crate) struct Registrar {
     watch: Option<KeyWatch>,
     /// When to retry pending work (registration, watch, checks) after a failure.
     retry_at: Option<Instant>,
-    backoff: Backoff,
+    /// Made at the first failure and dropped once a step succeeds: most registrations never
+    /// need one, and it is the largest field.
+    backoff: Option<Box<Backoff>>,
     /// The key was deleted: whether by an operator or by lease expiry is still to be told.
     check_delete: bool,
     /// The watch lost its history (compaction): read the key to know where we stand.
@@ -87,7 +89,7 @@ pub(crate) struct Registrar {
     /// Tells the connection's scheduler of a new epoch or a halt.
     nudge: Nudge,
     last_token: watch::Receiver<Token>,
-    rewrites: mpsc::Receiver<Rewrite>,
+    rewrites: flume::Receiver<Rewrite>,
     counters: Arc<Counters>,
     cancel: CancellationToken,
     /// Carries `shutdown()`'s deadline; closed without a value when the handle is dropped,
@@ -102,7 +104,7 @@ pub(crate) struct Registrar {
 pub(crate) struct Links {
     pub(crate) standing: watch::Sender<Standing>,
     pub(crate) last_token: watch::Receiver<Token>,
-    pub(crate) rewrites: mpsc::Receiver<Rewrite>,
+    pub(crate) rewrites: flume::Receiver<Rewrite>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) cancel: CancellationToken,
     pub(crate) farewell: oneshot::Receiver<Instant>,
@@ -160,7 +162,7 @@ impl Registrar {
             session,
             watch: None,
             retry_at: None,
-            backoff: Backoff::new(RETRY_FIRST, RETRY_MAX.min(period)),
+            backoff: None,
             check_delete: false,
             check_key: false,
             rewrite_due: false,
@@ -233,7 +235,7 @@ impl Registrar {
                 () = self.cancel.cancelled() => return Box::pin(self.finish()).await,
                 msg = next_watch(&mut self.watch) => Box::pin(self.on_watch(msg)).await,
                 lease = next_session_lease(&mut self.session_lease) => self.on_session_lease(lease),
-                request = self.rewrites.recv(), if rewrites_open => match request {
+                request = self.rewrites.recv_async(), if rewrites_open => match request.ok() {
                     Some(Rewrite { meta, reply }) => {
                         // Calls that crossed on their way keep the newest metadata.
                         if self.meta.as_ref().is_none_or(|m| m.version < meta.version) {
@@ -275,12 +277,15 @@ impl Registrar {
         self.retry_at = if failed {
             Some(Instant::now() + self.next_backoff())
         } else {
-            self.backoff.reset();
+            self.backoff = None;
             None
         };
     }
 
     pub(super) fn next_backoff(&mut self) -> Duration {
-        self.backoff.next_pause()
+        let period = self.period;
+        self.backoff
+            .get_or_insert_with(|| Box::new(Backoff::new(RETRY_FIRST, RETRY_MAX.min(period))))
+            .next_pause()
     }
 }

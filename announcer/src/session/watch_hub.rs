@@ -27,7 +27,9 @@ use tracing::Instrument;
 use super::SessionCounters;
 use crate::etcd_calls::{CallError, Etcd};
 
-/// News waiting for one announcer; it sees at most a few per registration.
+/// News waiting for one announcer; it sees at most a few per registration. (A flume channel,
+/// which allocates its queue as it fills: tokio's preallocates 32 slots per channel, a
+/// kilobyte per announcer that almost never holds more than one.)
 const SUBSCRIPTION_QUEUE: usize = 16;
 
 /// One change of a key.
@@ -69,14 +71,14 @@ pub(crate) enum KeyNews {
 pub(crate) struct KeyWatch {
     key: Arc<str>,
     id: u64,
-    news: mpsc::Receiver<KeyNews>,
+    news: flume::Receiver<KeyNews>,
     hub: mpsc::UnboundedSender<HubRequest>,
 }
 
 impl KeyWatch {
     /// The next news; `Ok(None)` when the share ended (open it again).
     pub(crate) async fn message(&mut self) -> Result<Option<KeyNews>, etcd_client::Error> {
-        Ok(self.news.recv().await)
+        Ok(self.news.recv_async().await.ok())
     }
 }
 
@@ -162,7 +164,7 @@ struct PrefixWatch {
 struct Route {
     id: u64,
     prefix: Arc<str>,
-    news: mpsc::Sender<KeyNews>,
+    news: flume::Sender<KeyNews>,
 }
 
 struct HubTask {
@@ -316,7 +318,7 @@ impl HubTask {
         let hub = self.handle.upgrade().ok_or_else(gone)?;
         let id = self.next_route;
         self.next_route += 1;
-        let (tx, news) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        let (tx, news) = flume::bounded(SUBSCRIPTION_QUEUE);
         let replaced = self.routes.insert(
             key.clone(),
             Route {
