@@ -120,6 +120,11 @@ impl Error {
     }
 
     /// A [`ErrorKind::Config`] error naming `field` and the `bound` it broke.
+    /// `Stopped`: the start was stopped (by `start_until`'s future) before it finished.
+    pub(crate) fn start_stopped() -> Self {
+        Error::with_source(ErrorKind::Stopped, "the start was stopped")
+    }
+
     pub(crate) fn config(field: &'static str, bound: &'static str) -> Self {
         Error {
             kind: ErrorKind::Config,

@@ -1,5 +1,5 @@
 //! The registration's calls to etcd, each under a deadline, with the answers sorted into what
-//! the registration task decides on: written, held by someone else, lease gone, or no answer.
+//! the registration decides on: written, held by someone else, lease gone, or no answer.
 
 use std::fmt;
 use std::sync::Arc;

@@ -7,34 +7,25 @@ use std::time::Duration;
 
 use herald_shared::{State, Token, round_trip};
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, ErrorKind};
-use crate::messages::{Rewrite, StagedMeta, Standing};
+use crate::messages::{StagedMeta, Standing};
 use crate::scheduler::Member;
+use crate::session::registration::registry::RecordHandle;
 use crate::stats::{Counters, Stats};
 use crate::status::Stopped;
 use crate::task::{Goodbye, MetaRequest};
 
-/// How long `shutdown()` waits past its deadline for the registration task to report: the
-/// task bounds its revoke by the deadline itself.
+/// How long `shutdown()` waits past its deadline for the registration to report: its record
+/// bounds its revoke by the deadline itself.
 const REPORT_SLACK: Duration = Duration::from_millis(100);
-
-/// The registration task, as the handle holds it.
-#[derive(Debug)]
-pub(crate) struct Registration {
-    pub(crate) rewrite: flume::Sender<Rewrite>,
-    /// Carries `shutdown()`'s deadline: the lease is revoked only when it arrives.
-    pub(crate) farewell: oneshot::Sender<Instant>,
-    pub(crate) task: JoinHandle<Result<(), Error>>,
-}
 
 /// A running announcer.
 ///
 /// The handle holds the announcer's place on its connection's scheduler (which sends its
-/// tokens) and, with etcd, the registration task: dropping it without
+/// tokens) and, with etcd, its registration: dropping it without
 /// [`shutdown`](AnnouncerHandle::shutdown) stops both *without* a leaving token and without revoking the lease, as a crash would
 /// (subscribers drop the instance when its TTL runs out; etcd deletes the key when the lease
 /// expires).
@@ -44,8 +35,8 @@ pub(crate) struct Registration {
 /// [`stopped`](AnnouncerHandle::stopped) resolves then, with the reason.
 #[derive(Debug)]
 pub struct AnnouncerHandle {
-    /// Declared first, so that a dropped handle cancels the registration task before its
-    /// channels close.
+    /// Declared first, so that a dropped handle stops the broadcasting before its registration
+    /// hears of the drop.
     pub(crate) stop: DropGuard,
     pub(crate) service: String,
     pub(crate) instance: String,
@@ -56,12 +47,13 @@ pub struct AnnouncerHandle {
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) standing: watch::Receiver<Standing>,
-    /// Keeps the standing channel open while no registration task owns its sender (no
+    /// Keeps the standing channel open while no registration owns its sender (no
     /// etcd), so that `stopped()` stays pending until the handle goes.
     pub(crate) _standing_owner: Option<watch::Sender<Standing>>,
     /// Cancelled when the announcer's tokens have ended (its goodbye flushed, if any).
     pub(crate) broadcast_done: CancellationToken,
-    pub(crate) registration: Option<Registration>,
+    /// The registration its session keeps, with etcd.
+    pub(crate) registration: Option<RecordHandle>,
     /// Numbers `set_meta()` calls, so that calls that cross keep the newest metadata.
     pub(crate) meta_versions: AtomicU64,
 }
@@ -280,14 +272,7 @@ impl AnnouncerHandle {
         self.member
             .set_meta(MetaRequest::Stage(meta.clone()))
             .await?;
-        let stopped = || Error::new(ErrorKind::Stopped);
-        let (reply, written) = oneshot::channel();
-        registration
-            .rewrite
-            .send_async(Rewrite { meta, reply })
-            .await
-            .map_err(|_| stopped())?;
-        written.await.map_err(|_| stopped())??;
+        registration.rewrite(meta).await?;
         self.published(self.member.set_meta(MetaRequest::Written))
             .await
     }
@@ -326,17 +311,13 @@ impl AnnouncerHandle {
             ..
         } = self;
         let deadline = Instant::now() + shutdown_timeout;
-        // The deadline first, then the cancellation: the registration task reads it once it
-        // sees the cancellation, and its absence is what tells a drop from a shutdown. It
-        // revokes once the goodbye below is flushed.
-        let registrar = registration.map(|r| {
-            let _ = r.farewell.send(deadline);
-            r.task
-        });
+        // The registration is told to leave before the broadcasting stops; it deletes the
+        // key (or revokes its own lease) once the goodbye below is flushed.
+        let left = registration.map(|r| r.leave(deadline));
         stop.disarm().cancel();
-        let goodbye = goodbye(member, &client, deadline, registrar.is_some()).await;
-        let revoke = match registrar {
-            Some(task) => joined(tokio::time::timeout_at(deadline + REPORT_SLACK, task).await),
+        let goodbye = goodbye(member, &client, deadline, left.is_some()).await;
+        let revoke = match left {
+            Some(left) => reported(tokio::time::timeout_at(deadline + REPORT_SLACK, left).await),
             None => return goodbye,
         };
         match (goodbye, revoke) {
@@ -416,9 +397,9 @@ impl AnnouncerHandle {
 
 /// The leaving token, sent and flushed before `deadline`; nothing to send after etcd halted
 /// the announcer. The guard it comes with is dropped once it is flushed, which lets the
-/// registration task revoke; with a registration to remove, only once the server has also
+/// registration revoke; with a registration to remove, only once the server has also
 /// handed the token to its subscribers, so that they see a goodbye rather than a
-/// deregistration (the registration task waits half of the time left, no longer).
+/// deregistration (the registration waits half of the time left, no longer).
 async fn goodbye(
     member: Member,
     client: &async_nats::Client,
@@ -466,13 +447,16 @@ async fn goodbye(
     }
 }
 
-/// A task's result, awaited under a deadline.
-fn joined(
-    r: Result<Result<Result<(), Error>, tokio::task::JoinError>, tokio::time::error::Elapsed>,
+/// The registration's report of its leaving, awaited under a deadline.
+fn reported(
+    r: Result<Result<Result<(), Error>, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
 ) -> Result<(), Error> {
     match r {
         Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(Error::with_source(ErrorKind::Stopped, join)),
+        Ok(Err(_)) => Err(Error::with_source(
+            ErrorKind::Stopped,
+            "the session's registry ended",
+        )),
         Err(_) => Err(Error::new(ErrorKind::TimedOut)),
     }
 }

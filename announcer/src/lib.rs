@@ -54,18 +54,19 @@
 //!   before connecting;
 //! - `plan`: what `start()` works from: the settings validated, the first token;
 //! - `settings`: defaults and bounds of the settings, and the first token's checks;
-//! - `start`: connect, subscribe and confirm probes, have the registration task register,
-//!   publish the first token, spawn the broadcast task;
-//! - `messages`: the messages between the handle, the broadcast task, the registration task
-//!   and a session (a leaf: every side imports it, it imports none of them);
+//! - `start`: connect, subscribe and confirm probes, register, publish the first token, hand
+//!   the broadcasting to the connection's scheduler;
+//! - `messages`: the messages between the handle, the broadcasting, the registration and a
+//!   session (a leaf: every side imports it, it imports none of them);
 //! - `probes`: probe subscriptions shared by the announcers of a NATS connection;
 //! - `reconnects`: one poller per NATS connection that tells its announcers of a reconnect;
 //! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
-//! - [`Session`]: one lease shared by the announcers of a process, kept alive by one task, and
-//!   one watch stream for all their keys;
-//! - `registrar`: the registration task, sole owner of the lease and the key from the first
-//!   claim on: the registration of `start()`, keep-alives, registering again, the watch of
-//!   its own key that fences or deregisters;
+//! - [`Session`]: one lease shared by the announcers of a process, kept alive by one task, one
+//!   watch stream for all their keys, and their registrations kept as records by one task
+//!   (its registry): registering again, rewrites, the news of each key that fence or
+//!   deregister, and the removal at shutdown;
+//! - `registrar`: `start()`'s registration: the session to register on (the caller's, or
+//!   one of the announcer alone), the first claim, and the record handed to the session;
 //! - `etcd_calls`: the registration's etcd calls, bounded, their answers sorted;
 //! - [`status`]: the reason an announcer stopped ([`Stopped`]);
 //! - `schedule`: the timing rules (jitter, probe coalescing, early-token rate limit), pure;

@@ -1,8 +1,7 @@
-//! The messages exchanged between the announcer's tasks, in one leaf module that every side
-//! imports: the handle's requests to the registration task ([`Rewrite`]), the registration's
-//! standing that the scheduler and the handle read ([`Standing`]), the registration task's
-//! first answer to `start()` ([`FirstEpoch`]), and
-//! what a session and its announcers tell each other ([`SessionLease`], [`SessionRequest`]).
+//! The messages exchanged between the announcer's parts, in one leaf module that every side
+//! imports: the metadata `set_meta` stages ([`StagedMeta`]), the registration's standing that
+//! the scheduler and the handle read ([`Standing`]), and what a session and its announcers
+//! tell each other ([`SessionLease`], [`SessionRequest`]).
 
 use std::collections::BTreeMap;
 
@@ -10,14 +9,6 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::status::Stopped;
-
-/// A `set_meta` request to the registration task: rewrite the key with this metadata, and
-/// answer once it is written.
-#[derive(Debug)]
-pub(crate) struct Rewrite {
-    pub(crate) meta: StagedMeta,
-    pub(crate) reply: oneshot::Sender<Result<(), Error>>,
-}
 
 /// Metadata set through `set_meta`, numbered in the order of the calls. It goes out in tokens
 /// only once the registration holds it (a subscriber with etcd drops a token whose identity
@@ -28,11 +19,7 @@ pub(crate) struct StagedMeta {
     pub(crate) meta: BTreeMap<String, String>,
 }
 
-/// The registration task's answer to `start()`: the epoch of the first registration, or why
-/// there is none (nothing is left behind then).
-pub(crate) type FirstEpoch = oneshot::Sender<Result<u64, Error>>;
-
-/// The registration task's view, shared through a watch channel.
+/// The registration's view, shared through a watch channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Standing {
     /// The epoch tokens carry (0: not registered).
@@ -40,7 +27,7 @@ pub(crate) struct Standing {
     /// etcd ended this incarnation: no token may go out any more, not even a goodbye.
     pub(crate) halted: bool,
     /// Set once the announcer has stopped for this reason: the broadcast task has ended and
-    /// the registration task revoked its lease (or gave up trying).
+    /// the registration revoked its lease (or gave up trying).
     pub(crate) stopped: Option<Stopped>,
     /// The [`StagedMeta::version`] the registration holds (0: the metadata the announcer
     /// started with): tokens may carry that metadata from this epoch on.

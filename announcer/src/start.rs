@@ -1,38 +1,34 @@
 //! `start()` after validation: connect, subscribe to probes and confirm them on the server,
-//! spawn the registration task and wait for its first registration when etcd is configured,
-//! publish and flush the first token, then hand the broadcasting over to the connection's
-//! scheduler. A failure after the registration has the registration task undo it.
+//! register when etcd is configured (the first claim, then the record handed to the
+//! session's registry), publish and flush the first token, then hand the broadcasting over to
+//! the connection's scheduler. A failure after the registration has the record undo it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_shared::{NatsEvent, round_trip, unix_micros};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind};
-use crate::handle::{AnnouncerHandle, Registration};
+use crate::handle::AnnouncerHandle;
 use crate::messages::Standing;
 use crate::pacer::Pacer;
 use crate::plan::{Connection, Plan};
 use crate::predecessor::Predecessor;
-use crate::registrar::{self, Links, Setup};
+use crate::registrar::{self, Setup};
 use crate::schedule::{Schedule, Why};
+use crate::session::registration::Links;
+use crate::session::registration::registry::RecordHandle;
 use crate::stats::Counters;
 use crate::task::{Broadcaster, Fullness, LoadCell};
 
 /// Bound of the probe subscriptions' round trip and of the first token's flush.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Queue of `set_meta` rewrites; callers wait for their reply anyway. (A flume channel: it
-/// allocates its queue as it fills, where tokio's preallocates a block of 32 slots per
-/// channel, which an announcer that never calls `set_meta` would carry for nothing.)
-const REWRITE_QUEUE: usize = 8;
-
-/// How long an undone registration waits past its deadline for the task to report.
+/// How long an undone registration waits past its deadline for its record to report.
 const ABANDON_SLACK: Duration = Duration::from_millis(100);
 
 /// Starts the announcer; when `stop` completes first, the start stops, and what it
@@ -131,11 +127,6 @@ async fn count_refusals(
 /// How long after the round trip the connection's report of a refused publish may come.
 const REFUSAL_WITHIN: Duration = Duration::from_millis(20);
 
-/// The error of a start that was stopped.
-fn start_stopped() -> Error {
-    Error::with_source(ErrorKind::Stopped, "the start was stopped")
-}
-
 /// `step`, unless the start is stopped first.
 async fn unless_stopped<T>(
     abort: &CancellationToken,
@@ -143,7 +134,7 @@ async fn unless_stopped<T>(
 ) -> Result<T, Error> {
     tokio::select! {
         biased;
-        () = abort.cancelled() => Err(start_stopped()),
+        () = abort.cancelled() => Err(Error::start_stopped()),
         done = step => done,
     }
 }
@@ -219,7 +210,7 @@ async fn start_in(
     let (service, instance) = (token.service.clone(), token.instance.clone());
 
     // Registered before the first token, so that every token carries the epoch (the
-    // registration task writes it to `standing`). Without etcd every token carries epoch 0
+    // registration writes it to `standing`). Without etcd every token carries epoch 0
     // (unregistered).
     let (registration, _standing_owner, abandon_within) = match etcd {
         Some(plan) => {
@@ -238,26 +229,18 @@ async fn start_in(
                 predecessor,
                 watch_prefix: subjects.services_prefix().into(),
             };
-            let (rewrite, rewrites) = flume::bounded(REWRITE_QUEUE);
-            let (farewell, farewell_rx) = oneshot::channel();
             let links = Links {
                 standing: standing_tx,
                 last_token: last_token_rx.clone(),
-                rewrites,
                 counters: counters.clone(),
-                cancel: cancel.clone(),
-                farewell: farewell_rx,
                 broadcast_done: broadcast_done.clone(),
                 nudge: scheduler.nudge(key),
+                span: span.clone(),
             };
-            let registering = registered(setup, links, span.clone(), farewell, abandon_within);
-            let (task, farewell) = registering.wait(&abort).await?;
-            let registration = Registration {
-                rewrite,
-                farewell,
-                task,
-            };
-            (Some(registration), None, abandon_within)
+            // Boxed: connecting and the first claim are large futures that live only while
+            // they run.
+            let record = Box::pin(registrar::register(setup, links, &abort)).await?;
+            (Some(record), None, abandon_within)
         }
         None => (None, Some(standing_tx), Duration::ZERO),
     };
@@ -364,74 +347,12 @@ async fn start_in(
     })
 }
 
-/// The registration task, spawned, and what stops it while it registers.
-struct Registering {
-    task: JoinHandle<Result<(), Error>>,
-    epoch: oneshot::Receiver<Result<u64, Error>>,
-    cancel: CancellationToken,
-    farewell: oneshot::Sender<Instant>,
-    within: Duration,
-}
-
-/// Spawns the registration task.
-fn registered(
-    setup: Setup,
-    links: Links,
-    span: tracing::Span,
-    farewell: oneshot::Sender<Instant>,
-    within: Duration,
-) -> Registering {
-    let (first, epoch) = oneshot::channel();
-    let cancel = links.cancel.clone();
-    let task = tokio::spawn(registrar::run(Box::new(setup), links, first).instrument(span));
-    Registering {
-        task,
-        epoch,
-        cancel,
-        farewell,
-        within,
-    }
-}
-
-impl Registering {
-    /// Waits for the first registration. When the start is stopped meanwhile, the task
-    /// removes what it wrote (the claim undone while it runs, the registration removed as at
-    /// shutdown once it is done) before this returns `Stopped`.
-    ///
-    /// # Errors
-    ///
-    /// What the first registration failed with (the task has undone it and ended).
-    async fn wait(
-        mut self,
-        abort: &CancellationToken,
-    ) -> Result<(JoinHandle<Result<(), Error>>, oneshot::Sender<Instant>), Error> {
-        let answer = tokio::select! {
-            biased;
-            answer = &mut self.epoch => answer,
-            () = abort.cancelled() => {
-                let _ = self.farewell.send(Instant::now() + self.within);
-                self.cancel.cancel();
-                let _ = tokio::time::timeout(self.within + ABANDON_SLACK, self.task).await;
-                return Err(start_stopped());
-            }
-        };
-        match answer {
-            Ok(Ok(_)) => Ok((self.task, self.farewell)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(match self.task.await {
-                Err(join) => Error::with_source(ErrorKind::Stopped, join),
-                Ok(_) => Error::new(ErrorKind::Stopped),
-            }),
-        }
-    }
-}
-
-/// Undoes a registration `start()` cannot go on with: the registration task revokes its own
-/// lease, or deletes the key from a session's, as at shutdown (best effort, within `within`).
-async fn abandon(registration: Registration, stop: DropGuard, within: Duration) {
-    let _ = registration.farewell.send(Instant::now() + within);
+/// Undoes a registration `start()` cannot go on with: its record revokes its own lease, or
+/// deletes the key from a session's, as at shutdown (best effort, within `within`).
+async fn abandon(registration: RecordHandle, stop: DropGuard, within: Duration) {
+    let left = registration.leave(Instant::now() + within);
     drop(stop);
-    if tokio::time::timeout(within + ABANDON_SLACK, registration.task)
+    if tokio::time::timeout(within + ABANDON_SLACK, left)
         .await
         .is_err()
     {

@@ -41,7 +41,7 @@ pub(crate) struct Broadcaster {
     pub(crate) probes: ProbeFeed,
     /// Loads set through the handle, read when the scheduler is told of one.
     pub(crate) load_cell: Arc<LoadCell>,
-    /// The registration's standing, written by the registration task (epoch 0 without etcd).
+    /// The registration's standing, written by the registration (epoch 0 without etcd).
     /// A new epoch is published at once, so subscribers learn it without waiting a period; a
     /// halt ends the broadcasting without a goodbye.
     pub(crate) standing: watch::Receiver<Standing>,
@@ -51,7 +51,7 @@ pub(crate) struct Broadcaster {
     pub(crate) last_token: watch::Sender<Token>,
     /// The span of the announcer, entered around everything done for it.
     pub(crate) span: tracing::Span,
-    /// Tells the registration task (and `stopped()`) that no token can leave any more: it
+    /// Tells the registration (and `stopped()`) that no token can leave any more: it
     /// waits for this before revoking the lease, so that the goodbye goes out first. Handed
     /// to `shutdown()` with the goodbye, which drops it once the goodbye is flushed.
     pub(crate) done: Option<DropGuard>,
@@ -101,7 +101,7 @@ impl LoadCell {
 }
 
 /// What `shutdown()` gets back: whether the goodbye was handed to NATS, and the guard that
-/// lets the registration task revoke once the goodbye is flushed.
+/// lets the registration revoke once the goodbye is flushed.
 #[derive(Debug)]
 pub(crate) struct Goodbye {
     pub(crate) sent: Result<(), Error>,

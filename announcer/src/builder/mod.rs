@@ -108,8 +108,8 @@ impl AnnouncerBuilder {
     /// Validates everything, then connects (or takes the shared client), subscribes to the
     /// probe subjects and confirms them on the server, registers in etcd when configured
     /// (a lease, and one create-if-absent transaction on the instance's key), publishes the
-    /// first token and waits until it is flushed, and starts the broadcast task (and the
-    /// registration task).
+    /// first token and waits until it is flushed, and hands the broadcasting to the
+    /// connection's scheduler (and the registration to its session).
     ///
     /// # Errors
     ///

@@ -10,7 +10,8 @@
 //! The session's task (`keeper`) owns the lease: it keeps it alive, and grants a new one when
 //! etcd says it is gone; every announcer on the session then registers again under the new
 //! lease. `watch_hub` owns the session's watch: one etcd watcher per prefix, whose events it
-//! hands to the announcer of each key.
+//! hands to the registration of each key. `registration` keeps every announcer's
+//! registration as a record in one task (its `registry`), not a task per announcer.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,10 +32,12 @@ use crate::stats::Counters;
 
 mod batch;
 mod keeper;
+pub(crate) mod registration;
 mod watch_hub;
 
 pub(crate) use batch::Batcher;
-pub(crate) use watch_hub::{KeyNews, KeyWatch, WatchHub};
+use registration::registry::Registry;
+pub(crate) use watch_hub::{KeyNews, KeyWatch, News, WatchHub};
 
 /// Deadline of each etcd call of a session built on a caller's client.
 const SHARED_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +99,8 @@ struct Inner {
     hub: WatchHub,
     /// Claims and deletions, batched.
     batcher: Batcher,
+    /// The registrations of the session's announcers, as records.
+    registry: Registry,
     counters: Arc<SessionCounters>,
     /// Made by one announcer for itself (one without a session): its lease holds that
     /// announcer's key alone.
@@ -209,7 +214,9 @@ impl Session {
         let (requests, requests_rx) = mpsc::channel(64);
         let counters = Arc::new(SessionCounters::default());
         let stop = CancellationToken::new();
-        let hub = WatchHub::spawn(etcd.clone(), counters.clone(), span.clone());
+        let (news, news_rx) = mpsc::unbounded_channel();
+        let hub = WatchHub::spawn(etcd.clone(), counters.clone(), news, span.clone());
+        let registry = Registry::spawn(lease_rx.clone(), news_rx, span.clone());
         let batcher = Batcher::spawn(etcd.clone(), counters.clone(), span.clone());
         let keeper = keeper::Keeper::new(
             etcd.clone(),
@@ -230,6 +237,7 @@ impl Session {
                 requests,
                 hub,
                 batcher,
+                registry,
                 counters,
                 private,
                 held: Arc::default(),
@@ -324,6 +332,11 @@ impl Session {
     /// The batched registration calls.
     pub(crate) fn batcher(&self) -> &Batcher {
         &self.inner.batcher
+    }
+
+    /// The registrations of the session's announcers.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     /// Marks `key` as one of this session's announcers' own while the hold lives; `None` when

@@ -27,11 +27,6 @@ use tracing::Instrument;
 use super::SessionCounters;
 use crate::etcd_calls::{CallError, Etcd};
 
-/// News waiting for one announcer; it sees at most a few per registration. (A flume channel,
-/// which allocates its queue as it fills: tokio's preallocates 32 slots per channel, a
-/// kilobyte per announcer that almost never holds more than one.)
-const SUBSCRIPTION_QUEUE: usize = 16;
-
 /// One change of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyChange {
@@ -66,19 +61,23 @@ pub(crate) enum KeyNews {
     HistoryLost,
 }
 
-/// One key's share of the session's watch; dropping it ends the share.
+/// The news of a key, for the session's registry: the tag its subscriber gave, the share
+/// ([`KeyWatch::route`]) that carried it, and the news, or `None` once that share ended.
+pub(crate) type News = (u64, u64, Option<KeyNews>);
+
+/// One key's share of the session's watch; dropping it ends the share. Its news go to the
+/// session's registry, tagged.
 #[derive(Debug)]
 pub(crate) struct KeyWatch {
     key: Arc<str>,
     id: u64,
-    news: flume::Receiver<KeyNews>,
     hub: mpsc::UnboundedSender<HubRequest>,
 }
 
 impl KeyWatch {
-    /// The next news; `Ok(None)` when the share ended (open it again).
-    pub(crate) async fn message(&mut self) -> Result<Option<KeyNews>, etcd_client::Error> {
-        Ok(self.news.recv_async().await.ok())
+    /// The share's number: news of an earlier share of the same key are stale.
+    pub(crate) fn route(&self) -> u64 {
+        self.id
     }
 }
 
@@ -95,6 +94,7 @@ pub(crate) enum HubRequest {
     Subscribe {
         prefix: Arc<str>,
         key: Arc<str>,
+        tag: u64,
         reply: Answer,
     },
     Cancel(Arc<str>, u64),
@@ -111,7 +111,12 @@ fn gone() -> CallError {
 }
 
 impl WatchHub {
-    pub(crate) fn spawn(etcd: Etcd, counters: Arc<SessionCounters>, span: tracing::Span) -> Self {
+    pub(crate) fn spawn(
+        etcd: Etcd,
+        counters: Arc<SessionCounters>,
+        news: mpsc::UnboundedSender<News>,
+        span: tracing::Span,
+    ) -> Self {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let task = HubTask {
             etcd,
@@ -120,6 +125,7 @@ impl WatchHub {
             by_id: HashMap::new(),
             routes: HashMap::new(),
             next_route: 1,
+            news,
             next_watch: 1,
             requests: requests_rx,
             handle: requests.downgrade(),
@@ -131,14 +137,21 @@ impl WatchHub {
         WatchHub { requests }
     }
 
-    /// Follows `key` through the session's watch of `prefix` (which holds it). Answers once
-    /// etcd has created that watch: any change of the key from then on is seen.
-    pub(crate) async fn subscribe(&self, prefix: &str, key: &str) -> Result<KeyWatch, CallError> {
+    /// Follows `key` through the session's watch of `prefix` (which holds it), its news
+    /// tagged `tag`. Answers once etcd has created that watch: any change of the key from
+    /// then on is seen.
+    pub(crate) async fn subscribe(
+        &self,
+        prefix: &str,
+        key: &str,
+        tag: u64,
+    ) -> Result<KeyWatch, CallError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(HubRequest::Subscribe {
                 prefix: prefix.into(),
                 key: key.into(),
+                tag,
                 reply,
             })
             .map_err(|_| gone())?;
@@ -156,15 +169,15 @@ struct PrefixWatch {
     seen: i64,
     /// Keys followed through it.
     keys: usize,
-    /// KeyWatchs answered once it is created.
-    waiting: Vec<(Arc<str>, Answer)>,
+    /// Subscriptions (key, tag) answered once it is created.
+    waiting: Vec<(Arc<str>, u64, Answer)>,
 }
 
-/// Where one key's news goes.
+/// Where one key's news goes: to the registry, tagged.
 struct Route {
     id: u64,
     prefix: Arc<str>,
-    news: flume::Sender<KeyNews>,
+    tag: u64,
 }
 
 struct HubTask {
@@ -175,6 +188,8 @@ struct HubTask {
     by_id: HashMap<i64, Arc<str>>,
     routes: HashMap<Arc<str>, Route>,
     next_route: u64,
+    /// The session registry's news.
+    news: mpsc::UnboundedSender<News>,
     next_watch: i64,
     requests: mpsc::UnboundedReceiver<HubRequest>,
     /// Given to subscriptions so they can cancel; weak, so the task ends with the last hub.
@@ -216,10 +231,10 @@ impl HubTask {
         loop {
             tokio::select! {
                 request = self.requests.recv() => match request {
-                    Some(HubRequest::Subscribe { prefix, key, reply }) => {
+                    Some(HubRequest::Subscribe { prefix, key, tag, reply }) => {
                         // Boxed: etcd-client's futures are large, and the task waits
                         // almost always.
-                        Box::pin(self.subscribe(prefix, key, reply)).await;
+                        Box::pin(self.subscribe(prefix, key, tag, reply)).await;
                     }
                     Some(HubRequest::Cancel(key, id)) => Box::pin(self.cancel(&key, id)).await,
                     None => return,
@@ -236,13 +251,13 @@ impl HubTask {
         }
     }
 
-    async fn subscribe(&mut self, prefix: Arc<str>, key: Arc<str>, reply: Answer) {
+    async fn subscribe(&mut self, prefix: Arc<str>, key: Arc<str>, tag: u64, reply: Answer) {
         if let Some(watch) = self.prefixes.get_mut(&prefix) {
             if watch.created {
-                let sub = self.route(prefix, key);
+                let sub = self.route(prefix, key, tag);
                 let _ = reply.send(sub);
             } else {
-                watch.waiting.push((key, reply));
+                watch.waiting.push((key, tag, reply));
             }
             return;
         }
@@ -254,7 +269,7 @@ impl HubTask {
                 created: false,
                 seen: 0,
                 keys: 0,
-                waiting: vec![(key, reply)],
+                waiting: vec![(key, tag, reply)],
             },
         );
         self.count();
@@ -269,7 +284,7 @@ impl HubTask {
                     error = &e as &dyn std::error::Error,
                     "session watch not opened"
                 );
-                for (_, reply) in watch.waiting {
+                for (_, _, reply) in watch.waiting {
                     let _ = reply.send(Err(CallError::Failed(
                         herald_shared::EtcdError::unreachable(
                             "the session's watch could not be opened",
@@ -314,26 +329,29 @@ impl HubTask {
         }
     }
 
-    fn route(&mut self, prefix: Arc<str>, key: Arc<str>) -> Result<KeyWatch, CallError> {
+    fn route(&mut self, prefix: Arc<str>, key: Arc<str>, tag: u64) -> Result<KeyWatch, CallError> {
         let hub = self.handle.upgrade().ok_or_else(gone)?;
         let id = self.next_route;
         self.next_route += 1;
-        let (tx, news) = flume::bounded(SUBSCRIPTION_QUEUE);
         let replaced = self.routes.insert(
             key.clone(),
             Route {
                 id,
                 prefix: prefix.clone(),
-                news: tx,
+                tag,
             },
         );
+        if let Some(old) = &replaced {
+            // The key's earlier share ends here: no news of it follows.
+            let _ = self.news.send((old.tag, old.id, None));
+        }
         if replaced.is_none()
             && let Some(watch) = self.prefixes.get_mut(&prefix)
         {
             watch.keys += 1;
         }
         self.count();
-        Ok(KeyWatch { key, id, news, hub })
+        Ok(KeyWatch { key, id, hub })
     }
 
     async fn on_response(&mut self, resp: WatchResponse) {
@@ -353,13 +371,13 @@ impl HubTask {
             // Those still waiting for it (a watch etcd refused at once, for a missing
             // permission) are not kept waiting: their own calls will say why.
             if let Some(watch) = self.prefixes.get_mut(&prefix) {
-                for (_, reply) in std::mem::take(&mut watch.waiting) {
+                for (_, _, reply) in std::mem::take(&mut watch.waiting) {
                     let _ = reply.send(Err(CallError::Failed(
                         herald_shared::EtcdError::unreachable("etcd cancelled the session's watch"),
                     )));
                 }
             }
-            self.tell_history_lost(&prefix).await;
+            self.tell_history_lost(&prefix);
             self.stream = None;
             self.broken();
             return;
@@ -373,15 +391,14 @@ impl HubTask {
                 watch.seen = revision;
             }
             self.backoff.reset();
-            for (key, reply) in std::mem::take(&mut watch.waiting) {
-                let sub = self.route(prefix.clone(), key);
+            for (key, tag, reply) in std::mem::take(&mut watch.waiting) {
+                let sub = self.route(prefix.clone(), key, tag);
                 let _ = reply.send(sub);
             }
             return;
         }
         let cluster_id = resp.header().map_or(0, |h| h.cluster_id());
         let mut seen = revision.max(watch.seen);
-        let mut overflowed = Vec::new();
         for event in resp.events() {
             let Some(change) = KeyChange::of(event) else {
                 continue;
@@ -397,17 +414,11 @@ impl HubTask {
                 cluster_id,
                 changes: vec![change],
             };
-            if route.news.try_send(news).is_err() {
-                overflowed.push((Arc::<str>::from(key), route.id));
-            }
+            // The registry gone, the session is: nothing to tell.
+            let _ = self.news.send((route.tag, route.id, Some(news)));
         }
         if let Some(watch) = self.prefixes.get_mut(&prefix) {
             watch.seen = seen;
-        }
-        // An announcer that cannot keep up loses its share: it subscribes again and reads
-        // its key.
-        for (key, id) in overflowed {
-            self.cancel(&key, id).await;
         }
     }
 
@@ -415,7 +426,7 @@ impl HubTask {
     /// resumes from the oldest revision left (`compacted`), or after the last one seen.
     async fn history_lost(&mut self, prefix: &Arc<str>, compacted: i64) {
         tracing::debug!(%prefix, compacted, "session watch lost its history");
-        self.tell_history_lost(prefix).await;
+        self.tell_history_lost(prefix);
         let Some(watch) = self.prefixes.get(prefix) else {
             return;
         };
@@ -440,15 +451,13 @@ impl HubTask {
     }
 
     /// Tells every announcer of `prefix` that history was lost.
-    async fn tell_history_lost(&mut self, prefix: &Arc<str>) {
-        let mut overflowed = Vec::new();
-        for (key, route) in &self.routes {
-            if &route.prefix == prefix && route.news.try_send(KeyNews::HistoryLost).is_err() {
-                overflowed.push((key.clone(), route.id));
+    fn tell_history_lost(&mut self, prefix: &Arc<str>) {
+        for route in self.routes.values() {
+            if &route.prefix == prefix {
+                let _ = self
+                    .news
+                    .send((route.tag, route.id, Some(KeyNews::HistoryLost)));
             }
-        }
-        for (key, id) in overflowed {
-            self.cancel(&key, id).await;
         }
     }
 
@@ -457,6 +466,7 @@ impl HubTask {
             return;
         };
         let prefix = route.prefix.clone();
+        let _ = self.news.send((route.tag, route.id, None));
         self.routes.remove(key);
         let Some(watch) = self.prefixes.get_mut(&prefix) else {
             self.count();
@@ -490,7 +500,7 @@ impl HubTask {
             watch.created = false;
             // Who waits for a watch is not kept waiting through the outage: an announcer
             // that starts claims without it and opens it later (then reads its key).
-            for (_, reply) in std::mem::take(&mut watch.waiting) {
+            for (_, _, reply) in std::mem::take(&mut watch.waiting) {
                 let _ = reply.send(Err(CallError::Failed(
                     herald_shared::EtcdError::unreachable("the session's watch broke"),
                 )));

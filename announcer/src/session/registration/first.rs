@@ -1,19 +1,16 @@
-//! The registration task's start, which is `start()`'s registration: connect to etcd (or take
-//! the caller's or the session's client), take a lease (its own, or the session's) and claim
-//! the instance's key in one transaction, before the first token goes out. Each call is tried
-//! again, within the call deadline, when etcd does not answer: a listed member may be down.
-//! The outcome goes back to `start()`; on failure nothing is left behind.
+//! The first registration, which `start()` waits for: the claim of the instance's key under
+//! the session's lease, in the session's next batch, before the first token goes out. Each
+//! call is tried again, within the call deadline, when etcd does not answer: a listed member
+//! may be down. On failure, or when the start is stopped, nothing is left behind.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::Instrument;
+use tokio_util::sync::CancellationToken;
 
-use super::{Links, Registrar};
+use super::Registrar;
 use crate::error::{Duplicate, Error, ErrorKind};
-use crate::etcd_calls::{CallError, Claim, Etcd, retried};
-use crate::messages::{FirstEpoch, SessionLease};
-use crate::plan::{EtcdConnection, EtcdPlan};
+use crate::etcd_calls::{CallError, Claim, retried};
+use crate::messages::SessionLease;
 use crate::predecessor::{Holder, Predecessor};
 use crate::session::Session;
 use crate::stats::Counters;
@@ -21,109 +18,41 @@ use crate::stats::Counters;
 /// The longest the first claim waits for the key's watch to open.
 const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(1);
 
-/// What the registration task starts from.
-#[derive(Debug)]
-pub(crate) struct Setup {
-    pub(crate) plan: EtcdPlan,
-    /// The instance's key.
-    pub(crate) key: String,
-    /// The TTL of the lease of a session of this announcer alone (a shared session's lease
-    /// has its own).
-    pub(crate) lease_ttl: Duration,
-    /// Asks a holder of the key whether it lives, before the id is refused (not with
-    /// takeover, which replaces any holder).
-    pub(crate) predecessor: Option<Predecessor>,
-    /// The prefix a shared session watches for the key.
-    pub(crate) watch_prefix: Arc<str>,
-}
-
-/// The registration task: registers, tells `start()` the epoch (or the error) through
-/// `first`, then keeps the registration until cancelled or halted by etcd.
-///
-/// `setup` comes boxed, and so does each phase's future: the task's own state stays a few
-/// pointers, where the setup's connection plan is half a kilobyte that is needed only once.
-pub(crate) async fn run(setup: Box<Setup>, links: Links, first: FirstEpoch) -> Result<(), Error> {
-    // A cancel while it starts (`start()` stopped or dropped) undoes what it wrote.
-    let started = Box::pin(start(unboxed(setup), links).in_current_span()).await;
-    match started {
-        Ok(registrar) => {
-            let _ = first.send(Ok(registrar.epoch));
-            Box::pin(registrar.run()).await
+impl Registrar {
+    /// The first registration, which `start()` waits for: the claim of the key under the
+    /// session's lease. When `abort` fires first, what the claim may have written is undone
+    /// before this returns `Stopped`.
+    ///
+    /// # Errors
+    ///
+    /// As [`claim_first`](Registrar::claim_first); `Stopped` when aborted.
+    pub(crate) async fn register_first(
+        mut self,
+        takeover: bool,
+        predecessor: Option<Predecessor>,
+        abort: &CancellationToken,
+    ) -> Result<Registrar, Error> {
+        let claimed = tokio::select! {
+            biased;
+            () = abort.cancelled() => None,
+            claimed = self.claim_first(takeover, predecessor) => Some(claimed),
+        };
+        match claimed {
+            Some(claimed) => claimed?,
+            // The claim may have landed: it is undone before `start()` hears of it.
+            None => {
+                let lease = match *self.session.watch_lease().borrow() {
+                    SessionLease::Live(id) => id,
+                    SessionLease::Renewing | SessionLease::Closed => 0,
+                };
+                return Err(self.undo(lease, Error::start_stopped()).await);
+            }
         }
-        Err(e) => {
-            let _ = first.send(Err(e));
-            Ok(())
-        }
+        // A call that outlasts the keep-alive period would put the lease at risk: from now
+        // on, give up on it and retry instead.
+        self.etcd.timeout = self.etcd.timeout.min(self.period);
+        Ok(self)
     }
-}
-
-/// The setup out of its box, which is freed here rather than when the task ends (a box moved
-/// out of in an `async fn` is freed at the end of the function).
-fn unboxed(setup: Box<Setup>) -> Setup {
-    *setup
-}
-
-async fn start(setup: Setup, links: Links) -> Result<Registrar, Error> {
-    let Setup {
-        plan,
-        key,
-        lease_ttl,
-        predecessor,
-        watch_prefix,
-    } = setup;
-    // Without a session the announcer makes one of its own: one lease path for all.
-    let private = |client| {
-        let leases = Etcd::leases(client, plan.timeout);
-        Session::private(leases, lease_ttl, links.counters.clone())
-    };
-    let cancel = links.cancel.clone();
-    let session = async {
-        Ok::<_, Error>(match plan.connection {
-            EtcdConnection::Config(config) => (private(config.connect().await?).await?, None),
-            EtcdConnection::Client(client) => (private(*client).await?, None),
-            EtcdConnection::Session(session) => (session, Some(watch_prefix)),
-        })
-    };
-    // Nothing is registered yet: a cancel drops what was asked (a lease granted meanwhile
-    // holds no key, and expires).
-    let (session, watch_prefix) = tokio::select! {
-        biased;
-        () = cancel.cancelled() => return Err(start_stopped()),
-        session = session => session?,
-    };
-    // A session of one announcer watches its key alone.
-    let watch_prefix = watch_prefix.unwrap_or_else(|| key.as_str().into());
-    let etcd = Etcd {
-        client: session.etcd().client.clone(),
-        key,
-        timeout: plan.timeout,
-    };
-    let mut registrar = Registrar::new(etcd, session, watch_prefix, links);
-    let claimed = tokio::select! {
-        biased;
-        () = cancel.cancelled() => None,
-        claimed = registrar.claim_first(plan.takeover, predecessor) => Some(claimed),
-    };
-    match claimed {
-        Some(claimed) => claimed?,
-        // The claim may have landed: it is undone before `start()` hears of it.
-        None => {
-            let lease = match *registrar.session.watch_lease().borrow() {
-                SessionLease::Live(id) => id,
-                SessionLease::Renewing | SessionLease::Closed => 0,
-            };
-            return Err(registrar.undo(lease, start_stopped()).await);
-        }
-    }
-    // A call that outlasts the keep-alive period would put the lease at risk: from now on,
-    // give up on it and retry instead.
-    registrar.etcd.timeout = registrar.etcd.timeout.min(registrar.period);
-    Ok(registrar)
-}
-
-/// The error of a start stopped before it registered.
-fn start_stopped() -> Error {
-    Error::with_source(ErrorKind::Stopped, "the start was stopped")
 }
 
 impl Registrar {
@@ -154,7 +83,8 @@ impl Registrar {
             // open at once (a missing permission can leave it unanswered) does not hold the
             // claim up: the task opens it later and reads the key then.
             let wait = budget.min(SUBSCRIBE_WITHIN);
-            self.watch = subscribed(session, &self.watch_prefix, &self.etcd.key, wait).await;
+            let tag = self.id;
+            self.watch = subscribed(session, &self.watch_prefix, &self.etcd.key, tag, wait).await;
         }
         let lease = match session_lease(session, budget).await {
             Ok(lease) => lease,
@@ -251,7 +181,7 @@ impl Registrar {
     /// this announcer alone is closed: its lease is revoked, which deletes the key if a claim
     /// did land. A shared session's lease stays: the key is deleted if a claim landed under
     /// it, unless another announcer on the session holds the key.
-    async fn undo(&self, lease: i64, failed: Error) -> Error {
+    pub(crate) async fn undo(&self, lease: i64, failed: Error) -> Error {
         if self.session.is_private() {
             if let Err(e) = self.session.close().await {
                 tracing::warn!(
@@ -286,14 +216,15 @@ impl Registrar {
 }
 
 /// The key's share of the session's watch, or `None` when it is not open within `wait`
-/// (the registration task opens it later, and reads the key then).
+/// (the registry opens it later, and reads the key then).
 async fn subscribed(
     session: &Session,
     prefix: &str,
     key: &str,
+    tag: u64,
     wait: Duration,
 ) -> Option<crate::session::KeyWatch> {
-    match tokio::time::timeout(wait, session.hub().subscribe(prefix, key)).await {
+    match tokio::time::timeout(wait, session.hub().subscribe(prefix, key, tag)).await {
         Ok(Ok(watch)) => Some(watch),
         Ok(Err(e)) => {
             tracing::debug!(

@@ -15,7 +15,7 @@ impl Registrar {
         let opened = self
             .session
             .hub()
-            .subscribe(&self.watch_prefix, &self.etcd.key)
+            .subscribe(&self.watch_prefix, &self.etcd.key, self.id)
             .await;
         if opened.is_ok() {
             self.check_key = true;
@@ -35,22 +35,17 @@ impl Registrar {
         }
     }
 
-    pub(super) async fn on_watch(&mut self, msg: Result<Option<KeyNews>, etcd_client::Error>) {
-        let (cluster, changes) = match msg {
-            Ok(Some(KeyNews::Changes {
+    /// News of the key from its share of the session's watch.
+    pub(super) fn on_watch(&mut self, news: KeyNews) {
+        let (cluster, changes) = match news {
+            KeyNews::Changes {
                 cluster_id,
                 changes,
-            })) => (cluster_id, changes),
-            Ok(Some(KeyNews::HistoryLost)) => {
+            } => (cluster_id, changes),
+            KeyNews::HistoryLost => {
                 // The session's watch resumes by itself.
                 self.check_key = true;
                 self.retry_at = Some(Instant::now());
-                return;
-            }
-            Ok(None) | Err(_) => {
-                tracing::debug!(seen = self.seen, "watch of the registration lost; resuming");
-                self.watch = None;
-                self.retry_at = Some(Instant::now() + self.next_backoff());
                 return;
             }
         };
@@ -109,5 +104,13 @@ impl Registrar {
             }
         }
         true
+    }
+}
+
+impl Registrar {
+    /// Whether `route` is the key's current share of the session's watch (news of an earlier
+    /// share that ended are stale).
+    pub(super) fn watches(&self, route: u64) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.route() == route)
     }
 }

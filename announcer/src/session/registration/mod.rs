@@ -1,26 +1,29 @@
-//! The registration task: sole owner of the instance's key in etcd, from the first claim
-//! (`first`: the registration `start()` waits for) on. The lease is always a [`Session`]'s: a
-//! session shared by many announcers, or one this announcer made for itself, so there is one
-//! lease path and one keep-alive loop (the session's). The task registers again when the
-//! lease is lost, rewrites the key for `set_meta`, and watches the key through the session: a
-//! write by another lease fences this incarnation, a deletion while the lease lives
-//! deregisters it. Either stops the broadcast task at once, without a goodbye. Tokens stay the
-//! broadcast task's: this task only publishes the epoch they carry.
+//! One announcer's registration, kept as a record by its session's registry (see
+//! [`registry`]): the instance's key in etcd, from the first claim (`first`, which `start()`
+//! waits for) on. The lease is always a [`Session`]'s: a session shared by many announcers,
+//! or one this announcer made for itself, so there is one lease path and one keep-alive loop
+//! (the session's). The record registers again when the lease is lost, rewrites the key for
+//! `set_meta`, and follows the key through the session's watch: a write by another lease
+//! fences this incarnation, a deletion while the lease lives deregisters it. Either stops the
+//! broadcasting at once, without a goodbye. Tokens stay the scheduler's: the record only
+//! publishes the epoch they carry.
+//!
+//! A record is data, not a task: the registry runs its steps (an etcd call and what its
+//! answer means) one at a time, and between steps the record costs its own size.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_shared::backoff::Backoff;
 use herald_shared::{State, Token, codec};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Error;
 use crate::etcd_calls::{CallError, Claim, Etcd};
-use crate::messages::{Rewrite, SessionLease, StagedMeta, Standing};
+use crate::messages::{StagedMeta, Standing};
 use crate::scheduler::Nudge;
-use crate::session::{KeyHold, KeyNews, KeyWatch, Session};
+use crate::session::{KeyHold, KeyWatch, Session};
 use crate::stats::Counters;
 use crate::status::Stopped;
 
@@ -28,8 +31,7 @@ mod ending;
 mod first;
 mod key_watch;
 mod lease;
-
-pub(crate) use first::{Setup, run};
+pub(crate) mod registry;
 
 /// The first and the largest pause before retrying a call etcd did not answer.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -47,9 +49,12 @@ fn value_of(mut t: Token) -> Vec<u8> {
     codec::encode(&t).unwrap_or_default()
 }
 
-/// Everything the registration task owns.
+/// One announcer's registration: everything its steps read and write.
 #[derive(Debug)]
 pub(crate) struct Registrar {
+    /// The record's number in its session's registry; the session's watch tags the key's
+    /// news with it.
+    id: u64,
     etcd: Etcd,
     /// A third of the lease TTL: no single call may take longer, and retries wait less.
     period: Duration,
@@ -57,13 +62,11 @@ pub(crate) struct Registrar {
     lease: Option<i64>,
     epoch: u64,
     cluster_id: u64,
-    /// The last revision of the key seen: the watch resumes after it.
+    /// The last revision of the key seen.
     seen: i64,
     /// The lease's owner: a [`Session`] shared by many announcers, or one of this announcer
     /// alone ([`Session::is_private`]). The session keeps the lease alive.
     session: Session,
-    /// The session's lease as it changes.
-    session_lease: Option<watch::Receiver<SessionLease>>,
     watch: Option<KeyWatch>,
     /// When to retry pending work (registration, watch, checks) after a failure.
     retry_at: Option<Instant>,
@@ -89,76 +92,44 @@ pub(crate) struct Registrar {
     /// Tells the connection's scheduler of a new epoch or a halt.
     nudge: Nudge,
     last_token: watch::Receiver<Token>,
-    rewrites: flume::Receiver<Rewrite>,
     counters: Arc<Counters>,
-    cancel: CancellationToken,
-    /// Carries `shutdown()`'s deadline; closed without a value when the handle is dropped,
-    /// which leaves the lease to expire (crash semantics).
-    farewell: oneshot::Receiver<Instant>,
-    /// Cancelled when the broadcast task has ended.
+    /// Cancelled when the broadcasting has ended.
     broadcast_done: CancellationToken,
+    /// The announcer's span, which the record's steps run in.
+    span: tracing::Span,
 }
 
-/// What the task shares with the broadcast task and the handle.
+/// What the record shares with the broadcasting and the handle.
 #[derive(Debug)]
 pub(crate) struct Links {
     pub(crate) standing: watch::Sender<Standing>,
     pub(crate) last_token: watch::Receiver<Token>,
-    pub(crate) rewrites: flume::Receiver<Rewrite>,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) farewell: oneshot::Receiver<Instant>,
     pub(crate) broadcast_done: CancellationToken,
     pub(crate) nudge: Nudge,
-}
-
-async fn next_watch(watch: &mut Option<KeyWatch>) -> Result<Option<KeyNews>, etcd_client::Error> {
-    match watch {
-        Some(w) => w.message().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_session_lease(lease: &mut Option<watch::Receiver<SessionLease>>) -> SessionLease {
-    match lease {
-        Some(rx) => match rx.changed().await {
-            Ok(()) => *rx.borrow_and_update(),
-            // The session's task ended without closing: its lease expires with it.
-            Err(_) => {
-                *lease = None;
-                SessionLease::Renewing
-            }
-        },
-        None => std::future::pending().await,
-    }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400)
+    pub(crate) span: tracing::Span,
 }
 
 impl Registrar {
-    /// The task's state before its first registration.
-    fn new(etcd: Etcd, session: Session, watch_prefix: Arc<str>, links: Links) -> Self {
+    /// The record of `etcd.key` on `session` before its first registration.
+    pub(crate) fn new(etcd: Etcd, session: Session, watch_prefix: Arc<str>, links: Links) -> Self {
         let period = session.ttl() / 3;
         let Links {
             standing,
             last_token,
-            rewrites,
             counters,
-            cancel,
-            farewell,
             broadcast_done,
             nudge,
+            span,
         } = links;
         Registrar {
+            id: session.registry().next_id(),
             etcd,
             period,
             lease: None,
             epoch: 0,
             cluster_id: 0,
             seen: 0,
-            session_lease: Some(session.watch_lease()),
             session,
             watch: None,
             retry_at: None,
@@ -173,12 +144,25 @@ impl Registrar {
             standing,
             nudge,
             last_token,
-            rewrites,
             counters,
-            cancel,
-            farewell,
             broadcast_done,
+            span,
         }
+    }
+
+    /// The record's number in its session's registry.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The announcer's span.
+    fn span(&self) -> tracing::Span {
+        self.span.clone()
+    }
+
+    /// The session the record registers on.
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
     }
 
     /// The value to write: the token as last sent, with the newest metadata `set_meta` asked
@@ -208,6 +192,14 @@ impl Registrar {
         self.meta.as_ref().map_or(0, |m| m.version)
     }
 
+    /// Takes `meta` as the metadata to write, unless a newer one is already staged (calls
+    /// that crossed on their way keep the newest).
+    fn stage(&mut self, meta: StagedMeta) {
+        if self.meta.as_ref().is_none_or(|m| m.version < meta.version) {
+            self.meta = Some(meta);
+        }
+    }
+
     /// Writes the standing; a new epoch or a halt is news for the broadcasting as well.
     fn set_standing(&self, change: impl FnOnce(&mut Standing)) {
         let before = *self.standing.borrow();
@@ -218,40 +210,9 @@ impl Registrar {
         }
     }
 
-    /// Runs until cancelled, or until etcd's authority stops the announcer.
-    ///
-    /// Every step that calls etcd is boxed: etcd-client's futures are large, and a process
-    /// may run thousands of these tasks that wait almost all the time, so the waiting state
-    /// stays small (about 1 KiB instead of 34) and a step's state lives only while it runs.
-    async fn run(mut self) -> Result<(), Error> {
-        if self.watch.is_none() && !Box::pin(self.open_watch()).await {
-            self.retry_at = Some(Instant::now() + RETRY_FIRST);
-        }
-        let mut rewrites_open = true;
-        loop {
-            let due = self.retry_at.unwrap_or_else(far_future);
-            tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => return Box::pin(self.finish()).await,
-                msg = next_watch(&mut self.watch) => Box::pin(self.on_watch(msg)).await,
-                lease = next_session_lease(&mut self.session_lease) => self.on_session_lease(lease),
-                request = self.rewrites.recv_async(), if rewrites_open => match request.ok() {
-                    Some(Rewrite { meta, reply }) => {
-                        // Calls that crossed on their way keep the newest metadata.
-                        if self.meta.as_ref().is_none_or(|m| m.version < meta.version) {
-                            self.meta = Some(meta);
-                        }
-                        let done = Box::pin(self.rewrite()).await;
-                        let _ = reply.send(done);
-                    }
-                    None => rewrites_open = false,
-                },
-                () = tokio::time::sleep_until(due) => Box::pin(self.tick()).await,
-            }
-            if let Some(reason) = self.ending {
-                return Box::pin(self.halt(reason)).await;
-            }
-        }
+    /// Whether pending work is due now.
+    fn due(&self, now: Instant) -> bool {
+        self.retry_at.is_some_and(|at| at <= now)
     }
 
     /// Does whatever work is pending. Each step may uncover the next (a lost history, a
@@ -282,7 +243,7 @@ impl Registrar {
         };
     }
 
-    pub(super) fn next_backoff(&mut self) -> Duration {
+    fn next_backoff(&mut self) -> Duration {
         let period = self.period;
         self.backoff
             .get_or_insert_with(|| Box::new(Backoff::new(RETRY_FIRST, RETRY_MAX.min(period))))

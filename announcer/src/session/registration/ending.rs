@@ -1,6 +1,6 @@
-//! Rewriting the key for `set_meta`, and the two ways the task ends: halted by etcd's
-//! authority (no goodbye, own lease revoked), or cancelled by the handle (lease revoked after
-//! the goodbye when `shutdown()` asked, left to expire when the handle was dropped).
+//! Rewriting the key for `set_meta`, and the ways a registration ends: halted by etcd's
+//! authority (no goodbye, own lease revoked), left at `shutdown()` (key deleted or lease
+//! revoked after the goodbye), or dropped with its handle (left as a crash would leave it).
 
 use tokio::time::Instant;
 
@@ -76,17 +76,17 @@ impl Registrar {
         Ok(())
     }
 
-    /// After cancellation: when `shutdown()` asked, remove the registration once the goodbye
-    /// is out (revoke a lease of this announcer alone; delete the key from a shared
-    /// session's); when the handle was dropped, leave it as a crash would.
-    pub(super) async fn finish(mut self) -> Result<(), Error> {
-        let Ok(deadline) = self.farewell.try_recv() else {
-            if !self.session.is_private() {
-                return self.forget_after_ttl().await;
-            }
-            tracing::debug!("handle dropped without shutdown; the lease is left to expire");
-            return Ok(());
-        };
+    /// The handle was dropped without `shutdown()`: leave the registration as a crash would.
+    pub(super) async fn dropped(self) {
+        if !self.session.is_private() {
+            return self.forget_after_ttl().await;
+        }
+        tracing::debug!("handle dropped without shutdown; the lease is left to expire");
+    }
+
+    /// `shutdown()` asked: remove the registration once the goodbye is out (revoke a lease of
+    /// this announcer alone; delete the key from a shared session's), before `deadline`.
+    pub(super) async fn leave(self, deadline: Instant) -> Result<(), Error> {
         if !self.session.is_private() {
             return self.leave_session(deadline).await;
         }
@@ -163,9 +163,9 @@ impl Registrar {
     /// Subscribers first see what a crash looks like (the tokens stop, the instance expires
     /// after its TTL); then the key goes, a second TTL later, so that the deletion never
     /// races the expiry (subscribers sweep expired entries every few tens of milliseconds).
-    async fn forget_after_ttl(self) -> Result<(), Error> {
+    async fn forget_after_ttl(self) {
         let Some(lease) = self.lease else {
-            return Ok(());
+            return;
         };
         let ttl = std::time::Duration::from_millis(u64::from(self.last_token.borrow().ttl_ms));
         tokio::time::sleep(ttl * 2).await;
@@ -178,6 +178,5 @@ impl Registrar {
                 )
             }
         }
-        Ok(())
     }
 }
