@@ -239,7 +239,19 @@ async fn start_in(
             };
             // Boxed: connecting and the first claim are large futures that live only while
             // they run.
-            let record = Box::pin(registrar::register(setup, links, &abort)).await?;
+            // The first claim runs in a task of its own while `start()` waits for it, and
+            // that task ends with the claim: starts that one task drives together (a
+            // `buffer_unordered` of them) then claim on every worker thread, and their claims
+            // reach the session's batches together. (Inline, 50,000 starts took 3.0 s instead
+            // of 2.5.) From then on the registration is a record in the session's registry.
+            let aborted = abort.clone();
+            let registering = tokio::spawn(
+                async move { registrar::register(setup, links, &aborted).await }
+                    .instrument(span.clone()),
+            );
+            let record = registering
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Stopped, e))??;
             (Some(record), None, abandon_within)
         }
         None => (None, Some(standing_tx), Duration::ZERO),

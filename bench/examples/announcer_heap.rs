@@ -85,6 +85,24 @@ async fn main() {
             out += &format!("  requests under {:>7} B: {bytes:>5} B\n", 1u64 << k);
         }
     }
+    let stats = session.stats();
+    out += &format!(
+        "session: {} batches carried {} calls; {} watch streams, {} key watches\n",
+        stats.batches, stats.batched_calls, stats.watch_streams, stats.key_watches
+    );
+    if std::env::var_os("SHOW_ETCD").is_some() {
+        let port = etcd.port();
+        if let Ok(r) = herald_testkit::http::get(port, "/metrics").await {
+            for l in r
+                .body
+                .lines()
+                .filter(|l| l.starts_with("grpc_server_handled_total") && !l.ends_with(" 0"))
+            {
+                out += l;
+                out += "\n";
+            }
+        }
+    }
     let _ = std::io::stdout().write_all(out.as_bytes());
     // What the announcers do when they stop is not measured: leave at once.
     std::mem::forget((warm, announcers));
