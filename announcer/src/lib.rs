@@ -61,6 +61,8 @@
 //! - `probes`: probe subscriptions shared by the announcers of a NATS connection;
 //! - `reconnects`: one poller per NATS connection that tells its announcers of a reconnect;
 //! - `task`: the broadcast task, sole owner of the token, timer, probes and reconnects;
+//! - [`Connection`]: one NATS connection shared by the announcers of a process, owner of the
+//!   scheduler that sends all their tokens;
 //! - [`Session`]: one lease shared by the announcers of a process, kept alive by one task, one
 //!   watch stream for all their keys, and their registrations kept as records by one task
 //!   (its registry): registering again, rewrites, the news of each key that fence or
@@ -78,6 +80,7 @@
 #![deny(missing_docs)]
 
 pub mod builder;
+mod connection;
 pub mod error;
 mod etcd_calls;
 #[cfg(feature = "faults")]
@@ -103,6 +106,7 @@ pub mod status;
 mod task;
 
 pub use builder::{Announcer, AnnouncerBuilder};
+pub use connection::Connection;
 pub use error::{Error, ErrorKind};
 pub use handle::AnnouncerHandle;
 pub use session::{Session, SessionStats};

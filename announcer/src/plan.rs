@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use herald_shared::{EtcdConfig, NatsConfig, Subjects, Token};
 
+use crate::connection::Connection;
 use crate::session::Session;
 use crate::settings::Settings;
 
 /// How the announcer reaches NATS.
 #[derive(Debug, Clone)]
-pub(crate) enum Connection {
-    /// Connect with these settings (the connection is the announcer's own).
-    Config(NatsConfig),
-    /// Share the caller's connection.
-    Client(async_nats::Client),
+pub(crate) enum Nats {
+    /// Connect with these settings (the connection, and its scheduler, are the announcer's
+    /// own).
+    Config(Box<NatsConfig>),
+    /// Share the caller's connection and its scheduler.
+    Shared(Connection),
 }
 
 /// How the announcer reaches etcd.
@@ -70,7 +72,7 @@ impl fmt::Debug for LoadFn {
 /// Everything `start()` needs, validated.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub(crate) connection: Connection,
+    pub(crate) connection: Nats,
     pub(crate) subjects: Subjects,
     pub(crate) settings: Settings,
     /// The first token, without `seq` and `sent_at_ms` (stamped when sent).

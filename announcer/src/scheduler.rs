@@ -15,8 +15,8 @@
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::Client;
@@ -57,7 +57,8 @@ enum Order {
     Forget(Key),
 }
 
-/// The scheduler of one connection; it stops when the last announcer on it is gone.
+/// The scheduler of one connection; it stops when its owner and the last announcer on it are
+/// gone.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     orders: mpsc::UnboundedSender<Order>,
@@ -70,49 +71,40 @@ pub(crate) struct Scheduler {
     _stop: DropGuard,
 }
 
-/// Live schedulers, by the address of their connection's statistics (the task holds the
-/// client, so the address cannot be reused while the entry lives).
-static SCHEDULERS: Mutex<Option<HashMap<usize, Weak<Scheduler>>>> = Mutex::new(None);
-
-/// The scheduler of `client`'s connection, started if none runs.
-pub(crate) fn scheduler(client: &Client) -> Arc<Scheduler> {
-    let key = Arc::as_ptr(&client.statistics()) as usize;
-    let mut all = SCHEDULERS.lock().unwrap_or_else(|e| e.into_inner());
-    let all = all.get_or_insert_with(HashMap::new);
-    if let Some(live) = all.get(&key).and_then(Weak::upgrade)
-        && !live.task.is_finished()
-    {
-        return live;
-    }
-    all.retain(|_, s| s.strong_count() > 0);
-    let (orders, orders_rx) = mpsc::unbounded_channel();
-    let (probed, probed_rx) = mpsc::unbounded_channel();
-    let poller = Poller::spawn(client);
-    let link = poller.link();
-    let turns = Turns {
-        client: client.clone(),
-        records: HashMap::new(),
-        heap: BinaryHeap::new(),
-        by_probe: HashMap::new(),
-        orders: orders_rx,
-        probed: probed_rx,
-        link: link.clone(),
-        _poller: poller,
-    };
-    let stop = CancellationToken::new();
-    let scheduler = Arc::new(Scheduler {
-        orders,
-        link,
-        probe_feeds: ProbeFeeds::new(probed),
-        next_key: AtomicU64::new(0),
-        task: tokio::spawn(turns.run(stop.clone())),
-        _stop: stop.drop_guard(),
-    });
-    all.insert(key, Arc::downgrade(&scheduler));
-    scheduler
-}
-
 impl Scheduler {
+    /// Starts the scheduler of `client`'s connection. Its owner is the announcer's own
+    /// connection, or the [`Connection`](crate::Connection) the announcers share.
+    pub(crate) fn spawn(client: &Client) -> Arc<Scheduler> {
+        let (orders, orders_rx) = mpsc::unbounded_channel();
+        let (probed, probed_rx) = mpsc::unbounded_channel();
+        let poller = Poller::spawn(client);
+        let link = poller.link();
+        let turns = Turns {
+            client: client.clone(),
+            records: HashMap::new(),
+            heap: BinaryHeap::new(),
+            by_probe: HashMap::new(),
+            orders: orders_rx,
+            probed: probed_rx,
+            link: link.clone(),
+            _poller: poller,
+        };
+        let stop = CancellationToken::new();
+        Arc::new(Scheduler {
+            orders,
+            link,
+            probe_feeds: ProbeFeeds::new(probed),
+            next_key: AtomicU64::new(0),
+            task: tokio::spawn(turns.run(stop.clone())),
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// Whether its task still runs.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// The connection now: its connect count and the server connection that carries tokens.
     pub(crate) fn link(&self) -> Link {
         self.link.borrow().clone()

@@ -16,10 +16,11 @@ use crate::error::{Error, ErrorKind};
 use crate::handle::AnnouncerHandle;
 use crate::messages::Standing;
 use crate::pacer::Pacer;
-use crate::plan::{Connection, Plan};
+use crate::plan::{Nats, Plan};
 use crate::predecessor::Predecessor;
 use crate::registrar::{self, Setup};
 use crate::schedule::{Schedule, Why};
+use crate::scheduler::Scheduler;
 use crate::session::registration::Links;
 use crate::session::registration::registry::RecordHandle;
 use crate::stats::Counters;
@@ -155,8 +156,10 @@ async fn start_in(
     // Reconnects are noticed through the connection counter (see `reconnects`) for both kinds
     // of connection; an own connection's events tell whether the server refused the first
     // token (a publish permission missing).
-    let (client, mut events) = match connection {
-        Connection::Config(mut config) => {
+    // The scheduler belongs to the connection: the announcer's own, or the shared
+    // `Connection`'s.
+    let (client, scheduler, mut events) = match connection {
+        Nats::Config(mut config) => {
             // Named after the instance, so that the server's monitoring and its disconnect
             // advisories say whose connection it is.
             if config.name.is_none() {
@@ -164,11 +167,11 @@ async fn start_in(
             }
             let (client, events) =
                 unless_stopped(&abort, async { Ok(config.connect().await?) }).await?;
-            (client, Some(events.subscribe()))
+            let scheduler = Scheduler::spawn(&client);
+            (client, scheduler, Some(events.subscribe()))
         }
-        Connection::Client(client) => (client, None),
+        Nats::Shared(connection) => (connection.client().clone(), connection.scheduler(), None),
     };
-    let scheduler = crate::scheduler::scheduler(&client);
     let key = scheduler.next_key();
     let link_seen = scheduler.link();
     // Every token names the connection that carries it, the registration's value too.

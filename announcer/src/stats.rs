@@ -41,7 +41,7 @@ pub struct Stats {
     /// Refusals the NATS server reported on the announcer's own connection since `start()`
     /// (a permission the user lacks, such as publishing the tokens): the announcer warns of
     /// the first only, so a count above zero is the announcer's error state. Not counted on a
-    /// shared client (`.client(c)`), whose events belong to whoever built it.
+    /// shared [`Connection`](crate::Connection), whose events belong to whoever built it.
     pub permission_violations: u64,
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Observer, SERVICE, announce_subject, announcer, ms_between};
-use herald_announcer::{Announcer, ErrorKind};
+use herald_announcer::{Announcer, Connection, ErrorKind};
 use herald_shared::{NatsConfig, NatsEvent, State, unix_micros};
 use herald_testkit::NatsServer;
 use tokio::time::Instant;
@@ -62,7 +62,7 @@ async fn start_on_a_shared_client_publishes_before_returning() {
     let mut observer = Observer::new(&server.url(), &announce_subject()).await;
 
     let announcer = Announcer::builder(SERVICE, "10.0.0.7:8080")
-        .client(client.clone())
+        .connection(&Connection::new(client.clone()))
         .start()
         .await
         .expect("announcer starts on a shared client");
@@ -252,7 +252,7 @@ async fn shutdown_sends_leaving_and_returns_well_within_the_deadline() {
     let client = async_nats::connect(server.url()).await.unwrap();
     let interval = Duration::from_millis(200);
     let announcer = announcer(&server)
-        .client(client.clone())
+        .connection(&Connection::new(client.clone()))
         .interval(interval)
         .shutdown_timeout(Duration::from_secs(20))
         .start()
@@ -304,7 +304,7 @@ async fn dropping_the_handle_stops_tokens_without_a_goodbye() {
     let client = async_nats::connect(server.url()).await.unwrap();
     let interval = Duration::from_millis(200);
     let announcer = announcer(&server)
-        .client(client.clone())
+        .connection(&Connection::new(client.clone()))
         .interval(interval)
         .start()
         .await
@@ -346,7 +346,7 @@ async fn shutdown_times_out_when_nats_is_gone() {
     let mut server = NatsServer::start().await;
     let (client, events) = NatsConfig::new([server.url()]).connect().await.unwrap();
     let announcer = Announcer::builder(SERVICE, "10.0.0.7:8080")
-        .client(client)
+        .connection(&Connection::new(client))
         .interval(Duration::from_millis(200))
         .shutdown_timeout(Duration::from_millis(300))
         .start()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Observer, announce_subject, announcer, ms_between};
-use herald_announcer::ErrorKind;
+use herald_announcer::{Connection, ErrorKind};
 use herald_testkit::NatsServer;
 use tokio::time::Instant;
 
@@ -202,14 +202,14 @@ async fn load_fn_is_sampled_and_sent_early() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_load_fn_stalls_no_other_announcer_on_the_connection() {
     let server = NatsServer::start().await;
-    let client = async_nats::connect(server.url()).await.unwrap();
+    let client = Connection::new(async_nats::connect(server.url()).await.unwrap());
     let mut observer = Observer::new(&server.url(), &announce_subject()).await;
     let calls = Arc::new(AtomicU64::new(0));
     let counted = calls.clone();
     // Blocks its thread for a second at every sample, as a load source stuck on a lock or a
     // slow system call would.
     let slow = announcer(&server)
-        .client(client.clone())
+        .connection(&client)
         .instance("slow")
         .interval(Duration::from_secs(5))
         .load_fn(move || {
@@ -222,7 +222,7 @@ async fn a_blocking_load_fn_stalls_no_other_announcer_on_the_connection() {
         .await
         .unwrap();
     let steady = announcer(&server)
-        .client(client.clone())
+        .connection(&client)
         .instance("steady")
         .interval(Duration::from_millis(100))
         .start()

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Observer, SERVICE, announce_subject, announcer, ms_between};
-use herald_announcer::Announcer;
+use herald_announcer::{Announcer, Connection};
 use herald_shared::{NatsConfig, NatsEvent};
 use herald_testkit::NatsServer;
 use tokio::time::Instant;
@@ -90,7 +90,7 @@ async fn an_announcer_on_a_shared_client_republishes_after_a_restart() {
     // anything queued after the reconnect, so the observer cannot miss the republish.
     let mut observer = Observer::on(client.clone(), &announce_subject()).await;
     let announcer = Announcer::builder(SERVICE, "10.0.0.7:8080")
-        .client(client)
+        .connection(&Connection::new(client))
         .interval(INTERVAL)
         .start()
         .await

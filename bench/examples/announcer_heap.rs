@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_announcer::{Announcer, AnnouncerBuilder, Session};
+use herald_announcer::{Announcer, AnnouncerBuilder, Connection, Session};
 use herald_bench::alloc::{SIZE_CLASSES, live_bytes, live_bytes_by_class};
 use herald_shared::{EtcdConfig, NatsConfig};
 use herald_testkit::{EtcdServer, NatsServer};
@@ -35,6 +35,7 @@ async fn main() {
         .connect()
         .await
         .expect("NATS connects");
+    let client = Connection::new(client);
     let session = Session::connect(EtcdConfig::new([etcd.endpoint()]), Duration::from_secs(30))
         .await
         .expect("the session starts");
@@ -44,7 +45,7 @@ async fn main() {
         .expect("etcd connects");
     let builder = |i: usize| -> AnnouncerBuilder {
         let b = Announcer::builder("shard", format!("10.0.{}.{}:8080", i / 250, i % 250))
-            .client(client.clone())
+            .connection(&client)
             .instance(format!("shard-{i:06}"))
             .interval(Duration::from_secs(5));
         match private {

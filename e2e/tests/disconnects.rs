@@ -321,7 +321,7 @@ async fn a_client_that_reconnects_keeps_its_instances() {
         .await
         .expect("connect");
     let announcer = herald_announcer::Announcer::builder("svc", "127.0.0.1:9000")
-        .client(client.clone())
+        .connection(&herald_announcer::Connection::new(client.clone()))
         .prefix(&prefix)
         .instance("r")
         .interval(INTERVAL)

@@ -29,12 +29,13 @@ async fn a_lost_claim_answer_on_a_session_is_taken_as_its_own_and_a_failed_start
         .await
         .expect("session starts");
     let lease = session.lease().expect("the session's lease");
-    let client = async_nats::connect(nats_server.url()).await.unwrap();
+    let client =
+        herald_announcer::Connection::new(async_nats::connect(nats_server.url()).await.unwrap());
     let mut etcd_c = etcd_client(&etcd_server.endpoints()).await;
     let subjects = Subjects::new(&prefix).unwrap();
     let builder = |instance: &str| {
         Announcer::builder("svc", "127.0.0.1:9000")
-            .client(client.clone())
+            .connection(&client)
             .session(&session)
             .prefix(&prefix)
             .instance(instance)

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use herald_announcer::{Announcer, AnnouncerHandle, ErrorKind, Session, Stopped};
+use herald_announcer::{Announcer, AnnouncerHandle, Connection, ErrorKind, Session, Stopped};
 use herald_e2e::{
     etcd, etcd_client, eventually, init_tracing, is_removed, nats, prefix, subscriber_with_etcd,
     wait_event,
@@ -24,7 +24,7 @@ struct Setup {
     etcd: EtcdServer,
     prefix: String,
     session: Session,
-    client: async_nats::Client,
+    client: Connection,
     announcers: Vec<AnnouncerHandle>,
 }
 
@@ -45,7 +45,7 @@ async fn setup(test: &str) -> Setup {
     let session = Session::connect(etcd(&etcd_server.endpoints()), SESSION_TTL)
         .await
         .expect("session starts");
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = Connection::new(async_nats::connect(nats.url()).await.unwrap());
     let mut announcers = Vec::new();
     for i in 0..FLEET {
         announcers.push(start(&client, &session, &prefix, i).await);
@@ -60,14 +60,9 @@ async fn setup(test: &str) -> Setup {
     }
 }
 
-async fn start(
-    client: &async_nats::Client,
-    session: &Session,
-    prefix: &str,
-    i: usize,
-) -> AnnouncerHandle {
+async fn start(client: &Connection, session: &Session, prefix: &str, i: usize) -> AnnouncerHandle {
     Announcer::builder("svc", format!("127.0.0.1:{}", 9000 + i))
-        .client(client.clone())
+        .connection(client)
         .session(session)
         .prefix(prefix)
         .instance(id(i))
@@ -421,7 +416,7 @@ async fn closing_the_session_removes_every_registration_and_stops_its_announcers
     })
     .await;
     let late = Announcer::builder("svc", "127.0.0.1:9100")
-        .client(s.client.clone())
+        .connection(&s.client)
         .session(&s.session)
         .prefix(&s.prefix)
         .start()
@@ -459,10 +454,10 @@ async fn a_session_and_its_announcers_check_their_settings() {
     assert_eq!(err.field(), Some("lease_ttl"), "{err}");
 
     // A duplicate on the same session is refused like any other.
-    let client = async_nats::connect(nats_server.url()).await.unwrap();
+    let client = Connection::new(async_nats::connect(nats_server.url()).await.unwrap());
     let first = start(&client, &session, "dup", 0).await;
     let err = Announcer::builder("svc", "127.0.0.1:9001")
-        .client(client.clone())
+        .connection(&client)
         .session(&session)
         .prefix("dup")
         .instance(id(0))
@@ -496,7 +491,7 @@ async fn announcers_starting_and_stopping_together_share_transactions() {
     let session = Session::connect(etcd(&etcd_server.endpoints()), SESSION_TTL)
         .await
         .expect("session starts");
-    let client = async_nats::connect(nats_server.url()).await.unwrap();
+    let client = Connection::new(async_nats::connect(nats_server.url()).await.unwrap());
     let mut etcd_c = etcd_client(&etcd_server.endpoints()).await;
 
     // Every start at once.
@@ -521,7 +516,7 @@ async fn announcers_starting_and_stopping_together_share_transactions() {
 
     // An id another announcer on the session has is refused without a claim.
     let err = Announcer::builder("svc", "127.0.0.1:8999")
-        .client(client.clone())
+        .connection(&client)
         .session(&session)
         .prefix(&prefix)
         .instance(id(7))

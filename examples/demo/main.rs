@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use herald_announcer::{Announcer, AnnouncerHandle};
+use herald_announcer::{Announcer, AnnouncerHandle, Connection};
 use herald_shared::{EtcdConfig, NatsConfig};
 use herald_subscriber::{Event, Subscriber};
 use herald_testkit::{ADVISORY_SUBJECT, EtcdServer, NatsServer};
@@ -114,7 +114,7 @@ async fn run(
     let etcd = EtcdConfig::new(endpoints.split(',').map(str::to_owned));
     // Announcers that share this connection outlive any one of them: one that stops sending
     // while it stays open is what a hung process looks like.
-    let (shared, _events) = nats.connect().await?;
+    let shared = Connection::new(nats.connect().await?.0);
 
     let mut builder = Subscriber::builder().nats(nats.clone()).etcd(etcd.clone());
     if let Some(subject) = &advisories {
@@ -266,7 +266,7 @@ async fn run(
 /// Starts an announcer on its own connection, or on `shared`.
 async fn announce(
     nats: &NatsConfig,
-    shared: Option<&async_nats::Client>,
+    shared: Option<&Connection>,
     etcd: &EtcdConfig,
     service: &str,
     n: u32,
@@ -274,7 +274,7 @@ async fn announce(
     let id = format!("{service}-{n}");
     let builder = Announcer::builder(service, format!("127.0.0.1:{}", 8000 + n));
     let builder = match shared {
-        Some(client) => builder.client(client.clone()),
+        Some(connection) => builder.connection(connection),
         None => builder.nats(nats.clone()),
     };
     let a = builder

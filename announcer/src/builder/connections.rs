@@ -1,4 +1,4 @@
-//! Where the announcer connects: NATS (its own connection or a shared client), and etcd (its
+//! Where the announcer connects: NATS (its own connection or a shared [`Connection`]), and etcd (its
 //! own client, a shared one, or a [`Session`]), with the registration's lease and takeover.
 
 use std::time::Duration;
@@ -6,12 +6,13 @@ use std::time::Duration;
 use herald_shared::{EtcdConfig, NatsConfig};
 
 use super::AnnouncerBuilder;
-use crate::plan::{Connection, EtcdConnection};
+use crate::connection::Connection;
+use crate::plan::{EtcdConnection, Nats};
 use crate::session::Session;
 
 impl AnnouncerBuilder {
     /// Connects to NATS with these settings; the connection belongs to the announcer and
-    /// closes with it. This or [`AnnouncerBuilder::client`] is required.
+    /// closes with it. This or [`AnnouncerBuilder::connection`] is required.
     ///
     /// # Examples
     ///
@@ -23,28 +24,29 @@ impl AnnouncerBuilder {
     ///     .nats(NatsConfig::new(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]));
     /// ```
     pub fn nats(mut self, config: NatsConfig) -> Self {
-        self.connection = Some(Connection::Config(config));
+        self.connection = Some(Nats::Config(Box::new(config)));
         self
     }
 
     /// Shares an existing connection (several announcers of one process, or an application's
-    /// own client). The announcer never closes it.
+    /// own client), and with it one scheduler that sends the tokens of every announcer on it.
+    /// The announcer never closes it.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// use herald_announcer::Announcer;
+    /// use herald_announcer::{Announcer, Connection};
     ///
-    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let nats = Connection::new(async_nats::connect("nats://127.0.0.1:4222").await?);
     /// let announcer = Announcer::builder("billing", "10.0.0.7:8080")
-    ///     .client(client.clone())
+    ///     .connection(&nats)
     ///     .start()
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn client(mut self, client: async_nats::Client) -> Self {
-        self.connection = Some(Connection::Client(client));
+    pub fn connection(mut self, connection: &Connection) -> Self {
+        self.connection = Some(Nats::Shared(connection.clone()));
         self
     }
 
@@ -106,11 +108,11 @@ impl AnnouncerBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn run(session: herald_announcer::Session, nats: async_nats::Client) {
+    /// # async fn run(session: herald_announcer::Session, nats: herald_announcer::Connection) {
     /// use herald_announcer::Announcer;
     ///
     /// let builder = Announcer::builder("shard", "10.0.0.7:9000")
-    ///     .client(nats)
+    ///     .connection(&nats)
     ///     .session(&session);
     /// # }
     /// ```

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::error::Error;
 use crate::handle::AnnouncerHandle;
-use crate::plan::{Connection, EtcdConnection, LoadFn};
+use crate::plan::{EtcdConnection, LoadFn, Nats};
 use crate::settings::Requested;
 
 mod connections;
@@ -66,7 +66,7 @@ impl Announcer {
 pub struct AnnouncerBuilder {
     service: String,
     addr: String,
-    connection: Option<Connection>,
+    connection: Option<Nats>,
     prefix: String,
     instance: Option<String>,
     zone: Option<String>,

@@ -6,7 +6,7 @@ use herald_shared::{Subjects, Token};
 
 use super::AnnouncerBuilder;
 use crate::error::Error;
-use crate::plan::{Connection, EtcdConnection, EtcdPlan, Plan};
+use crate::plan::{EtcdConnection, EtcdPlan, Nats, Plan};
 use crate::settings::check_token;
 
 /// Deadline of each etcd call on a shared client, whose own settings are unknown.
@@ -37,12 +37,12 @@ impl AnnouncerBuilder {
         token.ttl_ms = settings.ttl_ms();
         check_token(&token)?;
         let connection = match &b.connection {
-            Some(Connection::Config(config)) => {
+            Some(Nats::Config(config)) => {
                 config.validate()?;
-                Connection::Config(config.clone())
+                Nats::Config(config.clone())
             }
-            Some(Connection::Client(client)) => Connection::Client(client.clone()),
-            None => return Err(Error::config("nats", "set .nats(..) or .client(..)")),
+            Some(Nats::Shared(connection)) => Nats::Shared(connection.clone()),
+            None => return Err(Error::config("nats", "set .nats(..) or .connection(..)")),
         };
         let etcd = match &b.etcd {
             Some(EtcdConnection::Config(config)) => {

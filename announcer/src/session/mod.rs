@@ -59,7 +59,7 @@ const SHARED_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use herald_announcer::{Announcer, Session};
+/// use herald_announcer::{Announcer, Connection, Session};
 /// use herald_shared::{EtcdConfig, NatsConfig};
 ///
 /// # async fn run() -> Result<(), herald_announcer::Error> {
@@ -68,11 +68,11 @@ const SHARED_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 ///     Duration::from_secs(30),
 /// )
 /// .await?;
-/// let nats = NatsConfig::new(["nats://127.0.0.1:4222"]).connect().await?.0;
+/// let nats = Connection::new(NatsConfig::new(["nats://127.0.0.1:4222"]).connect().await?.0);
 /// let mut announcers = Vec::new();
 /// for (i, port) in (9000..9100).enumerate() {
 ///     let announcer = Announcer::builder("shard", format!("10.0.0.7:{port}"))
-///         .client(nats.clone())
+///         .connection(&nats)
 ///         .session(&session)
 ///         .instance(format!("shard-{i}"))
 ///         .start()

@@ -35,7 +35,7 @@ pub struct Herald {
 
 /// What the announcers of one process share.
 struct Process {
-    nats: async_nats::Client,
+    nats: herald_announcer::Connection,
     etcd: etcd_client::Client,
     session: Option<Session>,
 }
@@ -68,7 +68,7 @@ impl Herald {
                 None
             };
             Process {
-                nats: servers.nats_client().await,
+                nats: herald_announcer::Connection::new(servers.nats_client().await),
                 etcd,
                 session,
             }
@@ -86,7 +86,7 @@ impl Herald {
     pub fn announcer(&self, id: String) -> herald_announcer::AnnouncerBuilder {
         let process = self.processes.next();
         let builder = Announcer::builder(SERVICE, "127.0.0.1:7000")
-            .client(process.nats.clone())
+            .connection(&process.nats)
             .instance(id)
             .interval(self.timing.herald_interval)
             .ttl(self.timing.herald_ttl);

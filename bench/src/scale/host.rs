@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use futures::{StreamExt, stream};
-use herald_announcer::{Announcer, AnnouncerHandle, Session};
+use herald_announcer::{Announcer, AnnouncerHandle, Connection, Session};
 use herald_shared::{EtcdConfig, NatsConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -47,10 +47,11 @@ async fn serve(args: &HostArgs) -> Result<(), String> {
     let mut orders = child::orders::<HostOrder>();
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
 
-    let (nats, _events) = NatsConfig::new([args.nats.clone()])
+    let (client, _events) = NatsConfig::new([args.nats.clone()])
         .connect()
         .await
         .map_err(|e| format!("nats: {e}"))?;
+    let nats = Connection::new(client);
     let config = EtcdConfig::new(args.etcd.iter().cloned());
     let etcd = match case.leases {
         Leases::Session => Etcd::Session(
@@ -136,14 +137,14 @@ async fn serve(args: &HostArgs) -> Result<(), String> {
 async fn start_one(
     case: &Case,
     g: usize,
-    nats: &async_nats::Client,
+    nats: &Connection,
     etcd: &Etcd,
 ) -> Result<AnnouncerHandle, String> {
     let (s, service, id) = case.instance(g);
     let i = g / case.services;
     let addr = format!("10.{}.{}.{}:8080", s % 250, i / 250 % 250, i % 250);
     let builder = Announcer::builder(service, addr)
-        .client(nats.clone())
+        .connection(nats)
         .instance(&id)
         .zone(fleet::zone(i))
         .meta("version", "1.2.3")

@@ -39,9 +39,10 @@ async fn main() {
         announcers.push(a.expect("announcer starts"));
     } else {
         let (client, _events) = config.connect().await.expect("NATS connects");
+        let nats = herald_announcer::Connection::new(client);
         for i in 0..count {
             let a = builder(format!("{instance}{i}"))
-                .client(client.clone())
+                .connection(&nats)
                 .start()
                 .await;
             announcers.push(a.expect("announcer starts"));
