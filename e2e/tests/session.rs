@@ -174,6 +174,38 @@ async fn announcers_on_a_session_share_one_lease_one_keep_alive_and_one_watch_st
     drop(s.nats);
 }
 
+/// Registrations are records in the session's registry and tokens are turns on the
+/// connection's scheduler: more announcers on a `Connection` and a `Session` add no task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcers_on_a_connection_and_a_session_add_no_task() {
+    let s = setup("no_task").await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    let mut more = Vec::new();
+    for i in FLEET..FLEET + 50 {
+        more.push(start(&s.client, &s.session, &s.prefix, i).await);
+    }
+    eventually(
+        Duration::from_secs(5),
+        "every new key followed through the session",
+        || s.session.stats().key_watches == FLEET as u64 + 50,
+    )
+    .await;
+    let after = tasks();
+    assert!(
+        after <= before + 2,
+        "50 more announcers took {} more tasks ({before} -> {after})",
+        after.saturating_sub(before)
+    );
+    for a in more {
+        a.shutdown().await.expect("graceful shutdown");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_removes_only_its_own_key_and_a_dropped_one_goes_after_its_ttl() {
     let mut s = setup("session_leave").await;
